@@ -1,0 +1,55 @@
+"""Chat with a PyTorch checkpoint: render with the chat template, decode with the KV cache."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from codette.checkpoint import file_sha256, load_model
+from codette.errors import CodetteError
+from codette.model import CodetteModel
+from codette.model.generate import SamplingConfig, generate_tokens
+from codette.tokenizer import CodetteTokenizer
+from codette.tokenizer.bpe import TOKENIZER_FILE
+
+
+def check_tokenizer_matches(state: dict, tok: CodetteTokenizer, tokenizer_dir: Path, ckpt: Path,
+                            model: CodetteModel) -> None:
+    """Refuse a tokenizer that is not the one the checkpoint was trained with."""
+    want = state.get("tokenizer_sha256") or ""
+    path = Path(tokenizer_dir) / TOKENIZER_FILE
+    if want and file_sha256(path) != want:
+        raise CodetteError(f"{path} is not the tokenizer {ckpt} was trained with (sha256 differs)")
+    if len(tok) > model.cfg.vocab_size:
+        raise CodetteError(
+            f"tokenizer {path} has {len(tok)} tokens but {ckpt} has only {model.cfg.vocab_size} embedding rows")
+
+
+class LocalBackend:
+    """A checkpoint and its tokenizer (by default the folder the checkpoint is in)."""
+
+    name = "local"
+
+    def __init__(self, checkpoint: Path | str, tokenizer_dir: Path | str | None = None, device: str = "cpu") -> None:
+        checkpoint = Path(checkpoint)
+        self.model, state = load_model(checkpoint, device=device)
+        tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else checkpoint.parent
+        self.tokenizer = CodetteTokenizer.load(tokenizer_dir)
+        check_tokenizer_matches(state, self.tokenizer, tokenizer_dir, checkpoint, self.model)
+        self.step = int(state.get("step", 0))
+
+    def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        text = self.tokenizer.apply_chat_template(messages, tools, add_generation_prompt=True)
+        return self.tokenizer.encode(text)
+
+    @torch.no_grad()
+    def chat(self, messages: list[dict], tools: list[dict] | None = None,
+             sampling: SamplingConfig | None = None) -> str:
+        sampling = sampling or SamplingConfig()
+        ids = self.prompt_ids(messages, tools)
+        ctx = self.model.cfg.max_seq_len
+        if len(ids) >= ctx:
+            raise CodetteError(f"the conversation is {len(ids)} tokens; this model's context is {ctx}")
+        out = list(generate_tokens(self.model, ids, sampling, stop_ids=self.tokenizer.stop_ids))
+        return self.tokenizer.decode(out, skip_control=True).strip()

@@ -1,0 +1,126 @@
+"""Checkpoints: written atomically, read with ``torch.load(weights_only=True)``, never arbitrary pickle.
+
+A training checkpoint is a dict of tensors and plain Python values:
+``format``, ``model`` (state dict), ``model_config`` (dict), ``optimizer`` (state dict),
+``scheduler`` (dict), ``step``, ``data_position``, ``rng`` (torch/cuda/numpy/python states),
+``run_config`` (dict), ``tokenizer_sha256``, ``metrics``. Export and evaluation read only
+``model`` and ``model_config`` (with ``mmap=True``, so the optimizer state is never paged in).
+"""
+
+from __future__ import annotations
+
+import hashlib
+import logging
+import os
+import re
+import zipfile
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from codette.errors import CodetteError
+from codette.fileio import atomic_open
+from codette.model import CodetteModel, ModelConfig
+
+log = logging.getLogger(__name__)
+
+FORMAT = "codette-checkpoint-v1"
+STEP_RE = re.compile(r"model_step_(\d+)\.pt$")
+
+
+def save_checkpoint(state: dict[str, Any], path: Path | str) -> Path:
+    """Write ``state`` to ``path`` via a temporary file, fsync and rename."""
+    path = Path(path)
+    state = {"format": FORMAT, **state}
+    with atomic_open(path, "wb") as fh:
+        torch.save(state, fh)
+    return path
+
+
+def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu", mmap: bool = False) -> dict:
+    """Load a checkpoint safely; every failure is a CodetteError naming the file."""
+    path = Path(path)
+    if not path.is_file():
+        raise CodetteError(f"checkpoint not found: {path}")
+    if path.stat().st_size == 0:
+        raise CodetteError(f"checkpoint {path} is empty (truncated write?)")
+    try:
+        state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
+        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
+        raise CodetteError(f"checkpoint {path} is corrupt or truncated: {first}") from None
+    except Exception as exc:  # weights_only refuses arbitrary objects with UnpicklingError
+        raise CodetteError(f"checkpoint {path} cannot be loaded safely: {type(exc).__name__}: {exc}") from None
+    if not isinstance(state, dict) or state.get("format") != FORMAT:
+        raise CodetteError(f"{path} is not a Codette checkpoint (missing format tag {FORMAT!r})")
+    for key in ("model", "model_config"):
+        if key not in state:
+            raise CodetteError(f"checkpoint {path} lacks '{key}'")
+    return state
+
+
+def model_config_of(state: dict, path: Path | str = "checkpoint") -> ModelConfig:
+    try:
+        return ModelConfig(**state["model_config"])
+    except (TypeError, ValueError) as exc:
+        raise CodetteError(f"{path}: invalid model_config: {exc}") from None
+
+
+def load_model(path: Path | str, device: str | torch.device = "cpu", mmap: bool = True) -> tuple[CodetteModel, dict]:
+    """The model of a checkpoint (eval mode) and the checkpoint dict (optimizer untouched if mmapped)."""
+    state = load_checkpoint(path, map_location="cpu", mmap=mmap)
+    cfg = model_config_of(state, path)
+    model = CodetteModel(cfg)
+    try:
+        model.load_state_dict(state["model"])
+    except RuntimeError as exc:
+        raise CodetteError(f"{path}: weights do not match its model_config: {str(exc).splitlines()[0]}") from None
+    return model.to(device).eval(), state
+
+
+def file_sha256(path: Path | str) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
+def step_checkpoints(folder: Path | str) -> list[tuple[int, Path]]:
+    """Periodic checkpoints in ``folder``, oldest first."""
+    out = []
+    for p in Path(folder).glob("model_step_*.pt"):
+        m = STEP_RE.search(p.name)
+        if m:
+            out.append((int(m.group(1)), p))
+    return sorted(out)
+
+
+def latest_valid_checkpoint(folder: Path | str) -> Path | None:
+    """The resumable checkpoint with the highest step in ``folder``; broken ones are skipped with a warning."""
+    folder = Path(folder)
+    candidates = [p for _, p in step_checkpoints(folder)]
+    candidates += [p for p in (folder / "model_final.pt",) if p.is_file()]
+    best: tuple[int, Path] | None = None
+    for p in candidates:
+        try:
+            state = load_checkpoint(p, mmap=True)
+        except CodetteError as exc:
+            log.warning("skipping %s", exc)
+            continue
+        step = int(state.get("step", 0))
+        if "optimizer" in state and (best is None or step > best[0]):
+            best = (step, p)
+    return best[1] if best else None
+
+
+def prune_step_checkpoints(folder: Path | str, keep: int) -> None:
+    """Delete all but the newest ``keep`` periodic checkpoints."""
+    if keep <= 0:
+        return
+    for _, p in step_checkpoints(folder)[:-keep]:
+        try:
+            os.unlink(p)
+        except FileNotFoundError:
+            pass

@@ -1,0 +1,187 @@
+"""The `codette` command line: thin wiring of the pipeline stages.
+
+Every verb accepts ``--config FILE`` (TOML/YAML/JSON) and ``--out-dir``; flags override the file.
+User mistakes end with a one-line ``error:`` message (exit 2), never a traceback.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import sys
+from pathlib import Path
+from typing import Optional
+
+import typer
+from rich.console import Console
+from rich.logging import RichHandler
+from rich.markup import escape
+from rich.table import Table
+
+from codette.cli import stages
+from codette.config import RunConfig, build_config
+from codette.errors import CodetteError
+from codette.model import PRESETS, MemoryEstimate, preset_config
+from codette.train.loop import TrainingInterrupted
+
+app = typer.Typer(
+    add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+    help="Train your own small Codette language model and run it locally.",
+)
+console = Console(width=None if sys.stdout.isatty() else 160)
+err_console = Console(stderr=True, width=None if sys.stderr.isatty() else 160)
+
+ConfigOpt = typer.Option(None, "--config", "-c", help="TOML/YAML/JSON config file.")
+OutOpt = typer.Option(None, "--out-dir", "-o", help="Output folder (default codette_model/).")
+
+
+def _config(config: Optional[Path], **overrides: object) -> RunConfig:
+    return build_config(config, {k: v for k, v in overrides.items() if v is not None})
+
+
+def _gb(n: int) -> str:
+    return f"{n / 1e9:,.2f} GB" if n >= 1e9 else f"{n / 1e6:,.1f} MB"
+
+
+@app.command()
+def data(
+    config: Optional[Path] = ConfigOpt,
+    out_dir: Optional[str] = OutOpt,
+    samples: Optional[int] = typer.Option(None, help="Synthetic conversations to generate (default 5000)."),
+    seed: Optional[int] = typer.Option(None, help="Random seed of the generator."),
+    source: Optional[list[str]] = typer.Option(None, "--source", "-s", help="Your own .txt/.jsonl file or folder."),
+    synthetic: Optional[bool] = typer.Option(None, "--synthetic/--no-synthetic", help="Include Codette's data."),
+    errors: Optional[str] = typer.Option(None, help="Invalid UTF-8 in your files: strict or replace."),
+) -> None:
+    """Generate the Codette conversations (and add your own files) as train/val JSONL."""
+    cfg = _config(config, out_dir=out_dir, **{"data.samples": samples, "data.seed": seed, "data.sources": source,
+                                             "data.synthetic": synthetic, "data.errors": errors})
+    stages.run_data(cfg, console)
+
+
+@app.command()
+def tokenizer(
+    config: Optional[Path] = ConfigOpt,
+    out_dir: Optional[str] = OutOpt,
+    vocab_size: Optional[int] = typer.Option(None, help="Target vocabulary size (default 32768)."),
+) -> None:
+    """Train the byte-level BPE tokenizer on the training split."""
+    cfg = _config(config, out_dir=out_dir, **{"tokenizer.vocab_size": vocab_size})
+    stages.run_tokenizer(cfg, console)
+
+
+@app.command()
+def train(
+    config: Optional[Path] = ConfigOpt,
+    out_dir: Optional[str] = OutOpt,
+    preset: Optional[str] = typer.Option(None, help="Model preset (see `codette presets`)."),
+    block_style: Optional[str] = typer.Option(None, help="codette (LayerNorm+GELU) or llama (RMSNorm+SwiGLU)."),
+    max_steps: Optional[int] = typer.Option(None),
+    lr: Optional[float] = typer.Option(None),
+    warmup_steps: Optional[int] = typer.Option(None),
+    batch_size: Optional[int] = typer.Option(None),
+    grad_accum: Optional[int] = typer.Option(None),
+    seq_len: Optional[int] = typer.Option(None),
+    eval_every: Optional[int] = typer.Option(None),
+    save_every: Optional[int] = typer.Option(None),
+    device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps."),
+    seed: Optional[int] = typer.Option(None),
+    resume: Optional[str] = typer.Option(None, help="Checkpoint to continue from, or 'auto' for the newest valid one."),
+) -> None:
+    """Train (or resume training) a model on the packed data."""
+    cfg = _config(config, out_dir=out_dir, **{
+        "model.preset": preset, "model.block_style": block_style, "train.max_steps": max_steps, "train.lr": lr,
+        "train.warmup_steps": warmup_steps, "train.batch_size": batch_size, "train.grad_accum": grad_accum,
+        "train.seq_len": seq_len, "train.eval_every": eval_every, "train.save_every": save_every,
+        "train.device": device, "train.seed": seed})
+    stages.run_train(cfg, console, resume=resume)
+
+
+@app.command("eval")
+def eval_(
+    checkpoint: Path = typer.Argument(..., help="A model_*.pt checkpoint."),
+    data_dir: Optional[Path] = typer.Option(None, help="Packed data folder (default: packed/ beside the checkpoint)."),
+    output: Optional[Path] = typer.Option(None, help="Where to write the JSON (default: eval.json beside it)."),
+    max_batches: Optional[int] = typer.Option(None, help="Evaluate at most this many batches."),
+) -> None:
+    """Held-out loss, perplexity and token accuracy of a checkpoint, plus sample chats."""
+    stages.run_eval(checkpoint, console, data_dir=data_dir, output=output, max_batches=max_batches)
+
+
+@app.command()
+def generate(
+    checkpoint: Path = typer.Argument(..., help="A model_*.pt checkpoint."),
+    prompt: str = typer.Option(..., "--prompt", "-p", help="The user's message."),
+    system: Optional[str] = typer.Option(None, help="Optional system message."),
+    max_new_tokens: int = typer.Option(128),
+    temperature: float = typer.Option(0.7, help="0 for greedy decoding."),
+    top_k: int = typer.Option(0),
+    top_p: float = typer.Option(1.0),
+    seed: Optional[int] = typer.Option(None),
+) -> None:
+    """Chat once with a trained checkpoint."""
+    from codette.backends.local import LocalBackend
+    from codette.model.generate import SamplingConfig
+
+    backend = LocalBackend(checkpoint)
+    messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
+    reply = backend.chat(messages, sampling=SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed))
+    console.print(reply, markup=False, highlight=False)
+
+
+@app.command()
+def presets(
+    block_style: str = typer.Option("codette", help="Count parameters for this block style."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+) -> None:
+    """List model presets with exact parameter counts and memory needs (nothing is allocated)."""
+    rows = []
+    for name, p in PRESETS.items():
+        cfg = preset_config(name, block_style=block_style)
+        mem = MemoryEstimate.of(cfg)
+        rows.append({"preset": name, "params": mem.params, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
+                     "n_heads": cfg.n_heads, "vocab_size": cfg.vocab_size, "max_seq_len": cfg.max_seq_len,
+                     "train_fp32_bytes": mem.train_fp32_bytes, "train_bf16_bytes": mem.train_bf16_bytes,
+                     "gguf_f16_bytes": mem.gguf_f16_bytes, "note": p.note})
+    if json_out:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"Codette presets ({block_style} blocks)")
+    for col in ("preset", "parameters", "layers x d", "heads", "vocab", "train fp32", "train bf16", "GGUF F16"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        table.add_row(r["preset"], f"{r['params']:,}", f"{r['n_layers']} x {r['d_model']}", str(r["n_heads"]),
+                      f"{r['vocab_size']:,}", _gb(r["train_fp32_bytes"]), _gb(r["train_bf16_bytes"]),
+                      _gb(r["gguf_f16_bytes"]))
+    console.print(table)
+    console.print("train fp32 = fp32 weights + grads + AdamW moments (16 B/param); train bf16 = bf16 weights and\n"
+                  "grads + fp32 AdamW moments (12 B/param). Activations are not included.")
+
+
+@app.command()
+def quickstart(
+    config: Optional[Path] = ConfigOpt,
+    out_dir: Optional[str] = OutOpt,
+    max_steps: Optional[int] = typer.Option(None, help="Training steps (quickstart default 300)."),
+) -> None:
+    """Every stage on the CPU in minutes: data, tokenizer, train, eval, sample chats."""
+    overrides = {"out_dir": out_dir, "train.max_steps": max_steps}
+    cfg = build_config(config, {k: v for k, v in overrides.items() if v is not None}, defaults=stages.QUICKSTART)
+    stages.run_quickstart(cfg, console)
+
+
+def main() -> None:
+    """Console-script entry point: turn user errors into one clear line."""
+    logging.basicConfig(level=logging.INFO, format="%(message)s",
+                        handlers=[RichHandler(console=err_console, show_path=False)])
+    try:
+        app()
+    except TrainingInterrupted as exc:
+        err_console.print(f"[yellow]{escape(str(exc))}[/]")
+        sys.exit(130)
+    except CodetteError as exc:
+        err_console.print(f"[bold red]error:[/] {escape(str(exc))}", highlight=False)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err_console.print("[yellow]interrupted[/]")
+        sys.exit(130)

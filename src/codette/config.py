@@ -1,0 +1,224 @@
+"""Configuration: dataclasses, loadable from TOML/YAML/JSON, overridable by flags, strictly checked.
+
+An unknown key or a value of the wrong type is an error that names the key (``train.lr``), so a
+typo in a config file never silently falls back to a default.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import sys
+import types
+import typing
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, TypeVar
+
+import yaml
+
+from codette.errors import CodetteError
+
+if sys.version_info >= (3, 11):
+    import tomllib
+else:  # pragma: no cover - exercised on Python 3.10 only
+    import tomli as tomllib
+
+T = TypeVar("T")
+
+
+@dataclass
+class DataConfig:
+    samples: int = 5000  # synthetic conversations to generate
+    seed: int = 0
+    val_fraction: float = 0.1
+    sources: list[str] = field(default_factory=list)  # the user's own .txt/.jsonl files or folders
+    synthetic: bool = True  # include the generated Codette conversations
+    assistant_only_loss: bool = True  # chat data: learn only the assistant's tokens
+    errors: str = "strict"  # how to treat invalid UTF-8 in user files: strict | replace
+
+
+@dataclass
+class TokenizerConfig:
+    vocab_size: int = 32768  # before padding the embedding table to a multiple of 64
+    min_frequency: int = 2
+
+
+@dataclass
+class ModelSection:
+    """A preset plus optional overrides of its fields."""
+
+    preset: str = "tiny"
+    block_style: str | None = None
+    d_model: int | None = None
+    n_layers: int | None = None
+    n_heads: int | None = None
+    n_kv_heads: int | None = None
+    d_ff: int | None = None
+    max_seq_len: int | None = None
+    dropout: float | None = None
+
+
+@dataclass
+class TrainConfig:
+    lr: float = 1e-4
+    min_lr_ratio: float = 0.1  # cosine decays to lr * min_lr_ratio
+    warmup_steps: int = 100
+    max_steps: int = 5000
+    eval_every: int = 500
+    save_every: int = 1000
+    max_grad_norm: float = 1.0
+    batch_size: int = 8
+    grad_accum: int = 1
+    seq_len: int | None = None  # None: the model's max_seq_len
+    weight_decay: float = 0.1
+    beta1: float = 0.9
+    beta2: float = 0.95
+    seed: int = 1337
+    device: str = "auto"  # auto | cpu | cuda | mps
+    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
+    eval_batches: int = 50  # at most this many val batches per evaluation
+    log_every: int = 10
+    keep_checkpoints: int = 3  # periodic model_step_N.pt files kept
+    compile: bool = False
+    threads: int = 0  # torch CPU threads; 0 leaves torch's default
+
+
+@dataclass
+class RunConfig:
+    out_dir: str = "codette_model"
+    log_dir: str = "training_logs"
+    data: DataConfig = field(default_factory=DataConfig)
+    tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
+    model: ModelSection = field(default_factory=ModelSection)
+    train: TrainConfig = field(default_factory=TrainConfig)
+
+
+def _type_name(tp: Any) -> str:
+    return getattr(tp, "__name__", None) or str(tp).replace("typing.", "")
+
+
+def _coerce(value: Any, tp: Any, key: str) -> Any:
+    origin = typing.get_origin(tp)
+    if origin in (typing.Union, types.UnionType):
+        args = typing.get_args(tp)
+        if value is None and type(None) in args:
+            return None
+        errors = []
+        for arg in args:
+            if arg is type(None):
+                continue
+            try:
+                return _coerce(value, arg, key)
+            except CodetteError as exc:
+                errors.append(str(exc))
+        raise CodetteError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+    if dataclasses.is_dataclass(tp):
+        if not isinstance(value, dict):
+            raise CodetteError(f"config key '{key}': expected a table/object, got {value!r}")
+        return from_dict(tp, value, prefix=f"{key}.")
+    if origin is list:
+        (item,) = typing.get_args(tp) or (Any,)
+        if isinstance(value, str):
+            value = [v for v in value.split(",") if v]
+        if not isinstance(value, (list, tuple)):
+            raise CodetteError(f"config key '{key}': expected a list, got {value!r}")
+        return [_coerce(v, item, f"{key}[{i}]") for i, v in enumerate(value)]
+    if tp is Any:
+        return value
+    if tp is bool:
+        if isinstance(value, bool):
+            return value
+        if isinstance(value, str) and value.lower() in ("true", "false", "1", "0", "yes", "no"):
+            return value.lower() in ("true", "1", "yes")
+    elif tp is int:
+        if isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if isinstance(value, str):
+            try:
+                return int(value)
+            except ValueError:
+                pass
+    elif tp is float:
+        if isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+    elif tp is str:
+        if isinstance(value, str):
+            return value
+    elif tp is dict:
+        if isinstance(value, dict):
+            return value
+    raise CodetteError(f"config key '{key}': expected {_type_name(tp)}, got {value!r}")
+
+
+def from_dict(cls: type[T], data: dict, prefix: str = "") -> T:
+    """Build dataclass ``cls`` from ``data``; unknown keys and wrong types name the key."""
+    hints = typing.get_type_hints(cls)
+    names = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(data) - names)
+    if unknown:
+        raise CodetteError(
+            f"unknown config key '{prefix}{unknown[0]}'; valid keys here: {', '.join(sorted(names))}")
+    kwargs = {k: _coerce(v, hints[k], prefix + k) for k, v in data.items()}
+    return cls(**kwargs)
+
+
+def to_dict(obj: Any) -> dict:
+    return dataclasses.asdict(obj)
+
+
+def load_config_file(path: Path | str) -> dict:
+    """Parse a .toml, .yaml/.yml or .json file into a dict, with the file named in any error."""
+    path = Path(path)
+    if not path.is_file():
+        raise CodetteError(f"config file not found: {path}")
+    text = path.read_text(encoding="utf-8")
+    try:
+        if path.suffix == ".toml":
+            data = tomllib.loads(text)
+        elif path.suffix in (".yaml", ".yml"):
+            data = yaml.safe_load(text) or {}
+        elif path.suffix == ".json":
+            data = json.loads(text)
+        else:
+            raise CodetteError(f"{path}: unsupported config format {path.suffix!r}; use .toml, .yaml or .json")
+    except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
+        raise CodetteError(f"{path}: cannot parse config: {exc}") from None
+    if not isinstance(data, dict):
+        raise CodetteError(f"{path}: the top level must be a table/object")
+    return data
+
+
+def set_dotted(data: dict, dotted: str, value: Any) -> None:
+    """``set_dotted(d, "train.lr", 3e-4)`` sets ``d["train"]["lr"]``."""
+    *parents, leaf = dotted.split(".")
+    node = data
+    for p in parents:
+        node = node.setdefault(p, {})
+        if not isinstance(node, dict):
+            raise CodetteError(f"config key '{dotted}': '{p}' is not a table")
+    node[leaf] = value
+
+
+def merge(base: dict, top: dict) -> dict:
+    out = dict(base)
+    for k, v in top.items():
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+    return out
+
+
+def build_config(file: Path | str | None = None, overrides: dict[str, Any] | None = None,
+                 defaults: dict | None = None) -> RunConfig:
+    """Defaults < ``defaults`` dict < config file < ``overrides`` (dotted keys, e.g. from CLI flags)."""
+    data: dict = merge({}, defaults or {})
+    if file:
+        data = merge(data, load_config_file(file))
+    for k, v in (overrides or {}).items():
+        if v is not None:
+            set_dotted(data, k, v)
+    return from_dict(RunConfig, data)

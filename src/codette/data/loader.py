@@ -1,0 +1,61 @@
+"""Deterministic batches from a packed split.
+
+The data position is one integer, the number of sequences consumed so far; the sequence at
+position ``i`` is a pure function of (seed, i), so a resumed run reads exactly what the
+uninterrupted run would have read.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from codette.data.pack import PackedSplit
+from codette.errors import CodetteError
+
+IGNORE_INDEX = -100
+
+
+class BatchSampler:
+    """Shuffles non-overlapping ``seq_len+1`` windows, reshuffled every epoch with seed+epoch."""
+
+    def __init__(self, split: PackedSplit, seq_len: int, seed: int) -> None:
+        self.split, self.seq_len, self.seed = split, seq_len, seed
+        self.n_blocks = split.num_blocks(seq_len)
+        if self.n_blocks < 1:
+            raise CodetteError(
+                f"split {split.name!r} has {len(split)} tokens, fewer than one sequence of {seq_len + 1}; "
+                "use more data or a shorter seq_len")
+        self._perm_epoch = -1
+        self._perm = np.arange(self.n_blocks)
+
+    def _block(self, index: int) -> int:
+        epoch, offset = divmod(index, self.n_blocks)
+        if epoch != self._perm_epoch:
+            self._perm = np.random.default_rng(self.seed + epoch).permutation(self.n_blocks)
+            self._perm_epoch = epoch
+        return int(self._perm[offset])
+
+    def window(self, block: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """Inputs and targets (masked positions set to IGNORE_INDEX) of one block."""
+        t = self.seq_len
+        start = block * t
+        tokens = np.asarray(self.split.tokens[start : start + t + 1], dtype=np.int64)
+        mask = np.asarray(self.split.mask[start + 1 : start + t + 1], dtype=bool)
+        x = torch.from_numpy(tokens[:-1].copy())
+        y = torch.from_numpy(np.where(mask, tokens[1:], IGNORE_INDEX))
+        return x, y
+
+    def batch(self, position: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
+        """The ``batch_size`` sequences starting at data position ``position``."""
+        pairs = [self.window(self._block(position + j)) for j in range(batch_size)]
+        return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    def sequential(self, batch_size: int, max_batches: int | None = None):
+        """Every block in order (for evaluation), in batches."""
+        blocks = list(range(self.n_blocks))
+        if max_batches is not None:
+            blocks = blocks[: max_batches * batch_size]
+        for i in range(0, len(blocks), batch_size):
+            pairs = [self.window(b) for b in blocks[i : i + batch_size]]
+            yield torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])

@@ -1,0 +1,19 @@
+"""The network: config, presets, forward pass and sampling. Imports only torch."""
+
+from codette.model.generate import SamplingConfig, generate_tokens
+from codette.model.presets import PRESETS, MemoryEstimate, count_parameters, preset_config
+from codette.model.transformer import BLOCK_STYLES, CodetteModel, KVCache, ModelConfig, padded_vocab
+
+__all__ = [
+    "BLOCK_STYLES",
+    "PRESETS",
+    "CodetteModel",
+    "KVCache",
+    "MemoryEstimate",
+    "ModelConfig",
+    "SamplingConfig",
+    "count_parameters",
+    "generate_tokens",
+    "padded_vocab",
+    "preset_config",
+]

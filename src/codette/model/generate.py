@@ -1,0 +1,86 @@
+"""Sampling from a :class:`CodetteModel`, with or without a KV cache.
+
+Greedy decoding with the cache gives exactly the tokens of greedy decoding without it (tested);
+the cache only saves recomputing the prefix.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from dataclasses import dataclass
+
+import torch
+
+from codette.model.transformer import CodetteModel
+
+
+@dataclass
+class SamplingConfig:
+    """Decoding knobs; ``temperature=0`` means greedy."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_k: int = 0  # 0 disables
+    top_p: float = 1.0  # 1.0 disables
+    seed: int | None = None
+
+
+def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
+    """Mask logits outside the top-k set and outside the smallest nucleus with mass >= top_p."""
+    if top_k and top_k < logits.shape[-1]:
+        kth = torch.topk(logits, top_k, dim=-1).values[..., -1, None]
+        logits = logits.masked_fill(logits < kth, float("-inf"))
+    if top_p < 1.0:
+        sorted_logits, order = torch.sort(logits, descending=True, dim=-1)
+        probs = sorted_logits.softmax(-1)
+        # Drop a token when the mass before it already reaches top_p (the top token always stays).
+        drop = probs.cumsum(-1) - probs >= top_p
+        sorted_logits = sorted_logits.masked_fill(drop, float("-inf"))
+        logits = torch.full_like(logits, float("-inf")).scatter(-1, order, sorted_logits)
+    return logits
+
+
+def _pick(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator | None) -> int:
+    if cfg.temperature <= 0:
+        return int(logits.argmax(-1))
+    logits = filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p)
+    probs = logits.float().softmax(-1)
+    return int(torch.multinomial(probs, 1, generator=gen))
+
+
+@torch.no_grad()
+def generate_tokens(
+    model: CodetteModel,
+    prompt: Sequence[int],
+    cfg: SamplingConfig,
+    stop_ids: Sequence[int] = (),
+    use_cache: bool = True,
+) -> Iterator[int]:
+    """Yield new token ids one at a time until a stop id (not yielded), max_new_tokens or the context end."""
+    model.eval()
+    device = model.embed.weight.device
+    gen = None
+    if cfg.seed is not None:
+        gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    ids = list(prompt)
+    if not ids:
+        raise ValueError("prompt must contain at least one token")
+    max_len = model.cfg.max_seq_len
+    if len(ids) >= max_len:
+        raise ValueError(f"prompt has {len(ids)} tokens; the model's context is {max_len}")
+    stops = set(stop_ids)
+    cache = model.new_cache(1) if use_cache else None
+    feed = ids
+    for _ in range(cfg.max_new_tokens):
+        if len(ids) >= max_len:
+            return
+        if cache is not None:
+            logits = model(torch.tensor([feed], device=device), cache=cache)[0, -1]
+        else:
+            logits = model(torch.tensor([ids], device=device))[0, -1]
+        nxt = _pick(logits.float().cpu(), cfg, gen)
+        if nxt in stops:
+            return
+        yield nxt
+        ids.append(nxt)
+        feed = [nxt]

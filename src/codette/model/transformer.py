@@ -1,0 +1,258 @@
+"""The Codette transformer: a decoder-only language model in one readable file.
+
+Two block styles share everything but the norm and the MLP:
+
+- ``codette`` (the original design): pre-norm LayerNorm and a 4x GELU(tanh) MLP.
+- ``llama``: pre-norm RMSNorm and a SwiGLU MLP.
+
+Both use rotary position embeddings in the "rotate half" (GPT-NeoX / Hugging Face) convention,
+causal attention through ``F.scaled_dot_product_attention``, optional grouped-query attention,
+tied input/output embeddings and no biases. This module imports only torch.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+BLOCK_STYLES = ("codette", "llama")
+
+
+@dataclass
+class ModelConfig:
+    """Everything that defines the network's shape. Saved inside every checkpoint."""
+
+    vocab_size: int = 32768  # rows of the embedding table (already padded, see ``padded_vocab``)
+    d_model: int = 256
+    n_layers: int = 6
+    n_heads: int = 8
+    n_kv_heads: int | None = None  # None: same as n_heads (multi-head attention)
+    d_ff: int | None = None  # None: 4*d_model (codette) or SwiGLU 8/3*d_model rounded (llama)
+    max_seq_len: int = 512
+    block_style: str = "codette"
+    rope_theta: float = 10000.0
+    norm_eps: float = 1e-5
+    dropout: float = 0.0
+    tie_embeddings: bool = True
+    init_std: float = 0.02
+    extra: dict = field(default_factory=dict)  # free-form notes (e.g. preset name); not used by the net
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    def validate(self) -> None:
+        """Fail early with the name of the offending field."""
+        if self.block_style not in BLOCK_STYLES:
+            raise ValueError(f"block_style must be one of {BLOCK_STYLES}, got {self.block_style!r}")
+        for name in ("vocab_size", "d_model", "n_layers", "n_heads", "max_seq_len"):
+            if int(getattr(self, name)) <= 0:
+                raise ValueError(f"{name} must be positive, got {getattr(self, name)}")
+        if self.d_model % self.n_heads:
+            raise ValueError(f"n_heads ({self.n_heads}) must divide d_model ({self.d_model})")
+        if self.head_dim % 2:
+            raise ValueError(f"head size d_model/n_heads = {self.head_dim} must be even for rotary embeddings")
+        if self.kv_heads <= 0 or self.n_heads % self.kv_heads:
+            raise ValueError(f"n_kv_heads ({self.n_kv_heads}) must divide n_heads ({self.n_heads})")
+        if not 0.0 <= self.dropout < 1.0:
+            raise ValueError(f"dropout must be in [0, 1), got {self.dropout}")
+
+    @property
+    def head_dim(self) -> int:
+        return self.d_model // self.n_heads
+
+    @property
+    def kv_heads(self) -> int:
+        return self.n_kv_heads or self.n_heads
+
+    @property
+    def ffn_dim(self) -> int:
+        if self.d_ff:
+            return self.d_ff
+        if self.block_style == "llama":
+            return 256 * math.ceil(int(8 * self.d_model / 3) / 256)
+        return 4 * self.d_model
+
+
+def padded_vocab(n_tokens: int, multiple: int = 64) -> int:
+    """Embedding rows for a tokenizer of ``n_tokens``: rounded up so matmuls stay aligned."""
+    return multiple * math.ceil(n_tokens / multiple)
+
+
+class RMSNorm(nn.Module):
+    """Root-mean-square norm with a learned scale (no bias), as in LLaMA."""
+
+    def __init__(self, dim: int, eps: float) -> None:
+        super().__init__()
+        self.eps = eps
+        self.weight = nn.Parameter(torch.ones(dim))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        xf = x.float()
+        xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
+        return xf.type_as(x) * self.weight
+
+
+def make_norm(cfg: ModelConfig) -> nn.Module:
+    if cfg.block_style == "llama":
+        return RMSNorm(cfg.d_model, cfg.norm_eps)
+    return nn.LayerNorm(cfg.d_model, eps=cfg.norm_eps, bias=False)
+
+
+class Rotary(nn.Module):
+    """Rotary position embedding, rotate-half convention; cos/sin tables are cached buffers."""
+
+    def __init__(self, head_dim: int, max_seq_len: int, theta: float) -> None:
+        super().__init__()
+        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
+        t = torch.arange(max_seq_len, dtype=torch.float64)
+        freqs = torch.outer(t, inv_freq)
+        emb = torch.cat([freqs, freqs], dim=-1)
+        self.register_buffer("cos", emb.cos().float(), persistent=False)
+        self.register_buffer("sin", emb.sin().float(), persistent=False)
+
+    @staticmethod
+    def _rotate_half(x: torch.Tensor) -> torch.Tensor:
+        x1, x2 = x.chunk(2, dim=-1)
+        return torch.cat([-x2, x1], dim=-1)
+
+    def forward(self, x: torch.Tensor, offset: int) -> torch.Tensor:
+        """Rotate ``x`` of shape (B, H, T, D) for absolute positions offset .. offset+T-1."""
+        t = x.shape[-2]
+        cos = self.cos[offset : offset + t].to(x.dtype)
+        sin = self.sin[offset : offset + t].to(x.dtype)
+        return x * cos + self._rotate_half(x) * sin
+
+
+class KVCache:
+    """Per-layer key/value buffers for incremental decoding; ``length`` is the filled prefix."""
+
+    def __init__(self, cfg: ModelConfig, batch: int, device: torch.device, dtype: torch.dtype) -> None:
+        shape = (batch, cfg.kv_heads, cfg.max_seq_len, cfg.head_dim)
+        self.k = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.v = [torch.zeros(shape, device=device, dtype=dtype) for _ in range(cfg.n_layers)]
+        self.length = 0
+
+
+class Attention(nn.Module):
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
+        self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
+
+    def forward(
+        self, x: torch.Tensor, rotary: Rotary, cache: KVCache | None = None, layer: int = 0
+    ) -> torch.Tensor:
+        b, t, _ = x.shape
+        cfg = self.cfg
+        q = self.q_proj(x).view(b, t, cfg.n_heads, cfg.head_dim).transpose(1, 2)
+        k = self.k_proj(x).view(b, t, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+        v = self.v_proj(x).view(b, t, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+        offset = cache.length if cache is not None else 0
+        q, k = rotary(q, offset), rotary(k, offset)
+        if cache is not None:
+            cache.k[layer][:, :, offset : offset + t] = k
+            cache.v[layer][:, :, offset : offset + t] = v
+            k = cache.k[layer][:, :, : offset + t]
+            v = cache.v[layer][:, :, : offset + t]
+        if cfg.kv_heads != cfg.n_heads:
+            rep = cfg.n_heads // cfg.kv_heads
+            k = k.repeat_interleave(rep, dim=1)
+            v = v.repeat_interleave(rep, dim=1)
+        dropout = cfg.dropout if self.training else 0.0
+        if offset == 0:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        else:
+            # Decoding after a cached prefix: query i (absolute position offset+i) may see keys 0..offset+i.
+            # is_causal would align the mask to the top-left corner, which is wrong here.
+            s = offset + t
+            mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=offset)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+        y = y.transpose(1, 2).reshape(b, t, cfg.n_heads * cfg.head_dim)
+        return self.o_proj(y)
+
+
+class MLP(nn.Module):
+    """GELU(tanh) 2-layer MLP for ``codette``; SwiGLU (gate * up, then down) for ``llama``."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.swiglu = cfg.block_style == "llama"
+        self.up_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
+        if self.swiglu:
+            self.gate_proj = nn.Linear(cfg.d_model, cfg.ffn_dim, bias=False)
+        self.down_proj = nn.Linear(cfg.ffn_dim, cfg.d_model, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.swiglu:
+            return self.down_proj(F.silu(self.gate_proj(x)) * self.up_proj(x))
+        return self.down_proj(F.gelu(self.up_proj(x), approximate="tanh"))
+
+
+class Block(nn.Module):
+    """Pre-norm residual block: x + attn(norm(x)), then x + mlp(norm(x))."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.attn_norm = make_norm(cfg)
+        self.attn = Attention(cfg)
+        self.mlp_norm = make_norm(cfg)
+        self.mlp = MLP(cfg)
+        self.drop = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, rotary: Rotary, cache: KVCache | None, layer: int) -> torch.Tensor:
+        x = x + self.drop(self.attn(self.attn_norm(x), rotary, cache, layer))
+        return x + self.drop(self.mlp(self.mlp_norm(x)))
+
+
+class CodetteModel(nn.Module):
+    """Token embedding -> N blocks -> final norm -> tied output projection."""
+
+    def __init__(self, cfg: ModelConfig) -> None:
+        super().__init__()
+        self.cfg = cfg
+        self.embed = nn.Embedding(cfg.vocab_size, cfg.d_model)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layers))
+        self.norm = make_norm(cfg)
+        self.lm_head = nn.Linear(cfg.d_model, cfg.vocab_size, bias=False)
+        if cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        self.rotary = Rotary(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
+        self.apply(self._init_weights)
+        # GPT-2 style: scale residual output projections by depth so activations stay O(1).
+        for name, p in self.named_parameters():
+            if name.endswith(("o_proj.weight", "down_proj.weight")):
+                nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layers))
+
+    def _init_weights(self, module: nn.Module) -> None:
+        if isinstance(module, (nn.Linear, nn.Embedding)):
+            nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
+
+    def num_parameters(self) -> int:
+        """Unique parameters (a tied embedding counts once)."""
+        return sum(p.numel() for p in self.parameters())
+
+    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
+        """Logits (B, T, vocab) for token ids ``idx`` (B, T); with ``cache``, positions continue from it."""
+        t = idx.shape[1]
+        start = cache.length if cache is not None else 0
+        if start + t > self.cfg.max_seq_len:
+            raise ValueError(
+                f"sequence length {start + t} exceeds the model's context max_seq_len={self.cfg.max_seq_len}"
+            )
+        x = self.embed(idx)
+        for i, block in enumerate(self.blocks):
+            x = block(x, self.rotary, cache, i)
+        if cache is not None:
+            cache.length += t
+        return self.lm_head(self.norm(x))
+
+    def new_cache(self, batch: int = 1) -> KVCache:
+        p = self.embed.weight
+        return KVCache(self.cfg, batch, p.device, p.dtype)

@@ -1,0 +1,193 @@
+"""Byte-level BPE tokenizer (Hugging Face ``tokenizers``) plus the chat template.
+
+Byte-level means every UTF-8 string round-trips and nothing maps to ``<unk>``. Files written:
+``tokenizer.json`` (the HF fast-tokenizer file) and ``tokenizer_config.json`` (HF keys: special
+tokens, ``chat_template``, ``model_max_length``), so ``transformers.AutoTokenizer`` can load the
+folder too.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Sequence
+from pathlib import Path
+
+from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
+
+from codette.errors import CodetteError
+from codette.fileio import atomic_write_text
+from codette.tokenizer.chat_template import (
+    BOS,
+    CHAT_TEMPLATE,
+    CONTROL_TOKENS,
+    EOS,
+    IM_END,
+    IM_START,
+    MARKER_TOKENS,
+    PAD,
+    SPECIAL_TOKENS,
+    UNK,
+    assistant_spans,
+    render,
+)
+
+TOKENIZER_FILE = "tokenizer.json"
+CONFIG_FILE = "tokenizer_config.json"
+
+
+class CodetteTokenizer:
+    """A trained byte-level BPE with Codette's special tokens and chat template."""
+
+    def __init__(self, tok: Tokenizer, chat_template: str = CHAT_TEMPLATE, model_max_length: int = 2048) -> None:
+        self.tok = tok
+        self.chat_template = chat_template
+        self.model_max_length = model_max_length
+        missing = [t for t in SPECIAL_TOKENS if tok.token_to_id(t) is None]
+        if missing:
+            raise CodetteError(f"tokenizer lacks special tokens: {', '.join(missing)}")
+
+    # ---- construction -------------------------------------------------------------------------
+    @classmethod
+    def train(cls, texts: Iterable[str], vocab_size: int = 32768, min_frequency: int = 2) -> "CodetteTokenizer":
+        """Learn merges from ``texts``; special tokens take ids 0..len(SPECIAL_TOKENS)-1."""
+        if vocab_size < 256 + len(SPECIAL_TOKENS):
+            raise CodetteError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + specials)")
+        tok = Tokenizer(models.BPE())
+        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.decoder = decoders.ByteLevel()
+        trainer = trainers.BpeTrainer(
+            vocab_size=vocab_size,
+            min_frequency=min_frequency,
+            special_tokens=SPECIAL_TOKENS,
+            initial_alphabet=pre_tokenizers.ByteLevel.alphabet(),
+            show_progress=False,
+        )
+        tok.train_from_iterator(texts, trainer=trainer)
+        return cls(tok)
+
+    @classmethod
+    def load(cls, folder: Path | str) -> "CodetteTokenizer":
+        folder = Path(folder)
+        path = folder / TOKENIZER_FILE
+        if not path.is_file():
+            raise CodetteError(f"no tokenizer at {path}; train one with `codette tokenizer`")
+        try:
+            tok = Tokenizer.from_file(str(path))
+        except Exception as exc:  # tokenizers raises plain Exception subclasses
+            raise CodetteError(f"{path} is not a valid tokenizer file: {exc}") from None
+        template, max_len = CHAT_TEMPLATE, 2048
+        cfg_path = folder / CONFIG_FILE
+        if cfg_path.is_file():
+            try:
+                cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+                raise CodetteError(f"{cfg_path} is not valid JSON: {exc}") from None
+            template = cfg.get("chat_template", template)
+            max_len = int(cfg.get("model_max_length", max_len))
+        return cls(tok, template, max_len)
+
+    def save(self, folder: Path | str) -> None:
+        folder = Path(folder)
+        atomic_write_text(folder / TOKENIZER_FILE, self.tok.to_str(pretty=False))
+        atomic_write_text(folder / CONFIG_FILE, json.dumps(self.hf_config(), indent=2, ensure_ascii=False))
+
+    def hf_config(self) -> dict:
+        """``tokenizer_config.json`` in the Hugging Face layout."""
+        return {
+            "tokenizer_class": "PreTrainedTokenizerFast",
+            "bos_token": BOS,
+            "eos_token": IM_END,
+            "pad_token": PAD,
+            "unk_token": UNK,
+            "additional_special_tokens": [t for t in SPECIAL_TOKENS if t not in (BOS, IM_END, PAD, UNK)],
+            "add_bos_token": False,
+            "add_eos_token": False,
+            "clean_up_tokenization_spaces": False,
+            "model_max_length": self.model_max_length,
+            "chat_template": self.chat_template,
+        }
+
+    # ---- ids ----------------------------------------------------------------------------------
+    def __len__(self) -> int:
+        return self.tok.get_vocab_size(with_added_tokens=True)
+
+    def token_id(self, token: str) -> int:
+        i = self.tok.token_to_id(token)
+        if i is None:
+            raise CodetteError(f"token {token!r} is not in the vocabulary")
+        return i
+
+    @property
+    def bos_id(self) -> int:
+        return self.token_id(BOS)
+
+    @property
+    def eos_id(self) -> int:
+        return self.token_id(EOS)
+
+    @property
+    def pad_id(self) -> int:
+        return self.token_id(PAD)
+
+    @property
+    def im_start_id(self) -> int:
+        return self.token_id(IM_START)
+
+    @property
+    def im_end_id(self) -> int:
+        return self.token_id(IM_END)
+
+    @property
+    def stop_ids(self) -> list[int]:
+        """Generation ends at the end of an assistant turn or of a document."""
+        return [self.im_end_id, self.eos_id]
+
+    @property
+    def control_ids(self) -> set[int]:
+        return {self.token_id(t) for t in CONTROL_TOKENS}
+
+    @property
+    def marker_ids(self) -> set[int]:
+        return {self.token_id(t) for t in MARKER_TOKENS}
+
+    # ---- text ---------------------------------------------------------------------------------
+    def encode(self, text: str) -> list[int]:
+        """Token ids for ``text``; special tokens written in the text become their single ids."""
+        return self.tok.encode(text, add_special_tokens=False).ids
+
+    def encode_with_offsets(self, text: str) -> tuple[list[int], list[tuple[int, int]]]:
+        enc = self.tok.encode(text, add_special_tokens=False)
+        return enc.ids, enc.offsets
+
+    def decode(self, ids: Sequence[int], skip_control: bool = False) -> str:
+        """Text for ``ids``; with ``skip_control`` structure tokens are dropped (markers stay)."""
+        if skip_control:
+            control = self.control_ids
+            ids = [i for i in ids if i not in control]
+        return self.tok.decode(list(ids), skip_special_tokens=False)
+
+    # ---- chat ---------------------------------------------------------------------------------
+    def apply_chat_template(
+        self, messages: list[dict], tools: list[dict] | None = None, add_generation_prompt: bool = False
+    ) -> str:
+        return render(messages, tools, add_generation_prompt, template=self.chat_template)
+
+    def encode_chat(self, messages: list[dict], tools: list[dict] | None = None) -> tuple[list[int], list[int]]:
+        """Ids of the rendered conversation and a 0/1 mask marking tokens inside assistant turns."""
+        text, spans = assistant_spans(messages, tools)
+        ids, offsets = self.encode_with_offsets(text)
+        mask = [0] * len(ids)
+        j = 0
+        for k, (start, _end) in enumerate(offsets):
+            while j < len(spans) and spans[j][1] <= start:
+                j += 1
+            if j < len(spans) and spans[j][0] <= start < spans[j][1]:
+                mask[k] = 1
+        return ids, mask
+
+
+def iter_training_texts(conversations: Iterable[dict], plain_texts: Iterable[str] = ()) -> Iterable[str]:
+    """Texts a tokenizer is trained on: rendered conversations, then plain documents."""
+    for conv in conversations:
+        yield render(conv["messages"], conv.get("tools"))
+    yield from plain_texts

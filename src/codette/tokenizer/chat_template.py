@@ -1,0 +1,141 @@
+"""The one chat template: how a conversation becomes text.
+
+Training data, generation, the GGUF's ``tokenizer.chat_template`` and the Ollama Modelfile all derive
+from :data:`CHAT_TEMPLATE`. The format is ChatML (``<|im_start|>role\\n...<|im_end|>``), which
+llama.cpp, Ollama and Hugging Face users already know, with Hermes-style tool calls
+(``<tool_call>{"name": ..., "arguments": {...}}</tool_call>``) and a ``tool`` role for tool results.
+
+Rendering uses the same Jinja settings as Hugging Face ``apply_chat_template`` (sandboxed,
+``trim_blocks``/``lstrip_blocks``, ``tojson`` without ASCII escaping or key sorting), so our text
+and ``transformers``' text are identical.
+"""
+
+from __future__ import annotations
+
+import json
+from functools import lru_cache
+from typing import Any
+
+import jinja2
+from jinja2.sandbox import ImmutableSandboxedEnvironment
+
+from codette.errors import CodetteError
+
+BOS = "<bos>"
+EOS = "<eos>"
+PAD = "<pad>"
+UNK = "<unk>"
+IM_START = "<|im_start|>"
+IM_END = "<|im_end|>"
+# Control tokens: structure, never produced inside message text.
+CONTROL_TOKENS = [PAD, UNK, BOS, EOS, IM_START, IM_END]
+# Content markers: the model writes them inside answers (perspective tags, tool calls).
+MARKER_TOKENS = ["<tool>", "<consciousness>", "<perspective>", "<tool_call>", "</tool_call>"]
+SPECIAL_TOKENS = CONTROL_TOKENS + MARKER_TOKENS
+
+ROLES = ("system", "user", "assistant", "tool")
+
+CHAT_TEMPLATE = (
+    "{{- bos_token }}"
+    "{%- if tools %}"
+    "{{- '<|im_start|>system\\n' }}"
+    "{%- if messages and messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}"
+    "{{- '# Tools\\n\\nYou can call these functions. Their signatures are inside <tools></tools>:\\n<tools>' }}"
+    "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
+    "{{- '\\n</tools>\\n\\nTo call a function, answer with a JSON object inside <tool_call></tool_call> tags:\\n"
+    "<tool_call>\\n{\"name\": <function-name>, \"arguments\": <arguments-json-object>}\\n</tool_call><|im_end|>\\n' }}"
+    "{%- elif messages and messages[0].role == 'system' %}"
+    "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- for message in messages %}"
+    "{%- if message.role == 'system' %}"
+    "{%- if not loop.first %}{{- raise_exception('a system message may only come first') }}{%- endif %}"
+    "{%- elif message.role == 'assistant' %}"
+    "{{- '<|im_start|>assistant\\n' }}"
+    "{%- if message.content %}{{- message.content }}{%- endif %}"
+    "{%- if message.tool_calls %}"
+    "{%- for tc in message.tool_calls %}"
+    "{%- set f = tc.function if tc.function is defined else tc %}"
+    "{%- if message.content or not loop.first %}{{- '\\n' }}{%- endif %}"
+    "{{- '<tool_call>\\n{\"name\": \"' + f.name + '\", \"arguments\": ' }}"
+    "{%- if f.arguments is string %}{{- f.arguments }}{%- else %}{{- f.arguments | tojson }}{%- endif %}"
+    "{{- '}\\n</tool_call>' }}"
+    "{%- endfor %}"
+    "{%- endif %}"
+    "{{- '<|im_end|>\\n' }}"
+    "{%- else %}"
+    "{{- '<|im_start|>' + message.role + '\\n' + message.content + '<|im_end|>\\n' }}"
+    "{%- endif %}"
+    "{%- endfor %}"
+    "{%- if add_generation_prompt %}{{- '<|im_start|>assistant\\n' }}{%- endif %}"
+)
+
+
+def _tojson(value: Any, indent: int | None = None, ensure_ascii: bool = False, sort_keys: bool = False) -> str:
+    return json.dumps(value, indent=indent, ensure_ascii=ensure_ascii, sort_keys=sort_keys)
+
+
+def _raise(message: str) -> None:
+    raise jinja2.exceptions.TemplateError(message)
+
+
+@lru_cache(maxsize=8)
+def _compiled(template: str) -> jinja2.Template:
+    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env.filters["tojson"] = _tojson
+    env.globals["raise_exception"] = _raise
+    return env.from_string(template)
+
+
+def validate_messages(messages: list[dict], where: str = "conversation") -> None:
+    """Check roles and content types; errors name the message index."""
+    if not isinstance(messages, list) or not messages:
+        raise CodetteError(f"{where}: 'messages' must be a non-empty list")
+    for i, m in enumerate(messages):
+        if not isinstance(m, dict):
+            raise CodetteError(f"{where}: message {i} must be an object, got {type(m).__name__}")
+        role = m.get("role")
+        if role not in ROLES:
+            raise CodetteError(f"{where}: message {i} has unknown role {role!r}; expected one of {', '.join(ROLES)}")
+        content = m.get("content")
+        if content is not None and not isinstance(content, str):
+            raise CodetteError(f"{where}: message {i} ({role}) content must be a string")
+        if content is None and not (role == "assistant" and m.get("tool_calls")):
+            raise CodetteError(f"{where}: message {i} ({role}) has no content")
+
+
+def render(
+    messages: list[dict],
+    tools: list[dict] | None = None,
+    add_generation_prompt: bool = False,
+    bos_token: str = BOS,
+    template: str = CHAT_TEMPLATE,
+) -> str:
+    """Render ``messages`` (OpenAI style) to the model's text, exactly as Hugging Face would."""
+    try:
+        return _compiled(template).render(
+            messages=messages, tools=tools, add_generation_prompt=add_generation_prompt,
+            bos_token=bos_token, eos_token=EOS,
+        )
+    except jinja2.exceptions.TemplateError as exc:
+        raise CodetteError(f"cannot render conversation: {exc}") from None
+
+
+def assistant_spans(messages: list[dict], tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
+    """The rendered text and the character spans the model should learn to produce.
+
+    A span covers an assistant message's content, its tool calls and its closing ``<|im_end|>``,
+    but not the ``<|im_start|>assistant`` header, which the runtime writes.
+    """
+    spans = []
+    for i, m in enumerate(messages):
+        if m["role"] != "assistant":
+            continue
+        start = len(render(messages[:i], tools, add_generation_prompt=True))
+        end = len(render(messages[: i + 1], tools))
+        spans.append((start, end))
+    full = render(messages, tools)
+    for start, end in spans:
+        if end > len(full) or start > end:
+            raise CodetteError("chat template is not prefix-stable; cannot locate assistant turns")
+    return full, spans

@@ -1,0 +1,308 @@
+"""The training loop.
+
+Checkpoint discipline: a checkpoint written after step ``k`` holds everything the next step depends
+on (weights, AdamW moments, schedule, data position, RNG states), so a run resumed from it
+produces exactly the losses of the uninterrupted run on CPU.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import logging
+import math
+import random
+import signal
+import threading
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
+
+from codette.checkpoint import (
+    latest_valid_checkpoint,
+    load_checkpoint,
+    model_config_of,
+    prune_step_checkpoints,
+    save_checkpoint,
+)
+from codette.config import TrainConfig
+from codette.data.loader import IGNORE_INDEX, BatchSampler
+from codette.data.pack import PackedSplit
+from codette.errors import CodetteError
+from codette.evaluate import evaluate_lm
+from codette.fileio import ensure_writable_dir
+from codette.model import CodetteModel, ModelConfig
+from codette.train.device import autocast_for, pick_device
+from codette.train.schedule import build_optimizer, lr_at
+
+log = logging.getLogger(__name__)
+
+
+class TrainingInterrupted(CodetteError):
+    """Ctrl-C: a checkpoint was saved; the message says where."""
+
+
+@dataclass
+class TrainResult:
+    steps: int
+    final_checkpoint: Path | None
+    best_checkpoint: Path | None
+    best_val_loss: float
+    last_eval: dict = field(default_factory=dict)
+    train_tokens_per_second: float = 0.0
+    train_seconds: float = 0.0
+    metrics_path: Path | None = None
+
+
+class MetricsLog:
+    """A human-readable log file and a JSONL file with one record per event."""
+
+    def __init__(self, log_dir: Path) -> None:
+        ensure_writable_dir(log_dir)
+        stamp = time.strftime("%Y%m%d-%H%M%S")
+        self.jsonl_path = log_dir / f"metrics_{stamp}.jsonl"
+        self.log_path = log_dir / f"training_{stamp}.log"
+        self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
+        self._handler = logging.FileHandler(self.log_path, encoding="utf-8")
+        self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        logging.getLogger("codette").addHandler(self._handler)
+        logging.getLogger("codette").setLevel(logging.INFO)
+
+    def write(self, kind: str, **values: Any) -> None:
+        self._jsonl.write(json.dumps({"kind": kind, "time": time.time(), **values}) + "\n")
+        self._jsonl.flush()
+
+    def close(self) -> None:
+        self._jsonl.close()
+        logging.getLogger("codette").removeHandler(self._handler)
+        self._handler.close()
+
+
+class StopFlag:
+    """First Ctrl-C asks the loop to stop at the next step boundary; a second one interrupts at once."""
+
+    def __init__(self) -> None:
+        self.requested = False
+        self._previous = None
+
+    def __enter__(self) -> "StopFlag":
+        if threading.current_thread() is threading.main_thread():
+            self._previous = signal.signal(signal.SIGINT, self._handle)
+        return self
+
+    def _handle(self, signum: int, frame: Any) -> None:
+        if self.requested:
+            raise KeyboardInterrupt
+        self.requested = True
+        log.warning("Ctrl-C: finishing the current step, then saving a checkpoint (Ctrl-C again to abort now)")
+
+    def __exit__(self, *exc: Any) -> None:
+        if self._previous is not None:
+            signal.signal(signal.SIGINT, self._previous)
+
+
+def _rng_state() -> dict:
+    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
+    if torch.cuda.is_available():
+        state["cuda"] = torch.cuda.get_rng_state_all()
+    return state
+
+
+def _set_rng_state(state: dict) -> None:
+    torch.set_rng_state(state["torch"])
+    random.setstate(_as_tuple(state["python"]))
+    if "cuda" in state and torch.cuda.is_available():
+        torch.cuda.set_rng_state_all(state["cuda"])
+
+
+def _as_tuple(x: Any) -> Any:
+    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
+
+
+def _resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
+    if not resume:
+        return None
+    if resume == "auto":
+        found = latest_valid_checkpoint(out_dir)
+        if found is None:
+            log.info("--resume auto: no valid checkpoint in %s, starting fresh", out_dir)
+        return found
+    return Path(resume)
+
+
+def _check_same_model(saved: ModelConfig, ours: ModelConfig, path: Path) -> None:
+    a, b = dataclasses.asdict(saved), dataclasses.asdict(ours)
+    a.pop("extra", None)
+    b.pop("extra", None)
+    diff = [k for k in a if a[k] != b.get(k)]
+    if diff:
+        k = diff[0]
+        raise CodetteError(f"cannot resume from {path}: model {k}={a[k]!r} there but {b[k]!r} in this run")
+
+
+def train(
+    cfg: TrainConfig,
+    model_cfg: ModelConfig,
+    data_dir: Path,
+    out_dir: Path,
+    log_dir: Path,
+    resume: str | None = None,
+    run_config: dict | None = None,
+    tokenizer_sha256: str | None = None,
+    console: Console | None = None,
+) -> TrainResult:
+    """Train from scratch or resume; returns where the checkpoints are and what was measured."""
+    out_dir, data_dir, log_dir = Path(out_dir), Path(data_dir), Path(log_dir)
+    ensure_writable_dir(out_dir)
+    console = console or Console(stderr=True)
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    device = pick_device(cfg.device)
+    autocast = autocast_for(device, cfg.dtype)
+    seq_len = cfg.seq_len or model_cfg.max_seq_len
+    if seq_len > model_cfg.max_seq_len:
+        raise CodetteError(f"train.seq_len={seq_len} exceeds the model's context max_seq_len={model_cfg.max_seq_len}")
+    if cfg.max_steps <= 0 or cfg.batch_size <= 0 or cfg.grad_accum <= 0:
+        raise CodetteError("train.max_steps, train.batch_size and train.grad_accum must be positive")
+
+    train_split, val_split = PackedSplit(data_dir, "train"), PackedSplit(data_dir, "val")
+    vocab_needed = int(train_split.meta["vocab_size"])
+    if vocab_needed > model_cfg.vocab_size:
+        raise CodetteError(f"the data uses {vocab_needed} token ids but the model has only {model_cfg.vocab_size} rows")
+    sampler = BatchSampler(train_split, seq_len, cfg.seed)
+    val_sampler = BatchSampler(val_split, seq_len, cfg.seed)
+
+    torch.manual_seed(cfg.seed)
+    random.seed(cfg.seed)
+    model = CodetteModel(model_cfg).to(device)
+    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
+    step, position, best_val = 0, 0, math.inf
+
+    resume_path = _resolve_resume(resume, out_dir)
+    if resume_path is not None:
+        state = load_checkpoint(resume_path, map_location=device)
+        _check_same_model(model_config_of(state, resume_path), model_cfg, resume_path)
+        if "optimizer" not in state:
+            raise CodetteError(f"{resume_path} holds weights only (no optimizer state); it cannot be resumed")
+        model.load_state_dict(state["model"])
+        optimizer.load_state_dict(state["optimizer"])
+        step, position = int(state["step"]), int(state["data_position"])
+        best_val = float(state.get("best_val_loss", math.inf))
+        _set_rng_state(state["rng"])
+        log.info("resumed from %s at step %d (data position %d)", resume_path, step, position)
+        if step >= cfg.max_steps:
+            log.info("checkpoint is already at max_steps=%d", cfg.max_steps)
+
+    train_model: torch.nn.Module = torch.compile(model) if cfg.compile else model
+    metrics = MetricsLog(log_dir)
+    n_params = model.num_parameters()
+    log.info("model %s: %d parameters, device %s, seq_len %d, batch %dx%d", model_cfg.extra.get("preset", "custom"),
+             n_params, device, seq_len, cfg.batch_size, cfg.grad_accum)
+    metrics.write("start", step=step, params=n_params, device=str(device), seq_len=seq_len,
+                  train_tokens=len(train_split), val_tokens=len(val_split), resumed_from=str(resume_path or ""))
+
+    def snapshot(path: Path) -> Path:
+        return save_checkpoint({
+            "model": model.state_dict(), "model_config": dataclasses.asdict(model_cfg),
+            "optimizer": optimizer.state_dict(),
+            "scheduler": {"kind": "warmup_cosine", "step": step, "lr": lr_at(max(step - 1, 0), cfg),
+                          "warmup_steps": cfg.warmup_steps, "max_steps": cfg.max_steps},
+            "step": step, "data_position": position, "rng": _rng_state(), "best_val_loss": best_val,
+            "train_config": dataclasses.asdict(cfg), "run_config": run_config or {},
+            "tokenizer_sha256": tokenizer_sha256 or "",
+        }, path)
+
+    def run_eval() -> dict:
+        m = evaluate_lm(train_model, val_sampler.sequential(cfg.batch_size, cfg.eval_batches), device, autocast)
+        return {"val_loss": m.val_loss, "perplexity": m.perplexity, "token_accuracy": m.token_accuracy,
+                "val_tokens": m.tokens}
+
+    tokens_per_step = cfg.batch_size * cfg.grad_accum * seq_len
+    result = TrainResult(steps=step, final_checkpoint=None, best_checkpoint=None, best_val_loss=best_val,
+                         metrics_path=metrics.jsonl_path)
+    train_time, train_tokens = 0.0, 0
+    progress = Progress(
+        TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+    )
+    model.train()
+    stop = StopFlag()
+    try:
+        with progress, stop:
+            task = progress.add_task("train", total=cfg.max_steps, completed=step, info="")
+            while step < cfg.max_steps:
+                if stop.requested:
+                    raise KeyboardInterrupt
+                t0 = time.perf_counter()
+                lr = lr_at(step, cfg)
+                for group in optimizer.param_groups:
+                    group["lr"] = lr
+                loss_sum = 0.0
+                # ``position`` only advances once the step is applied, so a checkpoint taken on
+                # Ctrl-C mid-step resumes at the start of that step.
+                for micro in range(cfg.grad_accum):
+                    x, y = sampler.batch(position + micro * cfg.batch_size, cfg.batch_size)
+                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
+                    with autocast:
+                        logits = train_model(x)
+                    n_targets = int((y != IGNORE_INDEX).sum())
+                    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
+                                           ignore_index=IGNORE_INDEX, reduction="sum") / max(n_targets, 1)
+                    (loss / cfg.grad_accum).backward()
+                    loss_sum += float(loss.detach())
+                train_loss = loss_sum / cfg.grad_accum
+                if not math.isfinite(train_loss):
+                    last = latest_valid_checkpoint(out_dir)
+                    metrics.write("diverged", step=step + 1, loss=train_loss)
+                    raise CodetteError(
+                        f"training loss became {train_loss} at step {step + 1}; stopping. The last good "
+                        f"checkpoint is {last or 'none (no checkpoint was saved yet)'}. Lower train.lr or "
+                        f"check the data.")
+                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+                optimizer.step()
+                optimizer.zero_grad(set_to_none=True)
+                step += 1
+                position += cfg.batch_size * cfg.grad_accum
+                dt = time.perf_counter() - t0
+                train_time += dt
+                train_tokens += tokens_per_step
+                tps = tokens_per_step / dt if dt > 0 else 0.0
+                metrics.write("train", step=step, loss=train_loss, lr=lr, grad_norm=grad_norm,
+                              tokens_per_second=tps, data_position=position)
+                progress.update(task, completed=step,
+                                info=f"loss {train_loss:.3f}  lr {lr:.2e}  {tps:,.0f} tok/s")
+                if step % cfg.log_every == 0:
+                    log.info("step %d loss %.4f lr %.3e grad_norm %.3f %.0f tok/s", step, train_loss, lr,
+                             grad_norm, tps)
+                if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                    ev = run_eval()
+                    result.last_eval = ev
+                    metrics.write("eval", step=step, **ev)
+                    log.info("step %d val_loss %.4f ppl %.2f acc %.4f", step, ev["val_loss"], ev["perplexity"],
+                             ev["token_accuracy"])
+                    if ev["val_loss"] < best_val:
+                        best_val = ev["val_loss"]
+                        result.best_checkpoint = snapshot(out_dir / "model_best.pt")
+                if step % cfg.save_every == 0 and step < cfg.max_steps:
+                    snapshot(out_dir / f"model_step_{step}.pt")
+                    prune_step_checkpoints(out_dir, cfg.keep_checkpoints)
+            result.final_checkpoint = snapshot(out_dir / "model_final.pt")
+    except KeyboardInterrupt:
+        path = snapshot(out_dir / f"model_step_{step}.pt")
+        metrics.write("interrupted", step=step, checkpoint=str(path))
+        raise TrainingInterrupted(f"interrupted at step {step}; saved {path}. Continue with --resume auto") from None
+    finally:
+        metrics.close()
+    result.steps = step
+    result.best_val_loss = best_val
+    if (out_dir / "model_best.pt").is_file():
+        result.best_checkpoint = out_dir / "model_best.pt"
+    result.train_seconds = train_time
+    result.train_tokens_per_second = train_tokens / train_time if train_time > 0 else 0.0
+    return result
