@@ -6,6 +6,7 @@ typo in a config file never silently falls back to a default.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import json
 import sys
@@ -206,9 +207,10 @@ def set_dotted(data: dict, dotted: str, value: Any) -> None:
 
 
 def merge(base: dict, top: dict) -> dict:
-    out = dict(base)
+    """A new dict: ``top`` laid over ``base`` recursively; neither input is modified."""
+    out = copy.deepcopy(base)
     for k, v in top.items():
-        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else v
+        out[k] = merge(out[k], v) if isinstance(v, dict) and isinstance(out.get(k), dict) else copy.deepcopy(v)
     return out
 
 

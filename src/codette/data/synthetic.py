@@ -16,26 +16,12 @@ from collections import Counter
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
+from codette.data.facts import IDENTITY
+from codette.data.facts import PERSPECTIVES as FACT_PERSPECTIVES
 from codette.errors import CodetteError
 
-# ------------------------------------------------------------------------------------------------
-# Facts about Codette: the one source for identity answers (and, later, for scoring them).
-# ------------------------------------------------------------------------------------------------
-PERSPECTIVES: dict[str, str] = {
-    "newton": "Newton",
-    "davinci": "Da Vinci",
-    "quantum": "Quantum",
-    "philosophical": "Philosophical",
-}
-TOOL_NAMES = ["calculator", "read_file", "list_directory", "execute_python", "analyze_data", "web_search"]
-IDENTITY = {
-    "name": "Codette",
-    "kind": "a small language model trained with the Codette toolkit",
-    "perspectives": "Newton, Da Vinci, Quantum and Philosophical",
-    "tools": "a calculator, file reading, directory listing, Python execution, data analysis and web search",
-    "limits": "I can be wrong, I do not remember past conversations, and I only reach the outside world through my tools",
-    "purpose": "to help people think through problems from several perspectives and to use tools carefully",
-}
+# The four perspectives v1 writes about (all eleven are listed in facts.PERSPECTIVES).
+PERSPECTIVES: dict[str, str] = {k: FACT_PERSPECTIVES[k] for k in ("newton", "davinci", "quantum_computing", "philosophical")}
 SYSTEM_PROMPTS = [
     "You are Codette, a multi-perspective reasoning assistant that can call tools.",
     "You are Codette. Think from several perspectives and use tools when they help.",
@@ -127,7 +113,7 @@ PERSPECTIVE_STYLE: dict[str, list[str]] = {
         "Imagine drawing {t}. Curiosity first: how is it built, why is it shaped this way, and what invention "
         "could grow from connecting it to something unrelated?",
     ],
-    "quantum": [
+    "quantum_computing": [
         "Think of {t} as a space of possibilities. Before we observe it, many outcomes are held at once with "
         "different probabilities, and the act of measuring selects one.",
         "Hold several states of {t} in superposition: each path has an amplitude, some reinforce and some "
@@ -321,7 +307,7 @@ def _consciousness_sample(rng: random.Random) -> Sample:
 SHORT_VIEWS = {
     "newton": "the forces and causes in {t} can be measured and predicted",
     "davinci": "the design of {t} invites sketches and new inventions",
-    "quantum": "{t} holds several possible outcomes until we look closely",
+    "quantum_computing": "{t} holds several possible outcomes until we look closely",
     "philosophical": "{t} raises questions about meaning and purpose",
 }
 

@@ -11,6 +11,7 @@ import dataclasses
 import json
 import logging
 import math
+import os
 import random
 import signal
 import threading
@@ -65,7 +66,7 @@ class MetricsLog:
 
     def __init__(self, log_dir: Path) -> None:
         ensure_writable_dir(log_dir)
-        stamp = time.strftime("%Y%m%d-%H%M%S")
+        stamp = time.strftime("%Y%m%d-%H%M%S") + f"-{os.getpid()}"
         self.jsonl_path = log_dir / f"metrics_{stamp}.jsonl"
         self.log_path = log_dir / f"training_{stamp}.log"
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")

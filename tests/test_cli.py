@@ -1,0 +1,79 @@
+"""The command line as a user meets it: verbs, entry points, clear one-line errors, the quickstart."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from tests._pipeline import TINY, codette, write_config
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_entry_points_show_every_verb() -> None:
+    proc = codette("--help", check=True)
+    for verb in ("data", "tokenizer", "train", "eval", "generate", "presets", "quickstart"):
+        assert verb in proc.stdout
+    script = subprocess.run([sys.executable, str(ROOT / "quick_train.py"), "--help"], capture_output=True, text=True)
+    assert script.returncode == 0 and "--max-steps" in script.stdout
+
+
+def test_presets_json_has_exact_counts_and_memory() -> None:
+    rows = {r["preset"]: r for r in json.loads(codette("presets", "--json", check=True).stdout)}
+    assert set(rows) == {"tiny", "small-cpu", "1.3b", "2.7b", "5.3b"}
+    for name, nominal in (("1.3b", 1.3e9), ("2.7b", 2.7e9), ("5.3b", 5.3e9)):
+        assert abs(rows[name]["params"] / nominal - 1) < 0.05
+        assert rows[name]["train_fp32_bytes"] == 16 * rows[name]["params"]
+        assert rows[name]["gguf_f16_bytes"] == 2 * rows[name]["params"]
+    assert 5e6 <= rows["tiny"]["params"] <= 15e6 and 5e6 <= rows["small-cpu"]["params"] <= 15e6
+
+
+@pytest.mark.parametrize(
+    ("args", "message"),
+    [
+        (["data", "--source", "/nonexistent/corpus.txt", "--no-synthetic"], "data file not found: /nonexistent/corpus.txt"),
+        (["train", "--preset", "huge"], "unknown preset 'huge'"),
+        (["eval", "/nonexistent/model_best.pt"], "checkpoint not found: /nonexistent/model_best.pt"),
+    ],
+)
+def test_user_errors_are_one_line_without_traceback(tmp_path: Path, args: list[str], message: str) -> None:
+    proc = codette(*args, "-o", str(tmp_path / "out")) if args[0] != "eval" else codette(*args)
+    assert proc.returncode == 2
+    assert message in proc.stderr
+    assert "Traceback" not in proc.stderr
+
+
+def test_config_file_errors_name_the_key(tmp_path: Path) -> None:
+    bad_key = tmp_path / "bad.toml"
+    bad_key.write_text("[train]\nlearning_rate = 0.1\n")
+    proc = codette("train", "-c", str(bad_key), "-o", str(tmp_path))
+    assert proc.returncode == 2 and "unknown config key 'train.learning_rate'" in proc.stderr
+    bad_type = tmp_path / "bad.yaml"
+    bad_type.write_text("train:\n  max_steps: lots\n")
+    proc = codette("train", "-c", str(bad_type), "-o", str(tmp_path))
+    assert proc.returncode == 2 and "config key 'train.max_steps': expected int" in proc.stderr
+
+
+def test_quickstart_runs_every_stage(tmp_path: Path) -> None:
+    """The quickstart wiring on a tiny model: data, tokenizer, train, eval, samples, eval.json."""
+    out = tmp_path / "codette_model"
+    cfg = write_config(tmp_path / "qs.json", {**TINY, "log_dir": str(tmp_path / "logs"),
+                                              "train": {**TINY["train"], "max_steps": 30}})
+    proc = codette("quickstart", "-c", str(cfg), "-o", str(out), check=True)
+    report = json.loads((out / "eval.json").read_text())
+    for key in ("val_loss", "val_token_accuracy", "val_perplexity", "train_tokens_per_second", "wall_seconds",
+                "samples"):
+        assert key in report, key
+    assert report["train_steps"] == 30 and report["val_tokens"] > 0
+    assert len(report["samples"]) == 3 and all(isinstance(s["assistant"], str) for s in report["samples"])
+    for name in ("tokenizer.json", "tokenizer_config.json", "model_final.pt", "model_best.pt", "run_config.json",
+                 "data/train.jsonl", "data/val.jsonl", "packed/train.bin"):
+        assert (out / name).is_file(), name
+    assert "Held-out evaluation" in proc.stdout
+    gen = codette("generate", str(out / "model_final.pt"), "-p", "Who are you?", "--temperature", "0",
+                  "--max-new-tokens", "8", check=True)
+    assert gen.stdout.strip()

@@ -1,0 +1,212 @@
+"""Training: it learns, checkpoints are atomic and safe, resume is exact (also after kill -9), bad input is clear."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import codette.train.loop as loop
+from codette.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
+from codette.cli import stages
+from codette.errors import CodetteError
+from tests._pipeline import QUIET, TINY, codette, losses, prepare, tiny_config, write_config
+
+
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A folder with data and tokenizer (copied per test so runs never share checkpoints)."""
+    out = tmp_path_factory.mktemp("prepared")
+    prepare(out)
+    return out
+
+
+def _fresh(prepared: Path, tmp_path: Path, name: str = "run") -> Path:
+    dst = tmp_path / name
+    shutil.copytree(prepared, dst, ignore=shutil.ignore_patterns("model_*.pt", "logs"))
+    return dst
+
+
+def _config_file(tmp_path: Path, out: Path, **train: object) -> Path:
+    data = {**TINY, "out_dir": str(out), "log_dir": str(out / "logs")}
+    data["train"] = {**TINY["train"], **train}
+    return write_config(tmp_path / f"{out.name}.json", data)
+
+
+def test_training_learns_and_writes_checkpoints(prepared: Path, tmp_path: Path) -> None:
+    out = _fresh(prepared, tmp_path)
+    result = stages.run_train(tiny_config(out), QUIET)
+    hist = losses(out / "logs")
+    assert sorted(hist) == list(range(1, 41))
+    assert sum(list(hist.values())[-5:]) / 5 < 0.85 * sum(list(hist.values())[:5]) / 5
+    for name in ("model_best.pt", "model_final.pt", "model_step_10.pt", "model_step_30.pt"):
+        assert (out / name).is_file(), name
+    state = load_checkpoint(out / "model_final.pt")
+    for key in ("model", "optimizer", "scheduler", "step", "rng", "data_position", "model_config", "run_config"):
+        assert key in state, key
+    assert state["step"] == 40 and state["data_position"] == 40 * 4
+    assert result.last_eval["val_loss"] < 6.0 and 0.0 < result.last_eval["token_accuracy"] <= 1.0
+    assert list((out / "logs").glob("training_*.log"))
+    assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
+
+
+def test_resume_is_exact_in_process(prepared: Path, tmp_path: Path) -> None:
+    full = _fresh(prepared, tmp_path, "full")
+    stages.run_train(tiny_config(full), QUIET)
+    part = _fresh(prepared, tmp_path, "part")
+    shutil.copy(full / "model_step_20.pt", part / "model_step_20.pt")
+    stages.run_train(tiny_config(part), QUIET, resume=str(part / "model_step_20.pt"))
+    a, b = losses(full / "logs"), losses(part / "logs")
+    assert sorted(b) == list(range(21, 41))
+    assert all(a[s] == b[s] for s in b), [(s, a[s], b[s]) for s in b if a[s] != b[s]][:3]
+    fa = load_checkpoint(full / "model_final.pt")["model"]
+    fb = load_checkpoint(part / "model_final.pt")["model"]
+    assert all(torch.equal(fa[k], fb[k]) for k in fa)
+
+
+def test_resume_after_kill_9_matches_uninterrupted_run(prepared: Path, tmp_path: Path) -> None:
+    steps = 400
+    full = _fresh(prepared, tmp_path, "full")
+    codette("train", "-c", str(_config_file(tmp_path, full, max_steps=steps, eval_every=1000)), check=True)
+    killed = _fresh(prepared, tmp_path, "killed")
+    cfg = _config_file(tmp_path, killed, max_steps=steps, eval_every=1000)
+    proc = subprocess.Popen([sys.executable, "-m", "codette", "train", "-c", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    deadline = time.time() + 120
+    while not (killed / "model_step_50.pt").exists() and proc.poll() is None and time.time() < deadline:
+        time.sleep(0.01)
+    proc.send_signal(signal.SIGKILL)
+    proc.wait()
+    assert not (killed / "model_final.pt").exists(), "the run finished before it could be killed"
+    resumed_from = latest_valid_checkpoint(killed)
+    assert resumed_from is not None
+    start = load_checkpoint(resumed_from)["step"]
+    codette("train", "-c", str(cfg), "--resume", "auto", check=True)
+    a, b = losses(full / "logs"), losses(killed / "logs")
+    for s in range(start + 1, steps + 1):
+        assert a[s] == b[s], f"step {s}: {a[s]} != {b[s]} (resumed from step {start})"
+
+
+def test_ctrl_c_saves_checkpoint_and_exits_cleanly(prepared: Path, tmp_path: Path) -> None:
+    out = _fresh(prepared, tmp_path)
+    cfg = _config_file(tmp_path, out, max_steps=100000, eval_every=100000, save_every=50)
+    proc = subprocess.Popen([sys.executable, "-m", "codette", "train", "-c", str(cfg)],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    deadline = time.time() + 120
+    while not (out / "model_step_50.pt").exists() and time.time() < deadline:
+        time.sleep(0.02)
+    proc.send_signal(signal.SIGINT)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err
+    assert "resume" in err
+    ckpt = latest_valid_checkpoint(out)
+    assert ckpt is not None and load_checkpoint(ckpt)["step"] >= 50
+
+
+def test_nan_loss_stops_with_clear_message_and_keeps_last_good(prepared: Path, tmp_path: Path,
+                                                              monkeypatch: pytest.MonkeyPatch) -> None:
+    out = _fresh(prepared, tmp_path)
+    real = loop.F.cross_entropy
+    calls = {"n": 0}
+
+    def poisoned(*args, **kwargs):
+        calls["n"] += 1
+        loss = real(*args, **kwargs)
+        return loss * float("nan") if calls["n"] == 15 else loss
+
+    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
+    with pytest.raises(CodetteError, match=r"nan at step 15.*model_step_10\.pt"):
+        stages.run_train(tiny_config(out), QUIET)
+    assert (out / "model_step_10.pt").is_file()
+    assert not (out / "model_final.pt").exists()
+    assert load_checkpoint(out / "model_step_10.pt")["step"] == 10
+
+
+def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    target = tmp_path / "model_step_1.pt"
+    save_checkpoint({"model": {"w": torch.ones(3)}, "model_config": {}}, target)
+    before = target.read_bytes()
+
+    def dies_halfway(obj, fh, *a, **k):
+        fh.write(b"PK\x03\x04 partial")
+        raise OSError("disk full")
+
+    monkeypatch.setattr(torch, "save", dies_halfway)
+    with pytest.raises(OSError):
+        save_checkpoint({"model": {"w": torch.zeros(3)}, "model_config": {}}, target)
+    with pytest.raises(OSError):
+        save_checkpoint({"model": {}, "model_config": {}}, tmp_path / "model_final.pt")
+    assert target.read_bytes() == before
+    assert not (tmp_path / "model_final.pt").exists()
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_step_1.pt"]
+
+
+class Evil:
+    def __reduce__(self):
+        return (os.system, ("echo pwned",))
+
+
+def test_checkpoint_loading_is_safe_and_errors_name_the_file(tmp_path: Path) -> None:
+    with pytest.raises(CodetteError, match="not found: .*nothere.pt"):
+        load_checkpoint(tmp_path / "nothere.pt")
+    empty = tmp_path / "empty.pt"
+    empty.write_bytes(b"")
+    with pytest.raises(CodetteError, match="empty.pt"):
+        load_checkpoint(empty)
+    good = save_checkpoint({"model": {"w": torch.ones(1000)}, "model_config": {}}, tmp_path / "good.pt")
+    trunc = tmp_path / "trunc.pt"
+    trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
+    with pytest.raises(CodetteError, match="trunc.pt.*corrupt or truncated"):
+        load_checkpoint(trunc)
+    evil = tmp_path / "evil.pt"
+    torch.save({"format": "codette-checkpoint-v1", "model": Evil(), "model_config": {}}, evil)
+    with pytest.raises(CodetteError, match="evil.pt.*cannot be loaded safely"):
+        load_checkpoint(evil)
+    foreign = tmp_path / "foreign.pt"
+    torch.save({"state_dict": {}}, foreign)
+    with pytest.raises(CodetteError, match="foreign.pt is not a Codette checkpoint"):
+        load_checkpoint(foreign)
+
+
+def test_resume_errors_and_auto_fallback(prepared: Path, tmp_path: Path) -> None:
+    out = _fresh(prepared, tmp_path)
+    stages.run_train(tiny_config(out, **{"train.max_steps": 30}), QUIET)
+    with pytest.raises(CodetteError, match="checkpoint not found: .*missing.pt"):
+        stages.run_train(tiny_config(out), QUIET, resume=str(out / "missing.pt"))
+    # A truncated newest checkpoint: explicit resume names it, auto falls back to the older valid one.
+    newest = out / "model_step_40.pt"
+    newest.write_bytes((out / "model_step_20.pt").read_bytes()[:1000])
+    with pytest.raises(CodetteError, match="model_step_40.pt"):
+        stages.run_train(tiny_config(out), QUIET, resume=str(newest))
+    assert latest_valid_checkpoint(out) == out / "model_final.pt"
+    os.unlink(out / "model_final.pt")
+    assert latest_valid_checkpoint(out) == out / "model_step_20.pt"
+    result = stages.run_train(tiny_config(out), QUIET, resume="auto")
+    assert result.steps == 40
+    # A checkpoint of another shape is refused with the differing field named.
+    with pytest.raises(CodetteError, match="d_model=64 there but 32"):
+        stages.run_train(tiny_config(out, **{"model.d_model": 32}), QUIET, resume=str(out / "model_step_20.pt"))
+
+
+def test_bad_training_input_gives_clear_errors(prepared: Path, tmp_path: Path) -> None:
+    out = _fresh(prepared, tmp_path)
+    with pytest.raises(CodetteError, match="unknown preset 'huge'"):
+        stages.run_train(tiny_config(out, **{"model.preset": "huge"}), QUIET)
+    with pytest.raises(CodetteError, match=r"n_heads \(5\) must divide d_model \(64\)"):
+        stages.run_train(tiny_config(out, **{"model.n_heads": 5}), QUIET)
+    with pytest.raises(CodetteError, match="seq_len=128 exceeds the model's context max_seq_len=64"):
+        stages.run_train(tiny_config(out, **{"train.seq_len": 128}), QUIET)
+    blocker = tmp_path / "a_file"
+    blocker.write_text("not a folder")
+    with pytest.raises(CodetteError, match="cannot create output folder .*a_file/out"):
+        stages.run_train(tiny_config(blocker / "out"), QUIET)
+    with pytest.raises(CodetteError, match="no tokenizer at"):
+        stages.run_train(tiny_config(tmp_path / "empty_run"), QUIET)
