@@ -1,0 +1,105 @@
+"""The one tool-call text format (Hermes style) the model writes and the runtime parses.
+
+A call is ``<tool_call>\\n{"name": "...", "arguments": {...}}\\n</tool_call>``. The JSON is written
+exactly as the chat template (:mod:`codette.tokenizer.chat_template`) renders an assistant's
+``tool_calls``: ``json.dumps`` with default separators, no ASCII escaping and no key sorting, so a
+parsed-then-formatted call is byte-identical to the training text.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from collections.abc import Iterable
+from dataclasses import dataclass, field
+from typing import Any
+
+from codette.errors import CodetteError
+
+TOOL_CALL_OPEN = "<tool_call>"
+TOOL_CALL_CLOSE = "</tool_call>"
+
+_BLOCK = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)" + re.escape(TOOL_CALL_CLOSE), re.DOTALL)
+
+
+class ToolCallParseError(CodetteError):
+    """The model wrote a tool call that cannot be executed (bad JSON, no name, arguments not an object)."""
+
+
+@dataclass(frozen=True)
+class ToolCall:
+    """A parsed call: the tool's name and its arguments object."""
+
+    name: str
+    arguments: dict[str, Any] = field(default_factory=dict)
+
+    def to_openai(self) -> dict[str, Any]:
+        """The message-level form (``tool_calls`` entry) the chat template renders back to text."""
+        return {"type": "function", "function": {"name": self.name, "arguments": self.arguments}}
+
+    def format(self) -> str:
+        return format_tool_call(self.name, self.arguments)
+
+
+def _dumps(value: Any) -> str:
+    return json.dumps(value, ensure_ascii=False, sort_keys=False)
+
+
+def format_tool_call(name: str, arguments: dict[str, Any]) -> str:
+    """One call as the model writes it (identical to the chat template's rendering)."""
+    if not isinstance(name, str) or not name:
+        raise ToolCallParseError("a tool call needs a non-empty string name")
+    if not isinstance(arguments, dict):
+        raise ToolCallParseError(f"tool call '{name}': arguments must be an object, got {type(arguments).__name__}")
+    return f"{TOOL_CALL_OPEN}\n{{\"name\": {_dumps(name)}, \"arguments\": {_dumps(arguments)}}}\n{TOOL_CALL_CLOSE}"
+
+
+def format_tool_calls(calls: Iterable[ToolCall]) -> str:
+    """Several calls in one assistant turn, separated by a newline as the chat template does."""
+    return "\n".join(c.format() for c in calls)
+
+
+def _parse_block(body: str, index: int) -> ToolCall:
+    where = f"tool call {index + 1}"
+    try:
+        obj = json.loads(body)
+    except json.JSONDecodeError as exc:
+        raise ToolCallParseError(
+            f"{where}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+    if not isinstance(obj, dict):
+        raise ToolCallParseError(
+            f"{where}: expected a JSON object with 'name' and 'arguments', got {type(obj).__name__}")
+    name = obj.get("name")
+    if not isinstance(name, str) or not name.strip():
+        raise ToolCallParseError(f"{where}: missing 'name' (a non-empty string)")
+    if "arguments" not in obj:
+        raise ToolCallParseError(f"{where} ('{name}'): missing 'arguments' (use {{}} for none)")
+    args = obj["arguments"]
+    if isinstance(args, str):
+        # OpenAI-style stringified arguments; accept them only when they decode to an object.
+        try:
+            args = json.loads(args)
+        except json.JSONDecodeError:
+            raise ToolCallParseError(f"{where} ('{name}'): 'arguments' must be an object, got a string") from None
+    if not isinstance(args, dict):
+        raise ToolCallParseError(f"{where} ('{name}'): 'arguments' must be an object, got {type(args).__name__}")
+    return ToolCall(name=name, arguments=args)
+
+
+def parse_tool_calls(text: str) -> list[ToolCall]:
+    """Every ``<tool_call>`` block in ``text``, in order; an empty list when there is none.
+
+    Raises :class:`ToolCallParseError` for a malformed block or an opening tag without its closing
+    tag (a generation cut short), so the caller can tell the model what went wrong.
+    """
+    calls = [_parse_block(m.group(1).strip(), i) for i, m in enumerate(_BLOCK.finditer(text))]
+    rest = _BLOCK.sub("", text)
+    if TOOL_CALL_OPEN in rest:
+        raise ToolCallParseError(f"tool call {len(calls) + 1}: '{TOOL_CALL_OPEN}' without '{TOOL_CALL_CLOSE}'")
+    return calls
+
+
+def split_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
+    """The assistant's prose (calls removed, whitespace trimmed) and its parsed calls."""
+    calls = parse_tool_calls(text)
+    return _BLOCK.sub("", text).strip(), calls

@@ -1,0 +1,315 @@
+"""The Toolbox: Codette's 11 tools, their JSON schemas, argument validation and execution.
+
+One place defines each tool's model-facing name, description and schema (OpenAI function-calling
+format, which the chat template renders into the system prompt) and wires it to its implementation.
+The data generator, the agent loop and the evaluation all run tools through :meth:`Toolbox.run`,
+so what the model sees in training is exactly what it sees at inference.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import threading
+from collections.abc import Iterable, Mapping
+from pathlib import Path
+from typing import Any
+
+import jsonschema
+
+from codette.tools import calculator as calc_mod
+from codette.tools import data_analysis, files, image, knowledge, python_exec, web
+from codette.tools.base import Tool, ToolError, ToolFailure, ToolResult
+from codette.tools.calls import ToolCall
+
+log = logging.getLogger(__name__)
+
+TOOL_NAMES: tuple[str, ...] = (
+    "read_file", "write_file", "list_directory", "search_files", "execute_python", "calculator",
+    "analyze_data", "query_knowledge_base", "http_request", "web_search", "analyze_image",
+)
+
+
+def _obj(properties: dict[str, Any], required: Iterable[str] = (), **extra: Any) -> dict[str, Any]:
+    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False,
+            **extra}
+
+
+_PATH = {"type": "string", "minLength": 1, "maxLength": 1024}
+
+SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
+    "read_file": (
+        "Read a text file from the workspace. Large files are truncated at 64 KiB.",
+        _obj({"path": {**_PATH, "description": "File path relative to the workspace."}}, ["path"]),
+    ),
+    "write_file": (
+        "Create or overwrite a text file in the workspace (or append to it).",
+        _obj({"path": {**_PATH, "description": "File path relative to the workspace."},
+              "content": {"type": "string", "maxLength": files.MAX_WRITE_CHARS, "description": "Text to write."},
+              "append": {"type": "boolean", "description": "Append instead of overwriting (default false)."}},
+             ["path", "content"]),
+    ),
+    "list_directory": (
+        "List the files and folders in a workspace folder. Folder names end with '/'.",
+        _obj({"path": {**_PATH, "description": "Folder relative to the workspace (default '.')."},
+              "recursive": {"type": "boolean", "description": "Include sub-folders (default false)."}}),
+    ),
+    "search_files": (
+        "Find files in the workspace by glob pattern (e.g. '*.py') and/or by text they contain.",
+        _obj({"pattern": {"type": "string", "minLength": 1, "maxLength": 256,
+                          "description": "Glob on file names, or on paths when it contains '/'."},
+              "query": {"type": "string", "minLength": 1, "maxLength": 256,
+                        "description": "Case-insensitive text to find in file lines."},
+              "path": {**_PATH, "description": "Folder to search (default '.')."},
+              "max_results": {"type": "integer", "minimum": 1, "maximum": 200}},
+             anyOf=[{"required": ["pattern"]}, {"required": ["query"]}]),
+    ),
+    "execute_python": (
+        "Run a Python 3 snippet in a separate process (time and memory limited) and return stdout, stderr "
+        "and the exit code. Use print() to show results.",
+        _obj({"code": {"type": "string", "minLength": 1, "maxLength": python_exec.MAX_CODE_CHARS,
+                       "description": "Python source code."}}, ["code"]),
+    ),
+    "calculator": (
+        "Evaluate an arithmetic expression exactly: + - * / // % ** and parentheses, functions such as "
+        "sqrt, sin, cos, tan, log, log10, exp, abs, round, factorial, and constants pi, e.",
+        _obj({"expression": {"type": "string", "minLength": 1, "maxLength": calc_mod.MAX_EXPRESSION_CHARS,
+                             "description": "For example '2 * (3 + 4) ** 2' or 'sqrt(2) * pi'."}},
+             ["expression"]),
+    ),
+    "analyze_data": (
+        "Summarise a CSV or JSON table in the workspace: rows, columns and statistics (count, mean, std, "
+        "min, max, median) of numeric columns, or one operation on one column.",
+        _obj({"path": {**_PATH, "description": "CSV, JSON (list of records) or JSON Lines file."},
+              "column": {"type": "string", "minLength": 1, "description": "Column to analyse."},
+              "operation": {"type": "string", "enum": list(data_analysis.OPERATIONS),
+                            "description": "One statistic of 'column'."}},
+             ["path"]),
+    ),
+    "query_knowledge_base": (
+        "Search Codette's local knowledge base (about Codette, its perspectives and tools) and return the "
+        "best matching entries.",
+        _obj({"query": {"type": "string", "minLength": 1, "maxLength": 500, "description": "What to look for."},
+              "top_k": {"type": "integer", "minimum": 1, "maximum": 10,
+                        "description": "How many results (default 3)."}},
+             ["query"]),
+    ),
+    "http_request": (
+        "Send an HTTP GET or POST request to an allowed host and return the status, headers and body.",
+        _obj({"url": {"type": "string", "minLength": 1, "maxLength": 2048, "description": "http(s) URL."},
+              "method": {"type": "string", "enum": ["GET", "POST"], "description": "Default GET."},
+              "params": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]},
+                         "description": "Query parameters."},
+              "headers": {"type": "object", "additionalProperties": {"type": "string"}},
+              "body": {"type": "string", "maxLength": web.MAX_REQUEST_BODY_CHARS, "description": "Raw body text."},
+              "json": {"description": "JSON body (POST)."}},
+             ["url"]),
+    ),
+    "web_search": (
+        "Search the web and return result titles, URLs and snippets.",
+        _obj({"query": {"type": "string", "minLength": 1, "maxLength": 500, "description": "Search terms."},
+              "max_results": {"type": "integer", "minimum": 1, "maximum": 10,
+                              "description": "How many results (default 5)."}},
+             ["query"]),
+    ),
+    "analyze_image": (
+        "Describe an image file in the workspace: format, size, colour mode, mean colour, dominant colour "
+        "and whether it is grayscale.",
+        _obj({"path": {**_PATH, "description": "Image path relative to the workspace."}}, ["path"]),
+    ),
+}
+
+
+def _field_of(error: jsonschema.ValidationError) -> str:
+    """The argument a schema error is about (dotted path), including the missing one for 'required'."""
+    path = ".".join(str(p) for p in error.absolute_path)
+    if error.validator == "required" and isinstance(error.instance, dict):
+        missing = [r for r in error.validator_value if r not in error.instance]
+        if missing:
+            return ".".join(filter(None, [path, missing[0]]))
+    if error.validator == "additionalProperties" and isinstance(error.instance, dict):
+        allowed = set(error.schema.get("properties", {}))
+        extra = sorted(k for k in error.instance if k not in allowed)
+        if extra:
+            return ".".join(filter(None, [path, extra[0]]))
+    return path or "(arguments)"
+
+
+def _error_text(name: str, error: jsonschema.ValidationError) -> str:
+    """One sentence naming the tool and the argument, phrased for a person (or the model) to fix it."""
+    if error.validator == "anyOf" and all("required" in s for s in error.validator_value):
+        options = " or ".join(f"'{s['required'][0]}'" for s in error.validator_value)
+        return f"tool '{name}': give at least one of the arguments {options}"
+    field = _field_of(error)
+    if error.validator == "required":
+        return f"tool '{name}': missing required argument '{field}'"
+    if error.validator == "additionalProperties":
+        allowed = ", ".join(error.schema.get("properties", {})) or "none"
+        return f"tool '{name}': unexpected argument '{field}'; allowed arguments: {allowed}"
+    return f"tool '{name}': invalid argument '{field}': {error.message}"
+
+
+class Toolbox:
+    """Codette's tools bound to one workspace folder and one set of network/time limits.
+
+    ``persistent_python=True`` runs execute_python in one long-lived :class:`PythonWorker` (fast, for
+    the data generator); call :meth:`close` (or use ``with``) to stop it.
+    """
+
+    def __init__(
+        self,
+        workspace: Path | str,
+        *,
+        allowed_hosts: Iterable[str] = web.DEFAULT_ALLOWED_HOSTS,
+        http_timeout: float = web.DEFAULT_HTTP_TIMEOUT_S,
+        python_timeout: float = python_exec.DEFAULT_TIMEOUT_S,
+        python_memory_mb: int = python_exec.DEFAULT_MEMORY_MB,
+        persistent_python: bool = False,
+        search_endpoint: str | None = None,
+        knowledge_base: knowledge.KnowledgeBase | None = None,
+        max_read_bytes: int = files.DEFAULT_MAX_READ_BYTES,
+        enabled: Iterable[str] | None = None,
+    ) -> None:
+        self.workspace = files.Workspace(workspace)
+        self.allowed_hosts = web.normalise_hosts(allowed_hosts)
+        web.validate_endpoint(search_endpoint, self.allowed_hosts)
+        self.http_timeout = http_timeout
+        self.python_timeout = python_timeout
+        self.python_memory_mb = python_memory_mb
+        self.persistent_python = persistent_python
+        self.search_endpoint = search_endpoint
+        self.max_read_bytes = max_read_bytes
+        self._kb = knowledge_base
+        self._worker: python_exec.PythonWorker | None = None
+        self._worker_lock = threading.Lock()
+        impls = self._implementations()
+        names = list(TOOL_NAMES) if enabled is None else list(enabled)
+        unknown = [n for n in names if n not in SCHEMAS]
+        if unknown:
+            raise ToolError(f"unknown tool {unknown[0]!r}; available: {', '.join(TOOL_NAMES)}")
+        self.tools: dict[str, Tool] = {
+            n: Tool(name=n, description=SCHEMAS[n][0], parameters=SCHEMAS[n][1], func=impls[n]) for n in names
+        }
+        self._validators = {n: jsonschema.Draft202012Validator(t.parameters) for n, t in self.tools.items()}
+
+    # -- implementations bound to this toolbox's settings ------------------------------------------
+    def _implementations(self) -> dict[str, Any]:
+        ws = self.workspace
+        return {
+            "read_file": lambda path: files.read_file(ws, path, self.max_read_bytes),
+            "write_file": lambda path, content, append=False: files.write_file(ws, path, content, append),
+            "list_directory": lambda path=".", recursive=False: files.list_directory(ws, path, recursive),
+            "search_files": lambda pattern=None, query=None, path=".", max_results=50: files.search_files(
+                ws, pattern, query, path, max_results),
+            "execute_python": self._execute_python,
+            "calculator": calc_mod.calculator,
+            "analyze_data": lambda path, column=None, operation=None: data_analysis.analyze_data(
+                ws, path, column, operation),
+            "query_knowledge_base": lambda query, top_k=3: knowledge.query_knowledge_base(
+                self.knowledge_base, query, top_k),
+            "http_request": self._http_request,
+            "web_search": lambda query, max_results=5: web.web_search(
+                query, max_results, self.search_endpoint, self.allowed_hosts, self.http_timeout),
+            "analyze_image": lambda path: image.analyze_image(ws, path),
+        }
+
+    @property
+    def knowledge_base(self) -> knowledge.KnowledgeBase:
+        """Built on first use: most toolboxes never search it."""
+        if self._kb is None:
+            self._kb = knowledge.KnowledgeBase.default()
+        return self._kb
+
+    def _execute_python(self, code: str) -> dict[str, Any]:
+        if self.persistent_python:
+            with self._worker_lock:
+                if self._worker is None:
+                    self._worker = python_exec.PythonWorker(self.workspace.root, self.python_timeout,
+                                                            self.python_memory_mb)
+                worker = self._worker
+            result = worker.run(code)
+        else:
+            result = python_exec.run_python_once(code, self.workspace.root, self.python_timeout,
+                                                 self.python_memory_mb)
+        message = result.error_message(self.python_timeout)
+        if message is not None:
+            raise ToolFailure(message, result.payload())
+        return result.payload()
+
+    def _http_request(self, url: str, method: str = "GET", params: dict[str, Any] | None = None,
+                      headers: dict[str, str] | None = None, body: str | None = None,
+                      **kwargs: Any) -> dict[str, Any]:
+        return web.http_request(url, self.allowed_hosts, method, params, headers, body, kwargs.get("json"),
+                                self.http_timeout)
+
+    # -- public API ----------------------------------------------------------------------------------
+    def names(self) -> list[str]:
+        return list(self.tools)
+
+    def schemas(self, names: Iterable[str] | None = None) -> list[dict[str, Any]]:
+        """OpenAI-style tool list for the chat template (all tools, or the named ones in that order)."""
+        wanted = self.names() if names is None else list(names)
+        return [self._tool(n).schema() for n in wanted]
+
+    def _tool(self, name: str) -> Tool:
+        tool = self.tools.get(name)
+        if tool is None:
+            raise ToolError(f"unknown tool '{name}'; available: {', '.join(self.tools)}")
+        return tool
+
+    def validate(self, name: str, arguments: Mapping[str, Any] | str) -> dict[str, Any]:
+        """The arguments as a dict if they match the tool's schema; ToolError naming tool and field otherwise."""
+        self._tool(name)
+        if isinstance(arguments, str):
+            try:
+                arguments = json.loads(arguments)
+            except json.JSONDecodeError as exc:
+                raise ToolError(f"tool '{name}': arguments are not valid JSON ({exc.msg})") from None
+        if not isinstance(arguments, Mapping):
+            raise ToolError(f"tool '{name}': arguments must be an object, got {type(arguments).__name__}")
+        args = dict(arguments)
+        err = jsonschema.exceptions.best_match(self._validators[name].iter_errors(args))
+        if err is not None:
+            raise ToolError(_error_text(name, err))
+        return args
+
+    def run(self, name: str, arguments: Mapping[str, Any] | str) -> ToolResult:
+        """Validate and execute one call. Raises ToolError only for an unknown tool or invalid arguments;
+        a tool that fails returns ``ToolResult(ok=False)`` with a message for the model."""
+        args = self.validate(name, arguments)
+        tool = self.tools[name]
+        try:
+            return ToolResult.success(tool.func(**args))
+        except ToolFailure as exc:
+            log.debug("tool %s failed: %s", name, exc.message)
+            return ToolResult.failure(exc.message, exc.payload)
+        except PermissionError as exc:
+            return ToolResult.failure(f"permission denied: {exc.filename or exc}")
+        except OSError as exc:
+            return ToolResult.failure(f"{name} failed: {exc.strerror or exc}")
+        except Exception as exc:  # a bug in a tool must not kill the conversation; keep the traceback in the log
+            log.exception("tool %s raised", name)
+            return ToolResult.failure(f"internal error in tool '{name}': {type(exc).__name__}: {exc}")
+
+    def run_call(self, call: ToolCall) -> ToolResult:
+        """Execute a parsed model call; never raises for the model's mistakes (they become the result)."""
+        try:
+            return self.run(call.name, call.arguments)
+        except ToolError as exc:
+            return ToolResult.failure(str(exc))
+
+    def close(self) -> None:
+        """Stop the persistent Python worker, if any."""
+        with self._worker_lock:
+            if self._worker is not None:
+                self._worker.close()
+                self._worker = None
+
+    def __enter__(self) -> Toolbox:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+ToolRegistry = Toolbox
