@@ -21,6 +21,7 @@ from codette.data.sources import Document, iter_documents, read_jsonl_conversati
 from codette.errors import CodetteError
 from codette.fileio import atomic_open, atomic_write_text
 from codette.tokenizer import CodetteTokenizer
+from codette.tokenizer.chat_template import render
 
 log = logging.getLogger(__name__)
 
@@ -90,8 +91,6 @@ def read_split(data_dir: Path | str, name: str) -> Iterator[Document]:
 
 def training_texts(data_dir: Path | str) -> Iterator[str]:
     """Text the tokenizer learns from: the train split, rendered with the chat template."""
-    from codette.tokenizer.chat_template import render
-
     for doc in read_split(data_dir, "train"):
         yield render(doc.messages, doc.tools) if doc.messages is not None else (doc.text or "")
 

@@ -185,9 +185,3 @@ class CodetteTokenizer:
                 mask[k] = 1
         return ids, mask
 
-
-def iter_training_texts(conversations: Iterable[dict], plain_texts: Iterable[str] = ()) -> Iterable[str]:
-    """Texts a tokenizer is trained on: rendered conversations, then plain documents."""
-    for conv in conversations:
-        yield render(conv["messages"], conv.get("tools"))
-    yield from plain_texts
