@@ -37,6 +37,9 @@ class DataConfig:
     synthetic: bool = True  # include the generated Codette conversations
     assistant_only_loss: bool = True  # chat data: learn only the assistant's tokens
     errors: str = "strict"  # how to treat invalid UTF-8 in user files: strict | replace
+    skip_bad: bool = False  # count and skip bad JSONL lines / dataset rows instead of failing
+    mix: dict = field(default_factory=dict)  # source (or "synthetic") -> ratio of the final dataset; sums to 1
+    shares: dict = field(default_factory=dict)  # synthetic category -> share; empty: the built-in shares
 
 
 @dataclass
@@ -178,8 +181,8 @@ def load_config_file(path: Path | str) -> dict:
     path = Path(path)
     if not path.is_file():
         raise CodetteError(f"config file not found: {path}")
-    text = path.read_text(encoding="utf-8")
     try:
+        text = path.read_text(encoding="utf-8")
         if path.suffix == ".toml":
             data = tomllib.loads(text)
         elif path.suffix in (".yaml", ".yml"):
@@ -188,6 +191,8 @@ def load_config_file(path: Path | str) -> dict:
             data = json.loads(text)
         else:
             raise CodetteError(f"{path}: unsupported config format {path.suffix!r}; use .toml, .yaml or .json")
+    except UnicodeDecodeError as exc:
+        raise CodetteError(f"{path}: config is not UTF-8 text (invalid byte at position {exc.start})") from None
     except (tomllib.TOMLDecodeError, yaml.YAMLError, json.JSONDecodeError) as exc:
         raise CodetteError(f"{path}: cannot parse config: {exc}") from None
     if not isinstance(data, dict):

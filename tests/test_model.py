@@ -1,0 +1,276 @@
+"""The network: causality, KV-cache exactness, sampling, presets' sizes and config validation.
+
+Every model here is tiny (d_model 32-64, 1-2 layers) so the whole file runs in seconds on one core.
+"""
+
+from __future__ import annotations
+
+import math
+
+import pytest
+import torch
+import torch.nn.functional as F
+
+from codette.model import (
+    CodetteModel,
+    ModelConfig,
+    SamplingConfig,
+    count_parameters,
+    generate_tokens,
+    padded_vocab,
+    preset_config,
+)
+from codette.model.generate import filter_logits
+
+VOCAB = 128
+
+
+@pytest.fixture(autouse=True, scope="module")
+def _one_thread():
+    """Tiny matmuls are fastest on one thread; on a busy 2-core machine more threads spin and stall."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+# (block_style, n_heads, n_kv_heads): both styles with full multi-head attention and with GQA.
+ARCHS = [
+    ("codette", 4, None),
+    ("llama", 4, None),
+    ("codette", 4, 2),
+    ("llama", 8, 2),
+]
+ARCH_IDS = [f"{s}-h{h}-kv{kv or h}" for s, h, kv in ARCHS]
+
+
+def _model(style: str = "codette", n_heads: int = 4, n_kv_heads: int | None = None, *, seed: int = 0,
+           d_model: int = 64, n_layers: int = 2, max_seq_len: int = 128, vocab: int = VOCAB,
+           init_std: float = 0.02) -> CodetteModel:
+    torch.manual_seed(seed)
+    cfg = ModelConfig(vocab_size=vocab, d_model=d_model, n_layers=n_layers, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                      max_seq_len=max_seq_len, block_style=style, init_std=init_std)
+    return CodetteModel(cfg).eval()
+
+
+# ------------------------------------------------------------------------------------------------
+# Causality
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("style", "n_heads", "n_kv_heads"), ARCHS, ids=ARCH_IDS)
+def test_changing_token_t_never_changes_earlier_logits(style: str, n_heads: int, n_kv_heads: int | None) -> None:
+    model = _model(style, n_heads, n_kv_heads, d_model=32)
+    if n_kv_heads:
+        assert model.blocks[0].attn.k_proj.out_features == n_kv_heads * (32 // n_heads)  # GQA is really on
+    g = torch.Generator().manual_seed(1)
+    seq = torch.randint(0, VOCAB, (1, 12), generator=g)
+    with torch.no_grad():
+        base = model(seq)
+        for t in range(seq.shape[1]):
+            changed = seq.clone()
+            changed[0, t] = (changed[0, t] + 1 + t) % VOCAB
+            out = model(changed)
+            assert torch.allclose(out[:, :t], base[:, :t], atol=1e-6, rtol=0), f"position < {t} saw token {t}"
+            assert (out[0, t] - base[0, t]).abs().max() > 1e-4, f"logits at {t} ignore token {t}"
+
+
+# ------------------------------------------------------------------------------------------------
+# KV cache
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("style", "n_heads", "n_kv_heads"), ARCHS, ids=ARCH_IDS)
+def test_cached_greedy_generation_equals_uncached(style: str, n_heads: int, n_kv_heads: int | None) -> None:
+    # A larger init spread gives varied (non-degenerate) greedy continuations from a random model.
+    model = _model(style, n_heads, n_kv_heads, seed=3, init_std=0.2)
+    cfg = SamplingConfig(max_new_tokens=48, temperature=0.0)
+    prompt = [5, 17, 42, 99, 3]
+    cached = list(generate_tokens(model, prompt, cfg, use_cache=True))
+    uncached = list(generate_tokens(model, prompt, cfg, use_cache=False))
+    assert len(cached) == 48
+    assert cached == uncached
+    assert len(set(cached)) > 3  # not a trivial one-token loop, so the comparison means something
+
+
+@pytest.mark.parametrize(("style", "n_heads", "n_kv_heads"), ARCHS, ids=ARCH_IDS)
+def test_chunked_prefill_through_cache_matches_full_forward(style: str, n_heads: int, n_kv_heads: int | None) -> None:
+    model = _model(style, n_heads, n_kv_heads)
+    seq = torch.randint(0, VOCAB, (2, 21), generator=torch.Generator().manual_seed(2))
+    with torch.no_grad():
+        full = model(seq)
+        cache = model.new_cache(2)
+        first = model(seq[:, :13], cache=cache)
+        assert cache.length == 13
+        second = model(seq[:, 13:20], cache=cache)
+        third = model(seq[:, 20:], cache=cache)  # one token, as in decoding
+        assert cache.length == 21
+    chunked = torch.cat([first, second, third], dim=1)
+    assert chunked.shape == full.shape
+    assert torch.allclose(chunked, full, atol=1e-5, rtol=0), (chunked - full).abs().max()
+
+
+def test_forward_longer_than_context_raises_naming_max_seq_len() -> None:
+    model = _model(max_seq_len=16, d_model=32, n_layers=1)
+    model(torch.zeros(1, 16, dtype=torch.long))  # exactly the context is fine
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(torch.zeros(1, 17, dtype=torch.long))
+    cache = model.new_cache(1)
+    model(torch.zeros(1, 14, dtype=torch.long), cache=cache)
+    with pytest.raises(ValueError, match="max_seq_len"):
+        model(torch.zeros(1, 3, dtype=torch.long), cache=cache)
+
+
+# ------------------------------------------------------------------------------------------------
+# generate_tokens stopping rules
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def gen_model() -> CodetteModel:
+    return _model("llama", 4, 2, seed=5, d_model=32, max_seq_len=64, init_std=0.2)
+
+
+def test_generation_stops_at_max_new_tokens(gen_model: CodetteModel) -> None:
+    for n in (0, 1, 7):
+        out = list(generate_tokens(gen_model, [1, 2, 3], SamplingConfig(max_new_tokens=n, temperature=0.0)))
+        assert len(out) == n
+
+
+def test_generation_stops_at_stop_id_without_yielding_it(gen_model: CodetteModel) -> None:
+    cfg = SamplingConfig(max_new_tokens=30, temperature=0.0)
+    free = list(generate_tokens(gen_model, [1, 2, 3], cfg))
+    assert len(free) == 30
+    stop = free[5]
+    expected = free[: free.index(stop)]
+    for use_cache in (True, False):
+        out = list(generate_tokens(gen_model, [1, 2, 3], cfg, stop_ids=[stop, VOCAB + 7], use_cache=use_cache))
+        assert out == expected
+        assert stop not in out
+
+
+def test_generation_stops_at_the_context_limit(gen_model: CodetteModel) -> None:
+    max_len = gen_model.cfg.max_seq_len
+    prompt = list(range(1, 51))
+    for use_cache in (True, False):
+        out = list(generate_tokens(gen_model, prompt, SamplingConfig(max_new_tokens=1000, temperature=0.0),
+                                   use_cache=use_cache))
+        assert len(out) == max_len - len(prompt)
+    with pytest.raises(ValueError, match="context"):
+        list(generate_tokens(gen_model, list(range(max_len)), SamplingConfig(temperature=0.0)))
+    with pytest.raises(ValueError):
+        list(generate_tokens(gen_model, [], SamplingConfig(temperature=0.0)))
+
+
+def test_sampling_with_a_seed_is_reproducible(gen_model: CodetteModel) -> None:
+    def run(seed: int, use_cache: bool = True) -> list[int]:
+        cfg = SamplingConfig(max_new_tokens=40, temperature=1.0, top_k=50, top_p=0.95, seed=seed)
+        return list(generate_tokens(gen_model, [4, 8, 15], cfg, use_cache=use_cache))
+
+    a, b = run(123), run(123)
+    assert len(a) == 40
+    assert a == b
+    assert run(123, use_cache=False) == a
+    assert run(124) != a
+
+
+# ------------------------------------------------------------------------------------------------
+# filter_logits
+# ------------------------------------------------------------------------------------------------
+def test_top_k_keeps_exactly_k() -> None:
+    g = torch.Generator().manual_seed(0)
+    logits = torch.randn(4, 100, generator=g)
+    for k in (1, 5, 37, 99):
+        out = filter_logits(logits, top_k=k, top_p=1.0)
+        kept = torch.isfinite(out)
+        assert (kept.sum(-1) == k).all()
+        top = torch.topk(logits, k, dim=-1).indices
+        assert kept.gather(-1, top).all()
+        assert torch.equal(out[kept], logits[kept])  # survivors keep their values
+    assert torch.equal(filter_logits(logits, top_k=0, top_p=1.0), logits)
+    assert torch.equal(filter_logits(logits, top_k=100, top_p=1.0), logits)
+
+
+def test_top_p_keeps_the_smallest_nucleus() -> None:
+    probs = torch.tensor([0.04, 0.30, 0.10, 0.50, 0.06])  # sorted: .50 .30 .10 .06 .04
+    logits = probs.log()
+    for p, expected in [(0.3, {3}), (0.75, {3, 1}), (0.85, {3, 1, 2}), (0.93, {3, 1, 2, 4}), (0.99, {0, 1, 2, 3, 4})]:
+        out = filter_logits(logits, top_k=0, top_p=p)
+        assert set(torch.isfinite(out).nonzero().flatten().tolist()) == expected, p
+        kept = torch.isfinite(out)
+        assert torch.allclose(out[kept], logits[kept])
+
+    # Random rows against a brute-force nucleus.
+    g = torch.Generator().manual_seed(1)
+    logits = torch.randn(50, 30, generator=g) * 2
+    for p in (0.2, 0.5, 0.9):
+        out = filter_logits(logits, top_k=0, top_p=p)
+        for row, row_out in zip(logits, out):
+            pr, order = row.softmax(-1).sort(descending=True)
+            n = int((pr.cumsum(0) < p).sum()) + 1  # smallest prefix whose mass reaches p
+            assert set(torch.isfinite(row_out).nonzero().flatten().tolist()) == set(order[:n].tolist())
+
+
+# ------------------------------------------------------------------------------------------------
+# Presets and parameter counts
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("style", ["codette", "llama"])
+@pytest.mark.parametrize(("name", "nominal"), [("1.3b", 1.3e9), ("2.7b", 2.7e9), ("5.3b", 5.3e9)])
+def test_big_presets_are_within_5_percent_of_their_name(name: str, nominal: float, style: str) -> None:
+    n = count_parameters(preset_config(name, block_style=style))
+    assert abs(n - nominal) / nominal < 0.05, f"{name} ({style}): {n:,} parameters"
+
+
+@pytest.mark.parametrize("style", ["codette", "llama"])
+@pytest.mark.parametrize("name", ["tiny", "small-cpu"])
+def test_cpu_presets_have_5_to_15_million_parameters(name: str, style: str) -> None:
+    n = count_parameters(preset_config(name, block_style=style))
+    assert 5e6 <= n <= 15e6, f"{name} ({style}): {n:,}"
+
+
+def test_meta_count_equals_real_count_for_tiny() -> None:
+    cfg = preset_config("tiny")
+    real = CodetteModel(cfg)
+    by_hand = sum(p.numel() for p in {id(p): p for p in real.parameters()}.values())
+    assert count_parameters(cfg) == real.num_parameters() == by_hand
+    assert cfg.extra["preset"] == "tiny"
+
+
+def test_embeddings_are_tied() -> None:
+    model = _model(d_model=32, n_layers=1)
+    assert model.lm_head.weight is model.embed.weight
+    untied_cfg = ModelConfig(vocab_size=VOCAB, d_model=32, n_layers=1, n_heads=4, tie_embeddings=False)
+    untied = CodetteModel(untied_cfg)
+    assert untied.lm_head.weight is not untied.embed.weight
+    assert count_parameters(untied_cfg) - count_parameters(model.cfg) == VOCAB * 32
+
+
+# ------------------------------------------------------------------------------------------------
+# ModelConfig validation and helpers
+# ------------------------------------------------------------------------------------------------
+def test_n_heads_must_divide_d_model() -> None:
+    with pytest.raises(ValueError, match="n_heads"):
+        ModelConfig(d_model=64, n_heads=5)
+
+
+def test_bad_block_style_is_rejected() -> None:
+    with pytest.raises(ValueError, match="block_style"):
+        ModelConfig(block_style="gpt2")
+
+
+def test_n_kv_heads_must_divide_n_heads() -> None:
+    with pytest.raises(ValueError, match="n_kv_heads"):
+        ModelConfig(d_model=64, n_heads=4, n_kv_heads=3)
+    ModelConfig(d_model=64, n_heads=4, n_kv_heads=1)  # multi-query attention is fine
+
+
+def test_padded_vocab_is_a_multiple_of_64() -> None:
+    for n in range(1, 2000):
+        v = padded_vocab(n)
+        assert v % 64 == 0 and n <= v < n + 64, n
+    assert padded_vocab(64) == 64 and padded_vocab(65) == 128 and padded_vocab(600) == 640
+
+
+@pytest.mark.parametrize("style", ["codette", "llama"])
+def test_random_init_loss_is_about_ln_vocab(style: str) -> None:
+    vocab = 512
+    model = _model(style, vocab=vocab, d_model=64, n_layers=2)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, vocab, (4, 64), generator=g)
+    y = torch.randint(0, vocab, (4, 64), generator=g)
+    with torch.no_grad():
+        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
+    assert abs(loss.item() - math.log(vocab)) < 0.1, loss.item()
