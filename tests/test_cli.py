@@ -9,6 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from codette.backends import LocalBackend
+from codette.model import SamplingConfig
 from tests._pipeline import TINY, codette, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -76,4 +78,6 @@ def test_quickstart_runs_every_stage(tmp_path: Path) -> None:
     assert "Held-out evaluation" in proc.stdout
     gen = codette("generate", str(out / "model_final.pt"), "-p", "Who are you?", "--temperature", "0",
                   "--max-new-tokens", "8", check=True)
-    assert gen.stdout.strip()
+    expected = LocalBackend(out / "model_final.pt").chat([{"role": "user", "content": "Who are you?"}],
+                                                         sampling=SamplingConfig(8, temperature=0.0))
+    assert gen.stdout.strip() == expected
