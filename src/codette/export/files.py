@@ -1,0 +1,90 @@
+"""Atomic outputs for writers that open files themselves (gguf-py, safetensors) and for whole folders.
+
+Same contract as :func:`codette.fileio.atomic_open`: the data goes to a temporary name in the target's
+folder, is fsynced, then renamed; if anything fails (or the process is interrupted) the temporary is
+removed and nothing ever appears at the final name.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import tempfile
+from collections.abc import Iterator
+from pathlib import Path
+
+from codette.errors import CodetteError
+from codette.fileio import ensure_writable_dir
+
+
+def refuse_existing(paths: list[Path], force: bool) -> None:
+    """Refuse to replace any of ``paths`` unless ``force``; the error names the first one found."""
+    if force:
+        return
+    for p in paths:
+        if p.exists():
+            raise CodetteError(f"{p} already exists; pass --force to overwrite it")
+
+
+def _umask() -> int:
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def _fsync_path(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _fsync_dir(path: Path) -> None:
+    with contextlib.suppress(OSError):
+        _fsync_path(path)
+
+
+@contextlib.contextmanager
+def atomic_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary file name beside ``path``; on success it is fsynced and renamed to ``path``."""
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    os.close(fd)
+    tmp = Path(tmp_name)
+    try:
+        yield tmp
+        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a deployment artifact should be readable
+        _fsync_path(tmp)
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        with contextlib.suppress(FileNotFoundError):
+            tmp.unlink()
+        raise
+
+
+@contextlib.contextmanager
+def atomic_dir(path: Path) -> Iterator[Path]:
+    """Yield a temporary folder beside ``path``; on success its files are fsynced and it replaces ``path``."""
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    try:
+        yield tmp
+        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
+        for f in tmp.rglob("*"):
+            if f.is_file():
+                _fsync_path(f)
+        if path.exists():  # the caller checked --force
+            if path.is_dir():
+                shutil.rmtree(path)
+            else:
+                path.unlink()
+        os.replace(tmp, path)
+        _fsync_dir(path.parent)
+    except BaseException:
+        shutil.rmtree(tmp, ignore_errors=True)
+        raise

@@ -1,0 +1,413 @@
+"""GGUF export checked against the real runtime (llama-cpp-python), on models trained 300 steps.
+
+Numbers measured on the 2-core CPU machine (see docs/DEPLOYMENT.md): F32 logits within ~5e-6 of
+PyTorch for ``llama`` blocks and within ~2e-3 for ``codette`` blocks (llama.cpp evaluates GELU through
+an fp16 lookup table); top-1 agreement F16/BF16 >= 99.6%, Q8_0 ~99%, Q4_0 ~93%.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import gguf
+import numpy as np
+import pytest
+import torch
+from typer.testing import CliRunner
+
+from codette.cli.main import app
+from codette.errors import CodetteError
+from codette.export import export_gguf, read_gguf
+from codette.export.arch import rope_halves_to_pairs
+from codette.export.gguf_export import encode
+from codette.export.gguf_vocab import GPT2_REGEX
+from codette.export.source import expected_shapes
+from codette.tokenizer import CHAT_TEMPLATE, CONTROL_TOKENS, MARKER_TOKENS, SPECIAL_TOKENS, render
+from tests._export_models import random_checkpoint, trained_models
+
+llama_cpp = pytest.importorskip("llama_cpp")
+
+pytestmark = pytest.mark.slow
+F32_KV = 0  # GGML_TYPE_F32 for llama.cpp's K/V cache (its default is F16)
+PROMPTS = [
+    [{"role": "user", "content": "Who are you?"}],
+    [{"role": "user", "content": "Use your Newton perspective on a violin."}],
+    [{"role": "system", "content": "You are Codette."}, {"role": "user", "content": "What is 12 times 7?"}],
+    [{"role": "user", "content": "Give me a multi-perspective analysis of a glacier."}],
+]
+
+
+@pytest.fixture(scope="session")
+def trained(tmp_path_factory):
+    return trained_models(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def exported(trained, tmp_path_factory):
+    """(model name, quant) -> GGUFExport, each written once per module."""
+    cache: dict = {}
+    root = tmp_path_factory.mktemp("gguf")
+
+    def get(name: str, quant: str):
+        if (name, quant) not in cache:
+            cache[name, quant] = export_gguf(trained[name].checkpoint, root / name, quant, modelfile=False)
+        return cache[name, quant]
+
+    return get
+
+
+@contextlib.contextmanager
+def runtime(path: Path, **kw):
+    llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=128, n_threads=1, verbose=False, **kw)
+    try:
+        yield llm
+    finally:
+        llm.close()
+
+
+def cpp_logits(llm, ids: list[int]) -> np.ndarray:
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+
+def torch_logits(model, ids: list[int]) -> np.ndarray:
+    with torch.no_grad():
+        return model(torch.tensor([ids]))[0].numpy()
+
+
+# ---- F32: logits and greedy decoding --------------------------------------------------------------
+@pytest.mark.parametrize("name", ["codette", "llama", "gqa"])
+def test_f32_logits_and_greedy_continuation_match_pytorch(trained, exported, name) -> None:
+    t = trained[name]
+    model, tok = t.model(), t.tokenizer()
+    result = exported(name, "f32")
+    assert result.arch == t.arch
+    bound = 1e-4 if t.arch == "llama" else 1e-2  # starcoder2's GELU runs through ggml's fp16 table
+    worst = 0.0
+    with runtime(result.path, type_k=F32_KV, type_v=F32_KV) as llm:
+        for messages in PROMPTS:
+            ids = tok.encode(render(messages, add_generation_prompt=True))
+            diff = float(np.abs(cpp_logits(llm, ids) - torch_logits(model, ids)).max())
+            worst = max(worst, diff)
+            assert diff <= bound, f"{name}: max |logit diff| {diff:.2e} > {bound}"
+
+            n_new = min(64, model.cfg.max_seq_len - len(ids))  # stop at the context limit
+            ours, margins = list(ids), []
+            for _ in range(n_new):
+                logits = torch_logits(model, ours)[-1]
+                top2 = np.sort(logits)[-2:]
+                margins.append(float(top2[1] - top2[0]))
+                ours.append(int(logits.argmax()))
+            theirs = list(ids)
+            llm.reset()
+            llm.eval(theirs)
+            for _ in range(n_new):
+                theirs.append(int(np.argmax(llm.scores[llm.n_tokens - 1])))
+                llm.eval([theirs[-1]])
+            assert theirs == ours, f"{name}: greedy continuation differs (smallest top-2 margin {min(margins):.2e})"
+    print(f"\n{name} ({t.arch}) F32: max |logit diff| {worst:.2e}; greedy {len(PROMPTS)} x 64 tokens identical")
+
+
+def test_default_f16_kv_cache_stays_within_1e2(trained, exported) -> None:
+    """Plain ``Llama(path)`` (F16 K/V cache, as users run it) also meets the 1e-2 bound."""
+    t = trained["llama"]
+    model, tok = t.model(), t.tokenizer()
+    with runtime(exported("llama", "f32").path) as llm:
+        for messages in PROMPTS[:3]:
+            ids = tok.encode(render(messages, add_generation_prompt=True))
+            assert np.abs(cpp_logits(llm, ids) - torch_logits(model, ids)).max() <= 1e-2
+
+
+# ---- quantized files --------------------------------------------------------------------------------
+AGREEMENT = {"f16": 0.99, "bf16": 0.99, "q8_0": 0.97, "q4_0": 0.5}  # q4_0: a sanity floor, measured below
+
+
+@pytest.mark.parametrize("name", ["codette", "llama"])
+def test_quantized_top1_agreement(trained, exported, name) -> None:
+    t = trained[name]
+    model = t.model()
+    seqs = t.val_sequences(12)
+    positions = sum(map(len, seqs))
+    assert positions >= 512
+    reference = [torch_logits(model, s).argmax(-1) for s in seqs]
+    report = {}
+    for quant, floor in AGREEMENT.items():
+        result = exported(name, quant)
+        with runtime(result.path) as llm:
+            agree = sum(int((cpp_logits(llm, s).argmax(-1) == ref).sum())
+                        for s, ref in zip(seqs, reference, strict=True))
+        report[quant] = (agree / positions, result.n_bytes)
+        assert agree / positions >= floor, f"{name} {quant}: top-1 agreement {agree / positions:.2%} < {floor:.0%}"
+    print(f"\n{name} top-1 agreement over {positions} positions: "
+          + ", ".join(f"{q} {a:.2%} ({b / 1e3:.0f} kB)" for q, (a, b) in report.items()))
+
+
+def test_quantized_tensor_types(exported) -> None:
+    types = read_gguf(exported("llama", "q4_0").path)
+    by_name = {t.name: t.type for t in types.tensors}
+    assert by_name["blk.0.attn_q.weight"] == "Q4_0"
+    assert by_name["token_embd.weight"] == "Q8_0"  # tied: it is also the output matrix
+    assert all(t.type == "F32" for t in types.tensors if len(t.shape) == 1)
+    q8 = {t.name: t.type for t in read_gguf(exported("codette", "q8_0").path).tensors}
+    assert q8["blk.1.ffn_down.weight"] == "Q8_0" and q8["blk.1.ffn_down.bias"] == "F32"
+
+
+def test_rows_not_whole_blocks_fall_back_to_f16_with_a_warning(trained, tmp_path, caplog) -> None:
+    """d_model=48: rows of 48 are not whole 32-blocks; untied output so ``output.weight`` is written too."""
+    ck = random_checkpoint(tmp_path / "odd", trained["codette"].folder, d_model=48, tie_embeddings=False)
+    with caplog.at_level(logging.WARNING, logger="codette.export"):
+        result = export_gguf(ck, quant="q8_0", modelfile=False)
+    assert "blk.0.attn_q.weight" in result.fallbacks and "token_embd.weight" in result.fallbacks
+    assert "blk.0.ffn_down.weight" not in result.fallbacks  # rows of 192 quantize fine
+    assert any("blk.0.attn_q.weight" in r.getMessage() and "F16" in r.getMessage() for r in caplog.records)
+    types = {t.name: t.type for t in read_gguf(result.path).tensors}
+    assert types["blk.0.attn_q.weight"] == "F16" and types["blk.0.ffn_down.weight"] == "Q8_0"
+    assert types["output.weight"] == "F16"
+    f32 = export_gguf(ck, quant="f32", modelfile=False)
+    from codette.checkpoint import load_model
+
+    model = load_model(ck)[0]
+    ids = trained["codette"].tokenizer().encode(render(PROMPTS[0], add_generation_prompt=True))
+    for path, bound in ((f32.path, 1e-3), (result.path, 2e-2)):  # codette blocks: ggml fp16 GELU table
+        with runtime(path, type_k=F32_KV, type_v=F32_KV) as llm:
+            assert np.abs(cpp_logits(llm, ids) - torch_logits(model, ids)).max() <= bound
+
+
+# ---- tokenizer ---------------------------------------------------------------------------------------
+def _parity_strings(trained) -> list[str]:
+    import random
+
+    rng = random.Random(0)
+    pieces = [
+        "hello", "world", "Codette", "it's", "we'll", "I'M", "don't", "12345", "3.14159", "x**2", "->", "  ", "   ",
+        "\t", "\n", "\n\n", "\r\n", " \n ", "é", "ß", "naïve", "Ωμέγα", "Кириллица", "漢字", "ひらがな", "カタカナ",
+        "한국어", "😀", "👍🏽", "🇫🇷", "👨‍👩‍👧", "e\u0301", "\u00a0", "\u3000", "\u2028", "\u200b", "\ufeff", "\u0085",
+        "٣٤٥", "①②", "½", "ｶﾀｶﾅ", "Ⅻ", "𝔘𝔫𝔦", "∑∫", "def f(x):\n    return x + 1\n", '{"a": [1, 2]}', "<tag>",
+        "@#$%^&*()", "`", "\\", "'s", "'", '"', "\x00", "\x1b[0m", "<|im", "end|>", "<tool", "_call>",
+    ]
+    texts = list(SPECIAL_TOKENS)
+    for c in trained["llama"].val_conversations(60):
+        texts.append(render(c["messages"], c.get("tools")))
+    while len(texts) < 1200:
+        pool = pieces + SPECIAL_TOKENS if rng.random() < 0.3 else pieces
+        texts.append(rng.choice(["", " ", "\n", "  "]).join(rng.choice(pool) for _ in range(rng.randint(1, 12))))
+    return texts
+
+
+def test_tokenizer_parity_with_llama_cpp(trained, exported) -> None:
+    tok = trained["llama"].tokenizer()
+    texts = _parity_strings(trained)
+    assert len(texts) >= 1000
+    llm = llama_cpp.Llama(str(exported("llama", "f32").path), vocab_only=True, verbose=False)
+    try:
+        for text in texts:
+            ours = tok.encode(text)
+            theirs = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            assert theirs == ours, f"tokenization differs for {text!r}"
+            assert llm.detokenize(theirs, special=True).decode("utf-8") == text
+        for special in SPECIAL_TOKENS:
+            assert llm.tokenize(special.encode(), add_bos=False, special=True) == [tok.token_id(special)]
+        assert llm.token_eos() == tok.im_end_id and llm.token_bos() == tok.bos_id
+    finally:
+        llm.close()
+    print(f"\ntokenizer parity: {len(texts)} strings identical, detokenize round-trips")
+
+
+# ---- metadata and the CLI --------------------------------------------------------------------------
+def test_metadata_and_tensor_set(trained, exported) -> None:
+    tok = trained["gqa"].tokenizer()
+    reader = gguf.GGUFReader(exported("gqa", "f16").path)
+    f = {k: v.contents() for k, v in reader.fields.items() if not k.startswith("GGUF.")}
+    assert f["general.architecture"] == "llama" and f["general.file_type"] == gguf.LlamaFileType.MOSTLY_F16
+    assert f["general.name"] == "Codette tiny"
+    expected = {"llama.context_length": 128, "llama.embedding_length": 64, "llama.block_count": 2,
+                "llama.feed_forward_length": 256, "llama.attention.head_count": 4, "llama.attention.head_count_kv": 2,
+                "llama.rope.dimension_count": 16, "llama.vocab_size": 512}
+    assert {k: f[k] for k in expected} == expected
+    assert f["llama.rope.freq_base"] == pytest.approx(10000.0)
+    assert f["llama.attention.layer_norm_rms_epsilon"] == pytest.approx(1e-5)
+    assert f["tokenizer.ggml.model"] == "gpt2" and f["tokenizer.ggml.pre"] == "gpt-2"
+    assert f["tokenizer.ggml.pretokenizer"] == GPT2_REGEX
+    assert f["tokenizer.ggml.eos_token_id"] == f["tokenizer.ggml.eot_token_id"] == tok.im_end_id
+    assert f["tokenizer.ggml.bos_token_id"] == tok.bos_id and f["tokenizer.ggml.padding_token_id"] == tok.pad_id
+    assert f["tokenizer.ggml.add_bos_token"] is False and f["tokenizer.chat_template"] == CHAT_TEMPLATE
+    tokens, types = f["tokenizer.ggml.tokens"], f["tokenizer.ggml.token_type"]
+    assert len(tokens) == len(types) == 512 and len(tok) == 500
+    assert tokens[500:] == [f"[PAD{i}]" for i in range(500, 512)]
+    assert set(types[500:]) == {gguf.TokenType.UNUSED}
+    for t in CONTROL_TOKENS:
+        assert types[tok.token_id(t)] == gguf.TokenType.CONTROL
+    for t in MARKER_TOKENS:
+        assert types[tok.token_id(t)] == gguf.TokenType.USER_DEFINED
+    assert types[tok.encode("the")[0]] == gguf.TokenType.NORMAL
+    names = {t.name for t in reader.tensors}
+    assert "output.weight" not in names  # tied: llama.cpp falls back to token_embd
+    per_layer = {"attn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_norm", "ffn_gate", "ffn_up", "ffn_down"}
+    assert names == {"token_embd.weight", "output_norm.weight"} | {f"blk.{i}.{n}.weight" for i in range(2)
+                                                                   for n in per_layer}
+    sc = {t.name for t in gguf.GGUFReader(exported("codette", "f16").path).tensors}
+    biases = {f"blk.{i}.{n}.bias" for i in range(2) for n in ("attn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                                                "ffn_norm", "ffn_up", "ffn_down")}
+    assert sc == {n.replace(".bias", ".weight") for n in biases} | biases | {
+        "token_embd.weight", "output_norm.weight", "output_norm.bias"}
+
+
+def test_qk_permutation_matches_llama_cpp_convention() -> None:
+    """Rows (h, half, i) -> (h, i, half): rotate-half pairs (i, i+D/2) become adjacent (2i, 2i+1)."""
+    heads, hd = 2, 4
+    w = torch.arange(heads * hd, dtype=torch.float32)[:, None].repeat(1, 3)
+    assert rope_halves_to_pairs(w, heads)[:, 0].long().tolist() == [0, 2, 1, 3, 4, 6, 5, 7]
+
+
+@pytest.mark.filterwarnings("ignore:overflow encountered in cast:RuntimeWarning")
+def test_torch_casts_are_bit_identical_to_gguf_py() -> None:
+    x = torch.randn(64, 96) * torch.logspace(-8, 8, 96)
+    x[0, :6] = torch.tensor([0.0, -0.0, 65504.0, 1e9, -1e-9, 2.0**-24])
+    for qtype in (gguf.GGMLQuantizationType.F16, gguf.GGMLQuantizationType.BF16):
+        ours = np.ascontiguousarray(encode(x, qtype)).view(np.uint8)
+        theirs = gguf.quants.quantize(x.numpy(), qtype).view(np.uint8)
+        assert ours.tobytes() == theirs.tobytes(), qtype.name
+
+
+@pytest.mark.parametrize("overrides", [{}, {"block_style": "llama", "n_kv_heads": 2}, {"tie_embeddings": False,
+                                                                                      "d_ff": 100}])
+def test_expected_shapes_match_the_model(overrides) -> None:
+    from codette.model import CodetteModel, ModelConfig
+
+    cfg = ModelConfig(vocab_size=128, d_model=32, n_layers=2, n_heads=4, **overrides)
+    assert expected_shapes(cfg) == {k: tuple(v.shape) for k, v in CodetteModel(cfg).state_dict().items()}
+
+
+def test_cli_export_and_inspect(trained, tmp_path) -> None:
+    runner = CliRunner()
+    ck = str(trained["codette"].checkpoint)
+    res = runner.invoke(app, ["export", ck, "--format", "gguf", "--quant", "q8_0", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    gguf_path = tmp_path / "codette_tiny-q8_0.gguf"
+    assert gguf_path.is_file() and (tmp_path / "Modelfile").is_file()
+    assert "FROM ./codette_tiny-q8_0.gguf" in (tmp_path / "Modelfile").read_text()
+    res = runner.invoke(app, ["inspect", str(gguf_path)])
+    assert res.exit_code == 0, res.output
+    for text in ("starcoder2.attention.layer_norm_epsilon", "tokenizer.ggml.tokens", "(512 items)",
+                 "blk.1.ffn_down.weight", "Q8_0", "token_embd.weight"):
+        assert text in res.output
+    res = runner.invoke(app, ["inspect", str(gguf_path), "--json"])
+    data = json.loads(res.output)
+    assert {t["name"]: t["type"] for t in data["tensors"]}["blk.0.ffn_up.bias"] == "F32"
+
+
+# ---- bad input -------------------------------------------------------------------------------------
+def test_missing_and_corrupt_checkpoints(trained, tmp_path) -> None:
+    with pytest.raises(CodetteError, match="checkpoint not found: .*nope.pt"):
+        export_gguf(tmp_path / "nope.pt")
+    corrupt = tmp_path / "model_corrupt.pt"
+    corrupt.write_bytes(trained["llama"].checkpoint.read_bytes()[:5000])
+    with pytest.raises(CodetteError, match="model_corrupt.pt is corrupt or truncated"):
+        export_gguf(corrupt)
+    garbage = tmp_path / "garbage.pt"
+    garbage.write_bytes(b"not a checkpoint at all")
+    with pytest.raises(CodetteError, match="garbage.pt"):
+        export_gguf(garbage)
+
+
+def test_unknown_quant_type_is_refused_before_loading(tmp_path) -> None:
+    with pytest.raises(CodetteError, match="unknown quant type 'q3_k'; choose one of: f32, f16, bf16, q8_0, q4_0"):
+        export_gguf(tmp_path / "missing.pt", quant="q3_k")
+
+
+def test_unsupported_arch_and_mismatched_weights(trained, tmp_path) -> None:
+    with pytest.raises(CodetteError, match="block_style='codette'.*cannot be expressed by GGUF architecture 'llama'"):
+        export_gguf(trained["codette"].checkpoint, tmp_path, arch="llama")
+    with pytest.raises(CodetteError, match="block_style='llama'.*cannot be expressed.*'starcoder2'"):
+        export_gguf(trained["llama"].checkpoint, tmp_path, arch="starcoder2")
+    # a checkpoint whose config says codette but whose weights carry a bias the architecture cannot hold
+    state = torch.load(trained["codette"].checkpoint, weights_only=True)
+    state["model"]["blocks.0.attn.q_proj.bias"] = torch.zeros(64)
+    bad = tmp_path / "biased" / "model_final.pt"
+    bad.parent.mkdir()
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        (bad.parent / f).write_bytes((trained["codette"].folder / f).read_bytes())
+    torch.save(state, bad)
+    with pytest.raises(CodetteError, match="tensor 'blocks.0.attn.q_proj.bias' is not part of a 'codette'-style"):
+        export_gguf(bad, tmp_path)
+    state["model"].pop("blocks.0.attn.q_proj.bias")
+    state["model_config"]["block_style"] = "llama"  # SwiGLU config, GELU weights: gate_proj missing
+    torch.save(state, bad)
+    with pytest.raises(CodetteError, match="lack tensor 'blocks.0.mlp.gate_proj.weight'"):
+        export_gguf(bad, tmp_path)
+    assert not list(tmp_path.glob("*.gguf"))
+
+
+def test_existing_target_needs_force(trained, tmp_path) -> None:
+    ck = trained["llama"].checkpoint
+    first = export_gguf(ck, tmp_path, "q4_0")
+    stamp = first.path.stat().st_mtime_ns
+    with pytest.raises(CodetteError, match="codette_tiny-q4_0.gguf already exists; pass --force"):
+        export_gguf(ck, tmp_path, "q4_0")
+    assert first.path.stat().st_mtime_ns == stamp
+    (tmp_path / "codette_tiny-q8_0.gguf").unlink(missing_ok=True)
+    with pytest.raises(CodetteError, match="Modelfile already exists"):
+        export_gguf(ck, tmp_path, "q8_0")  # the Modelfile of the first export is a target too
+    export_gguf(ck, tmp_path, "q8_0", modelfile=False)
+    again = export_gguf(ck, tmp_path, "q4_0", force=True)
+    assert again.path == first.path
+
+
+def test_write_failing_halfway_leaves_nothing(trained, tmp_path, monkeypatch) -> None:
+    calls = {"n": 0}
+    real = gguf.GGUFWriter.write_tensor_data
+
+    def failing(self, tensor, *args, **kwargs):
+        calls["n"] += 1
+        if calls["n"] == 5:
+            raise OSError("disk full (simulated)")
+        return real(self, tensor, *args, **kwargs)
+
+    monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", failing)
+    with pytest.raises(OSError, match="disk full"):
+        export_gguf(trained["llama"].checkpoint, tmp_path, "f16")
+    assert list(tmp_path.iterdir()) == []  # no final file, no temporary left behind, no Modelfile
+
+
+def test_export_killed_halfway_leaves_no_file_at_the_final_name(trained, tmp_path) -> None:
+    """SIGKILL during the tensor writes: the final name never appears (only a dot-temp can remain)."""
+    script = textwrap.dedent(f"""
+        import time, gguf
+        from codette.export import export_gguf
+        real = gguf.GGUFWriter.write_tensor_data
+        def slow(self, *a, **k):
+            real(self, *a, **k); self.fout[0].flush(); time.sleep(0.2)
+        gguf.GGUFWriter.write_tensor_data = slow
+        export_gguf({str(trained['llama'].checkpoint)!r}, {str(tmp_path)!r}, 'f32')
+    """)
+    proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
+    deadline = time.time() + 60
+    while time.time() < deadline and not any(p.stat().st_size > 0 for p in tmp_path.glob(".*.tmp")):
+        time.sleep(0.05)
+    time.sleep(0.5)
+    os.kill(proc.pid, signal.SIGKILL)
+    proc.wait()
+    leftovers = [p.name for p in tmp_path.iterdir()]
+    assert leftovers and all(n.startswith(".codette_tiny-f32.gguf.") for n in leftovers), leftovers
+    assert not (tmp_path / "codette_tiny-f32.gguf").exists()
+
+
+def test_export_package_does_not_import_training_code(trained, tmp_path) -> None:
+    code = textwrap.dedent(f"""
+        import sys
+        from codette.export import export_gguf, export_hf, read_gguf
+        export_gguf({str(trained['llama'].checkpoint)!r}, {str(tmp_path)!r}, 'q8_0')
+        bad = sorted(m for m in sys.modules if m.startswith('codette.train'))
+        assert not bad, bad
+    """)
+    subprocess.run([sys.executable, "-c", code], check=True)
