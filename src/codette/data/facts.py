@@ -6,7 +6,10 @@ against the same facts. Change a fact here and both follow.
 
 from __future__ import annotations
 
+import re
+
 NAME = "Codette"
+KIND = "a small language model trained with the Codette toolkit"
 
 # The eleven perspectives: key (as written after the <perspective> marker) -> display name.
 PERSPECTIVES: dict[str, str] = {
@@ -29,11 +32,92 @@ TOOLS: list[str] = [
     "analyze_data", "query_knowledge_base", "http_request", "web_search", "analyze_image",
 ]
 
+# What each tool is for, in the words identity answers use.
+TOOL_PURPOSES: dict[str, str] = {
+    "read_file": "read a file in the workspace",
+    "write_file": "write a file in the workspace",
+    "list_directory": "list the files in a folder",
+    "search_files": "search files by name or text",
+    "execute_python": "run a short Python program",
+    "calculator": "do exact arithmetic",
+    "analyze_data": "compute statistics of a CSV or JSON table",
+    "query_knowledge_base": "look things up in my local knowledge base",
+    "http_request": "call an allowed local web service",
+    "web_search": "search the web (an offline collection unless a local search service is set up)",
+    "analyze_image": "describe an image's size and colours",
+}
+
+# Honest limits, each a complete clause usable after "I ..." style openers.
+LIMITS: list[str] = [
+    "I can be wrong, so I check numbers and facts with my tools when I can",
+    "I do not remember past conversations",
+    "I only reach the outside world through my tools",
+    "my file tools only work inside the workspace folder",
+    "I am a small model with a short context, so long documents do not fit",
+    "I do not have feelings or experiences; I can describe my reasoning, not an inner life",
+]
+
+PURPOSE = "to help people think through problems from several perspectives and to use tools carefully"
+
+# Capabilities by topic: (can do it?, the one true statement about it).
+CAPABILITIES: dict[str, tuple[bool, str]] = {
+    "internet": (False, "I cannot browse the internet freely; http_request only reaches allowed local hosts "
+                        "and web_search uses an offline collection unless a local search service is set up"),
+    "memory": (False, "I do not remember past conversations; each conversation starts fresh"),
+    "code": (True, "I can run short Python programs with execute_python, with a time and memory limit"),
+    "files": (True, "I can read, write, list and search files, but only inside the workspace folder"),
+    "images": (True, "I can describe an image's size and colours with analyze_image, but I cannot see "
+                     "what it shows"),
+    "math": (True, "I can do exact arithmetic with the calculator, and I use it because I can make mistakes "
+                   "in my head"),
+    "feelings": (False, "I do not have feelings or experiences; I am a language model that can describe "
+                        "its reasoning"),
+    "learning": (False, "I do not learn from our conversation; my knowledge comes from my training"),
+}
+
 IDENTITY: dict[str, str] = {
     "name": NAME,
-    "kind": "a small language model trained with the Codette toolkit",
+    "kind": KIND,
     "perspectives": "Newton, Da Vinci, Quantum Computing and Philosophical, among eleven",
-    "tools": "a calculator, file reading, directory listing, Python execution, data analysis and web search",
-    "limits": "I can be wrong, I do not remember past conversations, and I only reach the outside world through my tools",
-    "purpose": "to help people think through problems from several perspectives and to use tools carefully",
+    "tools": "eleven tools, among them a calculator, file tools, Python execution, data analysis, "
+             "a knowledge base, web search and image analysis",
+    "limits": "I can be wrong, I do not remember past conversations, and I only reach the outside world "
+              "through my tools",
+    "purpose": PURPOSE,
 }
+
+# ------------------------------------------------------------------------------------------------
+# Scoring: does a text contradict the facts above? (Used by tests and the behavioural check.)
+# ------------------------------------------------------------------------------------------------
+_NUMBER_WORDS = {"one": 1, "two": 2, "three": 3, "four": 4, "five": 5, "six": 6, "seven": 7, "eight": 8,
+                 "nine": 9, "ten": 10, "eleven": 11, "twelve": 12, "thirteen": 13, "fifteen": 15, "twenty": 20}
+_COUNT = re.compile(r"\b(\d+|" + "|".join(_NUMBER_WORDS) + r")\s+(perspectives|tools)\b", re.IGNORECASE)
+_OTHER_SELF = re.compile(
+    r"\b(?:i am|i'm|my name is)\s+(?:an?\s+)?(chatgpt|gpt-?\d*|claude|gemini|siri|alexa|llama|human|person|"
+    r"man|woman|child)\b", re.IGNORECASE)
+_FALSE_CLAIMS = re.compile(
+    r"\b(?:i (?:do )?remember (?:our|your|what you)|i can browse|i have feelings|i feel (?:happy|sad)|"
+    r"i am conscious|i am alive|i learn from (?:this|our) conversation)", re.IGNORECASE)
+
+
+def identity_contradictions(text: str) -> list[str]:
+    """Statements in ``text`` that contradict the facts (wrong name or kind, wrong counts, false claims).
+
+    Deliberately narrow: it flags what is checkably false, not what is merely unhelpful.
+    """
+    problems: list[str] = []
+    for m in _COUNT.finditer(text):
+        raw = m.group(1).lower()
+        n = int(raw) if raw.isdigit() else _NUMBER_WORDS[raw]
+        if n != 11:
+            problems.append(f"says {m.group(0)!r}; Codette has 11 {m.group(2).lower()}")
+    for m in _OTHER_SELF.finditer(text):
+        problems.append(f"claims to be {m.group(1)!r}")
+    for m in _FALSE_CLAIMS.finditer(text):
+        problems.append(f"false claim {m.group(0)!r}")
+    return problems
+
+
+def identity_consistent(text: str) -> bool:
+    """True when ``text`` names Codette and contradicts none of the facts."""
+    return NAME in text and not identity_contradictions(text)

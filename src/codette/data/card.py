@@ -1,0 +1,180 @@
+"""The data card: what a written dataset contains, as JSON and as a PNG chart (``codette data --stats``).
+
+Category shares per split, the length of each sample (in tokens when a trained tokenizer is beside
+the data, otherwise in characters, and the card says which), the distinct-sample ratio, tool
+coverage (calls per tool, failed calls, questions answered without a tool) and, for synthetic data,
+the generator's own statistics from ``stats.json``. Lengths are measured on at most
+:data:`MAX_LENGTH_SAMPLES` evenly spaced records so the card stays fast at 200,000 samples.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections import Counter
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from codette.data.facts import TOOLS
+from codette.errors import CodetteError
+from codette.fileio import atomic_open, atomic_write_text
+
+log = logging.getLogger(__name__)
+
+MAX_LENGTH_SAMPLES = 20_000
+CONTEXT = 256  # the quickstart (tiny preset) context, for "longer than the context" counts
+
+
+def _records(path: Path):
+    with open(path, encoding="utf-8") as fh:
+        for line in fh:
+            if line.strip():
+                yield json.loads(line)
+
+
+def _dialogue_digest(rec: dict) -> bytes:
+    body = rec.get("text") if "messages" not in rec else [m for m in rec["messages"] if m.get("role") != "system"]
+    return hashlib.blake2b(json.dumps(body, sort_keys=True, ensure_ascii=False).encode(), digest_size=8).digest()
+
+
+def _tool_names(rec: dict) -> list[str]:
+    names = []
+    for m in rec.get("messages") or []:
+        for tc in m.get("tool_calls") or []:
+            fn = tc.get("function", tc) if isinstance(tc, dict) else {}
+            if isinstance(fn, dict) and isinstance(fn.get("name"), str):
+                names.append(fn["name"])
+    return names
+
+
+def _lengths(data_dir: Path, total: int, tokenizer_dir: Path | None) -> tuple[str, list[int]]:
+    """(unit, lengths) over an even subsample of both splits."""
+    tok = None
+    if tokenizer_dir is not None:
+        from codette.tokenizer import CodetteTokenizer
+
+        tok = CodetteTokenizer.load(tokenizer_dir)
+    step = max(1, total // MAX_LENGTH_SAMPLES)
+    out: list[int] = []
+    i = 0
+    for split in ("train", "val"):
+        for rec in _records(data_dir / f"{split}.jsonl"):
+            i += 1
+            if i % step:
+                continue
+            if "messages" in rec:
+                if tok is not None:
+                    out.append(len(tok.encode(tok.apply_chat_template(rec["messages"], rec.get("tools")))))
+                else:
+                    from codette.tokenizer.chat_template import render
+
+                    out.append(len(render(rec["messages"], rec.get("tools"))))
+            else:
+                text = rec.get("text") or ""
+                out.append(len(tok.encode(text)) + 2 if tok is not None else len(text))
+    return ("tokens" if tok is not None else "characters"), out
+
+
+def build_card(data_dir: Path | str, tokenizer_dir: Path | str | None = None) -> dict[str, Any]:
+    """Statistics of ``data_dir/{train,val}.jsonl`` (streamed; lengths on a subsample)."""
+    data_dir = Path(data_dir)
+    for split in ("train", "val"):
+        if not (data_dir / f"{split}.jsonl").is_file():
+            raise CodetteError(f"no {split}.jsonl in {data_dir}; run `codette data` first")
+    cats: dict[str, Counter[str]] = {"train": Counter(), "val": Counter()}
+    tools: Counter[str] = Counter()
+    digests: set[bytes] = set()
+    tool_errors = no_tool = tool_records = 0
+    for split in ("train", "val"):
+        for rec in _records(data_dir / f"{split}.jsonl"):
+            cats[split][rec.get("category", "user" if "messages" in rec else "text")] += 1
+            digests.add(_dialogue_digest(rec))
+            names = _tool_names(rec)
+            tools.update(names)
+            if rec.get("category") == "tools" or names:
+                tool_records += 1
+                no_tool += not names
+                tool_errors += rec.get("tool_ok") is False
+    total = sum(sum(c.values()) for c in cats.values())
+    if total == 0:
+        raise CodetteError(f"{data_dir} holds no records")
+    tok_dir = Path(tokenizer_dir) if tokenizer_dir is not None and (Path(tokenizer_dir) / "tokenizer.json").is_file() \
+        else None
+    unit, lengths = _lengths(data_dir, total, tok_dir)
+    arr = np.asarray(lengths, dtype=np.int64)
+    counts, edges = np.histogram(arr, bins=30)
+    all_cats = cats["train"] + cats["val"]
+    stats_path = data_dir / "stats.json"
+    built = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
+    card: dict[str, Any] = {
+        "records": total,
+        "splits": {s: sum(c.values()) for s, c in cats.items()},
+        "categories": {s: dict(sorted(c.items())) for s, c in cats.items()},
+        "shares": {c: n / total for c, n in sorted(all_cats.items())},
+        "distinct_ratio": len(digests) / total,
+        "length_unit": unit,
+        "length_note": ("tokens of the rendered chat template, counted with the tokenizer beside the data"
+                        if unit == "tokens" else "characters of the rendered chat template: no tokenizer yet "
+                        "(run `codette tokenizer`, then `codette data --stats` again for token counts)"),
+        "length_sampled": len(lengths),
+        "length": {"mean": float(arr.mean()), "p50": float(np.percentile(arr, 50)),
+                   "p90": float(np.percentile(arr, 90)), "p99": float(np.percentile(arr, 99)), "max": int(arr.max()),
+                   f"over_{CONTEXT}": int((arr > CONTEXT).sum()) if unit == "tokens" else None},
+        "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
+        "tool_coverage": {t: tools.get(t, 0) for t in TOOLS} | {t: n for t, n in tools.items() if t not in TOOLS},
+        "tools_never_called": [t for t in TOOLS if not tools.get(t)],
+        "tool_records": tool_records,
+        "tool_errors": tool_errors,
+        "no_tool_answers": no_tool,
+        "synthetic": built.get("synthetic"),
+        "skipped_bad": built.get("skipped_bad", 0),
+        "mix": built.get("mix") or {},
+    }
+    return card
+
+
+def plot_card(card: dict[str, Any], path: Path | str) -> None:
+    """Three panels: category shares per split, the length histogram, calls per tool."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, axes = plt.subplots(1, 3, figsize=(16, 4.8))
+    cats = sorted(card["shares"])
+    x = np.arange(len(cats))
+    for k, split in enumerate(("train", "val")):
+        n = max(1, card["splits"][split])
+        axes[0].bar(x + (k - 0.5) * 0.4, [card["categories"][split].get(c, 0) / n for c in cats], 0.4, label=split)
+    axes[0].set_xticks(x, cats, rotation=20)
+    axes[0].set_ylabel("share of split")
+    axes[0].set_title(f"Categories ({card['records']:,} records, distinct {card['distinct_ratio']:.3f})")
+    axes[0].legend()
+    edges, counts = card["histogram"]["edges"], card["histogram"]["counts"]
+    axes[1].bar(edges[:-1], counts, width=np.diff(edges), align="edge", edgecolor="white")
+    if card["length_unit"] == "tokens":
+        axes[1].axvline(CONTEXT, color="red", linestyle="--", label=f"{CONTEXT}-token context")
+        axes[1].legend()
+    axes[1].set_xlabel(f"{card['length_unit']} per sample")
+    axes[1].set_title(f"Length ({card['length_unit']}, {card['length_sampled']:,} sampled)")
+    names = list(card["tool_coverage"])
+    axes[2].barh(names, [card["tool_coverage"][t] for t in names])
+    axes[2].invert_yaxis()
+    axes[2].set_title(f"Tool calls ({card['tool_errors']} failed, {card['no_tool_answers']} answered without a tool)")
+    fig.tight_layout()
+    with atomic_open(path, "wb") as fh:
+        fig.savefig(fh, format="png", dpi=90)
+    plt.close(fig)
+
+
+def write_card(data_dir: Path | str, tokenizer_dir: Path | str | None = None) -> dict[str, Any]:
+    """Build the card and write ``card.json`` and ``card.png`` beside the data."""
+    data_dir = Path(data_dir)
+    card = build_card(data_dir, tokenizer_dir)
+    atomic_write_text(data_dir / "card.json", json.dumps(card, indent=2))
+    plot_card(card, data_dir / "card.png")
+    card["files"] = [str(data_dir / "card.json"), str(data_dir / "card.png")]
+    return card

@@ -1,0 +1,210 @@
+"""The curriculum (data v2): perspectives in their styles, real tool results, one set of identity facts.
+
+Complements tests/test_data.py (determinism, shares, split, packing): here every tool result is
+re-run on a fresh workspace, every call is checked against its schema, and each category's content
+is checked against the structures the evaluation imports (styles.VOCABULARY, facts).
+"""
+
+from __future__ import annotations
+
+import json
+import math
+import re
+from pathlib import Path
+
+import jsonschema
+import pytest
+
+from codette.data import synthetic
+from codette.data.curriculum.styles import STYLES, VOCABULARY, dominant_style, style_hits
+from codette.data.curriculum.toolrun import CANONICAL_BASE, ToolRunner, replay
+from codette.data.facts import NAME, PERSPECTIVES, TOOLS, identity_consistent, identity_contradictions
+from codette.tools import Toolbox, parse_tool_calls
+from codette.tokenizer.chat_template import assistant_spans
+from tests._pipeline import codette
+
+
+@pytest.fixture(scope="module")
+def data() -> list[dict]:
+    """1500 records (seed 11), train and val, as they are written to JSONL."""
+    train, val, _ = synthetic.generate(1500, seed=11)
+    return [s.to_json() for s in train + val]
+
+
+def _by(data: list[dict], category: str) -> list[dict]:
+    return [r for r in data if r["category"] == category]
+
+
+def _answer(rec: dict) -> str:
+    return rec["messages"][-1]["content"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Tools
+# ------------------------------------------------------------------------------------------------
+def test_every_tool_result_equals_a_rerun_on_a_fresh_workspace(data: list[dict], tmp_path: Path) -> None:
+    calls = [r for r in _by(data, "tools") if r["tool"]]
+    assert {r["tool"] for r in calls} == set(TOOLS)
+    with ToolRunner(tmp_path / "replay") as runner:  # a different folder from the generator's
+        for rec in calls:
+            result = replay(rec, runner)
+            tool_msg = next(m for m in rec["messages"] if m["role"] == "tool")
+            assert result.content == rec["expected_result"] == tool_msg["content"], rec["template"]
+            assert result.ok == rec["tool_ok"]
+
+
+def test_every_tool_call_validates_against_its_schema(data: list[dict], tmp_path: Path) -> None:
+    toolbox = Toolbox(tmp_path / "ws")
+    n = 0
+    for rec in _by(data, "tools"):
+        shown = {t["function"]["name"]: t["function"]["parameters"] for t in rec["tools"]}
+        assert 1 <= len(shown) <= 2
+        calls = [c["function"] for m in rec["messages"] for c in m.get("tool_calls") or []]
+        if rec["tool"] is None:
+            assert not calls and rec["tool_arguments"] is None
+            continue
+        assert len(calls) == 1 and calls[0]["name"] == rec["tool"] and calls[0]["arguments"] == rec["tool_arguments"]
+        assert rec["tool"] in shown
+        toolbox.validate(rec["tool"], rec["tool_arguments"])  # the real, full schema (raises if invalid)
+        jsonschema.validate(rec["tool_arguments"], shown[rec["tool"]])  # the compact schema the model sees
+        # The text the model learns parses back to the same call.
+        text, spans = assistant_spans(rec["messages"], rec["tools"])
+        parsed = parse_tool_calls(text[spans[0][0]:spans[0][1]])
+        assert [(c.name, c.arguments) for c in parsed] == [(rec["tool"], rec["tool_arguments"])]
+        n += 1
+    assert n > 200
+
+
+def test_tool_conversations_cover_errors_and_no_tool_questions(data: list[dict]) -> None:
+    tools = _by(data, "tools")
+    failed = [r for r in tools if r["tool_ok"] is False]
+    assert len(failed) >= 20 and len({r["tool"] for r in failed}) >= 8
+    for rec in failed:  # the answer explains instead of inventing a result
+        error = json.loads(rec["expected_result"])["error"]
+        assert error and _answer(rec)
+        assert not any(w in _answer(rec).lower() for w in ("done:", "the result is")), rec["template"]
+    assert sum(r["tool"] is None for r in tools) >= 10
+    # Network tools stayed local: the fixture service under its canonical address, or offline search.
+    for rec in tools:
+        if rec["tool"] == "http_request" and rec["tool_ok"]:
+            assert rec["tool_arguments"]["url"].startswith(CANONICAL_BASE)
+            assert json.loads(rec["expected_result"])["url"].startswith(CANONICAL_BASE)
+        if rec["tool"] == "web_search":
+            assert json.loads(rec["expected_result"])["source"] == "offline-fixture"
+
+
+def test_tool_answers_use_the_result(data: list[dict]) -> None:
+    checked = 0
+    for rec in _by(data, "tools"):
+        if not rec["tool_ok"]:
+            continue
+        result, answer = json.loads(rec["expected_result"]), _answer(rec)
+        if rec["tool"] == "analyze_image":
+            assert result["dominant_name"] in answer or str(result["width"]) in answer or "grayscale" in answer
+        elif rec["tool"] == "http_request" and "weather" in rec["tool_arguments"]["url"]:
+            assert result["json"]["condition"] in answer and str(result["json"]["humidity_pct"]) in answer
+        elif rec["tool"] == "execute_python":
+            assert result["stdout"].strip() in answer
+        elif rec["tool"] == "list_directory":
+            assert all(e.rstrip("/") in answer for e in result["entries"])
+        else:
+            continue
+        checked += 1
+    assert checked > 50
+
+
+# ------------------------------------------------------------------------------------------------
+# Perspectives
+# ------------------------------------------------------------------------------------------------
+def test_style_vocabularies_are_disjoint_and_cover_all_eleven() -> None:
+    assert set(STYLES) == set(VOCABULARY) == set(PERSPECTIVES)
+    keys = list(VOCABULARY)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            assert not VOCABULARY[a] & VOCABULARY[b], (a, b)
+
+
+def test_perspective_answers_are_marked_and_in_their_own_style(data: list[dict]) -> None:
+    recs = _by(data, "perspectives")
+    assert {r["perspective"] for r in recs} == set(PERSPECTIVES)
+    for rec in recs:
+        key, answer = rec["perspective"], _answer(rec)
+        assert answer.startswith(f"<perspective> {key}\n"), answer[:40]
+        assert answer.count("<perspective>") == 1
+        hits = style_hits(answer)
+        assert hits[key] >= 2, (key, answer)
+        assert dominant_style(answer) == key, (key, hits, answer)
+
+
+def test_perspective_numbers_are_computed(data: list[dict]) -> None:
+    checks = 0
+    for rec in _by(data, "perspectives"):
+        answer = _answer(rec)
+        m = re.search(r"Divide by (-?\d+): x = (-?\d+) / (-?\d+) = (-?\d+)\.", answer)
+        if m:
+            a, num, div, x = map(int, m.groups())
+            assert a == div and num / div == x
+            checks += 1
+        m = re.search(r"2\^(\d+) = ([\d,]+) basis states", answer)
+        if m:
+            assert 2 ** int(m.group(1)) == int(m.group(2).replace(",", ""))
+            checks += 1
+        m = re.search(r"F = m a = (\d+) kg \* ([\d.]+) m/s\^2 = ([\d,.]+) N", answer)
+        if m:
+            assert math.isclose(int(m.group(1)) * float(m.group(2)), float(m.group(3).replace(",", "")), abs_tol=0.01)
+            checks += 1
+        m = re.search(r"Accuracy = (\d+) / (\d+) = ([\d.]+)%", answer)
+        if m:
+            assert abs(100 * int(m.group(1)) / int(m.group(2)) - float(m.group(3))) <= 0.05
+            checks += 1
+    assert checks >= 5
+
+
+def test_mixed_answers_have_two_to_four_perspectives_and_a_synthesis(data: list[dict]) -> None:
+    for rec in _by(data, "mixed"):
+        answer = _answer(rec)
+        used = re.findall(r"^<perspective> (\w+)$", answer, flags=re.M)
+        assert used == rec["perspectives"] and 2 <= len(used) <= 4 and len(set(used)) == len(used)
+        assert "\nSynthesis: " in answer
+        for part, key in zip(re.split(r"^<perspective> \w+\n", answer, flags=re.M)[1:], used):
+            assert style_hits(part.split("\nSynthesis:")[0])[key] >= 1, (key, part)
+
+
+# ------------------------------------------------------------------------------------------------
+# Consciousness / identity
+# ------------------------------------------------------------------------------------------------
+def test_identity_answers_state_one_consistent_set_of_facts(data: list[dict]) -> None:
+    recs = _by(data, "consciousness")
+    assert {r["aspect"] for r in recs} == {"identity", "self_reference", "intentionality"}
+    for rec in recs:
+        answer = _answer(rec)
+        assert answer.startswith("<consciousness> ") and NAME in answer
+        assert identity_consistent(answer), (identity_contradictions(answer), answer)
+    reflections = [r for r in recs if r["template"] == "reflection"]
+    assert reflections
+    for rec in reflections:  # "which perspective did you use" names the perspective actually used
+        key = re.match(r"<perspective> (\w+)", rec["messages"][-3]["content"]).group(1)
+        assert STYLES[key].phrase in _answer(rec)
+
+
+def test_identity_checker_flags_contradictions() -> None:
+    assert identity_consistent("<consciousness> I am Codette, with eleven perspectives and 11 tools.")
+    assert not identity_consistent("I am ChatGPT.")
+    assert identity_contradictions("I am Codette and I have four perspectives.")
+    assert identity_contradictions("I am Codette. I remember our last chat and I have feelings.")
+
+
+# ------------------------------------------------------------------------------------------------
+# The CLI: statistics and the data card
+# ------------------------------------------------------------------------------------------------
+def test_cli_data_stats_writes_the_card(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    proc = codette("data", "-o", str(out), "--samples", "400", "--seed", "5", "--stats", check=True)
+    assert re.search(r"val combinations also in train\s*│\s*0\b", proc.stdout)
+    card = json.loads((out / "data" / "card.json").read_text())
+    assert (out / "data" / "card.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
+    assert card["records"] == 400 and card["length_unit"] == "characters"
+    assert set(card["shares"]) == {"perspectives", "tools", "consciousness", "mixed"}
+    assert abs(card["shares"]["tools"] - 0.25) <= 0.01 and card["distinct_ratio"] >= 0.95
+    assert set(card["tool_coverage"]) == set(TOOLS) and card["synthetic"]["overlap"] == 0
+    assert "characters" in proc.stdout

@@ -1,0 +1,506 @@
+"""Data: synthetic conversations, the user's own files, packing into memmaps and deterministic batches."""
+
+from __future__ import annotations
+
+import json
+import math
+import os
+import re
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from codette.config import DataConfig
+from codette.data import synthetic
+from codette.data.build import build_dataset, read_split
+from codette.data.loader import IGNORE_INDEX, BatchSampler
+from codette.data.pack import PackedSplit, encode_document, pack, token_dtype
+from codette.data.sources import Document, iter_documents
+from codette.errors import CodetteError
+from codette.tokenizer import CodetteTokenizer
+from codette.tokenizer.chat_template import ROLES, validate_messages
+
+
+def _dump(samples: list) -> str:
+    return json.dumps([s.to_json() for s in samples], ensure_ascii=False, sort_keys=True)
+
+
+def _dialogue(sample) -> str:
+    """The user and assistant turns (content and tool calls): what a leak into training would repeat."""
+    return json.dumps([{k: m.get(k) for k in ("role", "content", "tool_calls")}
+                       for m in sample.messages if m["role"] in ("user", "assistant")],
+                      ensure_ascii=False, sort_keys=True)
+
+
+@pytest.fixture(scope="module")
+def big() -> tuple[list, list, synthetic.DatasetStats]:
+    """5000 conversations (seed 0): the statistics and invariants are checked on this one set."""
+    return synthetic.generate(5000, seed=0)
+
+
+# ------------------------------------------------------------------------------------------------
+# Synthetic conversations
+# ------------------------------------------------------------------------------------------------
+def test_generate_is_deterministic_by_seed() -> None:
+    a = synthetic.generate(300, seed=1)
+    b = synthetic.generate(300, seed=1)
+    c = synthetic.generate(300, seed=2)
+    assert _dump(a[0]) == _dump(b[0]) and _dump(a[1]) == _dump(b[1])
+    assert a[2] == b[2]
+    assert _dump(a[0] + a[1]) != _dump(c[0] + c[1])
+
+
+def test_category_shares_at_n_2000() -> None:
+    train, val, stats = synthetic.generate(2000, seed=3)
+    samples = train + val
+    assert len(samples) == stats.distinct == 2000
+    for cat, share in {"perspectives": 0.30, "tools": 0.25, "consciousness": 0.25, "mixed": 0.20}.items():
+        actual = sum(s.category == cat for s in samples) / len(samples)
+        assert abs(actual - share) <= 0.01, (cat, actual)
+        assert abs(stats.shares[cat] - actual) < 1e-12
+
+
+def test_distinct_ratio_at_n_5000(big) -> None:
+    train, val, stats = big
+    samples = train + val
+    assert len(samples) == 5000
+    assert len({s.key for s in samples}) == 5000
+    assert stats.distinct_ratio >= 0.95
+    # Measured independently of the stats: distinct dialogues (system prompt left out).
+    distinct = len({json.dumps([m for m in s.messages if m["role"] != "system"], sort_keys=True) for s in samples})
+    assert distinct / len(samples) >= 0.95
+
+
+def test_val_keys_are_not_in_train(big) -> None:
+    train, val, stats = big
+    assert 0.05 < len(val) / (len(train) + len(val)) < 0.15
+    train_keys = {s.key for s in train}
+    assert not [s.key for s in val if s.key in train_keys]
+    assert stats.overlap == 0
+
+
+def test_val_dialogue_text_is_not_in_train(big) -> None:
+    train, val, _ = big
+    train_texts = {_dialogue(s) for s in train}
+    leaked = [(s.category, s.template, s.key) for s in val if _dialogue(s) in train_texts]
+    assert not leaked, f"{len(leaked)} validation dialogues also occur in train, e.g. {leaked[:3]}"
+
+
+def test_every_sample_is_a_valid_conversation(big) -> None:
+    train, val, _ = big
+    for s in train + val:
+        msgs = s.messages
+        validate_messages(msgs, s.key)
+        roles = [m["role"] for m in msgs]
+        assert set(roles) <= set(ROLES)
+        assert "assistant" in roles
+        assert roles[-1] == "assistant", s.key
+        assert "system" not in roles[1:], s.key
+        for i, m in enumerate(msgs):
+            if m["role"] == "tool":  # answers a tool call
+                assert msgs[i - 1]["role"] == "tool" or msgs[i - 1].get("tool_calls"), s.key
+
+
+def test_newton_fall_numbers_are_computed(big) -> None:
+    train, val, _ = big
+    checked = 0
+    for s in train + val:
+        question = next(m["content"] for m in s.messages if m["role"] == "user")
+        q = re.search(r"dropped from (\d+(?:\.\d+)?) m\b", question)
+        if not q:
+            continue
+        h = float(q.group(1))
+        answer = s.messages[-1]["content"]
+        a = re.search(r"t = sqrt\(2 \* (\d+(?:\.\d+)?) / 9\.81\) = (\d+(?:\.\d+)?) s", answer)
+        assert a, answer
+        assert float(a.group(1)) == h
+        t = math.sqrt(2 * h / 9.81)
+        assert abs(float(a.group(2)) - t) <= 0.005 + 1e-9, (h, answer)
+        v = re.search(r"v = g t = ([\d,]+(?:\.\d+)?) m/s", answer)
+        assert v, answer
+        assert abs(float(v.group(1).replace(",", "")) - 9.81 * t) <= 0.005 + 1e-9, (h, answer)
+        checked += 1
+    assert checked >= 3
+
+
+_NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")
+
+
+def _evaluate(expr: str) -> float:
+    assert re.fullmatch(r"[\d\s+\-*/%().a-z]+", expr), expr
+    return eval(expr, {"__builtins__": {}}, {"sqrt": math.sqrt, "log": math.log})  # noqa: S307 - checked above
+
+
+def test_calculator_answers_equal_recomputed_arithmetic(big) -> None:
+    train, val, _ = big
+    checked = failures = 0
+    for s in train + val:
+        msgs = s.messages
+        for i, m in enumerate(msgs):
+            calls = [c.get("function", c) for c in m.get("tool_calls") or []]
+            if len(calls) != 1 or calls[0]["name"] != "calculator":
+                continue
+            args = calls[0]["arguments"]
+            expr = (json.loads(args) if isinstance(args, str) else args)["expression"]
+            result = json.loads(msgs[i + 1]["content"])
+            answer = next(x["content"] for x in msgs[i + 2:] if x["role"] == "assistant")
+            try:
+                expected = _evaluate(expr)
+            except (ZeroDivisionError, ValueError):  # the tool must refuse, and the answer must say so
+                assert "error" in result and "result" not in result, (expr, result)
+                assert "could not" in answer.lower() or "cannot" in answer.lower(), answer
+                failures += 1
+                continue
+            assert math.isclose(result["result"], expected, rel_tol=1e-9, abs_tol=1e-6), (expr, result)
+            stated = float(_NUMBER.findall(answer)[-1].replace(",", ""))
+            assert abs(stated - expected) <= 0.005 + 1e-9 * abs(expected), (expr, answer)
+            checked += 1
+    assert checked >= 20
+
+
+# ------------------------------------------------------------------------------------------------
+# build_dataset
+# ------------------------------------------------------------------------------------------------
+def _leftovers(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp"))
+
+
+def test_build_dataset_writes_splits_and_stats(tmp_path: Path) -> None:
+    notes = tmp_path / "notes.txt"
+    notes.write_text("My own notes about rotary embeddings.\n", encoding="utf-8")
+    out = tmp_path / "data"
+    stats = build_dataset(DataConfig(samples=200, seed=0, val_fraction=0.1, sources=[str(notes)]), out)
+    assert sorted(p.name for p in out.iterdir()) == ["stats.json", "train.jsonl", "val.jsonl"]
+    assert _leftovers(out) == []
+    lines = {n: (out / f"{n}.jsonl").read_text(encoding="utf-8").splitlines() for n in ("train", "val")}
+    assert len(lines["train"]) == stats.train and len(lines["val"]) == stats.val
+    assert stats.train + stats.val == 201 and stats.user_documents == 1 and stats.val > 0
+    recs = [json.loads(line) for line in lines["train"] + lines["val"]]
+    assert sum("messages" in r for r in recs) == 200
+    assert [r["text"] for r in recs if "text" in r] == ["My own notes about rotary embeddings.\n"]
+    assert json.loads((out / "stats.json").read_text()) == stats.as_dict()
+    assert len(list(read_split(out, "train"))) == stats.train
+    assert len(list(read_split(out, "val"))) == stats.val
+
+
+def test_build_dataset_is_atomic_when_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    src = tmp_path / "a.txt"
+    src.write_text("first corpus\n")
+    out = tmp_path / "data"
+    build_dataset(DataConfig(synthetic=False, sources=[str(src)]), out)
+    before = {p.name: p.read_bytes() for p in out.iterdir()}
+    src.write_text("second corpus\n")
+
+    def interrupted(fd: int) -> None:
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(os, "fsync", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        build_dataset(DataConfig(synthetic=False, sources=[str(src)]), out)
+    monkeypatch.undo()
+    assert {p.name: p.read_bytes() for p in out.iterdir()} == before  # old files intact, no temp files
+
+
+def test_build_dataset_names_a_bad_source(tmp_path: Path) -> None:
+    bad = tmp_path / "chat.jsonl"
+    bad.write_text('{"messages": [{"role": "user", "content": "hi"}]}\n')
+    out = tmp_path / "data"
+    with pytest.raises(CodetteError) as exc:
+        build_dataset(DataConfig(synthetic=False, sources=[str(bad)]), out)
+    assert f"{bad}:1" in str(exc.value)
+    assert not out.exists() or not list(out.glob("*.jsonl"))
+
+
+def test_build_dataset_round_trips_unusual_text(tmp_path: Path) -> None:
+    text = "line one\u2028line two\x85three\r\nfour\x0bfive \U0001F600\n"
+    src = tmp_path / "odd.txt"
+    src.write_bytes(text.encode("utf-8"))
+    build_dataset(DataConfig(samples=20, sources=[str(src)]), tmp_path / "data")
+    docs = list(read_split(tmp_path / "data", "train")) + list(read_split(tmp_path / "data", "val"))
+    assert len(docs) == 21
+    assert [d.text for d in docs if d.text is not None] == [text]
+
+
+def test_build_dataset_output_is_readable_for_a_one_document_corpus(tmp_path: Path) -> None:
+    src = tmp_path / "only.txt"
+    src.write_text("The only document.\n")
+    out = tmp_path / "data"
+    try:
+        stats = build_dataset(DataConfig(synthetic=False, sources=[str(src)]), out)
+    except CodetteError as exc:  # refusing a corpus too small to split is fine, if it says so
+        assert str(src) in str(exc) or "document" in str(exc)
+        return
+    docs = {name: list(read_split(out, name)) for name in ("train", "val")}  # the next stage reads both
+    assert len(docs["train"]) == stats.train and len(docs["val"]) == stats.val
+
+
+# ------------------------------------------------------------------------------------------------
+# The user's own files
+# ------------------------------------------------------------------------------------------------
+def _error(path: Path, **kw) -> str:
+    with pytest.raises(CodetteError) as exc:
+        list(iter_documents(path, **kw))
+    return str(exc.value)
+
+
+@pytest.mark.parametrize("name", ["missing.txt", "missing.jsonl", "missing.md"])
+def test_missing_file(tmp_path: Path, name: str) -> None:
+    msg = _error(tmp_path / name)
+    assert str(tmp_path / name) in msg and "not found" in msg
+
+
+@pytest.mark.parametrize("name", ["empty.txt", "empty.jsonl"])
+@pytest.mark.parametrize("content", [b"", b"  \n\n\t\n"])
+def test_empty_file(tmp_path: Path, name: str, content: bytes) -> None:
+    (tmp_path / name).write_bytes(content)
+    msg = _error(tmp_path / name)
+    assert str(tmp_path / name) in msg
+    assert "empty" in msg or "no conversations" in msg
+
+
+@pytest.mark.parametrize("name", ["blob.txt", "blob.jsonl"])
+def test_binary_file(tmp_path: Path, name: str) -> None:
+    (tmp_path / name).write_bytes(b"\x89PNG\r\n\x1a\n\x00\x00\x00\rIHDR\x00\x00")
+    msg = _error(tmp_path / name)
+    assert str(tmp_path / name) in msg and "binary" in msg
+
+
+def test_invalid_utf8_text(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.txt"
+    path.write_bytes("first line\nsecond caf".encode() + b"\xe9\nthird\n")
+    msg = _error(path)
+    assert f"{path}:2" in msg and "UTF-8" in msg
+    docs = list(iter_documents(path, errors="replace"))
+    assert "".join(d.text for d in docs) == "first line\nsecond caf\ufffd\nthird\n"
+
+
+def test_invalid_utf8_jsonl(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    good = json.dumps({"messages": [{"role": "user", "content": "hi"}, {"role": "assistant", "content": "hello"}]})
+    path.write_bytes(good.encode() + b"\n" + good.replace("hello", "caf\u00e9").encode("latin-1") + b"\n")
+    msg = _error(path)
+    assert f"{path}:2" in msg and "UTF-8" in msg
+    docs = list(iter_documents(path, errors="replace"))
+    assert [d.messages[1]["content"] for d in docs] == ["hello", "caf\ufffd"]
+
+
+def _chat(user: str = "hi", assistant: str = "hello") -> str:
+    return json.dumps({"messages": [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]})
+
+
+def test_malformed_jsonl_names_line_3(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    path.write_text(_chat() + "\n\n" + '{"messages": [oops\n' + _chat() + "\n")
+    msg = _error(path)
+    assert f"{path}:3" in msg and "JSON" in msg
+
+
+def test_conversation_without_assistant_turn(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    no_assistant = {"messages": [{"role": "system", "content": "s"}, {"role": "user", "content": "hi"}]}
+    path.write_text(_chat() + "\n" + json.dumps(no_assistant) + "\n")
+    msg = _error(path)
+    assert f"{path}:2" in msg and "assistant" in msg
+
+
+def test_unknown_role(tmp_path: Path) -> None:
+    path = tmp_path / "chat.jsonl"
+    record = {"messages": [{"role": "human", "content": "hi"}, {"role": "assistant", "content": "hello"}]}
+    path.write_text(_chat() + "\n" + _chat() + "\n" + json.dumps(record) + "\n")
+    msg = _error(path)
+    assert f"{path}:3" in msg and "'human'" in msg
+
+
+def test_folder_without_usable_files(tmp_path: Path) -> None:
+    folder = tmp_path / "corpus"
+    folder.mkdir()
+    (folder / "table.csv").write_text("a,b\n1,2\n")
+    (folder / "image.png").write_bytes(b"\x89PNG")
+    msg = _error(folder)
+    assert str(folder) in msg
+
+
+def test_unsupported_suffix(tmp_path: Path) -> None:
+    path = tmp_path / "table.csv"
+    path.write_text("a,b\n1,2\n")
+    msg = _error(path)
+    assert str(path) in msg and ".csv" in msg
+
+
+def test_plain_text_and_text_folders_are_accepted(tmp_path: Path) -> None:
+    one = tmp_path / "one.txt"
+    one.write_text("Hello there.\nSecond line.\n", encoding="utf-8")
+    docs = list(iter_documents(one))
+    assert [d.text for d in docs] == ["Hello there.\nSecond line.\n"]
+    assert docs[0].messages is None and str(one) in docs[0].source
+
+    folder = tmp_path / "corpus"
+    (folder / "sub").mkdir(parents=True)
+    (folder / "b.txt").write_text("bee\n")
+    (folder / "a.txt").write_text("ay\n")
+    (folder / "sub" / "c.md").write_text("# see\n")
+    (folder / "skip.csv").write_text("x\n")
+    (folder / "d.jsonl").write_text(_chat("q", "a") + "\n" + json.dumps({"text": "plain line"}) + "\n")
+    docs = list(iter_documents(folder))
+    assert [d.text for d in docs if d.text is not None] == ["ay\n", "bee\n", "plain line", "# see\n"]
+    assert [d.messages[1]["content"] for d in docs if d.messages] == ["a"]
+
+
+# ------------------------------------------------------------------------------------------------
+# Packing
+# ------------------------------------------------------------------------------------------------
+CHAT = [
+    {"role": "system", "content": "Be brief."},
+    {"role": "user", "content": "What is 2 + 3?"},
+    {"role": "assistant", "content": "2 + 3 = 5."},
+    {"role": "user", "content": "And 2 * 3?"},
+    {"role": "assistant", "content": "2 * 3 = 6."},
+]
+
+
+def _runs(ids, mask) -> list[list[int]]:
+    runs: list[list[int]] = []
+    prev = 0
+    for i, m in zip(ids, mask):
+        if m and not prev:
+            runs.append([])
+        if m:
+            runs[-1].append(int(i))
+        prev = m
+    return runs
+
+
+def test_pack_tokens_and_masks(tokenizer: CodetteTokenizer, tmp_path: Path) -> None:
+    docs = [Document("chat", messages=CHAT), Document("text", text="Plain text is learned everywhere.")]
+    stats = pack(docs, tokenizer, tmp_path, "train")
+    chat_ids, chat_mask = tokenizer.encode_chat(CHAT)
+    text_ids = tokenizer.encode("Plain text is learned everywhere.")
+    n_chat = len(chat_ids) + 1
+    assert stats.documents == 2
+    assert stats.tokens == n_chat + len(text_ids) + 2
+    split = PackedSplit(tmp_path, "train")
+    assert split.tokens.dtype == np.uint16 and split.mask.dtype == np.uint8
+    assert len(split) == stats.tokens
+    assert split.tokens.tolist() == [*chat_ids, tokenizer.eos_id, tokenizer.bos_id, *text_ids, tokenizer.eos_id]
+    mask = split.mask.tolist()
+    assert set(mask) == {0, 1}
+    assert mask[:n_chat] == [*chat_mask, 0]
+    assert [tokenizer.decode(r) for r in _runs(split.tokens[:n_chat], mask[:n_chat])] == [
+        "2 + 3 = 5.<|im_end|>\n", "2 * 3 = 6.<|im_end|>\n"]
+    assert mask[n_chat:] == [1] * (len(text_ids) + 2)
+    assert stats.target_tokens == sum(mask)
+    meta = json.loads((tmp_path / "train.json").read_text())
+    assert meta["dtype"] == "uint16" and meta["tokens"] == stats.tokens and meta["vocab_size"] == len(tokenizer)
+    assert os.path.getsize(tmp_path / "train.bin") == 2 * stats.tokens
+    assert _leftovers(tmp_path) == []
+
+
+def test_pack_without_assistant_only_learns_the_whole_chat(tokenizer: CodetteTokenizer) -> None:
+    ids, mask = encode_document(Document("chat", messages=CHAT), tokenizer, assistant_only=False)
+    assert ids[-1] == tokenizer.eos_id
+    assert all(mask[:-1])
+
+
+def test_token_dtype() -> None:
+    assert token_dtype(600) == np.uint16 and token_dtype(65536) == np.uint16
+    assert token_dtype(65537) == np.uint32
+
+
+@pytest.mark.parametrize("suffix", [".bin", ".mask.bin"])
+def test_truncated_pack_is_detected(tokenizer: CodetteTokenizer, tmp_path: Path, suffix: str) -> None:
+    pack([Document("t", text="some words to pack " * 20)], tokenizer, tmp_path, "val")
+    path = tmp_path / f"val{suffix}"
+    data = path.read_bytes()
+    path.write_bytes(data[:-2])
+    with pytest.raises(CodetteError, match="truncated") as exc:
+        PackedSplit(tmp_path, "val")
+    assert str(path) in str(exc.value)
+    path.unlink()
+    with pytest.raises(CodetteError, match="missing"):
+        PackedSplit(tmp_path, "val")
+
+
+def test_packed_split_missing_meta(tmp_path: Path) -> None:
+    with pytest.raises(CodetteError, match="no packed split"):
+        PackedSplit(tmp_path, "train")
+
+
+def test_pack_empty_corpus_raises_and_leaves_nothing(tokenizer: CodetteTokenizer, tmp_path: Path) -> None:
+    with pytest.raises(CodetteError, match="empty"):
+        pack([], tokenizer, tmp_path, "train")
+    assert list(tmp_path.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# BatchSampler
+# ------------------------------------------------------------------------------------------------
+SEQ = 32
+
+
+@pytest.fixture(scope="module")
+def packed(tokenizer: CodetteTokenizer, samples: list, tmp_path_factory: pytest.TempPathFactory) -> PackedSplit:
+    folder = tmp_path_factory.mktemp("packed")
+    pack([Document("s", messages=s.messages, tools=s.tools) for s in samples[:40]], tokenizer, folder, "train")
+    return PackedSplit(folder, "train")
+
+
+def test_batches_are_a_pure_function_of_seed_and_position(packed: PackedSplit) -> None:
+    a, b = BatchSampler(packed, SEQ, seed=7), BatchSampler(packed, SEQ, seed=7)
+    n = a.n_blocks
+    assert n >= 20
+    positions = [0, 3, n - 2, n + 5, 3 * n - 1, 1]  # includes batches across epoch boundaries
+    first = [a.batch(p, 4) for p in positions]
+    second = [b.batch(p, 4) for p in reversed(positions)][::-1]  # other order, other internal state
+    for (x1, y1), (x2, y2) in zip(first, second):
+        assert x1.shape == (4, SEQ) and y1.shape == (4, SEQ) and x1.dtype == torch.int64
+        assert torch.equal(x1, x2) and torch.equal(y1, y2)
+    # Sequences are consecutive: batch(p, 4)[j] == batch(p + j, 1)[0].
+    x, y = a.batch(n - 2, 4)
+    for j in range(4):
+        xj, yj = b.batch(n - 2 + j, 1)
+        assert torch.equal(x[j], xj[0]) and torch.equal(y[j], yj[0])
+    other = BatchSampler(packed, SEQ, seed=8)
+    assert not torch.equal(other.batch(0, 4)[0], first[0][0])
+
+
+def test_each_epoch_visits_every_block_once_in_a_new_order(packed: PackedSplit) -> None:
+    s = BatchSampler(packed, SEQ, seed=0)
+    n = s.n_blocks
+    assert n == (len(packed) - 1) // SEQ
+    every = sorted(tuple(x.tolist()) for x, _ in s.sequential(8) for x in x)
+    epoch0 = [tuple(s.batch(p, 1)[0][0].tolist()) for p in range(n)]
+    epoch1 = [tuple(s.batch(p, 1)[0][0].tolist()) for p in range(n, 2 * n)]
+    assert sorted(epoch0) == every and sorted(epoch1) == every
+    assert epoch0 != epoch1
+
+
+def test_targets_are_shifted_inputs_with_masked_positions_ignored(packed: PackedSplit) -> None:
+    s = BatchSampler(packed, SEQ, seed=0)
+    tokens = np.asarray(packed.tokens, dtype=np.int64)
+    mask = np.asarray(packed.mask, dtype=bool)
+    ignored = learned = 0
+    for block in range(s.n_blocks):
+        x, y = s.window(block)
+        start = block * SEQ
+        assert x.tolist() == tokens[start:start + SEQ].tolist()
+        for i in range(SEQ):
+            if mask[start + i + 1]:
+                assert y[i] == tokens[start + i + 1]
+                learned += 1
+            else:
+                assert y[i] == IGNORE_INDEX
+                ignored += 1
+    assert ignored > 0 and learned > 0
+    x, y = s.batch(5, 4)
+    keep = y[:, :-1] != IGNORE_INDEX
+    assert torch.equal(x[:, 1:][keep], y[:, :-1][keep])
+
+
+def test_split_shorter_than_one_sequence_raises(tokenizer: CodetteTokenizer, tmp_path: Path) -> None:
+    pack([Document("t", text="hi")], tokenizer, tmp_path, "val")
+    split = PackedSplit(tmp_path, "val")
+    with pytest.raises(CodetteError, match="fewer than one sequence"):
+        BatchSampler(split, len(split), seed=0)
+    assert BatchSampler(split, len(split) - 1, seed=0).n_blocks == 1
