@@ -73,9 +73,10 @@ def test_quickstart_runs_every_stage(tmp_path: Path) -> None:
     assert report["train_steps"] == 30 and report["val_tokens"] > 0
     assert len(report["samples"]) == 3 and all(isinstance(s["assistant"], str) for s in report["samples"])
     for name in ("tokenizer.json", "tokenizer_config.json", "model_final.pt", "model_best.pt", "run_config.json",
-                 "data/train.jsonl", "data/val.jsonl", "packed/train.bin"):
+                 "data/train.jsonl", "data/val.jsonl", "packed/train.bin", "codette_tiny-f16.gguf", "Modelfile"):
         assert (out / name).is_file(), name
     assert "Held-out evaluation" in proc.stdout
+    assert report["gguf"].endswith("codette_tiny-f16.gguf") and "ollama create codette" in proc.stdout
     gen = codette("generate", str(out / "model_final.pt"), "-p", "Who are you?", "--temperature", "0",
                   "--max-new-tokens", "8", check=True)
     expected = LocalBackend(out / "model_final.pt").chat([{"role": "user", "content": "Who are you?"}],

@@ -86,6 +86,10 @@ class TrainConfig:
     keep_checkpoints: int = 3  # periodic model_step_N.pt files kept
     compile: bool = False
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
+    best_metric: str = "val_loss"  # model_best.pt by: val_loss | perplexity | token_accuracy | a behavioral metric
+    probes: int = 8  # behavioral probes per kind at each evaluation (0: none); see codette.evaluate.training
+    probe_budget: float = 0.10  # probes may take at most this fraction of the training time
+    tensorboard: bool = False  # also write TensorBoard events to <log_dir>/tensorboard/
 
 
 @dataclass

@@ -52,11 +52,19 @@ def data(
     source: Optional[list[str]] = typer.Option(None, "--source", "-s", help="Your own .txt/.jsonl file or folder."),
     synthetic: Optional[bool] = typer.Option(None, "--synthetic/--no-synthetic", help="Include Codette's data."),
     errors: Optional[str] = typer.Option(None, help="Invalid UTF-8 in your files: strict or replace."),
+    mix: Optional[str] = typer.Option(None, help="Ratios of the final dataset, e.g. synthetic=0.5,my.jsonl=0.5 "
+                                                 "(sum to 1; --samples is the total)."),
+    skip_bad: Optional[bool] = typer.Option(None, "--skip-bad", help="Skip and count bad JSONL lines instead of failing."),
+    stats: bool = typer.Option(False, "--stats", help="Also write the data card (card.json, card.png) and print it."),
 ) -> None:
     """Generate the Codette conversations (and add your own files) as train/val JSONL."""
+    from codette.data.mix import parse_mix
+
     cfg = _config(config, out_dir=out_dir, **{"data.samples": samples, "data.seed": seed, "data.sources": source,
-                                             "data.synthetic": synthetic, "data.errors": errors})
-    stages.run_data(cfg, console)
+                                             "data.synthetic": synthetic, "data.errors": errors,
+                                             "data.mix": parse_mix(mix) if mix is not None else None,
+                                             "data.skip_bad": skip_bad})
+    stages.run_data(cfg, console, card=stats)
 
 
 @app.command()
@@ -99,13 +107,19 @@ def train(
 
 @app.command("eval")
 def eval_(
-    checkpoint: Path = typer.Argument(..., help="A model_*.pt checkpoint."),
+    checkpoint: Path = typer.Argument(..., help="A model_*.pt checkpoint or an exported .gguf file."),
     data_dir: Optional[Path] = typer.Option(None, help="Packed data folder (default: packed/ beside the checkpoint)."),
     output: Optional[Path] = typer.Option(None, help="Where to write the JSON (default: eval.json beside it)."),
     max_batches: Optional[int] = typer.Option(None, help="Evaluate at most this many batches."),
+    probes: int = typer.Option(stages.DEFAULT_PROBES_PER_KIND,
+                               help="Behavioral probes per kind (tool, no-tool, identity, perspective); 0 skips "
+                                    "them, -1 runs all."),
+    probe_dir: Optional[Path] = typer.Option(None, help="Folder with val.jsonl/train.jsonl (default: data/ beside "
+                                                        "the checkpoint)."),
 ) -> None:
-    """Held-out loss, perplexity and token accuracy of a checkpoint, plus sample chats."""
-    stages.run_eval(checkpoint, console, data_dir=data_dir, output=output, max_batches=max_batches)
+    """Held-out LM metrics (loss, perplexity, accuracy, bits/byte) and behavioral probes with 95% intervals."""
+    stages.run_eval(checkpoint, console, data_dir=data_dir, output=output, max_batches=max_batches,
+                    probes=None if probes < 0 else probes, probe_dir=probe_dir)
 
 
 @app.command()
@@ -126,7 +140,7 @@ def generate(
     backend = LocalBackend(checkpoint)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     reply = backend.chat(messages, sampling=SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed))
-    console.print(reply, markup=False, highlight=False)
+    console.print(reply, markup=False, highlight=False, soft_wrap=True)
 
 
 @app.command()
@@ -185,3 +199,28 @@ def main() -> None:
     except KeyboardInterrupt:
         err_console.print("[yellow]interrupted[/]")
         sys.exit(130)
+
+
+@app.command()
+def export(
+    checkpoint: Path = typer.Argument(..., help="A model_*.pt checkpoint (tokenizer files beside it)."),
+    fmt: str = typer.Option("gguf", "--format", "-f", help="gguf (llama.cpp, Ollama) or hf (Hugging Face)."),
+    quant: Optional[str] = typer.Option(None, "--quant", "-q",
+                                        help="gguf: f32, f16, bf16, q8_0, q4_0 (default f16); hf: f32, f16, bf16."),
+    out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Output folder (default: the checkpoint's)."),
+    force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
+    arch: Optional[str] = typer.Option(None, help="GGUF architecture (default: llama or starcoder2 by block style)."),
+    modelfile: bool = typer.Option(True, "--modelfile/--no-modelfile", help="Also write an Ollama Modelfile."),
+) -> None:
+    """Export a checkpoint to GGUF (+ Ollama Modelfile) or a Hugging Face folder."""
+    stages.run_export(checkpoint, console, fmt=fmt, quant=quant, out_dir=out_dir, force=force, arch=arch,
+                      modelfile=modelfile)
+
+
+@app.command()
+def inspect(
+    path: Path = typer.Argument(..., help="A .gguf file."),
+    json_out: bool = typer.Option(False, "--json", help="Print JSON instead of tables."),
+) -> None:
+    """Show a GGUF file's metadata and tensor table."""
+    stages.run_inspect(path, console, json_out=json_out)

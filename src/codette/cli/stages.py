@@ -24,9 +24,11 @@ from rich.text import Text
 from codette.checkpoint import file_sha256
 from codette.config import RunConfig, to_dict
 from codette.data.build import build_dataset, pack_dataset, training_texts
+from codette.data.card import write_card
 from codette.data.pack import PackedSplit
 from codette.errors import CodetteError
-from codette.evaluate.run import evaluate_checkpoint
+from codette.evaluate.run import DEFAULT_PROBES_PER_KIND, evaluate_path
+from codette.evaluate.training import build_monitor
 from codette.fileio import atomic_write_text, ensure_writable_dir
 from codette.model import ModelConfig, padded_vocab, preset_config
 from codette.tokenizer import CodetteTokenizer
@@ -41,13 +43,15 @@ QUICKSTART: dict = {
     "train": {"lr": 1e-3, "warmup_steps": 30, "max_steps": 300, "eval_every": 100, "save_every": 100,
               "batch_size": 16, "eval_batches": 50, "log_every": 25},
 }
+# Behavioral probes per kind in the quickstart's final evaluation (about a minute on a laptop CPU).
+QUICKSTART_PROBES = 16
 
 
 def _out(cfg: RunConfig) -> Path:
     return ensure_writable_dir(Path(cfg.out_dir))
 
 
-def run_data(cfg: RunConfig, console: Console) -> dict:
+def run_data(cfg: RunConfig, console: Console, card: bool = False) -> dict:
     out = _out(cfg)
     stats = build_dataset(cfg.data, out / "data")
     table = Table(title=f"Dataset written to {out / 'data'}")
@@ -63,8 +67,35 @@ def run_data(cfg: RunConfig, console: Console) -> dict:
         table.add_row("val combinations also in train", str(s["overlap"]))
     if stats.user_documents:
         table.add_row("your documents", str(stats.user_documents))
+    if stats.skipped_bad:
+        table.add_row("bad lines skipped (--skip-bad)", str(stats.skipped_bad))
     console.print(table)
+    if card:
+        print_card(write_card(out / "data", out), console)
     return stats.as_dict()
+
+
+def print_card(card: dict, console: Console) -> None:
+    """The data card as a table (the full card is in card.json, the charts in card.png)."""
+    table = Table(title="Data card")
+    table.add_column("what")
+    table.add_column("value", justify="right")
+    table.add_row("records (train / val)", f"{card['splits']['train']:,} / {card['splits']['val']:,}")
+    for cat, share in card["shares"].items():
+        table.add_row(f"share: {cat}", f"{share:.1%}")
+    table.add_row("distinct-sample ratio", f"{card['distinct_ratio']:.3f}")
+    length = card["length"]
+    table.add_row(f"{card['length_unit']} per sample (mean / p90 / max)",
+                  f"{length['mean']:.0f} / {length['p90']:.0f} / {length['max']}")
+    if length.get("over_256") is not None:
+        table.add_row("longer than 256 tokens", str(length["over_256"]))
+    covered = sum(1 for n in card["tool_coverage"].values() if n)
+    table.add_row("tools called", f"{covered} of {len(card['tool_coverage'])}")
+    table.add_row("tool calls that fail / no-tool answers", f"{card['tool_errors']} / {card['no_tool_answers']}")
+    console.print(table)
+    if card["length_unit"] != "tokens":
+        console.print(f"lengths are in characters: {card['length_note']}")
+    console.print(f"data card: {', '.join(card['files'])}")
 
 
 def run_tokenizer(cfg: RunConfig, console: Console) -> CodetteTokenizer:
@@ -111,8 +142,12 @@ def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> Tr
     model_cfg = _model_config(cfg, vocab_tokens=len(tok))
     packed = ensure_packed(out, tok, cfg.data.assistant_only_loss)
     atomic_write_text(out / "run_config.json", json.dumps(to_dict(cfg), indent=2))
+    monitor = build_monitor(cfg.train, out / "data", tok, Path(cfg.log_dir))
     result = train(cfg.train, model_cfg, packed, out, Path(cfg.log_dir), resume=resume, run_config=to_dict(cfg),
-                   tokenizer_sha256=file_sha256(out / TOKENIZER_FILE), console=console)
+                   tokenizer_sha256=file_sha256(out / TOKENIZER_FILE), console=console, monitor=monitor)
+    if monitor is not None and monitor.spent:
+        console.print(f"behavioral probes took {monitor.spent:.0f} s, {monitor.overhead:.1%} of the training time "
+                      f"(budget {cfg.train.probe_budget:.0%})")
     ev = result.last_eval
     if ev:
         console.print(f"step {result.steps}: val_loss {ev['val_loss']:.3f}  token accuracy "
@@ -122,41 +157,114 @@ def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> Tr
 
 
 def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, output: Path | None = None,
-             max_batches: int | None = None, extra: dict | None = None) -> dict:
+             max_batches: int | None = None, extra: dict | None = None, probes: int | None = DEFAULT_PROBES_PER_KIND,
+             probe_dir: Path | None = None, markdown: bool = True) -> dict:
+    """`codette eval` on a checkpoint or a .gguf: eval.json, eval_probes.jsonl (per probe), eval.md."""
+    from rich.progress import Progress
+
+    from codette.evaluate.report import console_tables, markdown as render_markdown
+
     checkpoint = Path(checkpoint)
-    report = evaluate_checkpoint(checkpoint, data_dir or checkpoint.parent / "packed", max_batches=max_batches)
+    with Progress(console=console, transient=True) as progress:
+        task = progress.add_task("behavioral probes", total=None)
+        report = evaluate_path(checkpoint, packed_dir=data_dir, max_batches=max_batches, probe_dir=probe_dir,
+                               probes_per_kind=probes,
+                               on_result=lambda i, n, r: progress.update(task, completed=i + 1, total=n))
+    probe_results = report.pop("probe_results", None)
     report.update(extra or {})
     output = output or checkpoint.parent / "eval.json"
     atomic_write_text(output, json.dumps(report, indent=2, ensure_ascii=False))
-    table = Table(title=f"Held-out evaluation of {checkpoint.name} (step {report['step']})")
-    table.add_column("metric")
-    table.add_column("value", justify="right")
-    table.add_row("val loss (nats/token)", f"{report['val_loss']:.4f}")
-    table.add_row("val perplexity", f"{report['val_perplexity']:.3f}")
-    table.add_row("val token accuracy", f"{report['val_token_accuracy']:.2%}")
-    table.add_row("val target tokens", f"{report['val_tokens']:,}")
-    console.print(table)
+    written = [output]
+    if probe_results is not None:
+        path = output.with_name(output.stem + "_probes.jsonl")
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in probe_results))
+        written.append(path)
+    if markdown:
+        path = output.with_suffix(".md")
+        atomic_write_text(path, render_markdown(report, probe_results))
+        written.append(path)
+    for table in console_tables(report):
+        console.print(table)
     for chat in report["samples"]:
         console.print(Panel(Text(chat["assistant"]), title=Text(f"user: {chat['user']}"), title_align="left"))
-    console.print(f"written to {output}")
+    console.print(f"written: {', '.join(map(str, written))}")
     return report
 
 
 def run_quickstart(cfg: RunConfig, console: Console) -> dict:
+    """data, tokenizer, train, evaluate, then an F16 GGUF + Modelfile (the quickstart rewrites its own folder)."""
     t0 = time.perf_counter()
-    console.rule("1/4 data")
+    console.rule("1/5 data")
     run_data(cfg, console)
-    console.rule("2/4 tokenizer")
+    console.rule("2/5 tokenizer")
     run_tokenizer(cfg, console)
-    console.rule("3/4 train")
+    console.rule("3/5 train")
     result = run_train(cfg, console)
-    console.rule("4/4 evaluate")
+    console.rule("4/5 evaluate")
     ckpt = result.best_checkpoint or result.final_checkpoint
     extra = {"train_tokens_per_second": result.train_tokens_per_second, "train_seconds": result.train_seconds,
              "train_steps": result.steps}
-    report = run_eval(ckpt, console, extra=extra)
+    report = run_eval(ckpt, console, extra=extra, probes=QUICKSTART_PROBES)
+    console.rule("5/5 export")
+    exported = run_export(ckpt, console, fmt="gguf", quant="f16", force=True)
+    report["gguf"] = str(exported.path)
     report["wall_seconds"] = time.perf_counter() - t0
     atomic_write_text(Path(cfg.out_dir) / "eval.json", json.dumps(report, indent=2, ensure_ascii=False))
-    console.print(f"quickstart finished in {report['wall_seconds']:.0f} s; try:\n"
-                  f"  codette generate {ckpt} --prompt \"Who are you?\"")
+    console.print(f"quickstart finished in {report['wall_seconds']:.0f} s. Next:\n"
+                  f"  codette generate {ckpt} --prompt \"Who are you?\"\n"
+                  f"  python -m llama_cpp.server --model {exported.path}   (or: cd {exported.path.parent} && "
+                  f"ollama create codette -f Modelfile && ollama run codette)")
     return report
+
+
+def run_export(checkpoint: Path, console: Console, fmt: str = "gguf", quant: str | None = None,
+               out_dir: Path | None = None, force: bool = False, arch: str | None = None,
+               modelfile: bool = True) -> object:
+    """`codette export`: GGUF (+ Modelfile) or a Hugging Face folder; the work is in codette.export."""
+    from codette.export import DEFAULT_QUANT, export_gguf, export_hf
+
+    fmt = fmt.lower()
+    if fmt == "gguf":
+        result = export_gguf(checkpoint, out_dir, quant or DEFAULT_QUANT, force=force, arch=arch, modelfile=modelfile)
+        console.print(f"GGUF ({result.arch}, {result.quant}): {result.path}  {result.n_bytes / 1e6:,.1f} MB, "
+                      f"{result.n_tensors} tensors, {result.mb_per_s:,.0f} MB/s")
+        for name in result.fallbacks:
+            console.print(f"  {name}: stored as F16 (rows are not whole {result.quant} blocks)")
+        if result.modelfile:
+            console.print(f"Modelfile: {result.modelfile}\n  cd {result.path.parent} && ollama create codette "
+                          f"-f Modelfile && ollama run codette")
+        return result
+    if fmt == "hf":
+        if arch is not None:
+            raise CodetteError("--arch applies to --format gguf only")
+        result = export_hf(checkpoint, out_dir, dtype=quant or "f32", force=force)
+        console.print(f"Hugging Face folder ({result.architecture}, {result.dtype}): {result.path}")
+        return result
+    raise CodetteError(f"unknown export format {fmt!r}; choose gguf or hf")
+
+
+def run_inspect(path: Path, console: Console, json_out: bool = False) -> object:
+    """`codette inspect`: a GGUF file's metadata (arrays summarised) and tensor table."""
+    from codette.export import read_gguf
+
+    summary = read_gguf(path)
+    if json_out:
+        console.print_json(json.dumps({
+            "path": str(summary.path), "bytes": summary.n_bytes,
+            "metadata": [{"key": k, "type": t, "value": v} for k, t, v in summary.metadata],
+            "tensors": [dataclasses.asdict(t) for t in summary.tensors]}))
+        return summary
+    meta = Table(title=f"{summary.path.name}: metadata ({len(summary.metadata)} keys)")
+    for col in ("key", "type", "value"):
+        meta.add_column(col, overflow="fold")
+    for key, vtype, value in summary.metadata:
+        meta.add_row(key, vtype, Text(value))
+    console.print(meta)
+    tensors = Table(title=f"tensors ({len(summary.tensors)}, {summary.tensor_bytes / 1e6:,.2f} MB; "
+                          f"file {summary.n_bytes / 1e6:,.2f} MB)")
+    for col in ("name", "shape (ggml ne)", "type", "bytes"):
+        tensors.add_column(col, justify="right" if col == "bytes" else "left")
+    for t in summary.tensors:
+        tensors.add_row(t.name, " x ".join(map(str, t.shape)), t.type, f"{t.n_bytes:,}")
+    console.print(tensors)
+    return summary

@@ -1,16 +1,35 @@
-"""`codette eval`: held-out language-modelling metrics of a checkpoint plus a few sample chats."""
+"""`codette eval`: held-out language-modelling metrics and behavioral probes of a checkpoint or a GGUF.
+
+Language modelling runs on the packed val split (``packed/``); the behavioral probes come from the
+val conversations (``data/val.jsonl``) through :mod:`codette.evaluate.probes`. The result is one
+flat JSON object (``eval.json``): the existing keys (``val_loss``, ``val_perplexity``,
+``val_token_accuracy``) stay, every behavioral metric is a top-level number, and ``figures`` holds
+each metric's n and 95% interval.
+"""
 
 from __future__ import annotations
 
+import logging
+import math
+from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
+import numpy as np
+
+from codette.backends.base import ChatBackend
 from codette.backends.local import LocalBackend
-from codette.data.loader import BatchSampler
+from codette.data.loader import IGNORE_INDEX, BatchSampler
 from codette.data.pack import PackedSplit
 from codette.errors import CodetteError
-from codette.evaluate.lm import evaluate_lm
+from codette.evaluate.behavior import flat, run_probes, summarize
+from codette.evaluate.lm import evaluate_lm, token_byte_lengths
+from codette.evaluate.probes import probe_set
 from codette.model.generate import SamplingConfig
 
+log = logging.getLogger(__name__)
+
+DEFAULT_PROBES_PER_KIND = 40  # ~2-4 CPU minutes for the quickstart model; None = every probe
 SAMPLE_PROMPTS = [
     "Who are you?",
     "Explain a lighthouse from the Newton perspective.",
@@ -19,10 +38,54 @@ SAMPLE_PROMPTS = [
 ]
 
 
+def _sample_chats(backend: ChatBackend, samples: int) -> list[dict]:
+    chats = []
+    for prompt in SAMPLE_PROMPTS[:samples]:
+        try:
+            reply = backend.chat([{"role": "user", "content": prompt}],
+                                 sampling=SamplingConfig(max_new_tokens=96, temperature=0.0))
+        except CodetteError as exc:
+            reply = f"(no reply: {exc})"
+        chats.append({"user": prompt, "assistant": reply})
+    return chats
+
+
+def _probe_source(explicit: Path | str | None, default: Path) -> Path | None:
+    """The probe folder: the one asked for (must exist), else ``data/`` beside the model when it has val.jsonl.
+
+    A model copied away from its data folder still gets its LM metrics; the report says why the
+    probes are missing instead of failing the whole evaluation.
+    """
+    if explicit is not None:
+        return Path(explicit)
+    if (default / "val.jsonl").is_file():
+        return default
+    log.warning("no %s: behavioral probes skipped (pass --probe-dir to point at a data folder)", default / "val.jsonl")
+    return None
+
+
+def behavior_report(backend: ChatBackend, probe_dir: Path | str, probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND,
+                    max_new_tokens: int = 128, unseen_only: bool = True,
+                    on_result: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
+    """Run the probes of ``probe_dir`` through ``backend``; figures flattened into the report's top level."""
+    probes, info = probe_set(probe_dir, probes_per_kind, unseen_only)
+    log.info("behavioral probes: %d (%s)", len(probes), ", ".join(f"{k} {n}" for k, n in info["by_kind"].items()))
+    results = run_probes(backend, probes, max_new_tokens,
+                         on_result=(lambda i, r: on_result(i, len(probes), r)) if on_result else None)
+    summary = summarize(results)
+    return {**flat(summary), "probes": info, "behavior": summary, "probe_results": results}
+
+
 def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenizer_dir: Path | str | None = None,
                         batch_size: int = 16, max_batches: int | None = None, samples: int = 3,
-                        device: str = "cpu") -> dict:
-    """Metrics over the whole val split (or ``max_batches``) and ``samples`` greedy sample chats."""
+                        device: str = "cpu", probe_dir: Path | str | None = None,
+                        probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND, max_new_tokens: int = 128,
+                        on_result: Callable[[int, int, dict], None] | None = None) -> dict:
+    """LM metrics over the val split (or ``max_batches``), behavioral probes, and ``samples`` sample chats.
+
+    ``probes_per_kind=0`` skips the probes; ``None`` runs every probe.
+    """
+    checkpoint = Path(checkpoint)
     backend = LocalBackend(checkpoint, tokenizer_dir, device)
     val = PackedSplit(packed_dir, "val")
     if int(val.meta["vocab_size"]) != len(backend.tokenizer):
@@ -30,12 +93,102 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
                            f"but the checkpoint's tokenizer has {len(backend.tokenizer)}")
     seq_len = backend.model.cfg.max_seq_len
     sampler = BatchSampler(val, seq_len, seed=0)
-    m = evaluate_lm(backend.model, sampler.sequential(batch_size, max_batches), device)
-    chats = []
-    for prompt in SAMPLE_PROMPTS[:samples]:
-        reply = backend.chat([{"role": "user", "content": prompt}],
-                             sampling=SamplingConfig(max_new_tokens=96, temperature=0.0))
-        chats.append({"user": prompt, "assistant": reply})
-    return {"checkpoint": str(checkpoint), "step": backend.step, "val_loss": m.val_loss,
-            "val_perplexity": m.perplexity, "val_token_accuracy": m.token_accuracy, "val_tokens": m.tokens,
-            "samples": chats}
+    token_bytes = token_byte_lengths(backend.tokenizer, backend.model.cfg.vocab_size)
+    m = evaluate_lm(backend.model, sampler.sequential(batch_size, max_batches), device, token_bytes=token_bytes)
+    report: dict[str, Any] = {
+        "checkpoint": str(checkpoint), "backend": "local", "step": backend.step, "val_loss": m.val_loss,
+        "val_perplexity": m.perplexity, "val_token_accuracy": m.token_accuracy, "val_tokens": m.tokens,
+        "val_bits_per_byte": m.bits_per_byte, "val_target_bytes": m.target_bytes}
+    source = _probe_source(probe_dir, checkpoint.parent / "data") if probes_per_kind != 0 else None
+    if source is not None:
+        report.update(behavior_report(backend, source, probes_per_kind, max_new_tokens, on_result=on_result))
+    elif probes_per_kind != 0:
+        report["probes"] = {"skipped": f"no {checkpoint.parent / 'data' / 'val.jsonl'}"}
+    report["samples"] = _sample_chats(backend, samples)
+    return report
+
+
+def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int = 64, n_threads: int | None = None) -> dict:
+    """Val loss, perplexity, token accuracy and bits per byte computed from llama.cpp's logits.
+
+    The same packed val windows and target mask as :func:`evaluate_checkpoint` (the first
+    ``max_sequences`` of them), so the numbers of a GGUF and of its checkpoint are comparable.
+    """
+    import llama_cpp
+
+    from codette.tokenizer import CodetteTokenizer
+
+    val = PackedSplit(packed_dir, "val")
+    llm = llama_cpp.Llama(str(path), n_ctx=0, logits_all=True, n_threads=n_threads, verbose=False)
+    try:
+        ctx = llm.n_ctx()
+        sampler = BatchSampler(val, ctx, seed=0)
+        tok_dir = Path(packed_dir).parent
+        lengths = token_byte_lengths(CodetteTokenizer.load(tok_dir), llm.n_vocab()).numpy() \
+            if (tok_dir / "tokenizer.json").is_file() else None
+        nats, correct, count, n_bytes = 0.0, 0, 0, 0
+        for b in range(min(max_sequences, sampler.n_blocks)):
+            x, y = sampler.window(b)
+            llm.reset()
+            llm.eval(x.tolist())
+            logits = np.asarray(llm.scores[: len(x)], dtype=np.float64)
+            yv = y.numpy()
+            keep = yv != IGNORE_INDEX
+            if not keep.any():
+                continue
+            lg = logits[keep]
+            tgt = yv[keep]
+            mx = lg.max(axis=1, keepdims=True)
+            lse = (mx[:, 0] + np.log(np.exp(lg - mx).sum(axis=1)))
+            nats += float((lse - lg[np.arange(len(tgt)), tgt]).sum())
+            correct += int((lg.argmax(axis=1) == tgt).sum())
+            count += int(keep.sum())
+            if lengths is not None:
+                n_bytes += int(lengths[tgt].sum())
+    finally:
+        llm.close()
+    if count == 0:
+        raise CodetteError(f"{packed_dir}: the val split has no target tokens to score")
+    loss = nats / count
+    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_token_accuracy": correct / count,
+            "val_tokens": count, "val_bits_per_byte": nats / math.log(2) / n_bytes if n_bytes else float("nan"),
+            "val_target_bytes": n_bytes}
+
+
+def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_dir: Path | str | None = None,
+                  tokenizer_dir: Path | str | None = None, probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND,
+                  max_new_tokens: int = 128, samples: int = 3, lm_sequences: int = 64,
+                  on_result: Callable[[int, int, dict], None] | None = None) -> dict:
+    """The same probes (and, when ``packed/`` is there, LM metrics) for an exported GGUF."""
+    from codette.backends.gguf import GGUFBackend
+
+    path = Path(path)
+    backend = GGUFBackend(path, tokenizer_dir)
+    try:
+        report: dict[str, Any] = {"checkpoint": str(path), "backend": "gguf", "step": None}
+        packed = Path(packed_dir) if packed_dir else path.parent / "packed"
+        if lm_sequences and (packed / "val.json").is_file():
+            report.update(gguf_lm_metrics(path, packed, lm_sequences))
+        else:
+            log.info("no packed val split at %s: LM metrics skipped for the GGUF", packed)
+        source = _probe_source(probe_dir, path.parent / "data") if probes_per_kind != 0 else None
+        if source is not None:
+            report.update(behavior_report(backend, source, probes_per_kind, max_new_tokens, on_result=on_result))
+        elif probes_per_kind != 0:
+            report["probes"] = {"skipped": f"no {path.parent / 'data' / 'val.jsonl'}"}
+        report["samples"] = _sample_chats(backend, samples)
+    finally:
+        backend.close()
+    return report
+
+
+def evaluate_path(path: Path | str, **kw: Any) -> dict:
+    """Dispatch on the file type: ``.gguf`` -> :func:`evaluate_gguf`, anything else a PyTorch checkpoint."""
+    path = Path(path)
+    if path.suffix.lower() == ".gguf":
+        kw.pop("batch_size", None)
+        kw.pop("max_batches", None)
+        kw.pop("device", None)
+        return evaluate_gguf(path, probe_dir=kw.pop("probe_dir", None), packed_dir=kw.pop("packed_dir", None), **kw)
+    packed = kw.pop("packed_dir", None) or path.parent / "packed"
+    return evaluate_checkpoint(path, packed, **kw)

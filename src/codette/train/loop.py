@@ -37,6 +37,7 @@ from codette.data.loader import IGNORE_INDEX, BatchSampler
 from codette.data.pack import PackedSplit
 from codette.errors import CodetteError
 from codette.evaluate import evaluate_lm
+from codette.evaluate.selection import BestTracker
 from codette.fileio import ensure_writable_dir
 from codette.model import CodetteModel, ModelConfig
 from codette.train.device import autocast_for, pick_device
@@ -72,12 +73,16 @@ class MetricsLog:
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
         self._handler = logging.FileHandler(self.log_path, encoding="utf-8")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+        self.listener: Any = None  # optional callable(record), e.g. a TensorBoard writer
         logging.getLogger("codette").addHandler(self._handler)
         logging.getLogger("codette").setLevel(logging.INFO)
 
     def write(self, kind: str, **values: Any) -> None:
-        self._jsonl.write(json.dumps({"kind": kind, "time": time.time(), **values}) + "\n")
+        record = {"kind": kind, "time": time.time(), **values}
+        self._jsonl.write(json.dumps(record) + "\n")
         self._jsonl.flush()
+        if self.listener is not None:
+            self.listener(record)
 
     def close(self) -> None:
         self._jsonl.close()
@@ -157,8 +162,13 @@ def train(
     run_config: dict | None = None,
     tokenizer_sha256: str | None = None,
     console: Console | None = None,
+    monitor: Any | None = None,
 ) -> TrainResult:
-    """Train from scratch or resume; returns where the checkpoints are and what was measured."""
+    """Train from scratch or resume; returns where the checkpoints are and what was measured.
+
+    ``monitor`` (a :class:`codette.evaluate.training.TrainingMonitor`) adds behavioral figures to each
+    evaluation and sees every metrics record; ``train.best_metric`` picks the best checkpoint.
+    """
     out_dir, data_dir, log_dir = Path(out_dir), Path(data_dir), Path(log_dir)
     ensure_writable_dir(out_dir)
     console = console or Console(stderr=True)
@@ -184,6 +194,7 @@ def train(
     model = CodetteModel(model_cfg).to(device)
     optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
     step, position, best_val = 0, 0, math.inf
+    best = BestTracker(cfg.best_metric)
 
     resume_path = _resolve_resume(resume, out_dir)
     if resume_path is not None:
@@ -195,6 +206,7 @@ def train(
         optimizer.load_state_dict(state["optimizer"])
         step, position = int(state["step"]), int(state["data_position"])
         best_val = float(state.get("best_val_loss", math.inf))
+        best = BestTracker(cfg.best_metric, state.get("best_metric"), best_val)
         _set_rng_state(state["rng"])
         log.info("resumed from %s at step %d (data position %d)", resume_path, step, position)
         if step >= cfg.max_steps:
@@ -202,6 +214,7 @@ def train(
 
     train_model: torch.nn.Module = torch.compile(model) if cfg.compile else model
     metrics = MetricsLog(log_dir)
+    metrics.listener = monitor.on_record if monitor is not None else None
     n_params = model.num_parameters()
     log.info("model %s: %d parameters, device %s, seq_len %d, batch %dx%d", model_cfg.extra.get("preset", "custom"),
              n_params, device, seq_len, cfg.batch_size, cfg.grad_accum)
@@ -215,6 +228,7 @@ def train(
             "scheduler": {"kind": "warmup_cosine", "step": step, "lr": lr_at(max(step - 1, 0), cfg),
                           "warmup_steps": cfg.warmup_steps, "max_steps": cfg.max_steps},
             "step": step, "data_position": position, "rng": _rng_state(), "best_val_loss": best_val,
+            "best_metric": best.state(),
             "train_config": dataclasses.asdict(cfg), "run_config": run_config or {},
             "tokenizer_sha256": tokenizer_sha256 or "",
         }, path)
@@ -283,12 +297,14 @@ def train(
                              grad_norm, tps)
                 if step % cfg.eval_every == 0 or step == cfg.max_steps:
                     ev = run_eval()
+                    if monitor is not None:
+                        ev.update(monitor.on_eval(model, step, train_time))
                     result.last_eval = ev
                     metrics.write("eval", step=step, **ev)
                     log.info("step %d val_loss %.4f ppl %.2f acc %.4f", step, ev["val_loss"], ev["perplexity"],
                              ev["token_accuracy"])
-                    if ev["val_loss"] < best_val:
-                        best_val = ev["val_loss"]
+                    best_val = min(best_val, ev["val_loss"])
+                    if best.update(ev):
                         result.best_checkpoint = snapshot(out_dir / "model_best.pt")
                 if step % cfg.save_every == 0 and step < cfg.max_steps:
                     snapshot(out_dir / f"model_step_{step}.pt")
@@ -300,6 +316,8 @@ def train(
         raise TrainingInterrupted(f"interrupted at step {step}; saved {path}. Continue with --resume auto") from None
     finally:
         metrics.close()
+        if monitor is not None:
+            monitor.close()
     result.steps = step
     result.best_val_loss = best_val
     if (out_dir / "model_best.pt").is_file():

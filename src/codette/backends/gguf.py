@@ -1,0 +1,121 @@
+"""Chat with an exported GGUF through llama-cpp-python: the same probes as the PyTorch checkpoint.
+
+Why a backend and not a converter: evaluating the file users actually run (quantised, through
+llama.cpp's kernels and tokenizer) is the only way to see what quantisation costs. The prompt is
+rendered with Codette's chat template (the one stored in the GGUF, which the exporter writes from
+:data:`~codette.tokenizer.CHAT_TEMPLATE`); prompts are tokenized with Codette's tokenizer when its
+files are beside the GGUF (so prompt ids equal the PyTorch path's) and by llama.cpp from the GGUF's
+own vocabulary otherwise. A tokenizer whose vocabulary differs from the GGUF's is refused: its ids
+would index the wrong embedding rows and every reply would be garbage that looks like a bad model.
+Decoding is greedy by default and stops at ``<|im_end|>`` or ``<eos>``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from pathlib import Path
+
+from codette.errors import CodetteError
+from codette.model.generate import SamplingConfig
+from codette.tokenizer import CodetteTokenizer, render
+from codette.tokenizer.bpe import TOKENIZER_FILE
+from codette.tokenizer.chat_template import CHAT_TEMPLATE, CONTROL_TOKENS, EOS, IM_END
+
+log = logging.getLogger(__name__)
+
+
+def gguf_metadata(path: Path) -> tuple[list[str], str | None]:
+    """The GGUF's token list and chat template (None when absent), read without loading weights."""
+    import gguf
+
+    try:
+        reader = gguf.GGUFReader(path, "r")
+    except Exception as exc:  # gguf-py raises ValueError / struct errors on bad files
+        raise CodetteError(f"{path} is not a readable GGUF file: {type(exc).__name__}: {exc}") from None
+    tokens_field = reader.fields.get("tokenizer.ggml.tokens")
+    if tokens_field is None:
+        raise CodetteError(f"{path}: no 'tokenizer.ggml.tokens' metadata; it has no vocabulary to chat with")
+    tokens = [str(t) for t in tokens_field.contents()]
+    tmpl = reader.fields.get("tokenizer.chat_template")
+    return tokens, (str(tmpl.contents()) if tmpl is not None else None)
+
+
+def check_vocab(gguf_tokens: list[str], tok: CodetteTokenizer, path: Path, tokenizer_dir: Path) -> None:
+    """Refuse a tokenizer whose id -> token table is not the GGUF's (padding rows aside)."""
+    ours = tok.tok.get_vocab(with_added_tokens=True)
+    by_id = {i: t for t, i in ours.items()}
+    if len(by_id) > len(gguf_tokens):
+        raise CodetteError(f"{path} has {len(gguf_tokens)} tokens but the tokenizer in {tokenizer_dir} has "
+                           f"{len(by_id)}: they are not the same vocabulary")
+    for i in range(len(by_id)):
+        if by_id.get(i) != gguf_tokens[i]:
+            raise CodetteError(f"{path}: its vocabulary differs from the tokenizer in {tokenizer_dir} (token id {i} "
+                               f"is {gguf_tokens[i]!r} in the GGUF but {by_id.get(i)!r} in {TOKENIZER_FILE})")
+
+
+class GGUFBackend:
+    """A ``.gguf`` file as a :class:`~codette.backends.ChatBackend`."""
+
+    name = "gguf"
+
+    def __init__(self, path: Path | str, tokenizer_dir: Path | str | None = None, n_threads: int | None = None,
+                 n_ctx: int = 0) -> None:
+        try:
+            import llama_cpp
+        except ImportError:
+            raise CodetteError("evaluating a GGUF needs llama-cpp-python: pip install llama-cpp-python") from None
+        self.path = Path(path)
+        if not self.path.is_file():
+            raise CodetteError(f"GGUF file not found: {self.path}")
+        gguf_tokens, template = gguf_metadata(self.path)
+        self.chat_template = template or CHAT_TEMPLATE
+        self.tokenizer: CodetteTokenizer | None = None
+        tdir = Path(tokenizer_dir) if tokenizer_dir else self.path.parent
+        if tokenizer_dir or (tdir / TOKENIZER_FILE).is_file():
+            self.tokenizer = CodetteTokenizer.load(tdir)
+            check_vocab(gguf_tokens, self.tokenizer, self.path, tdir)
+        self.llm = llama_cpp.Llama(str(self.path), n_ctx=n_ctx, n_threads=n_threads or min(4, os.cpu_count() or 1),
+                                   logits_all=False, verbose=False)
+        self.n_ctx = self.llm.n_ctx()
+        self._stop = {i for i, t in enumerate(gguf_tokens) if t in (IM_END, EOS)}
+        self._control = {i for i, t in enumerate(gguf_tokens) if t in CONTROL_TOKENS}
+        self.step = None
+
+    def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
+        text = render(messages, tools, add_generation_prompt=True, template=self.chat_template)
+        if self.tokenizer is not None:
+            return self.tokenizer.encode(text)
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def chat(self, messages: list[dict], tools: list[dict] | None = None,
+             sampling: SamplingConfig | None = None) -> str:
+        sampling = sampling or SamplingConfig()
+        ids = self.prompt_ids(messages, tools)
+        if len(ids) >= self.n_ctx:
+            raise CodetteError(f"the conversation is {len(ids)} tokens; this model's context is {self.n_ctx}")
+        greedy = sampling.temperature <= 0
+        if sampling.seed is not None:
+            self.llm.set_seed(sampling.seed)
+        out: list[int] = []
+        for token in self.llm.generate(ids, temp=0.0 if greedy else sampling.temperature,
+                                       top_k=1 if greedy else sampling.top_k, top_p=1.0 if greedy else sampling.top_p,
+                                       min_p=0.0, repeat_penalty=1.0, reset=True):
+            if token in self._stop:
+                break
+            out.append(int(token))
+            if len(out) >= sampling.max_new_tokens or len(ids) + len(out) >= self.n_ctx:
+                break
+        return self._decode(out).strip()
+
+    def _decode(self, ids: list[int]) -> str:
+        if self.tokenizer is not None:
+            return self.tokenizer.decode(ids, skip_control=True)
+        keep = [i for i in ids if i not in self._control]
+        return self.llm.detokenize(keep, special=True).decode("utf-8", errors="replace")
+
+    def close(self) -> None:
+        """Free the llama.cpp context now rather than at garbage collection."""
+        close = getattr(self.llm, "close", None)
+        if close is not None:
+            close()

@@ -1,0 +1,258 @@
+"""The one adapter between the data and the behavioral evaluation: val records -> probes.
+
+Why one module: the data generator (categories, tools, perspectives, question wordings) keeps
+growing. Everything the metrics need from a record is read here, from the record's own fields
+(``category``, ``perspective``, ``aspect``, ``tool``, ``tool_arguments``, ``expected_result``,
+``setup``) and from :mod:`codette.data.facts`, so a new tool or perspective in the data becomes a
+probe without touching the metrics.
+
+A probe is the conversation up to (not including) the assistant turn the model must write, plus
+what the scorer needs. Probes come from the *validation* split, whose (template, slots) combinations
+never occur in training; on top of that, :func:`drop_seen_prompts` removes any probe whose prompt
+(the user/assistant/tool turns before the answer, system prompt ignored) occurs verbatim in the
+training split, so no probe can be answered by recalling a training conversation's prompt.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from collections.abc import Iterable, Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from codette.data.facts import PERSPECTIVES, TOOLS
+from codette.errors import CodetteError
+
+log = logging.getLogger(__name__)
+
+KINDS = ("tool", "no_tool", "identity", "perspective")
+ASPECTS = ("identity", "self_reference", "intentionality")
+PERSPECTIVE_MARK = "<perspective>"
+
+
+@dataclass(frozen=True)
+class Probe:
+    """One prompt with what its scorer needs.
+
+    ``kind``: ``tool`` (must call ``meta['tool']``), ``no_tool`` (must answer without a call),
+    ``identity`` (consciousness aspect in ``meta['aspect']``, question type in ``meta['qtype']``),
+    ``perspective`` (must answer as ``meta['perspective']``). ``reference`` is the data's answer
+    (for tool probes: the final answer after the tool result).
+    """
+
+    id: str
+    kind: str
+    messages: list[dict]
+    reference: str
+    tools: list[dict] | None = None
+    meta: dict[str, Any] = field(default_factory=dict)
+
+    @property
+    def group(self) -> str:
+        """The stratum used for balanced subsets and per-group tables."""
+        return str(self.meta.get("tool") or self.meta.get("aspect") or self.meta.get("perspective") or self.kind)
+
+    def prompt_text(self) -> str:
+        """What the user said (all user turns), used to keep echoed prompt words out of scores."""
+        return "\n".join(m.get("content") or "" for m in self.messages if m.get("role") == "user")
+
+
+def _said(messages: Iterable[dict]) -> str:
+    """A prompt's identity for the seen-in-training check: every turn but the system prompt."""
+    return json.dumps([{k: m.get(k) for k in ("role", "content", "tool_calls")} for m in messages
+                       if m.get("role") != "system"], ensure_ascii=False, sort_keys=True)
+
+
+def _digest(text: str) -> bytes:
+    return hashlib.blake2b(text.encode("utf-8"), digest_size=12).digest()
+
+
+def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
+    if not path.is_file():
+        raise CodetteError(f"no probe source at {path}; run `codette data` (the val split is the probe set)")
+    with open(path, encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                rec = json.loads(line)
+            except json.JSONDecodeError as exc:
+                raise CodetteError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
+            if not isinstance(rec, dict):
+                raise CodetteError(f"{path}:{lineno}: expected a JSON object")
+            yield lineno, rec
+
+
+def _need(rec: dict, key: str, where: str) -> Any:
+    if key not in rec:
+        raise CodetteError(f"{where}: field '{key}' is missing")
+    return rec[key]
+
+
+def _assistant_indices(messages: list[dict]) -> list[int]:
+    return [i for i, m in enumerate(messages) if m.get("role") == "assistant"]
+
+
+def probe_from_record(rec: dict, where: str) -> Probe | None:
+    """The probe a val record gives, or None for records that are not behavioral (user documents, mixed)."""
+    cat = rec.get("category")
+    if cat not in ("tools", "consciousness", "perspectives"):
+        return None
+    messages = _need(rec, "messages", where)
+    if not isinstance(messages, list) or not messages:
+        raise CodetteError(f"{where}: field 'messages' must be a non-empty list")
+    turns = _assistant_indices(messages)
+    if not turns:
+        raise CodetteError(f"{where}: field 'messages' has no assistant turn")
+    pid = f"{rec.get('template', cat)}@{where.rsplit(':', 1)[-1]}"
+    if cat == "tools":
+        tool = _need(rec, "tool", where)
+        if tool is None:
+            i = turns[-1]
+            return Probe(pid, "no_tool", messages[:i], messages[i].get("content") or "", rec.get("tools"),
+                         {"scenario": rec.get("scenario")})
+        if tool not in TOOLS:
+            raise CodetteError(f"{where}: field 'tool' names {tool!r}, which is not one of facts.TOOLS")
+        first, last = turns[0], turns[-1]
+        meta = {"tool": tool, "tool_arguments": _need(rec, "tool_arguments", where),
+                "expected_result": _need(rec, "expected_result", where), "tool_ok": rec.get("tool_ok"),
+                "setup": rec.get("setup") or {}, "scenario": rec.get("scenario")}
+        return Probe(pid, "tool", messages[:first], messages[last].get("content") or "", rec.get("tools"), meta)
+    i = turns[-1]
+    reference = messages[i].get("content") or ""
+    if cat == "perspectives":
+        key = _need(rec, "perspective", where)
+        if key not in PERSPECTIVES:
+            raise CodetteError(f"{where}: field 'perspective' is {key!r}, not one of facts.PERSPECTIVES")
+        return Probe(pid, "perspective", messages[:i], reference, None, {"perspective": key})
+    aspect = _need(rec, "aspect", where)
+    if aspect not in ASPECTS:
+        raise CodetteError(f"{where}: field 'aspect' is {aspect!r}; expected one of {', '.join(ASPECTS)}")
+    meta: dict[str, Any] = {"aspect": aspect, "qtype": rec.get("question_type") or question_type(messages[:i], aspect)}
+    if rec.get("template") == "reflection" or meta["qtype"] == "reflection":
+        meta["qtype"] = "reflection"
+        meta["used_perspective"] = _previous_perspective(messages[:i])
+    return Probe(pid, "identity", messages[:i], reference, None, meta)
+
+
+def _previous_perspective(messages: list[dict]) -> str | None:
+    """The perspective key the previous assistant turn was marked with (for reflection questions)."""
+    for m in reversed(messages):
+        text = m.get("content") or ""
+        if m.get("role") == "assistant" and PERSPECTIVE_MARK in text:
+            words = text.split(PERSPECTIVE_MARK, 1)[1].split()
+            return words[0] if words and words[0] in PERSPECTIVES else None
+    return None
+
+
+def _question_tables() -> list[tuple[str, str]]:
+    """(question wording, question type) pairs from the identity curriculum, longest wording first.
+
+    Read lazily so the evaluation still imports if the curriculum is reorganised; a wording that is
+    not found falls back to the 'unknown' type, which the identity rubric scores conservatively.
+    """
+    try:
+        from codette.data.curriculum import identity as cur
+    except ImportError:  # pragma: no cover - only when the curriculum package is absent
+        return []
+    pairs: list[tuple[str, str]] = []
+    pairs += [(ask, "identity") for _, ask in getattr(cur, "IDENTITY_ASKS", [])]
+    pairs += [(ask, "perspectives") for ask in getattr(cur, "PERSPECTIVE_ASKS", [])]
+    pairs += [(ask, "tools") for ask in getattr(cur, "TOOL_ASKS", [])]
+    pairs += [(ask, "limits") for ask in getattr(cur, "LIMIT_ASKS", [])]
+    for topic, asks in getattr(cur, "CAPABILITY_ASKS", {}).items():
+        pairs += [(ask, f"capability:{topic}") for ask in asks]
+    pairs += [(ask, f"intent:{kind}") for kind, ask in getattr(cur, "INTENT_ASKS", [])]
+    pairs += [(ask, "reflection") for ask in getattr(cur, "REFLECT_ASKS", [])]
+    return sorted(pairs, key=lambda p: -len(p[0]))
+
+
+def question_type(messages: list[dict], aspect: str) -> str:
+    """Which identity question the last user turn asks (its wording ends the turn), else 'unknown'."""
+    users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
+    text = users[-1].strip() if users else ""
+    for ask, qtype in _question_tables():
+        if text.endswith(ask) or text.endswith(ask[:1].lower() + ask[1:]):
+            return qtype
+    return "unknown"
+
+
+def load_probes(val_path: Path | str) -> list[Probe]:
+    """Every probe of a val JSONL file (records that are not probes are skipped)."""
+    val_path = Path(val_path)
+    probes = []
+    for lineno, rec in _read_jsonl(val_path):
+        p = probe_from_record(rec, f"{val_path}:{lineno}")
+        if p is not None:
+            probes.append(p)
+    return probes
+
+
+def drop_seen_prompts(probes: list[Probe], train_path: Path | str | None) -> tuple[list[Probe], int]:
+    """Probes whose prompt never occurs in the training split, and how many were dropped."""
+    if train_path is None or not Path(train_path).is_file():
+        return probes, 0
+    seen: set[bytes] = set()
+    for _, rec in _read_jsonl(Path(train_path)):
+        msgs = rec.get("messages")
+        if not isinstance(msgs, list):
+            continue
+        for i in _assistant_indices(msgs):
+            seen.add(_digest(_said(msgs[:i])))
+    kept = [p for p in probes if _digest(_said(p.messages)) not in seen]
+    return kept, len(probes) - len(kept)
+
+
+def _order(pid: str) -> int:
+    return int.from_bytes(hashlib.sha256(pid.encode()).digest()[:8], "big")
+
+
+def select(probes: list[Probe], per_kind: int | None) -> list[Probe]:
+    """A deterministic, balanced subset: at most ``per_kind`` probes of each kind, round-robin over groups.
+
+    Round-robin over groups (tools, aspects, perspectives) in a fixed hash order means a subset of 10
+    covers 10 different tools rather than whichever came first, and a smaller subset is always a
+    prefix of a larger one (so training-time figures at different budgets stay comparable).
+    """
+    out: list[Probe] = []
+    for kind in KINDS:
+        of_kind = sorted((p for p in probes if p.kind == kind), key=lambda p: _order(p.id))
+        groups: dict[str, list[Probe]] = {}
+        for p in of_kind:
+            groups.setdefault(p.group, []).append(p)
+        order = sorted(groups, key=lambda g: _order(g))
+        picked: list[Probe] = []
+        depth = 0
+        while len(picked) < len(of_kind) and (per_kind is None or len(picked) < per_kind):
+            for g in order:
+                if depth < len(groups[g]) and (per_kind is None or len(picked) < per_kind):
+                    picked.append(groups[g][depth])
+            depth += 1
+        out += picked
+    return out
+
+
+def probe_set(data_dir: Path | str, per_kind: int | None = None, unseen_only: bool = True) -> tuple[list[Probe], dict]:
+    """The probes of ``data_dir`` (``val.jsonl``, and ``train.jsonl`` for the unseen filter), with counts.
+
+    Raises a CodetteError naming the file when nothing in it can be a probe.
+    """
+    data_dir = Path(data_dir)
+    val = data_dir / "val.jsonl"
+    probes = load_probes(val)
+    total = len(probes)
+    dropped = 0
+    if unseen_only:
+        probes, dropped = drop_seen_prompts(probes, data_dir / "train.jsonl")
+    chosen = select(probes, per_kind)
+    if not chosen:
+        raise CodetteError(f"{val}: no behavioral probes (need records with category tools, consciousness or "
+                           f"perspectives{' whose prompt is not in train.jsonl' if dropped else ''}); "
+                           f"regenerate the data with `codette data`")
+    info = {"source": str(val), "available": total, "seen_in_train_dropped": dropped, "selected": len(chosen),
+            "per_kind_limit": per_kind,
+            "by_kind": {k: sum(1 for p in chosen if p.kind == k) for k in KINDS}}
+    return chosen, info

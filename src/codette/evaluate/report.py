@@ -1,0 +1,136 @@
+"""``eval.json`` as a Markdown report (``eval.md``): every figure with its interval and probe count.
+
+Why Markdown: it reads well in a terminal, on GitHub and pasted into an issue, and diffing two
+reports shows what changed between checkpoints. The definitions live in docs/EVALUATION.md.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+ROWS = [
+    ("Tool use", [("tool_json_valid", "emitted a parseable tool call"), ("tool_right_tool", "... naming the right tool"),
+                  ("tool_args_valid", "... with schema-valid arguments"),
+                  ("tool_task_success", "... and a final answer with the tool's result"),
+                  ("tool_abstain", "no tool call when none is needed")]),
+    ("Identity", [("identity_score", "identity questions"), ("self_reference_score", "self-reference questions"),
+                  ("intentionality_score", "intentionality questions"),
+                  ("consciousness_score", "mean of the three (behavioral measure)"),
+                  ("identity_marker_rate", "answer starts with <consciousness> (not scored)")]),
+    ("Perspectives", [("perspective_marker_accuracy", "first <perspective> marker is the one asked for"),
+                      ("perspective_style_accuracy", "dominant style vocabulary is the one asked for"),
+                      ("perspective_adherence", "both")]),
+    ("Summary", [("behavior_score", "mean of tool_task_success, consciousness_score, perspective_adherence")]),
+]
+
+
+def _num(x: Any, fmt: str = "{:.4f}") -> str:
+    return "n/a" if x is None or (isinstance(x, float) and math.isnan(x)) else fmt.format(x)
+
+
+def _pct(x: float) -> str:
+    return "n/a" if x is None or math.isnan(x) else f"{x:.1%}"
+
+
+def _esc(text: str, limit: int = 240) -> str:
+    text = text.replace("|", "\\|").replace("\n", "⏎ ")
+    return text if len(text) <= limit else text[: limit - 1] + "…"
+
+
+def markdown(report: dict[str, Any], probe_results: list[dict] | None = None, examples: int = 2) -> str:
+    """The report as Markdown; ``probe_results`` (eval_probes.jsonl) adds failure examples."""
+    out = [f"# Evaluation of `{report.get('checkpoint')}`", ""]
+    out.append(f"Backend: {report.get('backend', 'local')}; training step: {report.get('step')}. "
+               "Metric definitions: docs/EVALUATION.md. Intervals are 95% (Wilson for proportions, "
+               "Jeffreys-posterior draws for means of several rates).")
+    out += ["", "## Language modelling (val split, target tokens)", "", "| metric | value |", "|---|---|"]
+    for key, label in [("val_loss", "loss (nats/token)"), ("val_perplexity", "perplexity"),
+                       ("val_token_accuracy", "token accuracy"), ("val_bits_per_byte", "bits per byte"),
+                       ("val_tokens", "target tokens"), ("val_target_bytes", "target bytes")]:
+        if key in report:
+            out.append(f"| {label} | {_num(report[key], '{:,}' if key in ('val_tokens', 'val_target_bytes') else '{:.4f}')} |")
+    figures = (report.get("behavior") or {}).get("figures")
+    if figures:
+        info = report.get("probes", {})
+        out += ["", "## Behavior", "",
+                f"Probes from `{info.get('source')}`: {info.get('selected')} selected of {info.get('available')} "
+                f"({info.get('seen_in_train_dropped')} dropped because their prompt occurs in train.jsonl; "
+                f"limit {info.get('per_kind_limit')} per kind).", ""]
+        for title, rows in ROWS:
+            out += [f"### {title}", "", "| metric | value | 95% CI | n | meaning |", "|---|---|---|---|---|"]
+            for key, meaning in rows:
+                f = figures.get(key)
+                if f:
+                    out.append(f"| `{key}` | {_pct(f['value'])} | [{_pct(f['low'])}, {_pct(f['high'])}] | {f['n']} "
+                               f"| {meaning} |")
+            out.append("")
+        beh = report["behavior"]
+        if beh.get("by_tool"):
+            out += ["### By tool", "", "| tool | n | right tool | args valid | task success |", "|---|---|---|---|---|"]
+            for tool, r in beh["by_tool"].items():
+                out.append(f"| {tool} | {r['n']} | {r['right_tool']} | {r['args_valid']} | {r['task_success']} |")
+            out.append("")
+        if beh.get("by_question_type"):
+            out += ["### Identity by question type", "", "| question type | n | score 1 |", "|---|---|---|"]
+            for q, r in beh["by_question_type"].items():
+                out.append(f"| {q} | {r['n']} | {r['score']} |")
+            out.append("")
+        for key, title in (("confusion", "marker"), ("style_confusion", "dominant style")):
+            cm = beh.get(key)
+            if cm and any(any(row) for row in cm["counts"]):
+                out += [f"### Perspective confusion ({title}): rows asked, columns answered", ""]
+                out.append("| asked \\ answered | " + " | ".join(cm["columns"]) + " |")
+                out.append("|---" * (len(cm["columns"]) + 1) + "|")
+                for label, row in zip(cm["labels"], cm["counts"]):
+                    out.append(f"| {label} | " + " | ".join(str(c) if c else "·" for c in row) + " |")
+                out.append("")
+        if beh.get("backend_errors"):
+            out.append(f"{beh['backend_errors']} probe(s) could not be generated (e.g. prompt longer than the "
+                       "context); they count as failures.\n")
+    if probe_results:
+        out += ["## Failure examples", ""]
+        for kind in ("tool", "no_tool", "identity", "perspective"):
+            bad = [r for r in probe_results if r["kind"] == kind and not _passed(r)][:examples]
+            for r in bad:
+                why = r["score"].get("error") or r["score"].get("missing") or r["score"].get("contradictions") or ""
+                out.append(f"- **{kind}** `{r['id']}`: {_esc(str(why), 120)}<br>reply: `{_esc(r['reply'])}`")
+        out.append("")
+    if report.get("samples"):
+        out += ["## Sample chats (greedy)", ""]
+        for chat in report["samples"]:
+            out.append(f"- **user:** {_esc(chat['user'])}<br>**assistant:** {_esc(chat['assistant'], 400)}")
+    return "\n".join(out) + "\n"
+
+
+def _passed(r: dict) -> bool:
+    s = r["score"]
+    return bool(s.get("task_success", s.get("abstained", s.get("score", s.get("adherent", 0)))))
+
+
+def console_tables(report: dict[str, Any]) -> list:
+    """Rich tables for the terminal: LM metrics, then each behavioral figure with its interval and n."""
+    from rich.table import Table
+
+    step = report.get("step")
+    lm = Table(title=f"Held-out evaluation of {report.get('checkpoint')}" + (f" (step {step})" if step is not None else ""))
+    lm.add_column("metric")
+    lm.add_column("value", justify="right")
+    for key, label, fmt in [("val_loss", "val loss (nats/token)", "{:.4f}"), ("val_perplexity", "val perplexity", "{:.3f}"),
+                            ("val_token_accuracy", "val token accuracy", "{:.2%}"),
+                            ("val_bits_per_byte", "val bits per byte", "{:.4f}"), ("val_tokens", "val target tokens", "{:,}")]:
+        if key in report:
+            lm.add_row(label, _num(report[key], fmt))
+    tables = [lm]
+    figures = (report.get("behavior") or {}).get("figures")
+    if figures:
+        t = Table(title="Behavioral probes (95% CI; definitions in docs/EVALUATION.md)")
+        for col in ("metric", "value", "95% CI", "n"):
+            t.add_column(col, justify="left" if col == "metric" else "right")
+        for _, rows in ROWS:
+            for key, _meaning in rows:
+                f = figures.get(key)
+                if f:
+                    t.add_row(key, _pct(f["value"]), f"[{_pct(f['low'])}, {_pct(f['high'])}]", str(f["n"]))
+        tables.append(t)
+    return tables

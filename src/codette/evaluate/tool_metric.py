@@ -1,0 +1,176 @@
+"""Tool-use scores: a ladder of four checks on the model's tool call and its final answer.
+
+For a probe whose data calls tool ``T`` (scores are 0/1 and cumulative, so each is at most the one
+before it):
+
+1. ``json_valid``: the reply contains at least one ``<tool_call>`` block and
+   :func:`codette.tools.parse_tool_calls` accepts every block (a JSON object with a string ``name``
+   and an ``arguments`` object). A reply without a call scores 0.
+2. ``right_tool``: 1 and the first call names ``T``.
+3. ``args_valid``: 2 and the arguments validate against ``T``'s full JSON schema
+   (:data:`codette.tools.SCHEMAS`, ``additionalProperties: false``, required fields, types, limits).
+4. ``task_success``: 3, the call is *run for real* on a workspace rebuilt from the record's setup
+   (files, images, clock), its result is fed back as a ``tool`` message, and the model's final
+   answer contains every **key fact**.
+
+Key facts of a probe are the tokens of the data's reference final answer that are grounded in the
+reference tool result and are not in the user's prompt: words (lower-cased) that occur in the
+result's string values, and numbers equal to a number in the result at the answer's precision
+(``3.14`` is grounded by ``3.14159``; thousands separators ignored). Echoing the prompt therefore
+earns nothing, and a wrong number fails. A probe whose reference answer has no key fact (rare) needs
+the model's tool result to equal the reference result instead.
+
+No-tool probes (a question with tools available that needs none) score ``abstained``: the reply
+contains no ``<tool_call>``.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from dataclasses import asdict, dataclass, field
+from functools import lru_cache
+from typing import Any
+
+import jsonschema
+
+from codette.tools import SCHEMAS, ToolCall, ToolCallParseError, parse_tool_calls
+from codette.tools.calls import TOOL_CALL_OPEN
+
+_TOKEN = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|[a-z#][a-z0-9_.#/:-]*[a-z0-9_]|[a-z]")
+_NUMBER = re.compile(r"-?\d+(?:\.\d+)?$")
+
+
+@dataclass
+class ToolScore:
+    json_valid: int = 0
+    right_tool: int = 0
+    args_valid: int = 0
+    task_success: int = 0
+    called: str | None = None  # the first call's tool name
+    error: str | None = None  # why the ladder stopped
+    facts: list[str] = field(default_factory=list)
+    facts_found: int = 0
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def tokens(text: str) -> list[str]:
+    """Lower-cased word and number tokens; numbers lose thousands separators ("12,345" -> "12345")."""
+    out = []
+    for t in _TOKEN.findall(text.lower()):
+        out.append(t.replace(",", "") if t[:1].isdigit() or t[:1] == "-" else t)
+    return out
+
+
+def _leaves(value: Any) -> list[str]:
+    """The string and number values of a parsed tool result (keys and booleans are not facts)."""
+    if isinstance(value, dict):
+        return [x for v in value.values() for x in _leaves(v)]
+    if isinstance(value, list):
+        return [x for v in value for x in _leaves(v)]
+    if isinstance(value, bool) or value is None:
+        return []
+    return [str(value)]
+
+
+def _decimals(tok: str) -> int:
+    return len(tok.split(".", 1)[1]) if "." in tok else 0
+
+
+def _grounded_number(tok: str, result_numbers: list[float]) -> bool:
+    x, d = float(tok), _decimals(tok)
+    return any(abs(round(r, d) - x) < 10 ** (-d) / 2 + 1e-12 for r in result_numbers)
+
+
+def key_facts(reference: str, result_content: str, prompt: str) -> list[str]:
+    """The reference answer's tokens grounded in the tool result and absent from the prompt (see module doc)."""
+    try:
+        leaves = _leaves(json.loads(result_content))
+    except (json.JSONDecodeError, TypeError):
+        leaves = [result_content or ""]
+    result_tokens = {t for leaf in leaves for t in tokens(leaf)}
+    result_numbers = [float(t) for t in result_tokens if _NUMBER.match(t)]
+    prompt_tokens = set(tokens(prompt))
+    facts: list[str] = []
+    for t in tokens(reference):
+        if t in prompt_tokens or t in facts:
+            continue
+        if _NUMBER.match(t):
+            if _grounded_number(t, result_numbers):
+                facts.append(t)
+        elif t in result_tokens:
+            facts.append(t)
+    return facts
+
+
+def fact_present(fact: str, answer_tokens: set[str]) -> bool:
+    """Words match exactly; numbers match by value (``3.10`` equals ``3.1``)."""
+    if _NUMBER.match(fact):
+        x = float(fact)
+        return any(_NUMBER.match(t) and abs(float(t) - x) < 1e-9 for t in answer_tokens)
+    return fact in answer_tokens
+
+
+@lru_cache(maxsize=None)
+def _validator(name: str) -> jsonschema.Draft202012Validator:
+    return jsonschema.Draft202012Validator(SCHEMAS[name][1])
+
+
+def schema_error(name: str, arguments: dict) -> str | None:
+    """None when ``arguments`` satisfy the full schema of tool ``name``, else the first problem."""
+    if name not in SCHEMAS:
+        return f"unknown tool {name!r}"
+    err = jsonschema.exceptions.best_match(_validator(name).iter_errors(arguments))
+    if err is None:
+        return None
+    where = ".".join(str(p) for p in err.absolute_path) or "(arguments)"
+    return f"{name}.{where}: {err.message}"
+
+
+def score_call(reply: str, expected_tool: str) -> tuple[ToolScore, ToolCall | None]:
+    """Steps 1-3 of the ladder for one reply; returns the score and the call to run (if step 3 passed)."""
+    s = ToolScore()
+    if TOOL_CALL_OPEN not in reply:
+        s.error = "no tool call"
+        return s, None
+    try:
+        calls = parse_tool_calls(reply)
+    except ToolCallParseError as exc:
+        s.error = f"unparseable: {exc}"
+        return s, None
+    if not calls:
+        s.error = "no complete tool call"
+        return s, None
+    s.json_valid = 1
+    call = calls[0]
+    s.called = call.name
+    if call.name != expected_tool:
+        s.error = f"called {call.name!r}, expected {expected_tool!r}"
+        return s, None
+    s.right_tool = 1
+    problem = schema_error(call.name, call.arguments)
+    if problem is not None:
+        s.error = f"schema: {problem}"
+        return s, None
+    s.args_valid = 1
+    return s, call
+
+
+def score_final(s: ToolScore, final: str, facts: list[str], model_result: str, expected_result: str) -> ToolScore:
+    """Step 4: does the final answer carry every key fact (or, without facts, did the tool do the same)?"""
+    have = set(tokens(final))
+    s.facts = list(facts)
+    s.facts_found = sum(fact_present(f, have) for f in facts)
+    ok = s.facts_found == len(facts) if facts else model_result == expected_result
+    s.task_success = int(s.args_valid == 1 and ok)
+    if not ok:
+        missing = [f for f in facts if not fact_present(f, have)]
+        s.error = f"final answer lacks {missing[:5]}" if facts else "tool result differs from the reference"
+    return s
+
+
+def abstained(reply: str) -> bool:
+    """A no-tool probe passes when the reply calls no tool."""
+    return TOOL_CALL_OPEN not in reply

@@ -1,0 +1,120 @@
+"""PNG plots of a run: losses, learning rate, throughput, gradient norm, behavioral metrics.
+
+Drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend switch), so it
+works headless and does not disturb a notebook's backend. Behavioral metrics get their Wilson 95%
+band from the logged value and n, so a jump that lies inside the band reads as the noise it is.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+
+from codette.evaluate.stats import wilson
+from codette.fileio import atomic_open
+from codette.report.records import RunSeries
+
+log = logging.getLogger(__name__)
+
+DPI = 100
+BEHAVIOR_SHOWN = ("tool_task_success", "consciousness_score", "perspective_adherence", "tool_json_valid",
+                  "identity_score", "behavior_score")
+
+
+def _save(fig: Figure, path: Path) -> Path:
+    import io
+
+    FigureCanvasAgg(fig)
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
+    with atomic_open(path, "wb") as fh:
+        fh.write(buf.getvalue())
+    return path
+
+
+def _ema(values: list[float], alpha: float = 0.1) -> list[float]:
+    out, m = [], None
+    for v in values:
+        m = v if m is None else alpha * v + (1 - alpha) * m
+        out.append(m)
+    return out
+
+
+def _xy(points: list[tuple]) -> tuple[list[int], list[float]]:
+    return [p[0] for p in points], [p[1] for p in points]
+
+
+def _axes(title: str, ylabel: str, size: tuple[float, float] = (7.0, 3.6)):
+    fig = Figure(figsize=size)
+    ax = fig.add_subplot(1, 1, 1)
+    ax.set_title(title)
+    ax.set_xlabel("step")
+    ax.set_ylabel(ylabel)
+    ax.grid(True, alpha=0.3)
+    return fig, ax
+
+
+def plot_loss(run: RunSeries, path: Path) -> Path | None:
+    train, val = run.train.get("loss", []), run.eval.get("val_loss", [])
+    if not train and not val:
+        return None
+    fig, ax = _axes("Loss (nats per target token)", "loss")
+    if train:
+        x, y = _xy(train)
+        ax.plot(x, y, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per step)")
+        ax.plot(x, _ema(y), color="tab:blue", linewidth=1.6, label="train (EMA 0.1)")
+    if val:
+        x, y = _xy(val)
+        ax.plot(x, y, "o-", color="tab:orange", linewidth=1.6, markersize=4, label="val")
+    ax.legend(loc="upper right")
+    return _save(fig, path)
+
+
+def plot_series(points: list[tuple], path: Path, title: str, ylabel: str, color: str, log_y: bool = False,
+                smooth: bool = False) -> Path | None:
+    if not points:
+        return None
+    fig, ax = _axes(title, ylabel)
+    x, y = _xy(points)
+    ax.plot(x, y, color=color, alpha=0.35 if smooth else 1.0, linewidth=0.8 if smooth else 1.5)
+    if smooth:
+        ax.plot(x, _ema(y), color=color, linewidth=1.6, label="EMA 0.1")
+        ax.legend(loc="best")
+    if log_y and min(y) > 0:
+        ax.set_yscale("log")
+    return _save(fig, path)
+
+
+def plot_behavior(run: RunSeries, path: Path) -> Path | None:
+    shown = [k for k in BEHAVIOR_SHOWN if k in run.behavior] or sorted(run.behavior)[:6]
+    if not shown:
+        return None
+    fig, ax = _axes("Behavioral probes during training (95% Wilson band)", "score", size=(7.5, 4.2))
+    for name in shown:
+        pts = run.behavior[name]
+        x = [p[0] for p in pts]
+        y = [p[1] for p in pts]
+        lo, hi = zip(*(wilson(round(v * n), n) if n else (v, v) for _, v, n in pts))
+        (line,) = ax.plot(x, y, "o-", markersize=3.5, linewidth=1.4, label=f"{name} (n={pts[-1][2]})")
+        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.12)
+    ax.set_ylim(-0.02, 1.02)
+    ax.legend(loc="upper left", fontsize=7, ncol=2)
+    return _save(fig, path)
+
+
+def plot_all(run: RunSeries, out_dir: Path) -> dict[str, Path]:
+    """Write every plot the run has data for; returns {name: path}."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    made = {
+        "loss": plot_loss(run, out_dir / "loss.png"),
+        "lr": plot_series(run.train.get("lr", []), out_dir / "lr.png", "Learning rate", "lr", "tab:green"),
+        "tokens_per_second": plot_series(run.train.get("tokens_per_second", []), out_dir / "tokens_per_second.png",
+                                         "Training throughput", "tokens / s", "tab:purple", smooth=True),
+        "grad_norm": plot_series(run.train.get("grad_norm", []), out_dir / "grad_norm.png",
+                                 "Gradient norm (before clipping)", "L2 norm", "tab:red", log_y=True, smooth=True),
+        "behavior": plot_behavior(run, out_dir / "behavior.png"),
+    }
+    return {k: v for k, v in made.items() if v is not None}
