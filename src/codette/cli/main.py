@@ -95,13 +95,15 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps."),
     seed: Optional[int] = typer.Option(None),
     resume: Optional[str] = typer.Option(None, help="Checkpoint to continue from, or 'auto' for the newest valid one."),
+    tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard",
+                                               help="Also write TensorBoard events to <log_dir>/tensorboard/."),
 ) -> None:
     """Train (or resume training) a model on the packed data."""
     cfg = _config(config, out_dir=out_dir, **{
         "model.preset": preset, "model.block_style": block_style, "train.max_steps": max_steps, "train.lr": lr,
         "train.warmup_steps": warmup_steps, "train.batch_size": batch_size, "train.grad_accum": grad_accum,
         "train.seq_len": seq_len, "train.eval_every": eval_every, "train.save_every": save_every,
-        "train.device": device, "train.seed": seed})
+        "train.device": device, "train.seed": seed, "train.tensorboard": tensorboard})
     stages.run_train(cfg, console, resume=resume)
 
 
@@ -224,3 +226,14 @@ def inspect(
 ) -> None:
     """Show a GGUF file's metadata and tensor table."""
     stages.run_inspect(path, console, json_out=json_out)
+
+
+@app.command()
+def report(
+    run_dir: Path = typer.Argument(..., help="A run folder (e.g. codette_model/), a training log folder or one "
+                                             "metrics_*.jsonl file."),
+    out: Optional[Path] = typer.Option(None, "--out", "-o", help="Output folder (default: RUN_DIR/report/)."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard event files."),
+) -> None:
+    """PNG plots of a training run and a one-page HTML summary (plus eval.json's figures when present)."""
+    stages.run_report(run_dir, console, out_dir=out, tensorboard=tensorboard)

@@ -268,3 +268,20 @@ def run_inspect(path: Path, console: Console, json_out: bool = False) -> object:
         tensors.add_row(t.name, " x ".join(map(str, t.shape)), t.type, f"{t.n_bytes:,}")
     console.print(tensors)
     return summary
+
+
+def run_report(run_dir: Path, console: Console, out_dir: Path | None = None, tensorboard: bool = False) -> object:
+    """`codette report`: plots, report.html and optional TensorBoard events; the work is in codette.report."""
+    from codette.report import build_report
+
+    result = build_report(run_dir, out_dir, tensorboard=tensorboard)
+    console.print(f"metrics: {', '.join(map(str, result.run.files))}")
+    for path in result.plots.values():
+        console.print(f"  plot: {path}")
+    if result.eval_json is not None:
+        console.print(f"  evaluation figures from {result.eval_json}")
+    console.print(f"report: {result.html}")
+    if result.tensorboard is not None:
+        console.print(f"TensorBoard: tensorboard --logdir {result.tensorboard}")
+    return result
+

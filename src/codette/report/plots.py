@@ -12,6 +12,7 @@ from pathlib import Path
 
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
+from matplotlib.ticker import FuncFormatter
 
 from codette.evaluate.stats import wilson
 from codette.fileio import atomic_open
@@ -35,11 +36,24 @@ def _save(fig: Figure, path: Path) -> Path:
     return path
 
 
-def _ema(values: list[float], alpha: float = 0.1) -> list[float]:
-    out, m = [], None
-    for v in values:
-        m = v if m is None else alpha * v + (1 - alpha) * m
-        out.append(m)
+def smoothing_window(n: int) -> int:
+    """Odd window of the centred moving average: about 1/20 of the points, at least 3 (1 for tiny series)."""
+    if n < 5:
+        return 1
+    return 2 * max(1, n // 40) + 1
+
+
+def _smooth(values: list[float]) -> list[float]:
+    """Centred moving average (the window shrinks at the ends).
+
+    Centred rather than an exponential moving average: an EMA lags the data, so on a falling loss
+    curve it sits above every raw point and makes the run look worse than it is.
+    """
+    k = smoothing_window(len(values)) // 2
+    out = []
+    for i in range(len(values)):
+        lo, hi = max(0, i - k), min(len(values), i + k + 1)
+        out.append(sum(values[lo:hi]) / (hi - lo))
     return out
 
 
@@ -65,7 +79,8 @@ def plot_loss(run: RunSeries, path: Path) -> Path | None:
     if train:
         x, y = _xy(train)
         ax.plot(x, y, color="tab:blue", alpha=0.25, linewidth=0.8, label="train (per step)")
-        ax.plot(x, _ema(y), color="tab:blue", linewidth=1.6, label="train (EMA 0.1)")
+        ax.plot(x, _smooth(y), color="tab:blue", linewidth=1.6,
+                label=f"train (centred mean of {smoothing_window(len(y))} steps)")
     if val:
         x, y = _xy(val)
         ax.plot(x, y, "o-", color="tab:orange", linewidth=1.6, markersize=4, label="val")
@@ -81,27 +96,54 @@ def plot_series(points: list[tuple], path: Path, title: str, ylabel: str, color:
     x, y = _xy(points)
     ax.plot(x, y, color=color, alpha=0.35 if smooth else 1.0, linewidth=0.8 if smooth else 1.5)
     if smooth:
-        ax.plot(x, _ema(y), color=color, linewidth=1.6, label="EMA 0.1")
+        ax.plot(x, _smooth(y), color=color, linewidth=1.6, label=f"centred mean of {smoothing_window(len(y))} steps")
         ax.legend(loc="best")
     if log_y and min(y) > 0:
         ax.set_yscale("log")
+        plain = FuncFormatter(lambda v, _pos: f"{v:g}")  # 2, 3, 4 rather than 2x10^0
+        ax.yaxis.set_major_formatter(plain)
+        ax.yaxis.set_minor_formatter(plain)
     return _save(fig, path)
 
 
 def plot_behavior(run: RunSeries, path: Path) -> Path | None:
+    """One small panel per behavioral metric (shared step axis, 0..1), each with its 95% Wilson band.
+
+    Separate panels rather than one chart: early in training several metrics sit on the same value
+    (often 0), and overlaid lines and bands would hide one another. The band comes from the logged
+    value and n; for the means of several rates (consciousness_score, behavior_score) it approximates
+    the interval ``codette eval`` computes.
+    """
     shown = [k for k in BEHAVIOR_SHOWN if k in run.behavior] or sorted(run.behavior)[:6]
     if not shown:
         return None
-    fig, ax = _axes("Behavioral probes during training (95% Wilson band)", "score", size=(7.5, 4.2))
-    for name in shown:
+    ncols = min(3, len(shown))
+    nrows = -(-len(shown) // ncols)
+    fig = Figure(figsize=(3.4 * ncols, 2.5 * nrows + 0.5))
+    fig.suptitle("Behavioral probes during training (95% Wilson band)")
+    axes = fig.subplots(nrows, ncols, sharex=True, sharey=True, squeeze=False)
+    colors = ["tab:blue", "tab:orange", "tab:green", "tab:red", "tab:purple", "tab:brown"]
+    for i, ax in enumerate(axes.flat):
+        if i >= len(shown):
+            ax.set_visible(False)
+            continue
+        name = shown[i]
         pts = run.behavior[name]
         x = [p[0] for p in pts]
         y = [p[1] for p in pts]
         lo, hi = zip(*(wilson(round(v * n), n) if n else (v, v) for _, v, n in pts))
-        (line,) = ax.plot(x, y, "o-", markersize=3.5, linewidth=1.4, label=f"{name} (n={pts[-1][2]})")
-        ax.fill_between(x, lo, hi, color=line.get_color(), alpha=0.12)
-    ax.set_ylim(-0.02, 1.02)
-    ax.legend(loc="upper left", fontsize=7, ncol=2)
+        color = colors[i % len(colors)]
+        ax.fill_between(x, lo, hi, color=color, alpha=0.18, linewidth=0)
+        ax.plot(x, y, "o-", color=color, markersize=3.5, linewidth=1.4)
+        ax.set_title(f"{name} (n={pts[-1][2]})", fontsize=9)
+        ax.set_ylim(-0.03, 1.03)
+        ax.grid(True, alpha=0.3)
+        if i // ncols == nrows - 1 or i + ncols >= len(shown):
+            ax.set_xlabel("step")
+            ax.tick_params(labelbottom=True)
+        if i % ncols == 0:
+            ax.set_ylabel("score")
+    fig.tight_layout()
     return _save(fig, path)
 
 
