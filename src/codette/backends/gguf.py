@@ -15,6 +15,7 @@ from __future__ import annotations
 import logging
 import os
 from pathlib import Path
+from typing import NamedTuple
 
 from codette.errors import CodetteError
 from codette.model.generate import SamplingConfig
@@ -25,8 +26,14 @@ from codette.tokenizer.chat_template import CHAT_TEMPLATE, CONTROL_TOKENS, EOS, 
 log = logging.getLogger(__name__)
 
 
-def gguf_metadata(path: Path) -> tuple[list[str], str | None]:
-    """The GGUF's token list and chat template (None when absent), read without loading weights."""
+class GGUFMeta(NamedTuple):
+    tokens: list[str]
+    chat_template: str | None
+    context_length: int | None  # the context the model was trained with (``<arch>.context_length``)
+
+
+def gguf_metadata(path: Path) -> GGUFMeta:
+    """The GGUF's token list, chat template and context length (None when absent), read without loading weights."""
     import gguf
 
     try:
@@ -38,7 +45,10 @@ def gguf_metadata(path: Path) -> tuple[list[str], str | None]:
         raise CodetteError(f"{path}: no 'tokenizer.ggml.tokens' metadata; it has no vocabulary to chat with")
     tokens = [str(t) for t in tokens_field.contents()]
     tmpl = reader.fields.get("tokenizer.chat_template")
-    return tokens, (str(tmpl.contents()) if tmpl is not None else None)
+    arch = reader.fields.get("general.architecture")
+    ctx = reader.fields.get(f"{arch.contents()}.context_length") if arch is not None else None
+    return GGUFMeta(tokens, str(tmpl.contents()) if tmpl is not None else None,
+                    int(ctx.contents()) if ctx is not None else None)
 
 
 def check_vocab(gguf_tokens: list[str], tok: CodetteTokenizer, path: Path, tokenizer_dir: Path) -> None:
@@ -52,6 +62,12 @@ def check_vocab(gguf_tokens: list[str], tok: CodetteTokenizer, path: Path, token
         if by_id.get(i) != gguf_tokens[i]:
             raise CodetteError(f"{path}: its vocabulary differs from the tokenizer in {tokenizer_dir} (token id {i} "
                                f"is {gguf_tokens[i]!r} in the GGUF but {by_id.get(i)!r} in {TOKENIZER_FILE})")
+    # Rows past the tokenizer are the exporter's "[PADn]" fillers; a real token there means the GGUF was made
+    # with a larger tokenizer (a smaller BPE of the same data shares its first ids, so the loop above passes).
+    extra = [t for i, t in enumerate(gguf_tokens[len(by_id):], len(by_id)) if t != f"[PAD{i}]"]
+    if extra:
+        raise CodetteError(f"{path} has {len(by_id) + len(extra)} real tokens but the tokenizer in {tokenizer_dir} "
+                           f"has {len(by_id)} (e.g. {extra[0]!r} is missing): they are not the same vocabulary")
 
 
 class GGUFBackend:
@@ -68,7 +84,7 @@ class GGUFBackend:
         self.path = Path(path)
         if not self.path.is_file():
             raise CodetteError(f"GGUF file not found: {self.path}")
-        gguf_tokens, template = gguf_metadata(self.path)
+        gguf_tokens, template, trained_ctx = gguf_metadata(self.path)
         self.chat_template = template or CHAT_TEMPLATE
         self.tokenizer: CodetteTokenizer | None = None
         tdir = Path(tokenizer_dir) if tokenizer_dir else self.path.parent
@@ -77,7 +93,9 @@ class GGUFBackend:
             check_vocab(gguf_tokens, self.tokenizer, self.path, tdir)
         self.llm = llama_cpp.Llama(str(self.path), n_ctx=n_ctx, n_threads=n_threads or min(4, os.cpu_count() or 1),
                                    logits_all=False, verbose=False)
-        self.n_ctx = self.llm.n_ctx()
+        # llama.cpp rounds a context up (to 256); prompts beyond the trained context are refused, as the
+        # PyTorch backend refuses them, so both backends answer the same probes.
+        self.n_ctx = min(self.llm.n_ctx(), trained_ctx or self.llm.n_ctx())
         self._stop = {i for i, t in enumerate(gguf_tokens) if t in (IM_END, EOS)}
         self._control = {i for i, t in enumerate(gguf_tokens) if t in CONTROL_TOKENS}
         self.step = None

@@ -108,26 +108,43 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
     return report
 
 
-def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int = 64, n_threads: int | None = None) -> dict:
+def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int | None = 64,
+                    n_threads: int | None = None) -> dict:
     """Val loss, perplexity, token accuracy and bits per byte computed from llama.cpp's logits.
 
     The same packed val windows and target mask as :func:`evaluate_checkpoint` (the first
-    ``max_sequences`` of them), so the numbers of a GGUF and of its checkpoint are comparable.
+    ``max_sequences`` of them, all when None), so the numbers of a GGUF and of its checkpoint are
+    comparable (``codette eval --max-batches B`` scores the first 16 x B windows of both).
+    The packed ids must mean the same tokens as the GGUF's vocabulary: the tokenizer beside
+    ``packed/`` is checked against it, and a mismatch is refused rather than scored as garbage.
     """
     import llama_cpp
 
+    from codette.backends.gguf import check_vocab, gguf_metadata
     from codette.tokenizer import CodetteTokenizer
+    from codette.tokenizer.bpe import TOKENIZER_FILE
 
+    path = Path(path)
     val = PackedSplit(packed_dir, "val")
+    gguf_tokens, _, trained_ctx = gguf_metadata(path)
+    tok_dir = Path(packed_dir).parent
+    tok = CodetteTokenizer.load(tok_dir) if (tok_dir / TOKENIZER_FILE).is_file() else None
+    if tok is not None:
+        check_vocab(gguf_tokens, tok, path, tok_dir)
+    packed_vocab = int(val.meta["vocab_size"])
+    if packed_vocab > len(gguf_tokens) or (tok is not None and packed_vocab != len(tok)):
+        raise CodetteError(f"{packed_dir} was packed with a {packed_vocab}-token tokenizer, but {path} has "
+                           f"{len(gguf_tokens)} tokens" + (f" and {tok_dir / TOKENIZER_FILE} {len(tok)}" if tok else "")
+                           + ": they are not the same vocabulary")
     llm = llama_cpp.Llama(str(path), n_ctx=0, logits_all=True, n_threads=n_threads, verbose=False)
     try:
-        ctx = llm.n_ctx()
+        # The trained context (the checkpoint's max_seq_len), not llm.n_ctx(): llama.cpp rounds that up.
+        ctx = min(trained_ctx or llm.n_ctx(), llm.n_ctx())
         sampler = BatchSampler(val, ctx, seed=0)
-        tok_dir = Path(packed_dir).parent
-        lengths = token_byte_lengths(CodetteTokenizer.load(tok_dir), llm.n_vocab()).numpy() \
-            if (tok_dir / "tokenizer.json").is_file() else None
+        lengths = token_byte_lengths(tok, llm.n_vocab()).numpy() if tok is not None else None
         nats, correct, count, n_bytes = 0.0, 0, 0, 0
-        for b in range(min(max_sequences, sampler.n_blocks)):
+        n_seq = sampler.n_blocks if max_sequences is None else min(max_sequences, sampler.n_blocks)
+        for b in range(n_seq):
             x, y = sampler.window(b)
             llm.reset()
             llm.eval(x.tolist())
@@ -157,7 +174,7 @@ def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int
 
 def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_dir: Path | str | None = None,
                   tokenizer_dir: Path | str | None = None, probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND,
-                  max_new_tokens: int = 128, samples: int = 3, lm_sequences: int = 64,
+                  max_new_tokens: int = 128, samples: int = 3, lm_sequences: int | None = 64,
                   on_result: Callable[[int, int, dict], None] | None = None) -> dict:
     """The same probes (and, when ``packed/`` is there, LM metrics) for an exported GGUF."""
     from codette.backends.gguf import GGUFBackend
@@ -167,7 +184,7 @@ def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_
     try:
         report: dict[str, Any] = {"checkpoint": str(path), "backend": "gguf", "step": None}
         packed = Path(packed_dir) if packed_dir else path.parent / "packed"
-        if lm_sequences and (packed / "val.json").is_file():
+        if lm_sequences != 0 and (packed / "val.json").is_file():
             report.update(gguf_lm_metrics(path, packed, lm_sequences))
         else:
             log.info("no packed val split at %s: LM metrics skipped for the GGUF", packed)
@@ -186,9 +203,12 @@ def evaluate_path(path: Path | str, **kw: Any) -> dict:
     """Dispatch on the file type: ``.gguf`` -> :func:`evaluate_gguf`, anything else a PyTorch checkpoint."""
     path = Path(path)
     if path.suffix.lower() == ".gguf":
-        kw.pop("batch_size", None)
-        kw.pop("max_batches", None)
+        batch_size = kw.pop("batch_size", 16)
+        max_batches = kw.pop("max_batches", None)
         kw.pop("device", None)
+        # The checkpoint path scores the first batch_size x max_batches val windows (all without a
+        # limit); the GGUF scores the same windows, so the two reports compare like with like.
+        kw.setdefault("lm_sequences", None if max_batches is None else max_batches * batch_size)
         return evaluate_gguf(path, probe_dir=kw.pop("probe_dir", None), packed_dir=kw.pop("packed_dir", None), **kw)
     packed = kw.pop("packed_dir", None) or path.parent / "packed"
     return evaluate_checkpoint(path, packed, **kw)
