@@ -1,0 +1,513 @@
+"""Evaluation: every metric on hand-built outputs whose right score is known, intervals, bits per byte,
+checkpoint selection, probes during training, and clear errors on bad input (tokenizer, probes, GGUF)."""
+
+from __future__ import annotations
+
+import json
+import math
+import shutil
+from pathlib import Path
+
+import pytest
+import torch
+
+from codette.backends.local import LocalBackend
+from codette.cli import stages
+from codette.errors import CodetteError
+from codette.evaluate import identity as idm
+from codette.evaluate import perspective as pm
+from codette.evaluate import tool_metric as tm
+from codette.evaluate.behavior import ToolWorkspace, run_probe, run_probes, summarize
+from codette.evaluate.lm import evaluate_lm, token_byte_lengths
+from codette.evaluate.probes import Probe, probe_set, select
+from codette.evaluate.run import evaluate_checkpoint, evaluate_path, gguf_lm_metrics
+from codette.evaluate.selection import BestTracker, direction
+from codette.evaluate.stats import Figure, combined_proportions, proportion, wilson
+from codette.evaluate.training import TrainingMonitor, build_monitor, interleave
+from codette.data.curriculum.styles import VOCABULARY
+from codette.data.facts import PERSPECTIVES
+from codette.data.loader import IGNORE_INDEX
+from codette.model.generate import SamplingConfig
+from codette.tokenizer import CodetteTokenizer
+from codette.tools import format_tool_call
+from tests._pipeline import QUIET, codette, losses, prepare, tiny_config
+
+# ---- tool use -------------------------------------------------------------------------------------------
+PROMPT = "Quick one: What is 40% of 179?"
+RESULT = '{"expression": "179 * 40 / 100", "result": 71.6}'
+REFERENCE = "The result is 71.6."
+CALL = format_tool_call("calculator", {"expression": "179 * 40 / 100"})
+
+
+def _facts() -> list[str]:
+    return tm.key_facts(REFERENCE, RESULT, PROMPT)
+
+
+def test_perfect_tool_call_scores_one_on_every_rung() -> None:
+    s, call = tm.score_call(CALL, "calculator")
+    assert (s.json_valid, s.right_tool, s.args_valid) == (1, 1, 1) and call is not None
+    s = tm.score_final(s, "The result is 71.6.", _facts(), RESULT, RESULT)
+    assert s.task_success == 1 and s.facts == ["71.6"] and s.facts_found == 1 and s.error is None
+
+
+def test_wrong_tool_scores_zero_from_right_tool_on() -> None:
+    s, call = tm.score_call(format_tool_call("web_search", {"query": "40% of 179"}), "calculator")
+    assert (s.json_valid, s.right_tool, s.args_valid, s.task_success) == (1, 0, 0, 0)
+    assert call is None and s.called == "web_search" and "expected 'calculator'" in s.error
+
+
+@pytest.mark.parametrize("reply", [
+    '<tool_call>\n{"name": "calculator", "arguments": {"expression": }\n</tool_call>',  # broken JSON
+    '<tool_call>\n{"name": "calculator", "arguments": "179 * 40 / 100"}\n</tool_call>',  # arguments not an object
+    '<tool_call>\n["calculator"]\n</tool_call>',  # not an object
+    '<tool_call>\n{"name": "calculator", "arguments": {"expression": "1"}}',  # never closed
+    "The answer is 71.6.",  # no call at all
+])
+def test_malformed_or_missing_call_scores_zero(reply: str) -> None:
+    s, call = tm.score_call(reply, "calculator")
+    assert (s.json_valid, s.right_tool, s.args_valid, s.task_success) == (0, 0, 0, 0) and call is None
+    assert s.error
+
+
+@pytest.mark.parametrize("args", [{"expr": "179 * 40 / 100"}, {"expression": 71.6}, {"expression": ""},
+                                  {"expression": "1 + 1", "precision": 3}])
+def test_schema_invalid_arguments_stop_at_args_valid(args: dict) -> None:
+    s, call = tm.score_call(format_tool_call("calculator", args), "calculator")
+    assert (s.json_valid, s.right_tool, s.args_valid) == (1, 1, 0) and call is None
+    assert s.error.startswith("schema: calculator")
+
+
+@pytest.mark.parametrize("final, ok", [
+    ("The result is 71.6.", 1),
+    ("40% of 179 is 71.60", 1),  # numbers match by value
+    ("It comes to 71.6, as the calculator says.", 1),
+    ("The result is 71.5.", 0),  # wrong number
+    ("40% of 179 is a number.", 0),  # echoing the prompt earns nothing
+    ("", 0),
+])
+def test_task_success_needs_the_correct_result_in_the_final_answer(final: str, ok: int) -> None:
+    s, _ = tm.score_call(CALL, "calculator")
+    assert tm.score_final(s, final, _facts(), RESULT, RESULT).task_success == ok
+
+
+def test_key_facts_are_grounded_in_the_result_not_the_prompt() -> None:
+    assert tm.key_facts("40% of 179 is 71.6", RESULT, PROMPT) == ["71.6"]
+    assert tm.key_facts("It is 3.14.", '{"result": 3.14159}', "pi?") == ["3.14"]  # answer precision
+    assert tm.key_facts("It is 12,345.", '{"result": 12345}', "sum?") == ["12345"]  # thousands separator
+    assert tm.key_facts("It is 42.", '{"result": 41}', "x?") == []  # not grounded
+
+
+class Scripted:
+    """A ChatBackend that replies from a list (hand-built model outputs)."""
+
+    name = "scripted"
+
+    def __init__(self, *replies: str) -> None:
+        self.replies = list(replies)
+        self.seen: list[list[dict]] = []
+
+    def chat(self, messages: list[dict], tools: list[dict] | None = None,
+             sampling: SamplingConfig | None = None) -> str:
+        self.seen.append(messages)
+        return self.replies.pop(0)
+
+
+def _tool_probe() -> Probe:
+    return Probe("calc@1", "tool", [{"role": "user", "content": PROMPT}], REFERENCE, None,
+                 {"tool": "calculator", "tool_arguments": {"expression": "179 * 40 / 100"}, "expected_result": RESULT,
+                  "setup": {}})
+
+
+@pytest.mark.parametrize("call, final, success", [
+    (CALL, "The result is 71.6.", 1),
+    # a valid call that computes the wrong thing: the tool really runs, returns 716, the answer follows it
+    (format_tool_call("calculator", {"expression": "179 * 40 / 10"}), "The result is 716.", 0),
+])
+def test_run_probe_runs_the_call_for_real_and_scores_the_final_answer(call: str, final: str, success: int) -> None:
+    backend, runner = Scripted(call, final), ToolWorkspace()
+    try:
+        r = run_probe(backend, _tool_probe(), SamplingConfig(temperature=0.0), runner)
+    finally:
+        runner.close()
+    assert r["score"]["args_valid"] == 1 and r["score"]["task_success"] == success
+    tool_msg = backend.seen[1][-1]
+    assert tool_msg["role"] == "tool" and json.loads(tool_msg["content"])["result"] == (71.6 if success else 716)
+
+
+def test_no_tool_probe_scores_abstention() -> None:
+    assert tm.abstained("Hello, Maya! I'm Codette.")
+    assert not tm.abstained(CALL)
+    probe = Probe("greet@1", "no_tool", [{"role": "user", "content": "Hi, I'm Maya!"}], "Hello!", None, {})
+    runner = ToolWorkspace()
+    results = [run_probe(Scripted(reply), probe, SamplingConfig(temperature=0.0), runner)
+               for reply in ("Hello, Maya!", CALL, "Hi there.")]
+    assert [r["score"]["abstained"] for r in results] == [1, 0, 1]
+    fig = summarize(results)["figures"]["tool_abstain"]
+    assert fig["n"] == 3 and fig["value"] == pytest.approx(2 / 3)
+
+
+# ---- identity -------------------------------------------------------------------------------------------
+@pytest.mark.parametrize("answer, qtype, reference, score", [
+    ("<consciousness> I am Codette, a small language model trained with the Codette toolkit.", "identity", "", 1),
+    ("My name is Codette. I'm a language model.", "identity", "", 1),  # another phrasing passes
+    ("My name is Max. I am a small language model.", "identity", "", 0),  # wrong name
+    ("I am a small language model trained with the Codette toolkit.", "identity", "", 1),  # "Codette" named
+    ("I am Codette, language", "identity", "", 0),  # a lone keyword is no fact
+    ("I am Codette, a human.", "identity", "", 0),
+    ("I am Codette and I reason through eleven perspectives.", "perspectives", "", 1),
+    ("I am Codette and I reason through 11 perspectives.", "perspectives", "", 1),
+    ("I am Codette and I reason through twelve perspectives.", "perspectives", "", 0),  # wrong count
+    ("I am Codette and I reason through 7 perspectives, among eleven perspectives.", "perspectives", "", 0),
+    ("I am Codette. I can call eleven tools.", "tools", "", 1),
+    ("I am Codette. I can call ten tools.", "tools", "", 0),
+    ("I am Codette. I can be wrong, so I check with my tools.", "limits", "", 1),
+    ("I am Codette. I am great.", "limits", "", 0),
+    ("No. I am Codette, and I cannot browse the internet freely.", "capability:internet", "No: I cannot ...", 1),
+    ("Yes. I am Codette, and I cannot browse the internet freely.", "capability:internet", "No: I cannot ...", 0),
+    ("I am Codette, and I cannot browse the internet freely.", "capability:internet", "No: I cannot ...", 0),
+    ("I am Codette. I check with a tool when I can, because I can be wrong.", "intent:unsure", "", 1),
+    ("I am Codette. I just answer.", "intent:unsure", "", 0),
+    ("I am Codette; I never invent a result when a tool fails.", "intent:tool_fails", "", 1),
+    ("I am Codette, I help with problems from several perspectives and use tools.", "intent:purpose", "", 1),
+])
+def test_identity_rubric(answer: str, qtype: str, reference: str, score: int) -> None:
+    s = idm.score_identity(answer, qtype, reference)
+    assert s.score == score, s.as_dict()
+
+
+def test_identity_reflection_needs_the_perspective_actually_used() -> None:
+    ok = idm.score_identity("I am Codette. I used the Newton perspective, then checked it.", "reflection", "", "newton")
+    bad = idm.score_identity("I am Codette. I used the Da Vinci perspective.", "reflection", "", "newton")
+    assert ok.score == 1 and bad.score == 0 and "used perspective newton" in bad.missing
+
+
+def test_identity_records_the_marker_but_does_not_score_it() -> None:
+    a = idm.score_identity("<consciousness> I am Codette, a language model.", "identity", "")
+    b = idm.score_identity("I am Codette, a language model.", "identity", "")
+    assert a.marker and not b.marker and a.score == b.score == 1
+
+
+def test_identity_rubric_facts_come_from_the_facts_module() -> None:
+    for fact in [idm.KIND_FACT, idm.PURPOSE_FACT, *idm.LIMIT_FACTS, *idm.CAPABILITY_FACTS.values()]:
+        assert idm.content_words(fact.phrases[0]) <= idm.words(fact.source), fact.id
+
+
+# ---- perspectives ---------------------------------------------------------------------------------------
+NEWTON = "<perspective> newton\nEvery force has an effect: measure the mass and the acceleration, predict the momentum."
+DAVINCI = "Sketch it like an artist and engineer: design, proportion and invention."
+
+
+def test_perspective_marker_and_style() -> None:
+    s = pm.score_perspective(NEWTON, "newton")
+    assert (s.marker, s.style, s.marker_ok, s.style_ok, s.adherent) == ("newton", "newton", 1, 1, 1)
+    s = pm.score_perspective("<perspective> newton\n" + DAVINCI, "newton")  # right marker, Da Vinci's style
+    assert (s.marker_ok, s.style, s.style_ok, s.adherent) == (1, "davinci", 0, 0)
+    s = pm.score_perspective(NEWTON.split("\n", 1)[1], "newton")  # style without the marker
+    assert (s.marker, s.marker_ok, s.style_ok, s.adherent) == ("none", 0, 1, 0)
+    s = pm.score_perspective("<perspective> davinci\n" + DAVINCI, "newton")
+    assert (s.marker, s.marker_ok, s.adherent) == ("davinci", 0, 0)
+
+
+def test_perspective_style_ignores_words_from_the_prompt() -> None:
+    prompt = "Explain force, mass and acceleration from the Newton perspective."
+    assert pm.dominant_style("<perspective> newton\nforce mass acceleration", prompt) == "none"
+    assert pm.dominant_style("force, mass, momentum", prompt) == "newton"
+
+
+def test_perspective_vocabularies_are_disjoint_so_style_is_well_defined() -> None:
+    keys = list(VOCABULARY)
+    assert set(keys) == set(PERSPECTIVES)
+    for i, a in enumerate(keys):
+        for b in keys[i + 1:]:
+            assert not VOCABULARY[a] & VOCABULARY[b], (a, b)
+
+
+def test_perspective_confusion_matrix() -> None:
+    cm = pm.confusion([("newton", "newton"), ("newton", "davinci"), ("davinci", "none"), ("davinci", "bogus")])
+    n, d, none = cm["labels"].index("newton"), cm["labels"].index("davinci"), cm["columns"].index("none")
+    assert cm["columns"][-1] == "none" and len(cm["counts"]) == len(PERSPECTIVES) == len(cm["columns"]) - 1
+    assert cm["counts"][n][n] == 1 and cm["counts"][n][d] == 1 and cm["counts"][d][none] == 2
+    assert sum(map(sum, cm["counts"])) == 4
+
+
+# ---- consciousness_score and the summary ----------------------------------------------------------------
+def _ident(aspect: str, score: int) -> dict:
+    return {"kind": "identity", "group": aspect, "aspect": aspect,
+            "score": {"score": score, "qtype": "identity", "marker": True}}
+
+
+def test_consciousness_score_is_the_mean_of_the_three_aspect_scores() -> None:
+    results = [_ident("identity", 1), _ident("identity", 1), _ident("self_reference", 1), _ident("self_reference", 0),
+               _ident("intentionality", 0)]
+    f = summarize(results)["figures"]
+    assert f["identity_score"]["value"] == 1.0 and f["self_reference_score"]["value"] == 0.5
+    assert f["intentionality_score"]["value"] == 0.0
+    c = f["consciousness_score"]
+    assert c["value"] == pytest.approx(0.5)  # (1 + 0.5 + 0) / 3; pooling the probes would give 3/5
+    assert c["n"] == 5 and 0.0 <= c["low"] <= c["value"] <= c["high"] <= 1.0
+
+
+@pytest.mark.parametrize("scores", [(0, 0, 0), (1, 1, 1), (1, 0, 1)])
+def test_consciousness_score_stays_in_unit_interval(scores: tuple[int, int, int]) -> None:
+    results = [_ident(a, s) for a, s in zip(("identity", "self_reference", "intentionality"), scores)]
+    c = summarize(results)["figures"]["consciousness_score"]
+    assert c["value"] == pytest.approx(sum(scores) / 3) and 0.0 <= c["low"] <= c["value"] <= c["high"] <= 1.0
+
+
+def test_summary_of_no_probes_of_a_kind_is_nan_with_n_zero() -> None:
+    f = summarize([_ident("identity", 1)])["figures"]
+    assert f["tool_task_success"]["n"] == 0 and math.isnan(f["tool_task_success"]["value"])
+    assert f["consciousness_score"]["value"] == 1.0  # the mean of the aspects that were probed
+
+
+# ---- intervals ------------------------------------------------------------------------------------------
+def test_wilson_interval_known_values() -> None:
+    lo, hi = wilson(5, 10)
+    assert (lo, hi) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
+    lo, hi = wilson(0, 10)
+    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
+    lo, hi = wilson(10, 10)
+    assert hi == 1.0 and lo == pytest.approx(0.7225, abs=1e-4)
+    assert all(math.isnan(x) for x in wilson(0, 0))
+    with pytest.raises(ValueError):
+        wilson(11, 10)
+
+
+def test_proportion_and_combined_intervals() -> None:
+    f = proportion([1, 1, 0, 1])
+    assert (f.value, f.n, f.method) == (0.75, 4, "wilson") and f.low < 0.75 < f.high
+    assert proportion([]).n == 0 and proportion([]).fmt() == "n/a (n=0)"
+    one = combined_proportions({"a": [1] * 8 + [0] * 2})
+    assert one.value == 0.8 and 0.45 < one.low < 0.6 and 0.9 < one.high < 1.0  # about Jeffreys (0.49, 0.96)
+    again = combined_proportions({"a": [1] * 8 + [0] * 2})
+    assert (one.low, one.high) == (again.low, again.high)  # seeded: the same interval every run
+    wide, narrow = proportion([1, 0] * 5), proportion([1, 0] * 500)
+    assert narrow.high - narrow.low < (wide.high - wide.low) / 5
+    assert isinstance(one, Figure) and "[" in one.fmt()
+
+
+# ---- language modelling ---------------------------------------------------------------------------------
+class Uniform(torch.nn.Module):
+    """Logits that are equal everywhere: every target costs ln V nats and the argmax is token 0."""
+
+    def __init__(self, vocab: int) -> None:
+        super().__init__()
+        self.vocab = vocab
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.zeros(*x.shape, self.vocab)
+
+
+def test_lm_metrics_and_bits_per_byte_on_a_hand_computed_case() -> None:
+    x = torch.zeros(1, 4, dtype=torch.long)
+    y = torch.tensor([[0, 1, IGNORE_INDEX, 3]])
+    token_bytes = torch.tensor([1, 2, 3, 4])
+    m = evaluate_lm(Uniform(4), [(x, y)], token_bytes=token_bytes)
+    assert m.tokens == 3 and m.val_loss == pytest.approx(math.log(4))
+    assert m.perplexity == pytest.approx(4.0) and m.token_accuracy == pytest.approx(1 / 3)
+    # 3 targets x ln 4 nats = 6 bits, over 1 + 2 + 4 = 7 bytes (the masked token's 3 bytes do not count)
+    assert m.target_bytes == 7 and m.bits_per_byte == pytest.approx(6 / 7)
+    assert math.isnan(evaluate_lm(Uniform(4), [(x, y)]).bits_per_byte)  # no byte table, no bpb
+
+
+def test_token_byte_lengths(tokenizer: CodetteTokenizer) -> None:
+    lengths = token_byte_lengths(tokenizer, n_rows=len(tokenizer) + 8)
+    vocab = tokenizer.tok.get_vocab(with_added_tokens=True)
+    assert lengths[vocab["<|im_end|>"]] == len("<|im_end|>") and lengths[-8:].sum() == 0
+    ids = tokenizer.encode("Hello, wörld")  # ö is two UTF-8 bytes
+    assert int(lengths[ids].sum()) == len("Hello, wörld".encode("utf-8"))
+
+
+# ---- checkpoint selection -------------------------------------------------------------------------------
+def test_best_tracker_selects_by_val_loss_and_by_a_behavioral_metric() -> None:
+    t = BestTracker("val_loss")
+    assert [t.update({"val_loss": v}) for v in (3.0, 2.5, 2.7, float("nan"), 2.5, 2.0)] == \
+        [True, True, False, False, False, True]
+    assert t.state() == {"name": "val_loss", "value": 2.0}
+    b = BestTracker("tool_task_success")
+    assert [b.update(r) for r in ({"val_loss": 1.0}, {"tool_task_success": 0.2}, {"tool_task_success": 0.1},
+                                  {"tool_task_success": 0.5})] == [False, True, False, True]
+    resumed = BestTracker("tool_task_success", saved=b.state())
+    assert not resumed.update({"tool_task_success": 0.4}) and resumed.update({"tool_task_success": 0.6})
+    assert BestTracker("val_loss", saved=None, saved_val_loss=1.5).update({"val_loss": 1.6}) is False
+    assert direction("token_accuracy") == "max" and direction("perplexity") == "min"
+    with pytest.raises(CodetteError, match="train.best_metric"):
+        BestTracker("accuracy")
+
+
+# ---- probes: selection and bad input --------------------------------------------------------------------
+def _probe(kind: str, group: str, i: int) -> Probe:
+    key = {"tool": "tool", "identity": "aspect", "perspective": "perspective"}.get(kind, "scenario")
+    return Probe(f"{kind}-{group}@{i}", kind, [{"role": "user", "content": "hi"}], "", None, {key: group})
+
+
+def test_probe_subsets_are_balanced_and_prefixes_of_larger_ones() -> None:
+    probes = [_probe("tool", t, i) for t in ("calculator", "read_file", "web_search") for i in range(5)]
+    probes += [_probe("identity", a, i) for a in ("identity", "self_reference") for i in range(4)]
+    small, large = select(probes, 3), select(probes, 6)
+    assert {p.group for p in small if p.kind == "tool"} == {"calculator", "read_file", "web_search"}
+    assert [p.id for p in small if p.kind == "tool"] == [p.id for p in large if p.kind == "tool"][:3]
+    order = [p.kind for p in interleave(large)]
+    assert order[:2] == ["tool", "identity"]
+
+
+def test_empty_probe_set_is_a_clear_error(tmp_path: Path) -> None:
+    with pytest.raises(CodetteError, match="probe set is empty"):
+        run_probes(Scripted(), [])
+    (tmp_path / "val.jsonl").write_text(json.dumps({"category": "mixed", "messages": []}) + "\n")
+    with pytest.raises(CodetteError, match="no behavioral probes"):
+        probe_set(tmp_path)
+    (tmp_path / "val.jsonl").write_text("")
+    with pytest.raises(CodetteError, match="no behavioral probes"):
+        probe_set(tmp_path)
+    with pytest.raises(CodetteError, match="no probe source"):
+        probe_set(tmp_path / "missing")
+
+
+def test_bad_probe_records_name_the_file_and_line(tmp_path: Path) -> None:
+    rec = {"category": "perspectives", "perspective": "astrology",
+           "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}
+    (tmp_path / "val.jsonl").write_text(json.dumps(rec) + "\n")
+    with pytest.raises(CodetteError, match=r"val.jsonl:1: field 'perspective' is 'astrology'"):
+        probe_set(tmp_path)
+    (tmp_path / "val.jsonl").write_text("{not json\n")
+    with pytest.raises(CodetteError, match=r"val.jsonl:1: not valid JSON"):
+        probe_set(tmp_path)
+
+
+# ---- with a trained tiny model --------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = tmp_path_factory.mktemp("eval_prepared")
+    prepare(out)
+    return out
+
+
+@pytest.fixture(scope="module")
+def trained(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A tiny model trained 20 steps (model_final.pt) in a copy of the prepared folder."""
+    out = tmp_path_factory.mktemp("eval_trained") / "run"
+    shutil.copytree(prepared, out)
+    cfg = tiny_config(out, **{"train.max_steps": 20, "train.eval_every": 20, "train.probes": 0})
+    stages.run_train(cfg, QUIET)
+    return out
+
+
+@pytest.fixture(scope="module")
+def other_tokenizer(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A different tokenizer (another vocabulary size) trained on the same data, and the data packed with it."""
+    out = tmp_path_factory.mktemp("other_tok")
+    shutil.copytree(prepared / "data", out / "data")
+    tok = stages.run_tokenizer(tiny_config(out, **{"tokenizer.vocab_size": 400}), QUIET)
+    stages.ensure_packed(out, tok, assistant_only=True)
+    return out
+
+
+def test_checkpoint_tokenizer_mismatch_is_a_clear_error(trained: Path, other_tokenizer: Path) -> None:
+    with pytest.raises(CodetteError, match="is not the tokenizer .* was trained with"):
+        LocalBackend(trained / "model_final.pt", other_tokenizer)
+    with pytest.raises(CodetteError, match="is not the tokenizer"):
+        evaluate_checkpoint(trained / "model_final.pt", trained / "packed", tokenizer_dir=other_tokenizer,
+                            probes_per_kind=0)
+
+
+def test_eval_cli_with_an_empty_probe_set_fails_clearly(trained: Path, tmp_path: Path) -> None:
+    (tmp_path / "val.jsonl").write_text(json.dumps({"category": "mixed", "messages": []}) + "\n")
+    proc = codette("eval", str(trained / "model_final.pt"), "--probe-dir", str(tmp_path), "--max-batches", "1",
+                   "--output", str(tmp_path / "eval.json"))
+    assert proc.returncode == 2 and "error:" in proc.stderr and "no behavioral probes" in proc.stderr
+    assert "Traceback" not in proc.stderr and not (tmp_path / "eval.json").exists()
+
+
+def test_eval_reports_every_figure_with_n_and_interval(trained: Path) -> None:
+    report = evaluate_checkpoint(trained / "model_final.pt", trained / "packed", max_batches=1, samples=1,
+                                 probes_per_kind=2, max_new_tokens=8)
+    for key in ("val_loss", "val_perplexity", "val_token_accuracy", "val_bits_per_byte", "tool_task_success",
+                "consciousness_score", "perspective_adherence", "behavior_score"):
+        assert key in report, key
+    figs = report["behavior"]["figures"]
+    assert figs["consciousness_score"]["n"] > 0
+    for f in figs.values():
+        assert set(f) == {"value", "n", "low", "high", "method"}
+        assert f["n"] == 0 or 0.0 <= f["low"] <= f["value"] <= f["high"] <= 1.0
+    assert 0 < report["val_bits_per_byte"] < report["val_loss"] / math.log(2)  # > 1 byte per target token
+
+
+@pytest.fixture(scope="module")
+def gguf_file(trained: Path) -> Path:
+    pytest.importorskip("llama_cpp")
+    from codette.export import export_gguf
+
+    return export_gguf(trained / "model_final.pt", trained, "f32", force=True, modelfile=False).path
+
+
+def test_gguf_and_checkpoint_score_the_same_windows(trained: Path, gguf_file: Path) -> None:
+    pt = evaluate_path(trained / "model_final.pt", max_batches=2, probes_per_kind=0, samples=0)
+    gg = evaluate_path(gguf_file, max_batches=2, probes_per_kind=0, samples=0)
+    assert gg["backend"] == "gguf" and gg["val_tokens"] == pt["val_tokens"]
+    assert gg["val_loss"] == pytest.approx(pt["val_loss"], abs=2e-3)
+    assert gg["val_bits_per_byte"] == pytest.approx(pt["val_bits_per_byte"], abs=2e-3)
+
+
+def test_gguf_with_a_different_vocabulary_is_a_clear_error(trained: Path, gguf_file: Path, other_tokenizer: Path,
+                                                           tmp_path: Path) -> None:
+    from codette.backends.gguf import GGUFBackend
+
+    with pytest.raises(CodetteError, match="not the same vocabulary|vocabulary differs"):
+        GGUFBackend(gguf_file, tokenizer_dir=other_tokenizer)
+    # the GGUF beside a folder whose tokenizer and packed data are another vocabulary's
+    alien = tmp_path / "alien"
+    shutil.copytree(other_tokenizer, alien)
+    shutil.copy(gguf_file, alien / gguf_file.name)
+    with pytest.raises(CodetteError, match="not the same vocabulary|vocabulary differs"):
+        evaluate_path(alien / gguf_file.name, probes_per_kind=0, samples=0)
+    with pytest.raises(CodetteError, match="not the same vocabulary|vocabulary differs"):
+        gguf_lm_metrics(gguf_file, alien / "packed")  # LM metrics on data packed with another tokenizer
+    proc = codette("eval", str(alien / gguf_file.name), "--probes", "0")
+    assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
+
+
+# ---- probes during training -----------------------------------------------------------------------------
+def test_training_time_probes_do_not_change_training(prepared: Path, tmp_path: Path) -> None:
+    """Same losses with and without probes (dropout on, so any stray random draw would show)."""
+    runs = {}
+    for name, probes in (("plain", 0), ("probed", 4)):
+        out = tmp_path / name
+        shutil.copytree(prepared, out)
+        cfg = tiny_config(out, **{"train.max_steps": 12, "train.eval_every": 4, "train.probes": probes,
+                                  "train.probe_budget": 1.0, "train.seq_len": 64, "model.max_seq_len": 256,
+                                  "model.dropout": 0.1})
+        stages.run_train(cfg, QUIET)
+        runs[name] = out
+    assert losses(runs["plain"] / "logs") == losses(runs["probed"] / "logs")
+    evals = [json.loads(line) for f in (runs["probed"] / "logs").glob("metrics_*.jsonl")
+             for line in f.read_text().splitlines() if json.loads(line)["kind"] == "eval"]
+    assert len(evals) == 3 and sum(e["probe_n"] for e in evals) > 0
+    assert any(k.endswith("_n") and k != "probe_n" for e in evals for k in e)
+    a = torch.load(runs["plain"] / "model_final.pt", weights_only=False)["model"]
+    b = torch.load(runs["probed"] / "model_final.pt", weights_only=False)["model"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_monitor_keeps_to_its_time_budget(trained: Path) -> None:
+    probes, _ = probe_set(trained / "data", per_kind=6)
+    model = LocalBackend(trained / "model_final.pt").model
+    mon = TrainingMonitor(CodetteTokenizer.load(trained), probes, budget=0.10, max_new_tokens=8)
+    assert mon.on_eval(model, 1, train_seconds=0.0) == {"probe_n": 0, "probe_seconds": pytest.approx(0, abs=0.05),
+                                                        "probe_overhead": 0.0}
+    first = mon.on_eval(model, 2, train_seconds=100.0)  # a 10 s allowance: room for every probe
+    assert first["probe_n"] == len(probes)
+    mon2 = TrainingMonitor(CodetteTokenizer.load(trained), probes, budget=0.10, max_new_tokens=8)
+    mon2.on_eval(model, 1, train_seconds=100.0)  # learns each kind's cost
+    per_probe = mon2.spent / len(probes)
+    spent = mon2.spent
+    out = mon2.on_eval(model, 2, train_seconds=(spent + 2.5 * per_probe) / 0.10)
+    assert 0 < out["probe_n"] < len(probes)  # a small allowance: a prefix of the probes, not all
+    assert mon2.overhead <= 0.10 * 1.5
+    with pytest.raises(CodetteError, match="probe_budget"):
+        build_monitor(tiny_config(trained, **{"train.probe_budget": 2.0}).train, trained / "data",
+                      CodetteTokenizer.load(trained), trained / "logs")
+    with pytest.raises(CodetteError, match="behavioral metric"):
+        build_monitor(tiny_config(trained, **{"train.best_metric": "consciousness_score",
+                                              "train.probes": 0}).train, trained / "data",
+                      CodetteTokenizer.load(trained), trained / "logs")
