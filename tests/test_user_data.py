@@ -75,6 +75,18 @@ def test_bad_tool_calls_name_file_and_line(tmp_path: Path, record: dict, words: 
         assert w in msg
 
 
+def test_undeclared_tool_calls_must_name_one_of_codettes_tools(tmp_path: Path) -> None:
+    # No 'tools' in the record: a call to a tool Codette does not have is an error naming file:line ...
+    path = _write(tmp_path / "chat.jsonl", [_chat(), _tool_chat(), _tool_chat(name="get_weather")])
+    msg = _error(path)
+    assert f"{path}:3" in msg and "unknown tool 'get_weather'" in msg and "read_file" in msg
+    # ... and a call to one of Codette's tools must match that tool's real schema.
+    msg = _error(_write(tmp_path / "args.jsonl", [_tool_chat(arguments='{"expr": "2 + 2"}')]))
+    assert ":1" in msg and "calculator" in msg and "expression" in msg
+    report = ReadReport()
+    assert len(list(iter_documents(path, skip_bad=True, report=report))) == 2 and report.skipped == 1
+
+
 def test_tool_result_without_a_call_is_an_error(tmp_path: Path) -> None:
     rec = {"messages": [{"role": "user", "content": "x"}, {"role": "tool", "content": "{}"},
                         {"role": "assistant", "content": "y"}]}
@@ -191,7 +203,7 @@ def test_mix_builds_the_requested_ratios(tmp_path: Path) -> None:
 # Hugging Face datasets, parquet and JSON
 # ------------------------------------------------------------------------------------------------
 def test_hf_dataset_parquet_and_json_sources(tmp_path: Path) -> None:
-    datasets = pytest.importorskip("datasets")
+    import datasets  # the dev extra installs it: this test must run, not skip
     rows = [_tool_chat(tools=[CALC]), _chat(1), {"messages": _chat(2)["messages"]}]
     for r in rows:  # Arrow needs one schema per column; OpenAI-style string arguments keep it simple
         r.setdefault("tools", [])

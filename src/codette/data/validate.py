@@ -4,7 +4,8 @@ A record is ``{"messages": [...], "tools": [...]?}`` or ``{"text": "..."}``. Bey
 content (:func:`codette.tokenizer.chat_template.validate_messages`), OpenAI-style ``tool_calls``
 are checked: every call needs a function name and an arguments object (or a JSON string holding
 one), and when the record declares ``tools`` a call must name one of them and match its parameter
-schema. A ``tool`` message must answer a tool call. Every error names where (``file:line``) and what.
+schema; a record that declares none may only call Codette's own tools (:mod:`codette.tools`), with
+arguments that match their schemas. A ``tool`` message must answer a tool call. Every error names where (``file:line``) and what.
 """
 
 from __future__ import annotations
@@ -59,8 +60,15 @@ def call_arguments(call: Any, where: str) -> tuple[str, dict]:
     return name, args
 
 
+def _codette_schemas() -> dict[str, dict]:
+    from codette.tools.registry import SCHEMAS
+
+    return {name: params for name, (_desc, params) in SCHEMAS.items()}
+
+
 def validate_tool_calls(messages: list[dict], tools: Any, where: str) -> None:
     declared = declared_tools(tools, where)
+    builtin = None if declared else _codette_schemas()
     pending = 0  # tool calls not yet answered by a tool message
     for i, m in enumerate(messages):
         calls = m.get("tool_calls")
@@ -74,7 +82,11 @@ def validate_tool_calls(messages: list[dict], tools: Any, where: str) -> None:
                 name, args = call_arguments(call, cw)
                 if declared and name not in declared:
                     raise CodetteError(f"{cw} calls unknown tool {name!r}; declared tools: {', '.join(declared)}")
-                schema = declared.get(name)
+                if builtin is not None and name not in builtin:
+                    raise CodetteError(f"{cw} calls unknown tool {name!r}: the record declares no 'tools' and "
+                                       f"Codette has no such tool ({', '.join(builtin)}); add the tool's schema "
+                                       f"to the record's 'tools'")
+                schema = declared.get(name) if builtin is None else builtin[name]
                 if schema:
                     try:
                         err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(schema).iter_errors(args))
