@@ -10,17 +10,20 @@ from __future__ import annotations
 import json
 import math
 import re
+from collections import Counter
 from pathlib import Path
 
 import jsonschema
 import pytest
 
 from codette.data import synthetic
+from codette.data.card import write_card
 from codette.data.curriculum.styles import STYLES, VOCABULARY, dominant_style, style_hits
 from codette.data.curriculum.toolrun import CANONICAL_BASE, ToolRunner, replay
 from codette.data.facts import NAME, PERSPECTIVES, TOOLS, identity_consistent, identity_contradictions
 from codette.tools import Toolbox, parse_tool_calls
-from codette.tokenizer.chat_template import assistant_spans
+from codette.tokenizer import CodetteTokenizer
+from codette.tokenizer.chat_template import assistant_spans, render
 from tests._pipeline import codette
 
 
@@ -203,8 +206,25 @@ def test_cli_data_stats_writes_the_card(tmp_path: Path) -> None:
     assert re.search(r"val combinations also in train\s*│\s*0\b", proc.stdout)
     card = json.loads((out / "data" / "card.json").read_text())
     assert (out / "data" / "card.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
-    assert card["records"] == 400 and card["length_unit"] == "characters"
+    assert card["records"] == 400 and card["length_unit"] == "tokens" and card["length_tokenizer"] == "provisional"
     assert set(card["shares"]) == {"perspectives", "tools", "consciousness", "mixed"}
     assert abs(card["shares"]["tools"] - 0.25) <= 0.01 and card["distinct_ratio"] >= 0.95
     assert set(card["tool_coverage"]) == set(TOOLS) and card["synthetic"]["overlap"] == 0
-    assert "characters" in proc.stdout
+    assert sum(card["histogram"]["counts"]) == card["length_sampled"] == 400
+    assert "fixture server" in card["network_results"] and "recorded offline pages" in card["network_results"]
+    assert re.search(r"tokens per sample \(mean / p90 / max\)", proc.stdout)
+    # Coverage and the error/no-tool counts agree with the written records.
+    recs = [json.loads(line) for split in ("train", "val")
+            for line in (out / "data" / f"{split}.jsonl").read_text().splitlines()]
+    calls = Counter(r["tool"] for r in recs if r["category"] == "tools" and r["tool"])
+    assert card["tool_coverage"] == {t: calls.get(t, 0) for t in TOOLS}
+    assert card["tool_errors"] == sum(r.get("tool_ok") is False for r in recs)
+    assert card["no_tool_answers"] == sum(r["category"] == "tools" and not r["tool"] for r in recs)
+    # With the trained tokenizer beside the data, lengths are that tokenizer's exact counts.
+    tok = CodetteTokenizer.train((render(r["messages"], r.get("tools")) for r in recs), vocab_size=600)
+    tok.save(out)
+    exact = write_card(out / "data", out)
+    assert exact["length_tokenizer"] == "trained"
+    lengths = sorted(len(tok.encode(render(r["messages"], r.get("tools")))) for r in recs)
+    assert exact["length"]["max"] == lengths[-1] and exact["length"]["mean"] == pytest.approx(sum(lengths) / 400)
+    assert exact["length"]["over_256"] == sum(n > 256 for n in lengths)
