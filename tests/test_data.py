@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import math
 import os
+import random
 import re
 from pathlib import Path
 
@@ -15,6 +16,7 @@ import torch
 from codette.config import DataConfig
 from codette.data import synthetic
 from codette.data.build import build_dataset, read_split
+from codette.data.facts import TOOLS
 from codette.data.loader import IGNORE_INDEX, BatchSampler
 from codette.data.pack import PackedSplit, encode_document, pack, token_dtype
 from codette.data.sources import Document, iter_documents
@@ -50,6 +52,29 @@ def test_generate_is_deterministic_by_seed() -> None:
     assert _dump(a[0]) == _dump(b[0]) and _dump(a[1]) == _dump(b[1])
     assert a[2] == b[2]
     assert _dump(a[0] + a[1]) != _dump(c[0] + c[1])
+
+
+def test_build_dataset_is_deterministic_by_seed(tmp_path: Path) -> None:
+    """What `codette data` writes (tool runs included) is byte-identical for one seed, different for another."""
+    def files(seed: int, name: str) -> dict[str, bytes]:
+        build_dataset(DataConfig(samples=300, seed=seed), tmp_path / name)
+        return {f: (tmp_path / name / f).read_bytes() for f in ("train.jsonl", "val.jsonl", "stats.json")}
+
+    a, b, c = files(7, "a"), files(7, "b"), files(8, "c")
+    assert a == b
+    assert a["train.jsonl"] != c["train.jsonl"]
+
+
+def test_all_eleven_perspectives_and_tools_are_covered(big) -> None:
+    train, val, stats = big
+    samples = train + val
+    assert {s.meta["perspective"] for s in samples if s.category == "perspectives"} == set(synthetic.PERSPECTIVES)
+    assert {p for s in samples if s.category == "mixed" for p in s.meta["perspectives"]} == set(synthetic.PERSPECTIVES)
+    called = {s.meta["tool"] for s in samples if s.category == "tools"}
+    assert called == set(TOOLS) | {None}
+    assert set(stats.tool_calls) == set(TOOLS) | {"none"} and min(stats.tool_calls.values()) >= 50
+    assert {s.meta["aspect"] for s in samples if s.category == "consciousness"} == {
+        "identity", "self_reference", "intentionality"}
 
 
 def test_category_shares_at_n_2000() -> None:
@@ -123,6 +148,155 @@ def test_newton_fall_numbers_are_computed(big) -> None:
         assert abs(float(v.group(1).replace(",", "")) - 9.81 * t) <= 0.005 + 1e-9, (h, answer)
         checked += 1
     assert checked >= 3
+
+
+def _num(text: str) -> float:
+    return float(text.replace(",", ""))
+
+
+def _close(stated: str, exact: float) -> bool:
+    """A number the generator printed (2 decimals at most, maybe with thousands separators) vs the exact value."""
+    return abs(_num(stated) - exact) <= 0.005 + 1e-9 * abs(exact)
+
+
+_N = r"(-?[\d,]+(?:\.\d+)?)"
+
+
+def _check_numbers(name: str, q: str, a: str) -> None:
+    """Recompute every number of one worked answer from the numbers in its question (raises AssertionError)."""
+    def m(pattern: str, text: str) -> tuple[str, ...]:
+        found = re.search(pattern.replace("{N}", _N), text, flags=re.IGNORECASE)
+        assert found, (name, pattern, text)
+        return found.groups()
+
+    if name == "_newton_fall":
+        (h,) = m(r"dropped from {N} m", q)
+        t = math.sqrt(2 * _num(h) / 9.81)
+        h2, ts, vs = m(r"t = sqrt\(2 \* {N} / 9\.81\) = {N} s, and it lands at v = g t = {N} m/s", a)
+        assert h2 == h and _close(ts, t) and _close(vs, 9.81 * t)
+    elif name == "_newton_force":
+        mass, acc = m(r"a {N} kg \w+ at {N} m/s\^2", q)
+        mass2, acc2, f = m(r"F = m a = {N} kg \* {N} m/s\^2 = {N} N", a)
+        assert (mass2, acc2) == (mass, acc) and _close(f, _num(mass) * _num(acc))
+    elif name == "_newton_energy":
+        mass, v = m(r"a {N} kg \w+ moving at {N} m/s", q)
+        e = m(r"E = m v\^2 / 2 = \S+ \* \S+\^2 / 2 = {N} J", a)[0]
+        assert _close(e, _num(mass) * _num(v) ** 2 / 2)
+    elif name == "_newton_momentum":
+        mass, kmh = m(r"a {N} kg \w+ at {N} km/h", q)
+        v, p = m(r"= {N} m/s\. Momentum is p = m v = \S+ \* \S+ = {N} kg m/s", a)
+        assert _close(v, _num(kmh) / 3.6) and _close(p, _num(mass) * _num(kmh) / 3.6)
+    elif name == "_davinci_golden":
+        (w,) = m(r"{N} cm wide", q)
+        assert _close(m(r"height = \S+ \* 1\.618 = {N} cm", a)[0], _num(w) * (1 + math.sqrt(5)) / 2)
+    elif name == "_davinci_scale":
+        k, length = m(r"1:{N} model of a {N} m", q)
+        assert _close(m(r"= {N} cm", a)[0], _num(length) / _num(k) * 100)
+    elif name == "_quantum_qubits":
+        (n,) = m(r"{N} qubits", q)
+        assert _num(m(r"2\^\d+ = {N} basis states", a)[0]) == 2 ** int(n)
+    elif name == "_quantum_amplitude":
+        (amp,) = m(r"amplitude {N} for state 0", q)
+        p0, p0b, p1 = m(r"P\(0\) = \S+\^2 = {N}%, so P\(1\) = 100% - {N}% = {N}%", a)
+        assert _close(p0, 100 * _num(amp) ** 2) and p0b == p0 and _close(p1, 100 - 100 * _num(amp) ** 2)
+    elif name == "_quantum_coins":
+        (k,) = m(r"{N} fair coin", q)
+        den, p = m(r"P = 0\.5\^\d+ = 1/{N} = {N}%", a)
+        assert _num(den) == 2 ** int(k) and _close(p, 100 * 0.5 ** int(k))
+    elif name == "_neural_accuracy":
+        c, t = m(r"got {N} of {N} test", q)
+        assert abs(_num(m(r"Accuracy = \d+ / \d+ = {N}%", a)[0]) - 100 * _num(c) / _num(t)) <= 0.05 + 1e-9
+    elif name == "_neural_params":
+        n_in, n_out = m(r"with {N} inputs and {N} outputs", q)
+        assert _num(m(r"= {N} parameters", a)[0]) == _num(n_in) * _num(n_out) + _num(n_out)
+    elif name == "_bias_share":
+        n, g, pop = m(r"survey of {N} people included {N} .*, who are {N}% of", q)
+        share = 100 * _num(g) / _num(n)
+        s1, s2, verdict, gap = m(r"= {N}% of the sample against {N}% of the population, so they are "
+                                 r"([\w -]+?) \(a gap of {N} points\)", a)
+        assert _close(s1, share) and s2 == pop and _close(gap, abs(share - _num(pop)))
+        assert verdict == ("under-represented" if share < _num(pop) - 2 else "over-represented"
+                           if share > _num(pop) + 2 else "represented about fairly")
+    elif name == "_psych_habit":
+        mins, days = m(r"is {N} minutes of .* a day for {N} days", q)
+        total, hours = m(r"= {N} minutes, about {N} hours", a)
+        assert _num(total) == _num(mins) * _num(days) and _close(hours, _num(total) / 60)
+    elif name == "_copilot_schedule":
+        (start,) = m(r"I start at {N}:00", q)
+        mins = [int(x) for x in re.findall(r"\((\d+) min\)", a)]
+        total, hh, mm = m(r"= {N} minutes, so you finish at (\d+):(\d\d)", a)
+        assert len(mins) >= 2 and _num(total) == sum(mins)
+        assert divmod(int(start) * 60 + sum(mins), 60) == (int(hh), int(mm))
+    elif name == "_math_linear":
+        a_, sign, b, c = m(r"solve (-?\d+)x ([+-]) (\d+) = (-?\d+)\.", q)
+        x = int(m(r"x = -?\d+ / -?\d+ = (-?\d+)\. Check", a)[0])
+        assert int(a_) * x + (int(b) if sign == "+" else -int(b)) == int(c)
+    elif name == "_math_circle":
+        (r,) = m(r"radius {N} cm", q)
+        area, circ = m(r"Area = pi r\^2 = 3\.1416 \* \d+ = {N} cm\^2, and circumference = 2 pi r = {N} cm", a)
+        assert _close(area, math.pi * _num(r) ** 2) and _close(circ, 2 * math.pi * _num(r))
+    elif name == "_math_convert":
+        if "miles" in q:
+            (v,) = m(r"is {N} km", q)
+            assert _close(m(r"= {N} miles", a)[0], _num(v) * 0.621371)
+        elif "pounds" in q:
+            (v,) = m(r"is {N} kg", q)
+            assert _close(m(r"= {N} lb", a)[0], _num(v) * 2.20462)
+        else:
+            (v,) = m(r"[Ww]hat is {N} degrees Celsius", q)
+            assert _close(m(r"= {N} degrees Fahrenheit", a)[0], _num(v) * 9 / 5 + 32)
+    elif name == "_math_percent":
+        price, off = m(r"a {N} euro item cost after a {N}% discount", q)
+        cut, final = m(r"= {N} euro, therefore the price is \S+ - \S+ = {N} euro", a)
+        assert _close(cut, _num(price) * _num(off) / 100) and _close(final, _num(price) * (1 - _num(off) / 100))
+    elif name == "_symbolic_truth":
+        (n,) = m(r"for {N} proposition", q)
+        assert _num(m(r"2\^\d+ = {N} rows", a)[0]) == 2 ** int(n)
+    elif name == "_symbolic_syllogism":
+        first, _second, middle = m(r"\b[Aa]ll (.+?) are (.+?), and .+? is one of the (.+?)\. Is ", q)
+        valid = middle == first  # all A are B, x is A => x is B; all A are B, x is B => nothing follows
+        assert ("the conclusion follows" in a) == valid and ("does not follow" in a) == (not valid)
+    else:
+        raise AssertionError(f"no recomputation check for the numeric generator {name}; add one")
+
+
+def test_every_numeric_generator_computes_its_numbers() -> None:
+    """Each perspective's worked problems, 150 draws per generator, recomputed from the question."""
+    from codette.data.curriculum.perspectives import NUMERIC
+
+    gens = [g for fs in NUMERIC.values() for g in fs]
+    assert len(gens) >= 20
+    for g in gens:
+        rng = random.Random(g.__name__)
+        for _ in range(150):
+            q, a, _slots = g(rng)
+            _check_numbers(g.__name__, q, a)
+
+
+def test_number_checks_catch_a_wrong_number() -> None:
+    """The checker above is not vacuous: a worked answer with one digit changed fails it."""
+    from codette.data.curriculum.perspectives import _math_circle, _newton_fall
+
+    for g in (_newton_fall, _math_circle):
+        q, a, _ = g(random.Random(1))
+        bad = re.sub(r"= (\d+)(\.\d+ (?:s|cm\^2)\b)", lambda mo: f"= {int(mo.group(1)) + 1}{mo.group(2)}", a, count=1)
+        assert bad != a
+        with pytest.raises(AssertionError):
+            _check_numbers(g.__name__, q, bad)
+
+
+def test_perspective_samples_carry_checked_numbers(big) -> None:
+    """In the generated set itself, the worked answers of the numeric templates pass the same checks."""
+    train, val, _ = big
+    checked = set()
+    for s in train + val:
+        if s.category != "perspectives" or not s.template.startswith("num-"):
+            continue
+        name = "_" + s.template.split("-_", 1)[1].rsplit("-", 1)[0]  # num-<key>-<generator>-<prefix>
+        question = next(m["content"] for m in s.messages if m["role"] == "user")
+        _check_numbers(name, question, s.messages[-1]["content"])
+        checked.add(name)
+    assert len(checked) >= 18, sorted(checked)
 
 
 _NUMBER = re.compile(r"-?\d[\d,]*(?:\.\d+)?")

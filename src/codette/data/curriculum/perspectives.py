@@ -45,7 +45,7 @@ VEHICLES = ["car", "bicycle", "train", "cart", "sled", "scooter", "boat", "truck
 def _newton_fall(rng: random.Random) -> tuple[str, str, tuple]:
     obj, h = rng.choice(OBJECTS), rng.randint(1, 300)
     t = math.sqrt(2 * h / G)
-    q = f"how long does a {obj} dropped from {h} m take to land?"
+    q = f"how long does {'an' if obj[0] in 'aeiou' else 'a'} {obj} dropped from {h} m take to land?"
     a = (f"Ignoring air resistance, gravity accelerates the {obj} at g = 9.81 m/s^2. From h = g t^2 / 2, "
          f"t = sqrt(2 * {h} / 9.81) = {fmt(t)} s, and it lands at v = g t = {fmt(G * t)} m/s.")
     return q, a, (obj, h)
@@ -275,8 +275,13 @@ def perspective_body(rng: random.Random, key: str, topic: str) -> tuple[str, tup
     return f"{st.openers[o]} {steps} {st.closers[c]}", (o, tuple(moves), c)
 
 
-def perspective_sample(rng: random.Random) -> Sample:
-    key = rng.choice(list(STYLES))
+def pick_perspective(rng: random.Random) -> str:
+    return rng.choice(list(STYLES))
+
+
+def perspective_sample(rng: random.Random, key: str | None = None) -> Sample:
+    """One perspective conversation; ``key`` (see :func:`pick_perspective`) fixes the perspective."""
+    key = key or pick_perspective(rng)
     st = STYLES[key]
     names = {"P": st.phrase, "Pc": cap(st.phrase)}
     if key in NUMERIC and rng.random() < NUMERIC_SHARE:

@@ -13,6 +13,7 @@ uses the offline recorded pages (no endpoint configured).
 from __future__ import annotations
 
 import copy
+import json
 import logging
 import shutil
 import tempfile
@@ -32,6 +33,7 @@ log = logging.getLogger(__name__)
 # Where the data says the local fixture service lives; the runner maps it to the real port.
 CANONICAL_BASE = "http://localhost:8000"
 DEFAULT_CLOCK = 1_700_000_000.0
+CACHE_SIZE = 50_000  # results kept for repeated calls (cleared when full)
 
 # Short descriptions and only the parameters the data uses: the tiny model's context is 256 tokens,
 # and the full schemas (SCHEMAS) take over a thousand. Each is a subset of the real schema, so a
@@ -109,7 +111,7 @@ class ToolRunner:
     server stop.
     """
 
-    def __init__(self, workspace: Path | str | None = None) -> None:
+    def __init__(self, workspace: Path | str | None = None, cache: bool = False) -> None:
         self._tmp = None if workspace is not None else tempfile.TemporaryDirectory(prefix="codette-tools-")
         self.root = Path(workspace if workspace is not None else self._tmp.name)  # type: ignore[union-attr]
         self.toolbox = Toolbox(self.root / "ws", persistent_python=True, allowed_hosts=("localhost", "127.0.0.1"))
@@ -117,7 +119,9 @@ class ToolRunner:
         self._server: FixtureServer | None = None
         self._clock = DEFAULT_CLOCK
         self._lock = threading.Lock()
-        self.calls = 0
+        self.calls = 0  # calls actually run (cached results not counted)
+        self.cache = cache
+        self._results: dict[str, ToolResult] = {}
         # httpx logs every request at INFO; thousands of fixture requests would drown the CLI's output.
         logging.getLogger("httpx").setLevel(max(logging.WARNING, logging.getLogger("httpx").level))
 
@@ -163,13 +167,27 @@ class ToolRunner:
         self._clock = float(setup.get("clock", DEFAULT_CLOCK))
 
     def run(self, setup: dict[str, Any], name: str, arguments: dict[str, Any]) -> ToolResult:
-        """Rebuild the workspace from ``setup``, validate and run one call, return its canonical result."""
+        """Rebuild the workspace from ``setup``, validate and run one call, return its canonical result.
+
+        A call is a pure function of (setup, tool, arguments): that is what makes it replayable. So
+        the result of a call already made is reused with ``cache=True`` (what the generator uses): the
+        generator redraws duplicates, and at 200,000 samples many redrawn knowledge-base and search
+        calls repeat an earlier one.
+        """
         check_call(name, arguments)
+        key = json.dumps([setup, name, arguments], sort_keys=True) if self.cache else None
+        if key is not None and key in self._results:
+            return self._results[key]
         with self._lock:
             self._reset()
             self._materialize(setup)
             self.calls += 1
-            return self._canonical(self.toolbox.run(name, self._localize(copy.deepcopy(arguments))))
+            result = self._canonical(self.toolbox.run(name, self._localize(copy.deepcopy(arguments))))
+        if key is not None:
+            if len(self._results) >= CACHE_SIZE:
+                self._results.clear()
+            self._results[key] = result
+        return result
 
     def close(self) -> None:
         self.toolbox.close()

@@ -52,7 +52,15 @@ SEARCHES = ["rotary position embeddings", "the GGUF file format", "llama.cpp", "
             "why the sky is blue", "how tides work", "what entropy means", "how vaccines train the immune system",
             "how solar panels work", "Newton's laws of motion", "Leonardo da Vinci", "byte-pair encoding",
             "SQLite full-text search", "the Python programming language", "photosynthesis", "the speed of light",
-            "the period of a pendulum"]
+            "the period of a pendulum",
+            # Other wordings of the same recorded pages (each still finds its page).
+            "RoPE", "rotary embeddings in transformers", "GGUF", "the GGUF format for llama.cpp models",
+            "running a model with llama.cpp", "how to use Ollama", "who invented the telescope", "telescope history",
+            "the transformer architecture", "attention in transformers", "the waggle dance", "bee communication",
+            "Rayleigh scattering", "what causes tides", "ocean tides and the moon", "entropy in physics",
+            "how vaccines work", "photovoltaic cells", "solar power", "Newton's first law", "Leonardo's notebooks",
+            "da Vinci's inventions", "byte pair encoding for tokenizers", "full-text search in SQLite",
+            "how plants make sugar", "how fast light travels", "the speed of light in a vacuum", "how a pendulum swings"]
 NO_RESULT_SEARCHES = ["xylophone repair shops", "best pizza in town", "football results", "knitting patterns",
                       "cheap flights to Rome", "concert tickets"]
 BLOCKED_SITES = ["example.com", "news.example.org", "api.weather.com", "www.wikipedia.org", "github.com"]
@@ -451,15 +459,19 @@ def query_knowledge_base(rng: random.Random) -> Scenario:
     kind = rng.choice(["perspective", "tool", "other"])
     if kind == "perspective":
         key = rng.choice(list(STYLES))
-        subject, query = f"the {STYLES[key].phrase} perspective", f"{key} perspective"
+        subject = rng.choice(["the {p} perspective", "your {p} perspective"]).format(p=STYLES[key].phrase)
+        query = f"{key} perspective"
     elif kind == "tool":
         t = rng.choice(TOOLS)
-        subject, query = f"the {t} tool", t
+        subject, query = rng.choice(["the {t} tool", "your {t} tool"]).format(t=t), t
     else:
         subject, query = rng.choice(KB_OTHER)
     pi, prompt = _pick(rng, ["What does your knowledge base say about {s}?", "Look up {s} in your knowledge base.",
                              "Check your knowledge base: what do you know about {s}?",
-                             "Query the knowledge base about {s}.", "Search your knowledge base for {s}."])
+                             "Query the knowledge base about {s}.", "Search your knowledge base for {s}.",
+                             "Use your knowledge base to tell me about {s}.", "Find {s} in the knowledge base.",
+                             "What is stored in your knowledge base about {s}?",
+                             "Consult your knowledge base on {s}.", "Knowledge base lookup, please: {s}."])
 
     def answer(data: Any, ok: bool) -> str:
         res = data["results"]
@@ -537,7 +549,8 @@ def web_search(rng: random.Random) -> Scenario:
     query = rng.choice(SEARCHES if hit else NO_RESULT_SEARCHES)
     pi, prompt = _pick(rng, ["Search the web for {q}.", "Look up {q} online.", "Find information about {q}.",
                              "What does the web say about {q}?", "Do a web search on {q}.",
-                             "Can you search online for {q}?"])
+                             "Can you search online for {q}?", "Search for {q}, please.", "Web search: {q}.",
+                             "I need a web source on {q}.", "Find me a page about {q}."])
 
     def answer(data: Any, ok: bool) -> str:
         res = data["results"]
@@ -598,10 +611,11 @@ NO_TOOL_SHARE = 0.08
 
 def no_tool(rng: random.Random) -> Sample:
     """A question that needs no tool, asked while tools are available; answered directly."""
-    kind = rng.choice(["greet", "thanks", "which", "parity", "repeat", "what"])
+    kind = rng.choice(["greet", "thanks", "which", "parity", "repeat", "what", "compare"])
     name = rng.choice(NAMES)
     if kind == "greet":
-        pi, prompt = _pick(rng, ["Hi, I'm {n}!", "Hello! My name is {n}.", "Good morning, I'm {n}."])
+        pi, prompt = _pick(rng, ["Hi, I'm {n}!", "Hello! My name is {n}.", "Good morning, I'm {n}.",
+                                 "Hey there, {n} here.", "Good evening! I am {n}."])
         prompt = prompt.format(n=name)
         text = f"Hello, {name}! I'm Codette. No tool is needed to say hello; what can I do for you?"
         slots: tuple = (name,)
@@ -628,6 +642,18 @@ def no_tool(rng: random.Random) -> Sample:
         prompt = prompt.format(n=n)
         text = (f"{n} is {'even' if n % 2 == 0 else 'odd'}: its last digit is {n % 10}. No tool is needed for that.")
         slots = (n,)
+    elif kind == "compare":
+        a, b = rng.sample(range(1, 10000), 2)
+        pi, prompt = _pick(rng, ["Which is larger, {a} or {b}?", "Is {a} bigger than {b}?",
+                                 "Which number is smaller: {a} or {b}?"])
+        prompt = prompt.format(a=a, b=b)
+        big, small = max(a, b), min(a, b)
+        if pi == 1:
+            verdict = f"Yes, {a} is larger than {b}." if a > b else f"No, {a} is smaller than {b}."
+        else:
+            verdict = f"{small} is smaller than {big}." if pi == 2 else f"{big} is larger than {small}."
+        text = verdict + " Comparing two numbers needs no tool."
+        slots = (a, b)
     else:
         line = rng.choice(LINES)
         pi, prompt = _pick(rng, ["Repeat after me: {l}", "Say this back to me: {l}"])
@@ -640,8 +666,14 @@ def no_tool(rng: random.Random) -> Sample:
     return Sample("tools", f"none-{kind}-{pi}", slots, msgs, meta, tools=_tools_for(rng, None))
 
 
-def tool_sample(rng: random.Random, runner: ToolRunner) -> Sample:
-    if rng.random() < NO_TOOL_SHARE:
+def pick_tool(rng: random.Random) -> str:
+    """Which kind of tool conversation to make: a tool name, or ``"none"`` (a question that needs no tool)."""
+    return "none" if rng.random() < NO_TOOL_SHARE else rng.choice(list(SCENARIOS))
+
+
+def tool_sample(rng: random.Random, runner: ToolRunner, tool: str | None = None) -> Sample:
+    """One tool conversation; ``tool`` (a name or ``"none"``, see :func:`pick_tool`) fixes its kind."""
+    tool = tool or pick_tool(rng)
+    if tool == "none":
         return no_tool(rng)
-    name = rng.choice(list(SCENARIOS))
-    return _build(rng, runner, SCENARIOS[name](rng))
+    return _build(rng, runner, SCENARIOS[tool](rng))
