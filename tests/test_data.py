@@ -678,3 +678,29 @@ def test_split_shorter_than_one_sequence_raises(tokenizer: CodetteTokenizer, tmp
     with pytest.raises(CodetteError, match="fewer than one sequence"):
         BatchSampler(split, len(split), seed=0)
     assert BatchSampler(split, len(split) - 1, seed=0).n_blocks == 1
+
+
+def test_document_aligned_starts_cover_every_token_and_start_each_document() -> None:
+    from codette.data.loader import document_aligned_starts
+
+    doc_starts = np.array([0, 5, 40, 41, 100])  # lengths 5, 35, 1, 59, 20 (n=120)
+    starts = document_aligned_starts(doc_starts, 120, 16)
+    assert starts.tolist() == [0, 5, 21, 37, 40, 41, 57, 73, 89, 100, 103]  # last clamped to 120-16-1
+    covered = np.zeros(120, dtype=bool)
+    for s in starts:
+        covered[s:s + 17] = True
+    assert covered.all()
+
+
+def test_training_windows_start_where_conversations_start(packed: PackedSplit, tokenizer: CodetteTokenizer) -> None:
+    s = BatchSampler(packed, SEQ, seed=0, aligned=True)
+    assert packed.doc_starts is not None and len(packed.doc_starts) == 40
+    starts = set(s.starts.tolist())
+    fitting = [int(d) for d in packed.doc_starts if int(d) + SEQ + 1 <= len(packed)]
+    assert set(fitting) <= starts  # every conversation is seen from its first token
+    first = tokenizer.encode_chat([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])[0][0]
+    for block in range(s.n_blocks):
+        x, _ = s.window(block)
+        if int(s.starts[block]) in set(fitting):
+            assert x[0] == first  # a window that starts a document starts like a rendered chat
+    assert s.n_blocks > BatchSampler(packed, SEQ, seed=0).n_blocks

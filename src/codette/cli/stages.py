@@ -85,7 +85,8 @@ def print_card(card: dict, console: Console) -> None:
         table.add_row(f"share: {cat}", f"{share:.1%}")
     table.add_row("distinct-sample ratio", f"{card['distinct_ratio']:.3f}")
     length = card["length"]
-    table.add_row(f"{card['length_unit']} per sample (mean / p90 / max)",
+    unit = card["length_unit"] + (" (provisional tokenizer)" if card.get("length_tokenizer") == "provisional" else "")
+    table.add_row(f"{unit} per sample (mean / p90 / max)",
                   f"{length['mean']:.0f} / {length['p90']:.0f} / {length['max']}")
     if length.get("over_256") is not None:
         table.add_row("longer than 256 tokens", str(length["over_256"]))
@@ -93,8 +94,8 @@ def print_card(card: dict, console: Console) -> None:
     table.add_row("tools called", f"{covered} of {len(card['tool_coverage'])}")
     table.add_row("tool calls that fail / no-tool answers", f"{card['tool_errors']} / {card['no_tool_answers']}")
     console.print(table)
-    if card["length_unit"] != "tokens":
-        console.print(f"lengths are in characters: {card['length_note']}")
+    if card.get("network_results"):
+        console.print(f"note: {card['network_results']}")
     console.print(f"data card: {', '.join(card['files'])}")
 
 

@@ -7,6 +7,8 @@ uninterrupted run would have read.
 
 from __future__ import annotations
 
+import logging
+
 import numpy as np
 import torch
 
@@ -14,18 +16,48 @@ from codette.data.pack import PackedSplit
 from codette.errors import CodetteError
 
 IGNORE_INDEX = -100
+log = logging.getLogger(__name__)
+
+
+def document_aligned_starts(doc_starts: np.ndarray, n_tokens: int, seq_len: int) -> np.ndarray:
+    """Window starts: every document's first token, then every ``seq_len`` tokens inside it.
+
+    A window that starts mid-conversation shows the model an answer without its question, so a
+    tool call or a perspective marker is learned without the request that decides it. Starting
+    windows where documents start (and cutting only documents longer than a window) keeps every
+    decision in context, the way generation sees it. A window's tail may run into the next
+    document, as in any packed training. Every token is covered at least once per epoch.
+    """
+    starts = np.asarray(doc_starts, dtype=np.int64)
+    ends = np.append(starts[1:], n_tokens)
+    pieces = np.maximum((ends - starts + seq_len - 1) // seq_len, 1)
+    out = np.repeat(starts, pieces) + seq_len * (np.arange(int(pieces.sum())) - np.repeat(np.cumsum(pieces) - pieces, pieces))
+    last = n_tokens - seq_len - 1  # a window needs seq_len + 1 tokens
+    return np.unique(np.minimum(out, last)) if last >= 0 else out[:0]
 
 
 class BatchSampler:
-    """Shuffles non-overlapping ``seq_len+1`` windows, reshuffled every epoch with seed+epoch."""
+    """Shuffles ``seq_len+1`` windows, reshuffled every epoch with seed+epoch.
 
-    def __init__(self, split: PackedSplit, seq_len: int, seed: int) -> None:
+    ``aligned=False`` (evaluation): non-overlapping windows at multiples of ``seq_len``, each token
+    scored once. ``aligned=True`` (training): :func:`document_aligned_starts` when the split records
+    where its documents start.
+    """
+
+    def __init__(self, split: PackedSplit, seq_len: int, seed: int, aligned: bool = False) -> None:
         self.split, self.seq_len, self.seed = split, seq_len, seed
         self.n_blocks = split.num_blocks(seq_len)
         if self.n_blocks < 1:
             raise CodetteError(
                 f"split {split.name!r} has {len(split)} tokens, fewer than one sequence of {seq_len + 1}; "
                 "use more data or a shorter seq_len")
+        self.starts: np.ndarray | None = None
+        if aligned and split.doc_starts is not None:
+            self.starts = document_aligned_starts(split.doc_starts, len(split), seq_len)
+            self.n_blocks = len(self.starts)
+        elif aligned:
+            log.warning("%s has no document starts (packed by an older version); training windows are not "
+                        "aligned to conversations. Delete the packed/ folder to re-pack.", split.name)
         self._perm_epoch = -1
         self._perm = np.arange(self.n_blocks)
 
@@ -39,7 +71,7 @@ class BatchSampler:
     def window(self, block: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets (masked positions set to IGNORE_INDEX) of one block."""
         t = self.seq_len
-        start = block * t
+        start = int(self.starts[block]) if self.starts is not None else block * t
         tokens = np.asarray(self.split.tokens[start : start + t + 1], dtype=np.int64)
         mask = np.asarray(self.split.mask[start + 1 : start + t + 1], dtype=bool)
         x = torch.from_numpy(tokens[:-1].copy())

@@ -51,15 +51,20 @@ def pack(docs: Iterable[Document], tok: CodetteTokenizer, out_dir: Path, name: s
     stats = PackStats(0, 0, 0)
     buf_ids: list[int] = []
     buf_mask: list[int] = []
-    with atomic_open(out_dir / f"{name}.bin") as fids, atomic_open(out_dir / f"{name}.mask.bin") as fmask:
+    buf_starts: list[int] = []
+    with atomic_open(out_dir / f"{name}.bin") as fids, atomic_open(out_dir / f"{name}.mask.bin") as fmask, \
+            atomic_open(out_dir / f"{name}.docs.bin") as fdocs:
         def flush() -> None:
             fids.write(np.asarray(buf_ids, dtype=dtype).tobytes())
             fmask.write(np.asarray(buf_mask, dtype=np.uint8).tobytes())
+            fdocs.write(np.asarray(buf_starts, dtype=np.int64).tobytes())
             buf_ids.clear()
             buf_mask.clear()
+            buf_starts.clear()
 
         for doc in docs:
             ids, mask = encode_document(doc, tok, assistant_only)
+            buf_starts.append(stats.tokens)
             buf_ids.extend(ids)
             buf_mask.extend(mask)
             stats.documents += 1
@@ -94,6 +99,12 @@ class PackedSplit:
         self.tokens = np.memmap(folder / f"{name}.bin", dtype=dtype, mode="r", shape=(n,))
         self.mask = np.memmap(folder / f"{name}.mask.bin", dtype=np.uint8, mode="r", shape=(n,))
         self.name = name
+        # Where each document starts (written since document-aligned training windows; older packs lack it).
+        docs = folder / f"{name}.docs.bin"
+        n_docs = int(self.meta.get("documents", 0))
+        self.doc_starts: np.ndarray | None = None
+        if docs.is_file() and os.path.getsize(docs) == n_docs * 8 and n_docs > 0:
+            self.doc_starts = np.memmap(docs, dtype=np.int64, mode="r", shape=(n_docs,))
 
     def __len__(self) -> int:
         return len(self.tokens)

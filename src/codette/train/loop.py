@@ -186,7 +186,7 @@ def train(
     vocab_needed = int(train_split.meta["vocab_size"])
     if vocab_needed > model_cfg.vocab_size:
         raise CodetteError(f"the data uses {vocab_needed} token ids but the model has only {model_cfg.vocab_size} rows")
-    sampler = BatchSampler(train_split, seq_len, cfg.seed)
+    sampler = BatchSampler(train_split, seq_len, cfg.seed, aligned=True)
     val_sampler = BatchSampler(val_split, seq_len, cfg.seed)
 
     torch.manual_seed(cfg.seed)
