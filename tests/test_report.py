@@ -138,3 +138,16 @@ def test_metrics_log_edge_cases(tmp_path: Path) -> None:
     (logs / "metrics_3.jsonl").write_text('{"kind": "start", "step": 0, "resumed_from": ""}\n')
     with pytest.raises(CodetteError, match="no train or eval records yet"):
         build_report(logs)
+
+
+@pytest.mark.parametrize("flag, expected", [(["--tensorboard"], True), (["--no-tensorboard"], False), ([], False)])
+def test_train_tensorboard_flag_maps_to_the_config(flag: list[str], expected: bool, monkeypatch, tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from codette.cli import main
+
+    seen = {}
+    monkeypatch.setattr(main.stages, "run_train", lambda cfg, console, resume=None: seen.setdefault("cfg", cfg))
+    result = CliRunner().invoke(main.app, ["train", "-o", str(tmp_path), *flag])
+    assert result.exit_code == 0, result.output
+    assert seen["cfg"].train.tensorboard is expected

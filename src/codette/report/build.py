@@ -205,7 +205,8 @@ def _summary_rows(run: RunSeries) -> list[list[str]]:
     loss = run.train.get("loss", [])
     if loss:
         tail = [v for _, v in loss[-max(1, min(25, len(loss))):]]
-        rows.append(["train loss (first step / mean of last 25)", f"{_fmt(loss[0][1])} / {_fmt(statistics.fmean(tail))}"])
+        rows.append([f"train loss (first step / mean of last {len(tail)})",
+                     f"{_fmt(loss[0][1])} / {_fmt(statistics.fmean(tail))}"])
     val = run.eval.get("val_loss", [])
     if val:
         best = min(val, key=lambda p: p[1])
