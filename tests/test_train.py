@@ -210,3 +210,19 @@ def test_bad_training_input_gives_clear_errors(prepared: Path, tmp_path: Path) -
         stages.run_train(tiny_config(blocker / "out"), QUIET)
     with pytest.raises(CodetteError, match="no tokenizer at"):
         stages.run_train(tiny_config(tmp_path / "empty_run"), QUIET)
+
+
+def test_atomic_writes_get_normal_file_permissions(tmp_path: Path) -> None:
+    """mkstemp's 0600 must not leak: other users and tools (an Ollama server) read these files."""
+    import os
+    import stat
+
+    from codette.fileio import atomic_write_text, current_umask
+
+    old = os.umask(0o022)
+    try:
+        atomic_write_text(tmp_path / "eval.json", "{}")
+        assert stat.S_IMODE(os.stat(tmp_path / "eval.json").st_mode) == 0o644
+        assert current_umask() == 0o022
+    finally:
+        os.umask(old)

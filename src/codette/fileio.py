@@ -24,6 +24,22 @@ def ensure_writable_dir(path: Path) -> Path:
     return path
 
 
+def current_umask() -> int:
+    """The process umask (reading it means setting it; it is put back at once)."""
+    mask = os.umask(0o022)
+    os.umask(mask)
+    return mask
+
+
+def publish_mode(path: Path | str, directory: bool = False) -> None:
+    """Give a finished temporary the permissions a normally created file would have.
+
+    ``mkstemp``/``mkdtemp`` create 0600/0700; checkpoints, datasets and exports are meant to be
+    read by other tools and users (an Ollama server often runs as another user).
+    """
+    os.chmod(path, (0o777 if directory else 0o666) & ~current_umask())
+
+
 @contextlib.contextmanager
 def atomic_open(path: Path | str, mode: str = "wb", encoding: str | None = None) -> Iterator[IO]:
     """Open a temporary file beside ``path``; on success fsync it and rename it over ``path``.
@@ -39,6 +55,7 @@ def atomic_open(path: Path | str, mode: str = "wb", encoding: str | None = None)
             yield fh
             fh.flush()
             os.fsync(fh.fileno())
+        publish_mode(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
     except BaseException:

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from codette.errors import CodetteError
-from codette.fileio import ensure_writable_dir
+from codette.fileio import ensure_writable_dir, publish_mode
 
 
 def refuse_existing(paths: list[Path], force: bool) -> None:
@@ -25,12 +25,6 @@ def refuse_existing(paths: list[Path], force: bool) -> None:
     for p in paths:
         if p.exists():
             raise CodetteError(f"{p} already exists; pass --force to overwrite it")
-
-
-def _umask() -> int:
-    mask = os.umask(0o022)
-    os.umask(mask)
-    return mask
 
 
 def _fsync_path(path: Path) -> None:
@@ -56,7 +50,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     tmp = Path(tmp_name)
     try:
         yield tmp
-        os.chmod(tmp, 0o666 & ~_umask())  # mkstemp creates 0600; a deployment artifact should be readable
+        publish_mode(tmp)
         _fsync_path(tmp)
         os.replace(tmp, path)
         _fsync_dir(path.parent)
@@ -74,7 +68,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
     try:
         yield tmp
-        os.chmod(tmp, 0o777 & ~_umask())  # mkdtemp creates 0700
+        publish_mode(tmp, directory=True)
         for f in tmp.rglob("*"):
             if f.is_file():
                 _fsync_path(f)
