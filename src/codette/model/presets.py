@@ -26,7 +26,7 @@ class Preset:
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
-        Preset("tiny", None, dict(d_model=256, n_layers=6, n_heads=8, max_seq_len=256, vocab_size=4096),
+        Preset("tiny", None, dict(d_model=256, n_layers=6, n_heads=8, max_seq_len=512, vocab_size=4096),
                "CPU quickstart: trains in minutes on 2 cores"),
         Preset("small-cpu", None, dict(d_model=384, n_layers=6, n_heads=6, max_seq_len=512, vocab_size=8192),
                "a better CPU model: an hour or more on a laptop"),
