@@ -704,3 +704,12 @@ def test_training_windows_start_where_conversations_start(packed: PackedSplit, t
         if int(s.starts[block]) in set(fitting):
             assert x[0] == first  # a window that starts a document starts like a rendered chat
     assert s.n_blocks > BatchSampler(packed, SEQ, seed=0).n_blocks
+
+
+def test_truncated_document_index_is_a_clear_error(tokenizer: CodetteTokenizer, tmp_path: Path) -> None:
+    pack([Document("t", text="hello world " * 50), Document("u", text="more text " * 50)], tokenizer, tmp_path, "val")
+    assert PackedSplit(tmp_path, "val").doc_starts.tolist()[0] == 0
+    docs = tmp_path / "val.docs.bin"
+    docs.write_bytes(docs.read_bytes()[:-3])
+    with pytest.raises(CodetteError, match="val.docs.bin is truncated"):
+        PackedSplit(tmp_path, "val")

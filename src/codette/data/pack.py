@@ -103,7 +103,10 @@ class PackedSplit:
         docs = folder / f"{name}.docs.bin"
         n_docs = int(self.meta.get("documents", 0))
         self.doc_starts: np.ndarray | None = None
-        if docs.is_file() and os.path.getsize(docs) == n_docs * 8 and n_docs > 0:
+        if docs.is_file():
+            if os.path.getsize(docs) != n_docs * 8 or n_docs == 0:
+                raise CodetteError(f"{docs} is truncated or does not match {meta_path} "
+                                   f"(expected {n_docs * 8} bytes); delete the packed folder to re-pack")
             self.doc_starts = np.memmap(docs, dtype=np.int64, mode="r", shape=(n_docs,))
 
     def __len__(self) -> int:
