@@ -76,6 +76,18 @@ def behavior_report(backend: ChatBackend, probe_dir: Path | str, probes_per_kind
     return {**flat(summary), "probes": info, "behavior": summary, "probe_results": results}
 
 
+def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path, probe_dir: Path | str | None,
+                  probes_per_kind: int | None, max_new_tokens: int, samples: int, on_result: Any) -> None:
+    """The behavioral probes (from ``probe_dir`` or data/ beside the model) and sample chats, into ``report``."""
+    default = model_path.parent / "data"
+    source = _probe_source(probe_dir, default) if probes_per_kind != 0 else None
+    if source is not None:
+        report.update(behavior_report(backend, source, probes_per_kind, max_new_tokens, on_result=on_result))
+    elif probes_per_kind != 0:
+        report["probes"] = {"skipped": f"no {default / 'val.jsonl'}"}
+    report["samples"] = _sample_chats(backend, samples)
+
+
 def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenizer_dir: Path | str | None = None,
                         batch_size: int = 16, max_batches: int | None = None, samples: int = 3,
                         device: str = "cpu", probe_dir: Path | str | None = None,
@@ -99,12 +111,7 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
         "checkpoint": str(checkpoint), "backend": "local", "step": backend.step, "val_loss": m.val_loss,
         "val_perplexity": m.perplexity, "val_token_accuracy": m.token_accuracy, "val_tokens": m.tokens,
         "val_bits_per_byte": m.bits_per_byte, "val_target_bytes": m.target_bytes}
-    source = _probe_source(probe_dir, checkpoint.parent / "data") if probes_per_kind != 0 else None
-    if source is not None:
-        report.update(behavior_report(backend, source, probes_per_kind, max_new_tokens, on_result=on_result))
-    elif probes_per_kind != 0:
-        report["probes"] = {"skipped": f"no {checkpoint.parent / 'data' / 'val.jsonl'}"}
-    report["samples"] = _sample_chats(backend, samples)
+    _add_behavior(report, backend, checkpoint, probe_dir, probes_per_kind, max_new_tokens, samples, on_result)
     return report
 
 
@@ -188,12 +195,7 @@ def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_
             report.update(gguf_lm_metrics(path, packed, lm_sequences))
         else:
             log.info("no packed val split at %s: LM metrics skipped for the GGUF", packed)
-        source = _probe_source(probe_dir, path.parent / "data") if probes_per_kind != 0 else None
-        if source is not None:
-            report.update(behavior_report(backend, source, probes_per_kind, max_new_tokens, on_result=on_result))
-        elif probes_per_kind != 0:
-            report["probes"] = {"skipped": f"no {path.parent / 'data' / 'val.jsonl'}"}
-        report["samples"] = _sample_chats(backend, samples)
+        _add_behavior(report, backend, path, probe_dir, probes_per_kind, max_new_tokens, samples, on_result)
     finally:
         backend.close()
     return report
