@@ -12,8 +12,9 @@ from __future__ import annotations
 import codecs
 import json
 import logging
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import Any
 
@@ -154,37 +155,48 @@ def _document(obj: dict, where: str) -> Document:
     return Document(source=where, messages=obj["messages"], tools=obj.get("tools"))
 
 
-def read_jsonl_conversations(path: Path, errors: str = "strict", skip_bad: bool = False,
-                             report: ReadReport | None = None) -> Iterator[Document]:
-    """One document per line: ``{"messages": [...], "tools": [...]?}`` (chat) or ``{"text": "..."}``."""
-    _check_errors(errors)
-    path = Path(path)
-    report = report if report is not None else ReadReport()
+def _good_documents(path: Path, attempts: Iterator[Callable[[], Document | None]], unit: str, skip_bad: bool,
+                    report: ReadReport) -> Iterator[Document]:
+    """Run each attempt (``None`` = nothing there, e.g. a blank line). A bad record raises, or with
+    ``skip_bad`` is counted in ``report``; a source without a single good record is an error."""
     found = bad = 0
-    for lineno, line in _iter_lines(path, errors):
-        where = f"{path}:{lineno}"
+    for attempt in attempts:
         try:
-            if isinstance(line, UnicodeDecodeError):
-                raise CodetteError(f"{where}: invalid UTF-8 at byte {line.start} of the line; convert the file "
-                                   f"to UTF-8 or pass --errors replace")
-            if not line.strip():
-                continue
-            try:
-                obj = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CodetteError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-            doc = _document(validate_record(obj, where), where)
+            doc = attempt()
         except CodetteError as exc:
             if not skip_bad:
                 raise
             bad += 1
             report.skip(str(exc))
             continue
-        found += 1
-        yield doc
+        if doc is not None:
+            found += 1
+            yield doc
     if not found:
-        detail = f" ({bad} bad line{'s' if bad != 1 else ''} skipped)" if bad else ""
+        detail = f" ({bad} bad {unit}{'s' if bad != 1 else ''} skipped)" if bad else ""
         raise CodetteError(f"{path} contains no conversations{detail}")
+
+
+def _line_document(line: str | UnicodeDecodeError, where: str) -> Document | None:
+    if isinstance(line, UnicodeDecodeError):
+        raise CodetteError(f"{where}: invalid UTF-8 at byte {line.start} of the line; convert the file "
+                           f"to UTF-8 or pass --errors replace")
+    if not line.strip():
+        return None
+    try:
+        obj = json.loads(line)
+    except json.JSONDecodeError as exc:
+        raise CodetteError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
+    return _document(validate_record(obj, where), where)
+
+
+def read_jsonl_conversations(path: Path, errors: str = "strict", skip_bad: bool = False,
+                             report: ReadReport | None = None) -> Iterator[Document]:
+    """One document per line: ``{"messages": [...], "tools": [...]?}`` (chat) or ``{"text": "..."}``."""
+    _check_errors(errors)
+    path = Path(path)
+    attempts = (partial(_line_document, line, f"{path}:{lineno}") for lineno, line in _iter_lines(path, errors))
+    yield from _good_documents(path, attempts, "line", skip_bad, report if report is not None else ReadReport())
 
 
 # ------------------------------------------------------------------------------------------------
@@ -240,11 +252,20 @@ def _rows(path: Path) -> Iterator[tuple[str, Any]]:
     yield str(path), stream
 
 
-def read_dataset_rows(path: Path, skip_bad: bool = False, report: ReadReport | None = None) -> Iterator[Document]:
-    """Rows of a dataset folder or a parquet/JSON file: each needs ``messages`` (chat) or ``text``."""
-    path = Path(path)
-    report = report if report is not None else ReadReport()
-    found = bad = 0
+def _row_document(row: Any, where: str) -> Document:
+    obj = _drop_nones(dict(row))
+    if "messages" in obj or "text" not in obj:
+        obj = {k: obj[k] for k in ("messages", "tools") if k in obj}
+    else:
+        obj = {"text": obj["text"]}
+    if not obj:
+        raise CodetteError(f"{where}: needs a 'messages' or a 'text' column; found "
+                           f"{', '.join(sorted(dict(row))) or 'no columns'}")
+    return _document(validate_record(obj, where), where)
+
+
+def _row_attempts(path: Path) -> Iterator[Callable[[], Document]]:
+    """One attempt per row; a row the library cannot read at all stops the read (it is not a bad record)."""
     for label, rows in _rows(path):
         it = iter(rows)
         i = 0
@@ -256,28 +277,14 @@ def read_dataset_rows(path: Path, skip_bad: bool = False, report: ReadReport | N
             except Exception as exc:
                 raise CodetteError(f"{label}: cannot read row {i + 1}: {exc}") from None
             i += 1
-            where = f"{label}:row {i}"
-            try:
-                obj = _drop_nones(dict(row))
-                if "messages" in obj or "text" not in obj:
-                    obj = {k: obj[k] for k in ("messages", "tools") if k in obj}
-                else:
-                    obj = {"text": obj["text"]}
-                if not obj:
-                    raise CodetteError(f"{where}: needs a 'messages' or a 'text' column; found "
-                                       f"{', '.join(sorted(dict(row))) or 'no columns'}")
-                doc = _document(validate_record(obj, where), where)
-            except CodetteError as exc:
-                if not skip_bad:
-                    raise
-                bad += 1
-                report.skip(str(exc))
-                continue
-            found += 1
-            yield doc
-    if not found:
-        detail = f" ({bad} bad row{'s' if bad != 1 else ''} skipped)" if bad else ""
-        raise CodetteError(f"{path} contains no conversations{detail}")
+            yield partial(_row_document, row, f"{label}:row {i}")
+
+
+def read_dataset_rows(path: Path, skip_bad: bool = False, report: ReadReport | None = None) -> Iterator[Document]:
+    """Rows of a dataset folder or a parquet/JSON file: each needs ``messages`` (chat) or ``text``."""
+    path = Path(path)
+    yield from _good_documents(path, _row_attempts(path), "row", skip_bad,
+                               report if report is not None else ReadReport())
 
 
 # ------------------------------------------------------------------------------------------------
