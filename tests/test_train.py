@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import signal
@@ -13,6 +14,7 @@ from pathlib import Path
 import pytest
 import torch
 
+import codette.train.device as device_mod
 import codette.train.loop as loop
 from codette.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from codette.cli import stages
@@ -226,3 +228,30 @@ def test_atomic_writes_get_normal_file_permissions(tmp_path: Path) -> None:
         assert current_umask() == 0o022
     finally:
         os.umask(old)
+
+
+def test_precision_auto_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
+    cpu = torch.device("cpu")
+    monkeypatch.setattr(device_mod, "native_bf16", lambda d: True)
+    assert device_mod.resolve_dtype(cpu, "auto") == "bf16"
+    with device_mod.autocast_for(cpu, "auto"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.bfloat16
+    monkeypatch.setattr(device_mod, "native_bf16", lambda d: False)
+    assert device_mod.resolve_dtype(cpu, "auto") == "fp32"
+    with device_mod.autocast_for(cpu, "auto"):
+        assert (torch.ones(2, 2) @ torch.ones(2, 2)).dtype == torch.float32
+    assert device_mod.resolve_dtype(cpu, "bf16") == "bf16" and device_mod.resolve_dtype(cpu, "fp32") == "fp32"
+    with pytest.raises(CodetteError, match="unknown dtype 'fp8'; use auto, fp32 or bf16"):
+        device_mod.resolve_dtype(cpu, "fp8")
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_both_precisions_learn_and_are_recorded(prepared: Path, tmp_path: Path, dtype: str) -> None:
+    out = _fresh(prepared, tmp_path)
+    stages.run_train(tiny_config(out, **{"train.dtype": dtype, "train.max_steps": 20}), QUIET)
+    hist = list(losses(out / "logs").values())
+    assert sum(hist[-5:]) / 5 < 0.9 * sum(hist[:5]) / 5
+    start = [json.loads(line) for f in (out / "logs").glob("metrics_*.jsonl") for line in f.read_text().splitlines()]
+    assert [r["precision"] for r in start if r["kind"] == "start"] == [dtype]
+    state = load_checkpoint(out / "model_final.pt")
+    assert all(t.dtype == torch.float32 for t in state["model"].values())  # autocast: weights stay fp32

@@ -80,7 +80,7 @@ class TrainConfig:
     beta2: float = 0.95
     seed: int = 1337
     device: str = "auto"  # auto | cpu | cuda | mps
-    dtype: str = "auto"  # auto (bf16 autocast on CUDA, fp32 elsewhere) | fp32 | bf16
+    dtype: str = "auto"  # auto (bf16 autocast where the GPU/CPU has bf16 in hardware, else fp32) | fp32 | bf16
     eval_batches: int = 50  # at most this many val batches per evaluation
     log_every: int = 10
     keep_checkpoints: int = 3  # periodic model_step_N.pt files kept

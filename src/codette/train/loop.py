@@ -40,7 +40,7 @@ from codette.evaluate import evaluate_lm
 from codette.evaluate.selection import BestTracker
 from codette.fileio import ensure_writable_dir
 from codette.model import CodetteModel, ModelConfig
-from codette.train.device import autocast_for, pick_device
+from codette.train.device import autocast_for, pick_device, resolve_dtype
 from codette.train.schedule import build_optimizer, lr_at
 
 log = logging.getLogger(__name__)
@@ -175,7 +175,8 @@ def train(
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
     device = pick_device(cfg.device)
-    autocast = autocast_for(device, cfg.dtype)
+    precision = resolve_dtype(device, cfg.dtype)
+    autocast = autocast_for(device, precision)
     seq_len = cfg.seq_len or model_cfg.max_seq_len
     if seq_len > model_cfg.max_seq_len:
         raise CodetteError(f"train.seq_len={seq_len} exceeds the model's context max_seq_len={model_cfg.max_seq_len}")
@@ -216,9 +217,10 @@ def train(
     metrics = MetricsLog(log_dir)
     metrics.listener = monitor.on_record if monitor is not None else None
     n_params = model.num_parameters()
-    log.info("model %s: %d parameters, device %s, seq_len %d, batch %dx%d", model_cfg.extra.get("preset", "custom"),
-             n_params, device, seq_len, cfg.batch_size, cfg.grad_accum)
-    metrics.write("start", step=step, params=n_params, device=str(device), seq_len=seq_len,
+    log.info("model %s: %d parameters, device %s (%s), seq_len %d, batch %dx%d",
+             model_cfg.extra.get("preset", "custom"), n_params, device, precision, seq_len, cfg.batch_size,
+             cfg.grad_accum)
+    metrics.write("start", step=step, params=n_params, device=str(device), precision=precision, seq_len=seq_len,
                   train_tokens=len(train_split), val_tokens=len(val_split), resumed_from=str(resume_path or ""))
 
     def snapshot(path: Path) -> Path:
