@@ -21,6 +21,7 @@ from codette.data.card import write_card
 from codette.data.curriculum.styles import STYLES, VOCABULARY, dominant_style, style_hits
 from codette.data.curriculum.toolrun import CANONICAL_BASE, ToolRunner, replay
 from codette.data.facts import NAME, PERSPECTIVES, TOOLS, identity_consistent, identity_contradictions
+from codette.model.presets import PRESETS
 from codette.tools import Toolbox, parse_tool_calls
 from codette.tokenizer import CodetteTokenizer
 from codette.tokenizer.chat_template import assistant_spans, render
@@ -227,4 +228,5 @@ def test_cli_data_stats_writes_the_card(tmp_path: Path) -> None:
     assert exact["length_tokenizer"] == "trained"
     lengths = sorted(len(tok.encode(render(r["messages"], r.get("tools")))) for r in recs)
     assert exact["length"]["max"] == lengths[-1] and exact["length"]["mean"] == pytest.approx(sum(lengths) / 400)
-    assert exact["length"]["over_256"] == sum(n > 256 for n in lengths)
+    assert exact["length"]["over_512"] == sum(n > 512 for n in lengths)
+    assert PRESETS["tiny"].config["max_seq_len"] == 512  # the card's CONTEXT is the quickstart's context

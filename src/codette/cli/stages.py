@@ -24,7 +24,7 @@ from rich.text import Text
 from codette.checkpoint import file_sha256
 from codette.config import RunConfig, to_dict
 from codette.data.build import build_dataset, pack_dataset, training_texts
-from codette.data.card import write_card
+from codette.data.card import CONTEXT, write_card
 from codette.data.pack import PackedSplit
 from codette.errors import CodetteError
 from codette.evaluate.run import DEFAULT_PROBES_PER_KIND, evaluate_path
@@ -92,8 +92,8 @@ def print_card(card: dict, console: Console) -> None:
                   f"{length['mean']:.0f} / {length['p90']:.0f} / {length['max']}")
     if card.get("length_tokenizer") == "provisional":
         table.add_row("counted with", "a provisional BPE (no tokenizer trained yet)")
-    if length.get("over_256") is not None:
-        table.add_row("longer than 256 tokens", str(length["over_256"]))
+    if length.get(f"over_{CONTEXT}") is not None:
+        table.add_row(f"longer than {CONTEXT} tokens", str(length[f"over_{CONTEXT}"]))
     covered = sum(1 for n in card["tool_coverage"].values() if n)
     table.add_row("tools called", f"{covered} of {len(card['tool_coverage'])}")
     table.add_row("tool calls that fail / no-tool answers", f"{card['tool_errors']} / {card['no_tool_answers']}")

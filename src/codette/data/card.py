@@ -30,7 +30,7 @@ MAX_LENGTH_SAMPLES = 20_000
 NETWORK_NOTE = ("http_request and web_search results are not live: http_request calls went to the toolkit's local "
                 "fixture server (shown as http://localhost:8000) and web_search read recorded offline pages "
                 "(source 'offline-fixture'); nothing left the machine")
-CONTEXT = 256  # the quickstart (tiny preset) context, for "longer than the context" counts
+CONTEXT = 512  # the quickstart (tiny preset) context, for "longer than the context" counts (a test checks it)
 
 
 def _records(path: Path):

@@ -35,7 +35,7 @@ CANONICAL_BASE = "http://localhost:8000"
 DEFAULT_CLOCK = 1_700_000_000.0
 CACHE_SIZE = 50_000  # results kept for repeated calls (cleared when full)
 
-# Short descriptions and only the parameters the data uses: the tiny model's context is 256 tokens,
+# Short descriptions and only the parameters the data uses: the tiny model's context is 512 tokens,
 # and the full schemas (SCHEMAS) take over a thousand. Each is a subset of the real schema, so a
 # call that validates against it also validates against the Toolbox.
 _COMPACT: dict[str, tuple[str, dict[str, str], list[str]]] = {
@@ -59,7 +59,7 @@ def compact_schema(name: str, required: bool = False) -> dict[str, Any]:
     """The short OpenAI-style schema shown to the model for tool ``name``.
 
     Parameter names and types only (``required`` lists are left out unless asked for: about 7 tokens
-    per tool that the 256-token context cannot spare); the calls in the data still satisfy the full
+    per tool that a 512-token context cannot spare); the calls in the data still satisfy the full
     schema, required arguments included.
     """
     desc, props, req = _COMPACT[name]

@@ -88,7 +88,7 @@ def _q(text: str) -> str:
 def _tools_for(rng: random.Random, name: str | None) -> list[dict]:
     """The relevant tool plus (usually) one distractor, in random order (decoration, not in the key).
 
-    Not all eleven tools: the quickstart model's context is 256 tokens and the chat template's tool
+    Not all eleven tools: the quickstart model's context is 512 tokens and the chat template's tool
     preamble alone takes about 75 of them. A no-tool question shows one tool it must not call.
     """
     others = [t for t in TOOLS if t != name]
