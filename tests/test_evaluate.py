@@ -48,6 +48,16 @@ def test_perfect_tool_call_scores_one_on_every_rung() -> None:
     assert (s.json_valid, s.right_tool, s.args_valid) == (1, 1, 1) and call is not None
     s = tm.score_final(s, "The result is 71.6.", _facts(), RESULT, RESULT)
     assert s.task_success == 1 and s.facts == ["71.6"] and s.facts_found == 1 and s.error is None
+    assert s.result_match == 1
+
+
+def test_result_match_is_independent_of_the_final_answer() -> None:
+    s, _ = tm.score_call(CALL, "calculator")
+    s = tm.score_final(s, "I do not know.", _facts(), RESULT, RESULT)
+    assert (s.result_match, s.task_success) == (1, 0)  # right call, answer lacks the fact
+    s, _ = tm.score_call(CALL, "calculator")
+    s = tm.score_final(s, "The result is 71.6.", _facts(), '{"result": 716.0}', RESULT)
+    assert s.result_match == 0  # another result; the answer happens to state the reference number
 
 
 def test_wrong_tool_scores_zero_from_right_tool_on() -> None:
@@ -130,6 +140,7 @@ def test_run_probe_runs_the_call_for_real_and_scores_the_final_answer(call: str,
     finally:
         runner.close()
     assert r["score"]["args_valid"] == 1 and r["score"]["task_success"] == success
+    assert r["score"]["result_match"] == success  # the wrong expression returned another result
     tool_msg = backend.seen[1][-1]
     assert tool_msg["role"] == "tool" and json.loads(tool_msg["content"])["result"] == (71.6 if success else 716)
 

@@ -6,8 +6,8 @@ figure changes only when the model does.
 
 Headline figures (each with n and a 95% interval, see :mod:`codette.evaluate.stats`):
 
-* tool use: ``tool_json_valid``, ``tool_right_tool``, ``tool_args_valid``, ``tool_task_success``
-  (:mod:`~codette.evaluate.tool_metric`), ``tool_abstain`` on no-tool questions;
+* tool use: ``tool_json_valid``, ``tool_right_tool``, ``tool_args_valid``, ``tool_task_success``,
+  ``tool_result_match`` (:mod:`~codette.evaluate.tool_metric`), ``tool_abstain`` on no-tool questions;
 * identity: ``identity_score``, ``self_reference_score``, ``intentionality_score``
   (:mod:`~codette.evaluate.identity`), and ``consciousness_score`` = the mean of those three
   (each aspect weighs a third). It measures whether the model states the facts about itself
@@ -138,7 +138,7 @@ def summarize(results: list[dict]) -> dict[str, Any]:
     ident = by_kind.get("identity", [])
     persp = by_kind.get("perspective", [])
     fig: dict[str, Figure] = {}
-    for key in ("json_valid", "right_tool", "args_valid", "task_success"):
+    for key in ("json_valid", "right_tool", "args_valid", "result_match", "task_success"):
         fig[f"tool_{key}"] = proportion([r["score"][key] for r in tools])
     fig["tool_abstain"] = proportion([r["score"]["abstained"] for r in by_kind.get("no_tool", [])])
     aspects = {a: [r["score"]["score"] for r in ident if r["aspect"] == a] for a in ASPECT_METRIC}
@@ -167,9 +167,10 @@ def summarize(results: list[dict]) -> dict[str, Any]:
     fig["behavior_score"] = combined_proportions(groups, behavior)
     by_tool: dict[str, dict[str, Any]] = {}
     for r in tools:
-        row = by_tool.setdefault(r["group"], {"n": 0, "right_tool": 0, "args_valid": 0, "task_success": 0})
+        row = by_tool.setdefault(r["group"], {"n": 0, "right_tool": 0, "args_valid": 0, "result_match": 0,
+                                              "task_success": 0})
         row["n"] += 1
-        for k in ("right_tool", "args_valid", "task_success"):
+        for k in ("right_tool", "args_valid", "result_match", "task_success"):
             row[k] += r["score"][k]
     by_qtype: dict[str, dict[str, int]] = {}
     for r in ident:

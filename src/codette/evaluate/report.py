@@ -12,6 +12,7 @@ from typing import Any
 ROWS = [
     ("Tool use", [("tool_json_valid", "emitted a parseable tool call"), ("tool_right_tool", "... naming the right tool"),
                   ("tool_args_valid", "... with schema-valid arguments"),
+                  ("tool_result_match", "... that return the reference call's result"),
                   ("tool_task_success", "... and a final answer with the tool's result"),
                   ("tool_abstain", "no tool call when none is needed")]),
     ("Identity", [("identity_score", "identity questions"), ("self_reference_score", "self-reference questions"),
@@ -67,9 +68,11 @@ def markdown(report: dict[str, Any], probe_results: list[dict] | None = None, ex
             out.append("")
         beh = report["behavior"]
         if beh.get("by_tool"):
-            out += ["### By tool", "", "| tool | n | right tool | args valid | task success |", "|---|---|---|---|---|"]
+            out += ["### By tool", "", "| tool | n | right tool | args valid | result match | task success |",
+                    "|---|---|---|---|---|---|"]
             for tool, r in beh["by_tool"].items():
-                out.append(f"| {tool} | {r['n']} | {r['right_tool']} | {r['args_valid']} | {r['task_success']} |")
+                out.append(f"| {tool} | {r['n']} | {r['right_tool']} | {r['args_valid']} | {r.get('result_match', 'n/a')} "
+                           f"| {r['task_success']} |")
             out.append("")
         if beh.get("by_question_type"):
             out += ["### Identity by question type", "", "| question type | n | score 1 |", "|---|---|---|"]

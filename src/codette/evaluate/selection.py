@@ -17,9 +17,9 @@ from codette.errors import CodetteError
 # Names as they appear in a training evaluation record.
 LM_METRICS = {"val_loss": "min", "perplexity": "min", "token_accuracy": "max"}
 BEHAVIOR_METRICS = (
-    "tool_json_valid", "tool_right_tool", "tool_args_valid", "tool_task_success", "tool_abstain", "identity_score",
-    "self_reference_score", "intentionality_score", "consciousness_score", "perspective_marker_accuracy",
-    "perspective_style_accuracy", "perspective_adherence", "behavior_score",
+    "tool_json_valid", "tool_right_tool", "tool_args_valid", "tool_result_match", "tool_task_success", "tool_abstain",
+    "identity_score", "self_reference_score", "intentionality_score", "consciousness_score",
+    "perspective_marker_accuracy", "perspective_style_accuracy", "perspective_adherence", "behavior_score",
 )
 
 

@@ -20,6 +20,11 @@ result's string values, and numbers equal to a number in the result at the answe
 earns nothing, and a wrong number fails. A probe whose reference answer has no key fact (rare) needs
 the model's tool result to equal the reference result instead.
 
+Beside the ladder, ``result_match`` (0/1) asks whether the arguments did what the request asked:
+the call passed step 3 and, run for real on the rebuilt workspace, returned exactly the reference
+call's result. Schema-valid arguments can still name the wrong file or compute the wrong
+expression; this catches that, while ``179 * 40 / 100`` and ``40 * 179 / 100`` both count.
+
 No-tool probes (a question with tools available that needs none) score ``abstained``: the reply
 contains no ``<tool_call>``.
 """
@@ -47,6 +52,7 @@ class ToolScore:
     right_tool: int = 0
     args_valid: int = 0
     task_success: int = 0
+    result_match: int = 0  # not a rung: the real call returned the reference call's result
     called: str | None = None  # the first call's tool name
     error: str | None = None  # why the ladder stopped
     facts: list[str] = field(default_factory=list)
@@ -163,6 +169,7 @@ def score_final(s: ToolScore, final: str, facts: list[str], model_result: str, e
     have = set(tokens(final))
     s.facts = list(facts)
     s.facts_found = sum(fact_present(f, have) for f in facts)
+    s.result_match = int(s.args_valid == 1 and model_result == expected_result)
     ok = s.facts_found == len(facts) if facts else model_result == expected_result
     s.task_success = int(s.args_valid == 1 and ok)
     if not ok:

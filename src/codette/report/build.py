@@ -51,6 +51,7 @@ EVAL_ROWS = [
     ("tool_json_valid", "emitted a parseable tool call"),
     ("tool_right_tool", "... naming the right tool"),
     ("tool_args_valid", "... with schema-valid arguments"),
+    ("tool_result_match", "... that return the reference call's result"),
     ("tool_task_success", "... and a final answer carrying the tool's result"),
     ("tool_abstain", "no tool call when none is needed"),
     ("identity_score", "identity questions answered true to the facts"),
