@@ -178,7 +178,7 @@ def presets(
 def quickstart(
     config: Optional[Path] = ConfigOpt,
     out_dir: Optional[str] = OutOpt,
-    max_steps: Optional[int] = typer.Option(None, help="Training steps (quickstart default 480)."),
+    max_steps: Optional[int] = typer.Option(None, help="Training steps (quickstart default 900)."),
 ) -> None:
     """Every stage on the CPU in minutes: data, tokenizer, train, eval, sample chats."""
     overrides = {"out_dir": out_dir, "train.max_steps": max_steps}
