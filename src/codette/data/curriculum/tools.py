@@ -471,7 +471,15 @@ def query_knowledge_base(rng: random.Random) -> Scenario:
                              "Query the knowledge base about {s}.", "Search your knowledge base for {s}.",
                              "Use your knowledge base to tell me about {s}.", "Find {s} in the knowledge base.",
                              "What is stored in your knowledge base about {s}?",
-                             "Consult your knowledge base on {s}.", "Knowledge base lookup, please: {s}."])
+                             "Consult your knowledge base on {s}.", "Knowledge base lookup, please: {s}.",
+                             "Is there anything in your knowledge base on {s}?", "Pull up {s} from your knowledge base.",
+                             "Your knowledge base: what is in it about {s}?", "Read me the knowledge base entry on {s}.",
+                             "Could you check the knowledge base for {s}?", "Search the knowledge base: {s}.",
+                             "What does the local knowledge base have on {s}?", "Look {s} up in the knowledge base.",
+                             "Tell me about {s}; use your knowledge base.", "Find the knowledge base entry for {s}.",
+                             "Please query your knowledge base about {s}.", "I'd like the knowledge base entry on {s}.",
+                             "Check the knowledge base about {s}, please.", "What do your notes say about {s}? "
+                             "Use the knowledge base.", "Knowledge base question: what about {s}?"])
 
     def answer(data: Any, ok: bool) -> str:
         res = data["results"]
@@ -550,7 +558,10 @@ def web_search(rng: random.Random) -> Scenario:
     pi, prompt = _pick(rng, ["Search the web for {q}.", "Look up {q} online.", "Find information about {q}.",
                              "What does the web say about {q}?", "Do a web search on {q}.",
                              "Can you search online for {q}?", "Search for {q}, please.", "Web search: {q}.",
-                             "I need a web source on {q}.", "Find me a page about {q}."])
+                             "I need a web source on {q}.", "Find me a page about {q}.",
+                             "Search online: {q}.", "Could you look up {q} on the web?", "Find a web page on {q}.",
+                             "What can you find online about {q}?", "Please search the web for {q}.",
+                             "Run a web search for {q}.", "Look for {q} on the web.", "Any web results on {q}?"])
 
     def answer(data: Any, ok: bool) -> str:
         res = data["results"]
