@@ -23,7 +23,9 @@ the model's tool result to equal the reference result instead.
 Beside the ladder, ``result_match`` (0/1) asks whether the arguments did what the request asked:
 the call passed step 3 and, run for real on the rebuilt workspace, returned exactly the reference
 call's result. Schema-valid arguments can still name the wrong file or compute the wrong
-expression; this catches that, while ``179 * 40 / 100`` and ``40 * 179 / 100`` both count.
+expression; this catches that. It is strict: several results echo their arguments (the calculator's
+``expression``, the request's ``url``, the search ``query``), so for those tools it comes close to
+"the arguments equal the reference call's".
 
 No-tool probes (a question with tools available that needs none) score ``abstained``: the reply
 contains no ``<tool_call>``.
