@@ -57,7 +57,7 @@ def atomic_open(path: Path | str, mode: str = "wb", encoding: str | None = None)
             os.fsync(fh.fileno())
         publish_mode(tmp)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             os.unlink(tmp)
@@ -70,11 +70,16 @@ def atomic_write_text(path: Path | str, text: str) -> None:
         fh.write(text)
 
 
-def _fsync_dir(directory: Path) -> None:
-    """Persist the rename itself (POSIX); harmless where directories cannot be opened."""
+def fsync_path(path: Path | str) -> None:
+    """Flush a finished file (or folder entry) to disk."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def fsync_dir(directory: Path | str) -> None:
+    """Persist a rename itself (POSIX); harmless where directories cannot be opened."""
     with contextlib.suppress(OSError):
-        fd = os.open(directory, os.O_RDONLY)
-        try:
-            os.fsync(fd)
-        finally:
-            os.close(fd)
+        fsync_path(directory)

@@ -15,7 +15,7 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from codette.errors import CodetteError
-from codette.fileio import ensure_writable_dir, publish_mode
+from codette.fileio import ensure_writable_dir, fsync_dir, fsync_path, publish_mode
 
 
 def refuse_existing(paths: list[Path], force: bool) -> None:
@@ -25,19 +25,6 @@ def refuse_existing(paths: list[Path], force: bool) -> None:
     for p in paths:
         if p.exists():
             raise CodetteError(f"{p} already exists; pass --force to overwrite it")
-
-
-def _fsync_path(path: Path) -> None:
-    fd = os.open(path, os.O_RDONLY)
-    try:
-        os.fsync(fd)
-    finally:
-        os.close(fd)
-
-
-def _fsync_dir(path: Path) -> None:
-    with contextlib.suppress(OSError):
-        _fsync_path(path)
 
 
 @contextlib.contextmanager
@@ -51,9 +38,9 @@ def atomic_path(path: Path) -> Iterator[Path]:
     try:
         yield tmp
         publish_mode(tmp)
-        _fsync_path(tmp)
+        fsync_path(tmp)
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
@@ -71,14 +58,14 @@ def atomic_dir(path: Path) -> Iterator[Path]:
         publish_mode(tmp, directory=True)
         for f in tmp.rglob("*"):
             if f.is_file():
-                _fsync_path(f)
+                fsync_path(f)
         if path.exists():  # the caller checked --force
             if path.is_dir():
                 shutil.rmtree(path)
             else:
                 path.unlink()
         os.replace(tmp, path)
-        _fsync_dir(path.parent)
+        fsync_dir(path.parent)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise
