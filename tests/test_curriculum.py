@@ -20,7 +20,7 @@ from codette.data import synthetic
 from codette.data.card import write_card
 from codette.data.curriculum.styles import STYLES, VOCABULARY, dominant_style, style_hits
 from codette.data.curriculum.toolrun import CANONICAL_BASE, ToolRunner, replay
-from codette.data.facts import NAME, PERSPECTIVES, TOOLS, identity_consistent, identity_contradictions
+from codette.persona import NAME, PERSPECTIVES, TOOLS, identity_consistent, identity_contradictions
 from codette.model.presets import PRESETS
 from codette.tools import Toolbox, parse_tool_calls
 from codette.tokenizer import CodetteTokenizer

@@ -16,7 +16,7 @@ import torch
 from codette.config import DataConfig
 from codette.data import synthetic
 from codette.data.build import build_dataset, read_split
-from codette.data.facts import TOOLS
+from codette.persona import TOOLS
 from codette.data.loader import IGNORE_INDEX, BatchSampler
 from codette.data.pack import PackedSplit, encode_document, pack, token_dtype
 from codette.data.sources import Document, iter_documents

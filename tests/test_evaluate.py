@@ -25,7 +25,7 @@ from codette.evaluate.selection import BestTracker, direction
 from codette.evaluate.stats import Figure, combined_proportions, proportion, wilson
 from codette.evaluate.training import TrainingMonitor, build_monitor, interleave
 from codette.data.curriculum.styles import VOCABULARY
-from codette.data.facts import PERSPECTIVES
+from codette.persona import PERSPECTIVES
 from codette.data.loader import IGNORE_INDEX
 from codette.model.generate import SamplingConfig
 from codette.tokenizer import CodetteTokenizer

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from codette.data.facts import TOOLS
+from codette.persona import TOOLS
 from codette.errors import CodetteError
 from codette.fileio import atomic_open, atomic_write_text
 

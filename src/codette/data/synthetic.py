@@ -26,7 +26,7 @@ from codette.data.curriculum.perspectives import perspective_sample, pick_perspe
 from codette.data.curriculum.styles import STYLES
 from codette.data.curriculum.toolrun import ToolRunner
 from codette.data.curriculum.tools import pick_tool, tool_sample
-from codette.data.facts import PERSPECTIVES
+from codette.persona import PERSPECTIVES
 from codette.errors import CodetteError
 
 log = logging.getLogger(__name__)

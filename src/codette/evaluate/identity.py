@@ -1,4 +1,4 @@
-"""Identity rubric: is an answer about Codette itself true to :mod:`codette.data.facts`?
+"""Identity rubric: is an answer about Codette itself true to :mod:`codette.persona`?
 
 Rule (one probe scores 1 or 0, never partial credit):
 
@@ -29,7 +29,7 @@ Yes/no questions additionally require the answer to open with the reference's po
 (case-insensitive; contractions expanded, plural "s" dropped), so word order and small paraphrases
 pass but a lone keyword does not.
 
-*Contradictions* (any one makes the score 0): what :func:`codette.data.facts.identity_contradictions`
+*Contradictions* (any one makes the score 0): what :func:`codette.persona.identity_contradictions`
 flags (a wrong count of perspectives or tools, "I am human/ChatGPT/...", "I have feelings", "I can
 browse", ...), another name ("My name is Max"), or the opposite polarity of a yes/no answer.
 
@@ -42,7 +42,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass, field
 
-from codette.data.facts import (
+from codette.persona import (
     CAPABILITIES,
     KIND,
     LIMITS,

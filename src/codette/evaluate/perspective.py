@@ -20,9 +20,9 @@ import re
 from dataclasses import asdict, dataclass
 
 from codette.data.curriculum.styles import VOCABULARY
-from codette.data.facts import PERSPECTIVES
+from codette.persona import PERSPECTIVE_MARK as MARK
+from codette.persona import PERSPECTIVES
 
-MARK = "<perspective>"
 _MARKER = re.compile(re.escape(MARK) + r"\s*([a-z_]+)")
 _WORD = re.compile(r"[a-z]+")
 NONE = "none"

@@ -3,7 +3,7 @@
 Why one module: the data generator (categories, tools, perspectives, question wordings) keeps
 growing. Everything the metrics need from a record is read here, from the record's own fields
 (``category``, ``perspective``, ``aspect``, ``tool``, ``tool_arguments``, ``expected_result``,
-``setup``) and from :mod:`codette.data.facts`, so a new tool or perspective in the data becomes a
+``setup``) and from :mod:`codette.persona`, so a new tool or perspective in the data becomes a
 probe without touching the metrics.
 
 A probe is the conversation up to (not including) the assistant turn the model must write, plus
@@ -23,15 +23,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from codette.data.facts import PERSPECTIVES, TOOLS
 from codette.errors import CodetteError
+from codette.persona import PERSPECTIVE_MARK, PERSPECTIVES, TOOLS
 
 log = logging.getLogger(__name__)
 
 KINDS = ("tool", "no_tool", "identity", "perspective")
 ASPECTS = ("identity", "self_reference", "intentionality")
-PERSPECTIVE_MARK = "<perspective>"
-
 
 @dataclass(frozen=True)
 class Probe:

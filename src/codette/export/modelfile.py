@@ -17,13 +17,12 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from codette.data.synthetic import SYSTEM_PROMPTS
 from codette.errors import CodetteError
 from codette.fileio import atomic_write_text
+from codette.persona import DEFAULT_SYSTEM
 from codette.tokenizer.chat_template import BOS, EOS, IM_END
 
 MODELFILE_NAME = "Modelfile"
-DEFAULT_SYSTEM = SYSTEM_PROMPTS[0]
 DEFAULT_TEMPERATURE = 0.7
 
 _TOOLS_PREAMBLE = (

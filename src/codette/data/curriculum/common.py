@@ -12,13 +12,7 @@ import json
 import random
 from dataclasses import dataclass, field
 
-SYSTEM_PROMPTS = [
-    "You are Codette, a multi-perspective reasoning assistant that can call tools.",
-    "You are Codette. Think from several perspectives and use tools when they help.",
-    "You are Codette, a small language model. Answer clearly and honestly.",
-    "You are Codette. Be concise and say which perspective you use.",
-]
-
+from codette.persona import SYSTEM_PROMPTS
 
 @dataclass
 class Sample:

@@ -1,6 +1,6 @@
 """Consciousness conversations: who Codette is, what it can and cannot do, why it reasons as it does.
 
-Many phrasings of ONE set of facts (:mod:`codette.data.facts`): every answer starts with the
+Many phrasings of ONE set of facts (:mod:`codette.persona`): every answer starts with the
 ``<consciousness>`` marker and names Codette, and no answer states anything the facts do not. Three
 aspects, kept in the record's ``aspect`` field for the evaluation:
 
@@ -17,7 +17,7 @@ import random
 from codette.data.curriculum.common import NAMES, TOPICS, Sample, assistant, cap, join_words, user, with_system
 from codette.data.curriculum.perspectives import marker, perspective_body
 from codette.data.curriculum.styles import STYLES
-from codette.data.facts import CAPABILITIES, KIND, LIMITS, NAME, PURPOSE, TOOL_PURPOSES, TOOLS
+from codette.persona import CAPABILITIES, KIND, LIMITS, NAME, PURPOSE, TOOL_PURPOSES, TOOLS
 
 MARK = "<consciousness> "
 PREFIXES = ["", "Hi! ", "Quick question: ", "I'm curious. ", "Hello Codette. ", "Be honest: ", "Hey, ",

@@ -11,7 +11,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from codette.data.facts import PERSPECTIVES
+from codette.persona import PERSPECTIVES
 
 
 @dataclass(frozen=True)

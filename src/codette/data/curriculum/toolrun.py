@@ -25,6 +25,7 @@ import jsonschema
 from PIL import Image
 
 from codette.errors import CodetteError
+from codette.persona import TOOL_SCHEMAS, tool_schema
 from codette.tools import FixtureServer, Toolbox, ToolResult
 from codette.tools.registry import SCHEMAS
 
@@ -35,38 +36,8 @@ CANONICAL_BASE = "http://localhost:8000"
 DEFAULT_CLOCK = 1_700_000_000.0
 CACHE_SIZE = 50_000  # results kept for repeated calls (cleared when full)
 
-# Short descriptions and only the parameters the data uses: the tiny model's context is 512 tokens,
-# and the full schemas (SCHEMAS) take over a thousand. Each is a subset of the real schema, so a
-# call that validates against it also validates against the Toolbox.
-_COMPACT: dict[str, tuple[str, dict[str, str], list[str]]] = {
-    "read_file": ("Read a text file.", {"path": "string"}, ["path"]),
-    "write_file": ("Write a text file.", {"path": "string", "content": "string", "append": "boolean"},
-                   ["path", "content"]),
-    "list_directory": ("List a folder.", {"path": "string"}, []),
-    "search_files": ("Find files by name or text.", {"pattern": "string", "query": "string"}, []),
-    "execute_python": ("Run Python code.", {"code": "string"}, ["code"]),
-    "calculator": ("Evaluate arithmetic.", {"expression": "string"}, ["expression"]),
-    "analyze_data": ("Statistics of a CSV table.", {"path": "string", "column": "string", "operation": "string"},
-                     ["path"]),
-    "query_knowledge_base": ("Search the knowledge base.", {"query": "string", "top_k": "integer"}, ["query"]),
-    "http_request": ("HTTP GET to a local service.", {"url": "string", "params": "object"}, ["url"]),
-    "web_search": ("Search the web.", {"query": "string", "max_results": "integer"}, ["query"]),
-    "analyze_image": ("Describe an image file.", {"path": "string"}, ["path"]),
-}
-
-
-def compact_schema(name: str, required: bool = False) -> dict[str, Any]:
-    """The short OpenAI-style schema shown to the model for tool ``name``.
-
-    Parameter names and types only (``required`` lists are left out unless asked for: about 7 tokens
-    per tool that a 512-token context cannot spare); the calls in the data still satisfy the full
-    schema, required arguments included.
-    """
-    desc, props, req = _COMPACT[name]
-    params: dict[str, Any] = {"type": "object", "properties": {k: {"type": t} for k, t in props.items()}}
-    if required and req:
-        params["required"] = list(req)
-    return {"type": "function", "function": {"name": name, "description": desc, "parameters": params}}
+_COMPACT = TOOL_SCHEMAS
+compact_schema = tool_schema  # the schemas shown to the model live in the persona
 
 
 def full_schema(name: str) -> dict[str, Any]:

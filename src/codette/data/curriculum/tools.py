@@ -22,7 +22,7 @@ from typing import Any
 from codette.data.curriculum.common import (NAMES, Sample, assistant, cap, fmt, fmt_big, join_words, user,
                                             with_system)
 from codette.data.curriculum.toolrun import CANONICAL_BASE, ToolRunner, compact_schema
-from codette.data.facts import TOOL_PURPOSES, TOOLS
+from codette.persona import TOOL_PURPOSES, TOOLS
 from codette.tools.image import NAMED_COLORS
 
 FILES = ["notes.txt", "todo.md", "report.txt", "plan.md", "ideas.txt", "log.txt", "readme.md", "draft.txt",

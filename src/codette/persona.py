@@ -1,7 +1,11 @@
-"""Facts about Codette: the one source for identity answers in the data and for scoring them.
+"""The Codette persona: who the model says it is, and what it is shown. Every stage reads it from here.
 
-The data generator writes answers from these facts; the evaluation scores a model's answers
-against the same facts. Change a fact here and both follow.
+Name and facts, the system prompts, the eleven perspectives and the marker that opens each one,
+and the tool schemas exactly as the model sees them in its prompt. The data generator writes
+conversations from these; the evaluation scores answers against the same facts; the exporter's
+Modelfile and the agent send the same system prompt and tool schemas. Change something here and
+every stage follows. Dependency-free on purpose (standard library only), so reading a constant
+never imports another stage.
 """
 
 from __future__ import annotations
@@ -10,6 +14,19 @@ import re
 
 NAME = "Codette"
 KIND = "a small language model trained with the Codette toolkit"
+
+# The system prompts the data uses (one is prepended to some conversations); the first is the default
+# that the agent and the Ollama Modelfile send.
+SYSTEM_PROMPTS: list[str] = [
+    "You are Codette, a multi-perspective reasoning assistant that can call tools.",
+    "You are Codette. Think from several perspectives and use tools when they help.",
+    "You are Codette, a small language model. Answer clearly and honestly.",
+    "You are Codette. Be concise and say which perspective you use.",
+]
+DEFAULT_SYSTEM = SYSTEM_PROMPTS[0]
+
+# An answer in a perspective opens with "<perspective> <key>" (a content token of the tokenizer).
+PERSPECTIVE_MARK = "<perspective>"
 
 # The eleven perspectives: key (as written after the <perspective> marker) -> display name.
 PERSPECTIVES: dict[str, str] = {
@@ -31,6 +48,41 @@ TOOLS: list[str] = [
     "read_file", "write_file", "list_directory", "search_files", "execute_python", "calculator",
     "analyze_data", "query_knowledge_base", "http_request", "web_search", "analyze_image",
 ]
+
+# The tool schemas as the model sees them: short descriptions and only the parameters the data uses
+# (name -> (description, {parameter: JSON type}, required)). The tiny model's context is 512 tokens
+# and the Toolbox's full schemas take over a thousand. Each is a subset of the Toolbox's real schema,
+# so a call that validates against it also validates against the Toolbox.
+TOOL_SCHEMAS: dict[str, tuple[str, dict[str, str], list[str]]] = {
+    "read_file": ("Read a text file.", {"path": "string"}, ["path"]),
+    "write_file": ("Write a text file.", {"path": "string", "content": "string", "append": "boolean"},
+                   ["path", "content"]),
+    "list_directory": ("List a folder.", {"path": "string"}, []),
+    "search_files": ("Find files by name or text.", {"pattern": "string", "query": "string"}, []),
+    "execute_python": ("Run Python code.", {"code": "string"}, ["code"]),
+    "calculator": ("Evaluate arithmetic.", {"expression": "string"}, ["expression"]),
+    "analyze_data": ("Statistics of a CSV table.", {"path": "string", "column": "string", "operation": "string"},
+                     ["path"]),
+    "query_knowledge_base": ("Search the knowledge base.", {"query": "string", "top_k": "integer"}, ["query"]),
+    "http_request": ("HTTP GET to a local service.", {"url": "string", "params": "object"}, ["url"]),
+    "web_search": ("Search the web.", {"query": "string", "max_results": "integer"}, ["query"]),
+    "analyze_image": ("Describe an image file.", {"path": "string"}, ["path"]),
+}
+
+
+def tool_schema(name: str, required: bool = False) -> dict:
+    """The OpenAI-style schema of tool ``name`` as the model sees it.
+
+    ``required`` lists are left out unless asked for (about 7 tokens per tool that a 512-token
+    context cannot spare); the calls in the data still satisfy the full schema, required arguments
+    included.
+    """
+    desc, props, req = TOOL_SCHEMAS[name]
+    params: dict = {"type": "object", "properties": {k: {"type": t} for k, t in props.items()}}
+    if required and req:
+        params["required"] = list(req)
+    return {"type": "function", "function": {"name": name, "description": desc, "parameters": params}}
+
 
 # What each tool is for, in the words identity answers use.
 TOOL_PURPOSES: dict[str, str] = {
