@@ -31,6 +31,7 @@ from codette.model.generate import SamplingConfig
 from codette.tokenizer import CodetteTokenizer
 from codette.tools import format_tool_call
 from tests._pipeline import QUIET, codette, losses, prepare, tiny_config
+from tests._runtimes import require
 
 # ---- tool use -------------------------------------------------------------------------------------------
 PROMPT = "Quick one: What is 40% of 179?"
@@ -446,7 +447,7 @@ def test_eval_reports_every_figure_with_n_and_interval(trained: Path) -> None:
 
 @pytest.fixture(scope="module")
 def gguf_file(trained: Path) -> Path:
-    pytest.importorskip("llama_cpp")
+    require("llama_cpp")
     from codette.export import export_gguf
 
     return export_gguf(trained / "model_final.pt", trained, "f32", force=True, modelfile=False).path

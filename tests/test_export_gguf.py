@@ -33,8 +33,9 @@ from codette.export.gguf_vocab import GPT2_REGEX
 from codette.export.source import expected_shapes
 from codette.tokenizer import CHAT_TEMPLATE, CONTROL_TOKENS, MARKER_TOKENS, SPECIAL_TOKENS, render
 from tests._export_models import random_checkpoint, trained_models
+from tests._runtimes import require
 
-llama_cpp = pytest.importorskip("llama_cpp")
+llama_cpp = require("llama_cpp")
 
 pytestmark = pytest.mark.slow
 F32_KV = 0  # GGML_TYPE_F32 for llama.cpp's K/V cache (its default is F16)

@@ -11,8 +11,9 @@ from codette.errors import CodetteError
 from codette.export import export_hf
 from codette.tokenizer import SPECIAL_TOKENS, render
 from tests._export_models import trained_models
+from tests._runtimes import require
 
-transformers = pytest.importorskip("transformers")
+transformers = require("transformers")
 
 pytestmark = pytest.mark.slow
 EXPECTED_CLASS = {"codette": "Starcoder2ForCausalLM", "llama": "LlamaForCausalLM", "gqa": "LlamaForCausalLM"}

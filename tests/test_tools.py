@@ -92,7 +92,8 @@ def test_format_tool_call_exact_text():
 
 
 def test_format_matches_chat_template_rendering():
-    render = pytest.importorskip("codette.tokenizer.chat_template").render
+    from codette.tokenizer.chat_template import render
+
     args = {"path": "notes/café.txt", "content": "héllo \"quoted\"\nline 2", "append": True}
     call = ToolCall("write_file", args)
     rendered = render([{"role": "user", "content": "hi"},
