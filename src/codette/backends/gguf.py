@@ -77,10 +77,9 @@ class GGUFBackend:
 
     def __init__(self, path: Path | str, tokenizer_dir: Path | str | None = None, n_threads: int | None = None,
                  n_ctx: int = 0) -> None:
-        try:
-            import llama_cpp
-        except ImportError:
-            raise CodetteError("evaluating a GGUF needs llama-cpp-python: pip install llama-cpp-python") from None
+        from codette.backends.llama_runtime import import_llama_cpp
+
+        llama_cpp = import_llama_cpp()
         self.path = Path(path)
         if not self.path.is_file():
             raise CodetteError(f"GGUF file not found: {self.path}")

@@ -125,9 +125,8 @@ def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int
     The packed ids must mean the same tokens as the GGUF's vocabulary: the tokenizer beside
     ``packed/`` is checked against it, and a mismatch is refused rather than scored as garbage.
     """
-    import llama_cpp
-
     from codette.backends.gguf import check_vocab, gguf_metadata
+    from codette.backends.llama_runtime import import_llama_cpp
     from codette.tokenizer import CodetteTokenizer
     from codette.tokenizer.bpe import TOKENIZER_FILE
 
@@ -143,7 +142,7 @@ def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int
         raise CodetteError(f"{packed_dir} was packed with a {packed_vocab}-token tokenizer, but {path} has "
                            f"{len(gguf_tokens)} tokens" + (f" and {tok_dir / TOKENIZER_FILE} {len(tok)}" if tok else "")
                            + ": they are not the same vocabulary")
-    llm = llama_cpp.Llama(str(path), n_ctx=0, logits_all=True, n_threads=n_threads, verbose=False)
+    llm = import_llama_cpp().Llama(str(path), n_ctx=0, logits_all=True, n_threads=n_threads, verbose=False)
     try:
         # The trained context (the checkpoint's max_seq_len), not llm.n_ctx(): llama.cpp rounds that up.
         ctx = min(trained_ctx or llm.n_ctx(), llm.n_ctx())
