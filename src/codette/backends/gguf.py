@@ -14,9 +14,12 @@ from __future__ import annotations
 
 import logging
 import os
+from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
+from codette.backends.base import Chunk
+from codette.backends.textdeltas import TextDeltas
 from codette.errors import CodetteError
 from codette.model.generate import SamplingConfig
 from codette.tokenizer import CodetteTokenizer, render
@@ -105,25 +108,59 @@ class GGUFBackend:
             return self.tokenizer.encode(text)
         return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
 
-    def chat(self, messages: list[dict], tools: list[dict] | None = None,
-             sampling: SamplingConfig | None = None) -> str:
-        sampling = sampling or SamplingConfig()
+    @property
+    def context_length(self) -> int:
+        """The context prompts must fit (the trained one, see ``n_ctx``)."""
+        return self.n_ctx
+
+    def count_tokens(self, messages: list[dict], tools: list[dict] | None = None) -> int:
+        """Tokens of the rendered prompt (generation header included), as :meth:`chat` would send it."""
+        return len(self.prompt_ids(messages, tools))
+
+    def _tokens(self, messages: list[dict], tools: list[dict] | None,
+                sampling: SamplingConfig) -> tuple[list[int], Iterator[int]]:
+        """The prompt's ids and the generated ids (stop token excluded), after the context check."""
         ids = self.prompt_ids(messages, tools)
         if len(ids) >= self.n_ctx:
             raise CodetteError(f"the conversation is {len(ids)} tokens; this model's context is {self.n_ctx}")
         greedy = sampling.temperature <= 0
         if sampling.seed is not None:
             self.llm.set_seed(sampling.seed)
-        out: list[int] = []
-        for token in self.llm.generate(ids, temp=0.0 if greedy else sampling.temperature,
-                                       top_k=1 if greedy else sampling.top_k, top_p=1.0 if greedy else sampling.top_p,
-                                       min_p=0.0, repeat_penalty=1.0, reset=True):
-            if token in self._stop:
-                break
-            out.append(int(token))
-            if len(out) >= sampling.max_new_tokens or len(ids) + len(out) >= self.n_ctx:
-                break
-        return self._decode(out).strip()
+
+        def generated() -> Iterator[int]:
+            n = 0
+            for token in self.llm.generate(ids, temp=0.0 if greedy else sampling.temperature,
+                                           top_k=1 if greedy else sampling.top_k,
+                                           top_p=1.0 if greedy else sampling.top_p,
+                                           min_p=0.0, repeat_penalty=1.0, reset=True):
+                if token in self._stop:
+                    return
+                yield int(token)
+                n += 1
+                if n >= sampling.max_new_tokens or len(ids) + n >= self.n_ctx:
+                    return
+
+        return ids, generated()
+
+    def chat(self, messages: list[dict], tools: list[dict] | None = None,
+             sampling: SamplingConfig | None = None) -> str:
+        _, tokens = self._tokens(messages, tools, sampling or SamplingConfig())
+        return self._decode(list(tokens)).strip()
+
+    def stream(self, messages: list[dict], tools: list[dict] | None = None,
+               sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
+        """:meth:`chat`'s reply as text deltas, then the token counts."""
+        sampling = sampling or SamplingConfig()
+        ids, tokens = self._tokens(messages, tools, sampling)
+        deltas = TextDeltas(self._decode)
+        for token in tokens:
+            text = deltas.push(token)
+            if text:
+                yield Chunk(text)
+        n = len(deltas.ids)
+        full = n >= sampling.max_new_tokens or len(ids) + n >= self.n_ctx
+        yield Chunk(deltas.flush(), prompt_tokens=len(ids), completion_tokens=n,
+                    finish_reason="length" if full else "stop")
 
     def _decode(self, ids: list[int]) -> str:
         if self.tokenizer is not None:
