@@ -1,4 +1,4 @@
-"""The network: causality, KV-cache exactness, sampling, presets' sizes and config validation.
+"""The network: causality, KV-cache exactness, its loss, sampling, meta-device init, presets' sizes and config.
 
 Every model here is tiny (d_model 32-64, 1-2 layers) so the whole file runs in seconds on one core.
 """
@@ -6,13 +6,18 @@ Every model here is tiny (d_model 32-64, 1-2 layers) so the whole file runs in s
 from __future__ import annotations
 
 import math
+import resource
 
 import pytest
 import torch
 import torch.nn.functional as F
 
+import codette.model.transformer as transformer
+from codette.data.loader import IGNORE_INDEX as DATA_IGNORE_INDEX
 from codette.model import (
+    IGNORE_INDEX,
     CodetteModel,
+    LMOutput,
     ModelConfig,
     SamplingConfig,
     count_parameters,
@@ -105,6 +110,41 @@ def test_chunked_prefill_through_cache_matches_full_forward(style: str, n_heads:
     assert torch.allclose(chunked, full, atol=1e-5, rtol=0), (chunked - full).abs().max()
 
 
+def test_token_by_token_decoding_equals_full_forward_for_gqa() -> None:
+    model = _model("llama", 8, 2, seed=4)
+    seq = torch.randint(0, VOCAB, (1, 40), generator=torch.Generator().manual_seed(3))
+    with torch.no_grad():
+        full = model(seq)
+        cache = model.new_cache(1)
+        steps = [model(seq[:, :5], cache=cache)] + [model(seq[:, t : t + 1], cache=cache) for t in range(5, 40)]
+    decoded = torch.cat(steps, dim=1)
+    assert torch.allclose(decoded, full, atol=1e-5, rtol=0), (decoded - full).abs().max()
+
+
+def test_attention_masks_only_a_chunk_after_a_cached_prefix(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Fresh prefill: is_causal, no mask (flash-eligible). One decoded token: no mask. Chunk after a prefix:
+    the explicit mask. Grouped-query keys reach SDPA with their own head count (enable_gqa), never repeated."""
+    calls: list[dict] = []
+    real = F.scaled_dot_product_attention
+
+    def spy(q, k, v, attn_mask=None, dropout_p=0.0, is_causal=False, **kw):
+        calls.append({"mask": attn_mask is not None, "causal": is_causal, "q_heads": q.shape[1],
+                      "k_heads": k.shape[1], "gqa": kw.get("enable_gqa", False)})
+        return real(q, k, v, attn_mask=attn_mask, dropout_p=dropout_p, is_causal=is_causal, **kw)
+
+    model = _model("llama", 8, 2, n_layers=1)
+    monkeypatch.setattr(transformer.F, "scaled_dot_product_attention", spy)
+    seq = torch.randint(0, VOCAB, (1, 12), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        cache = model.new_cache(1)
+        model(seq[:, :6], cache=cache)  # prefill of a fresh cache
+        model(seq[:, 6:7], cache=cache)  # one decoded token
+        model(seq[:, 7:], cache=cache)  # a chunk after the prefix
+        model(seq)  # no cache at all
+    assert [(c["mask"], c["causal"]) for c in calls] == [(False, True), (False, False), (True, False), (False, True)]
+    assert all(c["q_heads"] == 8 and c["k_heads"] == 2 and c["gqa"] for c in calls)
+
+
 def test_forward_longer_than_context_raises_naming_max_seq_len() -> None:
     model = _model(max_seq_len=16, d_model=32, n_layers=1)
     model(torch.zeros(1, 16, dtype=torch.long))  # exactly the context is fine
@@ -165,6 +205,90 @@ def test_sampling_with_a_seed_is_reproducible(gen_model: CodetteModel) -> None:
     assert a == b
     assert run(123, use_cache=False) == a
     assert run(124) != a
+
+
+class PaddingRowsWin(torch.nn.Module):
+    """An output projection whose rows at and past ``n_real`` (the padding) get huge logits."""
+
+    def __init__(self, head: torch.nn.Module, n_real: int) -> None:
+        super().__init__()
+        self.head, self.n_real = head, n_real
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.head(x).clone()
+        out[..., self.n_real:] = 1e4
+        return out
+
+
+def test_padding_rows_are_never_sampled() -> None:
+    n_real = VOCAB - 28  # a 100-token tokenizer padded to 128 rows
+    model = _model("llama", 4, 2, seed=5, d_model=32, max_seq_len=64, init_std=0.2)
+    model.lm_head = PaddingRowsWin(model.lm_head, n_real)
+    greedy = SamplingConfig(max_new_tokens=20, temperature=0.0)
+    assert all(t >= n_real for t in generate_tokens(model, [1, 2, 3], greedy))  # the trap is armed
+    for cfg in (greedy, SamplingConfig(max_new_tokens=20, temperature=1.5, seed=0),
+                SamplingConfig(max_new_tokens=20, temperature=1.0, top_k=200, top_p=1.0, seed=1)):
+        for use_cache in (True, False):
+            out = list(generate_tokens(model, [1, 2, 3], cfg, use_cache=use_cache, vocab_size=n_real))
+            assert len(out) == 20 and max(out) < n_real, (cfg, out)
+    with pytest.raises(ValueError, match="vocab_size"):
+        list(generate_tokens(model, [1, 2, 3], greedy, vocab_size=VOCAB + 1))
+
+
+@pytest.mark.parametrize("training", [True, False])
+def test_generation_restores_the_callers_mode(gen_model: CodetteModel, training: bool) -> None:
+    seen = []
+    gen_model.train(training)
+    try:
+        gen = generate_tokens(gen_model, [1, 2, 3], SamplingConfig(max_new_tokens=5, temperature=0.0))
+        next(gen)
+        seen.append(gen_model.training)  # decoding runs in eval mode (no dropout)
+        list(gen)
+        assert gen_model.training is training
+        gen = generate_tokens(gen_model, [1, 2, 3], SamplingConfig(max_new_tokens=5, temperature=0.0))
+        next(gen)
+        gen.close()  # a caller that stops early (a stop condition of its own)
+        assert gen_model.training is training
+    finally:
+        gen_model.eval()
+    assert seen == [False]
+
+
+# ------------------------------------------------------------------------------------------------
+# The loss
+# ------------------------------------------------------------------------------------------------
+def test_forward_with_targets_returns_summed_loss_and_target_count() -> None:
+    model = _model("codette", 4, None, d_model=32)
+    g = torch.Generator().manual_seed(0)
+    x = torch.randint(0, VOCAB, (3, 10), generator=g)
+    y = torch.randint(0, VOCAB, (3, 10), generator=g)
+    y[0, :4] = IGNORE_INDEX
+    y[2, :] = IGNORE_INDEX
+    with torch.no_grad():
+        out = model(x, y)
+        logits = model(x)
+    assert isinstance(out, LMOutput) and torch.equal(out.logits, logits)
+    assert int(out.n_targets) == 3 * 10 - 4 - 10
+    by_hand = -logits.log_softmax(-1).gather(-1, y.clamp(min=0)[..., None])[..., 0][y != IGNORE_INDEX].sum()
+    assert float(out.loss_sum) == pytest.approx(float(by_hand), rel=1e-5)
+    # Sums add up across batches: splitting a batch and adding the parts gives the whole.
+    with torch.no_grad():
+        parts = [model(x[i : i + 1], y[i : i + 1]) for i in range(3)]
+    assert float(sum(p.loss_sum for p in parts)) == pytest.approx(float(out.loss_sum), rel=1e-5)
+    assert sum(int(p.n_targets) for p in parts) == int(out.n_targets)
+    assert DATA_IGNORE_INDEX == IGNORE_INDEX  # the data's masked targets are the ones the loss skips
+
+
+def test_last_only_projects_the_last_position() -> None:
+    model = _model("llama", 8, 2, d_model=32)
+    x = torch.randint(0, VOCAB, (2, 9), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        last = model(x, last_only=True)
+        full = model(x)
+    assert last.shape == (2, 1, VOCAB)
+    assert torch.allclose(last[:, 0], full[:, -1], atol=1e-6, rtol=0)
+    with pytest.raises(ValueError, match="last_only"):
+        model(x, x, last_only=True)
 
 
 # ------------------------------------------------------------------------------------------------
@@ -229,6 +353,46 @@ def test_meta_count_equals_real_count_for_tiny() -> None:
     assert cfg.extra["preset"] == "tiny"
 
 
+def _analytic_codette_count(cfg: ModelConfig) -> int:
+    """Multi-head codette blocks: 4 d^2 attention + 8 d^2 MLP + two norm scales each; tied embedding."""
+    d = cfg.d_model
+    return cfg.vocab_size * d + cfg.n_layers * (12 * d * d + 2 * d) + d
+
+
+def test_the_largest_preset_builds_on_meta_without_memory() -> None:
+    name = max(("1.3b", "2.7b", "5.3b"), key=lambda n: count_parameters(preset_config(n)))
+    cfg = preset_config(name)
+    before = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss  # KiB on Linux
+    with torch.device("meta"):
+        model = CodetteModel(cfg)
+    grown_mib = (resource.getrusage(resource.RUSAGE_SELF).ru_maxrss - before) / 1024
+    assert all(p.is_meta for p in model.parameters()) and all(b.is_meta for b in model.buffers())
+    assert model.num_parameters() == count_parameters(cfg) == _analytic_codette_count(cfg) > 5e9
+    assert grown_mib < 256, f"{grown_mib:.0f} MiB for a {model.num_parameters():,}-parameter model on meta"
+
+
+@pytest.mark.parametrize(("style", "n_heads", "n_kv_heads"), ARCHS, ids=ARCH_IDS)
+def test_meta_then_init_weights_equals_the_constructor(style: str, n_heads: int, n_kv_heads: int | None) -> None:
+    cfg = ModelConfig(vocab_size=VOCAB, d_model=64, n_layers=2, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                      max_seq_len=128, block_style=style)
+    torch.manual_seed(11)
+    direct = CodetteModel(cfg)
+    with torch.device("meta"):
+        lazy = CodetteModel(cfg)
+    lazy.to_empty(device="cpu")
+    torch.manual_seed(11)
+    lazy.init_weights()
+    assert lazy.lm_head.weight is lazy.embed.weight  # to_empty unties; init_weights ties again
+    assert lazy.num_parameters() == direct.num_parameters()
+    a, b = direct.state_dict(), lazy.state_dict()
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    assert torch.equal(lazy.rotary.cos, direct.rotary.cos) and torch.equal(lazy.rotary.sin, direct.rotary.sin)
+    x = torch.randint(0, VOCAB, (1, 16), generator=torch.Generator().manual_seed(0))
+    with torch.no_grad():
+        out = lazy(x)
+        assert torch.isfinite(out).all() and torch.equal(out, direct(x))
+
+
 def test_embeddings_are_tied() -> None:
     model = _model(d_model=32, n_layers=1)
     assert model.lm_head.weight is model.embed.weight
@@ -272,5 +436,6 @@ def test_random_init_loss_is_about_ln_vocab(style: str) -> None:
     x = torch.randint(0, vocab, (4, 64), generator=g)
     y = torch.randint(0, vocab, (4, 64), generator=g)
     with torch.no_grad():
-        loss = F.cross_entropy(model(x).flatten(0, 1), y.flatten())
-    assert abs(loss.item() - math.log(vocab)) < 0.1, loss.item()
+        out = model(x, y)
+    loss = float(out.loss_sum / out.n_targets)
+    assert abs(loss - math.log(vocab)) < 0.1, loss

@@ -51,5 +51,6 @@ class LocalBackend:
         ctx = self.model.cfg.max_seq_len
         if len(ids) >= ctx:
             raise CodetteError(f"the conversation is {len(ids)} tokens; this model's context is {ctx}")
-        out = list(generate_tokens(self.model, ids, sampling, stop_ids=self.tokenizer.stop_ids))
+        out = list(generate_tokens(self.model, ids, sampling, stop_ids=self.tokenizer.stop_ids,
+                                   vocab_size=len(self.tokenizer)))
         return self.tokenizer.decode(out, skip_control=True).strip()

@@ -1,7 +1,10 @@
 """Sampling from a :class:`CodetteModel`, with or without a KV cache.
 
 Greedy decoding with the cache gives exactly the tokens of greedy decoding without it (tested);
-the cache only saves recomputing the prefix.
+the cache only saves recomputing the prefix. Only the last position is projected to the vocabulary.
+
+The embedding table has more rows than the tokenizer has tokens (``padded_vocab``); the rows past
+the tokenizer are never sampled when ``vocab_size`` says where the real vocabulary ends.
 """
 
 from __future__ import annotations
@@ -55,32 +58,46 @@ def generate_tokens(
     cfg: SamplingConfig,
     stop_ids: Sequence[int] = (),
     use_cache: bool = True,
+    vocab_size: int | None = None,
 ) -> Iterator[int]:
-    """Yield new token ids one at a time until a stop id (not yielded), max_new_tokens or the context end."""
-    model.eval()
-    device = model.embed.weight.device
-    gen = None
-    if cfg.seed is not None:
-        gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    """Yield new token ids one at a time until a stop id (not yielded), max_new_tokens or the context end.
+
+    ``vocab_size`` is the tokenizer's real size: ids at or past it (embedding padding rows) are never
+    returned. None allows every row. The model decodes in eval mode and is put back in the mode it
+    was in when the generator finishes or is closed.
+    """
     ids = list(prompt)
     if not ids:
         raise ValueError("prompt must contain at least one token")
     max_len = model.cfg.max_seq_len
     if len(ids) >= max_len:
         raise ValueError(f"prompt has {len(ids)} tokens; the model's context is {max_len}")
+    n_real = model.cfg.vocab_size if vocab_size is None else vocab_size
+    if not 0 < n_real <= model.cfg.vocab_size:
+        raise ValueError(f"vocab_size={vocab_size} must be in 1..{model.cfg.vocab_size} (the model's rows)")
+    device = model.embed.weight.device
+    gen = None
+    if cfg.seed is not None:
+        gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
     stops = set(stop_ids)
-    cache = model.new_cache(1) if use_cache else None
-    feed = ids
-    for _ in range(cfg.max_new_tokens):
-        if len(ids) >= max_len:
-            return
-        if cache is not None:
-            logits = model(torch.tensor([feed], device=device), cache=cache)[0, -1]
-        else:
-            logits = model(torch.tensor([ids], device=device))[0, -1]
-        nxt = _pick(logits.float().cpu(), cfg, gen)
-        if nxt in stops:
-            return
-        yield nxt
-        ids.append(nxt)
-        feed = [nxt]
+    was_training = model.training
+    model.eval()
+    try:
+        cache = model.new_cache(1) if use_cache else None
+        feed = ids
+        for _ in range(cfg.max_new_tokens):
+            if len(ids) >= max_len:
+                return
+            if cache is not None:
+                logits = model(torch.tensor([feed], device=device), cache=cache, last_only=True)[0, -1]
+            else:
+                logits = model(torch.tensor([ids], device=device), last_only=True)[0, -1]
+            # Padding rows are cut off before sampling: they cannot be picked, greedy or not.
+            nxt = _pick(logits[:n_real].float().cpu(), cfg, gen)
+            if nxt in stops:
+                return
+            yield nxt
+            ids.append(nxt)
+            feed = [nxt]
+    finally:
+        model.train(was_training)

@@ -8,16 +8,23 @@ Two block styles share everything but the norm and the MLP:
 Both use rotary position embeddings in the "rotate half" (GPT-NeoX / Hugging Face) convention,
 causal attention through ``F.scaled_dot_product_attention``, optional grouped-query attention,
 tied input/output embeddings and no biases. This module imports only torch.
+
+A large model can be built without allocating memory: ``with torch.device("meta"): m = CodetteModel(cfg)``,
+then ``m.to_empty(device=...)`` and ``m.init_weights()``, which gives the weights the constructor
+would have given under the same seed.
 """
 
 from __future__ import annotations
 
 import math
 from dataclasses import dataclass, field
+from typing import overload
 
 import torch
 import torch.nn.functional as F
 from torch import nn
+
+from codette.model.loss import LMOutput, cross_entropy_sum
 
 BLOCK_STYLES = ("codette", "llama")
 
@@ -90,6 +97,9 @@ class RMSNorm(nn.Module):
         self.eps = eps
         self.weight = nn.Parameter(torch.ones(dim))
 
+    def reset_parameters(self) -> None:
+        nn.init.ones_(self.weight)
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         xf = x.float()
         xf = xf * torch.rsqrt(xf.pow(2).mean(-1, keepdim=True) + self.eps)
@@ -107,12 +117,26 @@ class Rotary(nn.Module):
 
     def __init__(self, head_dim: int, max_seq_len: int, theta: float) -> None:
         super().__init__()
-        inv_freq = 1.0 / (theta ** (torch.arange(0, head_dim, 2, dtype=torch.float64) / head_dim))
-        t = torch.arange(max_seq_len, dtype=torch.float64)
-        freqs = torch.outer(t, inv_freq)
+        self.head_dim, self.max_seq_len, self.theta = head_dim, max_seq_len, theta
+        self.register_buffer("cos", torch.empty(max_seq_len, head_dim), persistent=False)
+        self.register_buffer("sin", torch.empty(max_seq_len, head_dim), persistent=False)
+        self.reset_parameters()
+
+    def reset_parameters(self) -> None:
+        """(Re)compute the tables in fp64 on the CPU, then store them (fp32) wherever the buffers live.
+
+        Not persistent, so never in a checkpoint: after ``to_empty`` they must be rebuilt.
+        """
+        if self.cos.is_meta:
+            return
+        cpu = torch.device("cpu")
+        inv_freq = 1.0 / (self.theta ** (torch.arange(0, self.head_dim, 2, dtype=torch.float64, device=cpu)
+                                         / self.head_dim))
+        freqs = torch.outer(torch.arange(self.max_seq_len, dtype=torch.float64, device=cpu), inv_freq)
         emb = torch.cat([freqs, freqs], dim=-1)
-        self.register_buffer("cos", emb.cos().float(), persistent=False)
-        self.register_buffer("sin", emb.sin().float(), persistent=False)
+        with torch.no_grad():
+            self.cos.copy_(emb.cos().float())
+            self.sin.copy_(emb.sin().float())
 
     @staticmethod
     def _rotate_half(x: torch.Tensor) -> torch.Tensor:
@@ -161,19 +185,19 @@ class Attention(nn.Module):
             cache.v[layer][:, :, offset : offset + t] = v
             k = cache.k[layer][:, :, : offset + t]
             v = cache.v[layer][:, :, : offset + t]
-        if cfg.kv_heads != cfg.n_heads:
-            rep = cfg.n_heads // cfg.kv_heads
-            k = k.repeat_interleave(rep, dim=1)
-            v = v.repeat_interleave(rep, dim=1)
         dropout = cfg.dropout if self.training else 0.0
-        if offset == 0:
-            y = F.scaled_dot_product_attention(q, k, v, is_causal=True, dropout_p=dropout)
+        # GQA without copying the keys: SDPA maps query head h to key head h // (n_heads / kv_heads).
+        gqa = cfg.kv_heads != cfg.n_heads
+        if offset == 0 or t == 1:
+            # A fresh sequence is plain causal; one new token may see the whole cache: no mask at all.
+            # (No explicit mask here, so the flash kernel stays usable on CUDA.)
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=offset == 0 and t > 1, dropout_p=dropout,
+                                               enable_gqa=gqa)
         else:
-            # Decoding after a cached prefix: query i (absolute position offset+i) may see keys 0..offset+i.
+            # A chunk after a cached prefix: query i (absolute position offset+i) may see keys 0..offset+i.
             # is_causal would align the mask to the top-left corner, which is wrong here.
-            s = offset + t
-            mask = torch.ones(t, s, dtype=torch.bool, device=x.device).tril(diagonal=offset)
-            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout)
+            mask = torch.ones(t, offset + t, dtype=torch.bool, device=x.device).tril(diagonal=offset)
+            y = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, dropout_p=dropout, enable_gqa=gqa)
         y = y.transpose(1, 2).reshape(b, t, cfg.n_heads * cfg.head_dim)
         return self.o_proj(y)
 
@@ -224,13 +248,32 @@ class CodetteModel(nn.Module):
         if cfg.tie_embeddings:
             self.lm_head.weight = self.embed.weight
         self.rotary = Rotary(cfg.head_dim, cfg.max_seq_len, cfg.rope_theta)
-        self.apply(self._init_weights)
+        self._codette_init()
+
+    def init_weights(self) -> None:
+        """Initialise a model built on the meta device and moved with ``to_empty``: RoPE tables and weights.
+
+        Under the same seed this gives exactly the constructor's weights: it first re-runs every
+        submodule's own initialiser in construction order (which is what the constructor's draws
+        were, so the random stream lines up), then Codette's. ``to_empty`` unties shared
+        parameters, so the output projection is tied to the embedding again first.
+        """
+        if self.cfg.tie_embeddings:
+            self.lm_head.weight = self.embed.weight
+        for module in self.modules():
+            if module is not self and hasattr(module, "reset_parameters"):
+                module.reset_parameters()
+        self._codette_init()
+
+    @torch.no_grad()
+    def _codette_init(self) -> None:
+        self.apply(self._init_module)
         # GPT-2 style: scale residual output projections by depth so activations stay O(1).
         for name, p in self.named_parameters():
             if name.endswith(("o_proj.weight", "down_proj.weight")):
-                nn.init.normal_(p, mean=0.0, std=cfg.init_std / math.sqrt(2 * cfg.n_layers))
+                nn.init.normal_(p, mean=0.0, std=self.cfg.init_std / math.sqrt(2 * self.cfg.n_layers))
 
-    def _init_weights(self, module: nn.Module) -> None:
+    def _init_module(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
 
@@ -238,8 +281,23 @@ class CodetteModel(nn.Module):
         """Unique parameters (a tied embedding counts once)."""
         return sum(p.numel() for p in self.parameters())
 
-    def forward(self, idx: torch.Tensor, cache: KVCache | None = None) -> torch.Tensor:
-        """Logits (B, T, vocab) for token ids ``idx`` (B, T); with ``cache``, positions continue from it."""
+    @overload
+    def forward(self, idx: torch.Tensor, targets: None = None, cache: KVCache | None = None, *,
+                last_only: bool = False) -> torch.Tensor: ...
+
+    @overload
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor, cache: KVCache | None = None, *,
+                last_only: bool = False) -> LMOutput: ...
+
+    def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None, *,
+                last_only: bool = False) -> torch.Tensor | LMOutput:
+        """Logits (B, T, vocab) for token ids ``idx`` (B, T); with ``cache``, positions continue from it.
+
+        With ``targets`` (B, T; ``IGNORE_INDEX`` where not scored) the result is an :class:`LMOutput`:
+        the logits, the summed cross-entropy and the number of scored targets (see
+        :mod:`codette.model.loss`). ``last_only`` projects only the last position (B, 1, vocab), which
+        is all that decoding needs.
+        """
         t = idx.shape[1]
         start = cache.length if cache is not None else 0
         if start + t > self.cfg.max_seq_len:
@@ -251,7 +309,14 @@ class CodetteModel(nn.Module):
             x = block(x, self.rotary, cache, i)
         if cache is not None:
             cache.length += t
-        return self.lm_head(self.norm(x))
+        if last_only:
+            if targets is not None:
+                raise ValueError("last_only is for decoding; a loss needs the logits of every position")
+            x = x[:, -1:]
+        logits = self.lm_head(self.norm(x))
+        if targets is None:
+            return logits
+        return LMOutput(logits, *cross_entropy_sum(logits, targets))
 
     def new_cache(self, batch: int = 1) -> KVCache:
         p = self.embed.weight
