@@ -1,0 +1,228 @@
+"""MultimodalCodette: the trained model, its tools and the loop between them, behind one object.
+
+::
+
+    from codette import MultimodalCodette
+
+    codette = MultimodalCodette(model_name="codette")          # the quickstart's codette_model/
+    response = await codette.generate_response("What is 17 * 23?")
+    print(response.text, response.tool_calls, response.metrics)
+
+The prompt is the persona's system prompt (:data:`codette.persona.DEFAULT_SYSTEM`) and the enabled
+tools as the compact schemas the model is trained on (:func:`codette.persona.tool_schema`),
+rendered by the one chat template inside the backend. Tools run through
+:class:`~codette.tools.Toolbox` in ``workspace`` (a temporary folder, removed by :meth:`close`,
+when none is given); execute_python is off unless ``enable_python=True``. One turn runs at a time
+(a lock), because one model serves them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import shutil
+import tempfile
+import threading
+from collections.abc import AsyncIterator, Iterable, Iterator
+from pathlib import Path
+from typing import Any
+
+from codette.agent import perspectives as persp
+from codette.agent.images import stage_image
+from codette.agent.loop import Event, LoopConfig, Turn, run_call, run_turn
+from codette.agent.metrics import check_question_type
+from codette.agent.response import Response
+from codette.errors import CodetteError
+from codette.persona import DEFAULT_SYSTEM, TOOLS, tool_schema
+from codette.tools import Toolbox, ToolCall
+
+log = logging.getLogger(__name__)
+
+PYTHON_TOOL = "execute_python"
+
+
+def default_tools(enable_python: bool = False) -> list[str]:
+    """Every tool, execute_python only when asked for."""
+    return [t for t in TOOLS if enable_python or t != PYTHON_TOOL]
+
+
+class MultimodalCodette:
+    """The agent. ``model_name`` is resolved by :func:`codette.agent.resolve.resolve_backend` unless
+    ``backend`` (any object with ``chat`` and ``stream``) is given.
+
+    ``tools``: tool names to offer (default: all but execute_python; ``[]`` for none).
+    ``system``: the system prompt (default the persona's; ``""`` for none).
+    """
+
+    def __init__(self, model_name: str = "codette", backend: Any | None = None,
+                 tools: Iterable[str] | None = None, workspace: Path | str | None = None,
+                 system: str | None = None, *, enable_python: bool = False, max_rounds: int = 5,
+                 repair_tries: int = 2, max_new_tokens: int = 256, temperature: float = 0.0,
+                 top_k: int = 0, top_p: float = 1.0, seed: int | None = None, reply_reserve: int = 32,
+                 device: str = "cpu", ollama_host: str | None = None,
+                 http: dict[str, Any] | None = None) -> None:
+        from codette.model.generate import SamplingConfig
+
+        self.config = LoopConfig(max_rounds, repair_tries, reply_reserve,
+                                 SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed))
+        self.enable_python = enable_python
+        names = default_tools(enable_python) if tools is None else list(tools)
+        self._check_tools(names)
+        if backend is None:
+            from codette.agent.resolve import resolve_backend
+
+            backend = resolve_backend(model_name, device=device, ollama_host=ollama_host, http=http)
+        self.backend = backend
+        self.model_name = model_name
+        self._own_workspace = workspace is None
+        self.workspace = Path(tempfile.mkdtemp(prefix="codette-workspace-") if workspace is None else workspace)
+        self.workspace.mkdir(parents=True, exist_ok=True)
+        self.system = DEFAULT_SYSTEM if system is None else system
+        self._lock = threading.Lock()
+        self.toolbox = Toolbox(self.workspace, enabled=names)
+        self._image_tools = Toolbox(self.workspace, enabled=["analyze_image"])
+
+    # -- tools ----------------------------------------------------------------------------------------
+    def _check_tools(self, names: list[str]) -> None:
+        unknown = [n for n in names if n not in TOOLS]
+        if unknown:
+            raise CodetteError(f"unknown tool {unknown[0]!r}; available: {', '.join(TOOLS)}")
+        if PYTHON_TOOL in names and not self.enable_python:
+            raise CodetteError("execute_python runs model-written code: pass enable_python=True (CLI: --python) "
+                               "to offer it")
+
+    @property
+    def tool_names(self) -> list[str]:
+        return self.toolbox.names()
+
+    def set_tools(self, names: Iterable[str] | None) -> None:
+        """Offer other tools from the next turn on (``None``: the defaults, ``[]``: none)."""
+        chosen = default_tools(self.enable_python) if names is None else list(names)
+        self._check_tools(chosen)
+        with self._lock:
+            self.toolbox.close()
+            self.toolbox = Toolbox(self.workspace, enabled=chosen)
+
+    def tool_schemas(self) -> list[dict]:
+        """The enabled tools as the model sees them (the persona's compact schemas)."""
+        return [tool_schema(n) for n in self.tool_names]
+
+    # -- one turn -------------------------------------------------------------------------------------
+    def _turn(self, prompt: str, images: Iterable[Path | str] | None, perspectives: list[str] | None,
+              history: list[dict] | None, question_type: str | None) -> Turn:
+        if not isinstance(prompt, str) or not prompt.strip():
+            raise CodetteError("the prompt is empty: write a message for Codette")
+        check_question_type(question_type)
+        keys = persp.check(list(perspectives) if perspectives else None)
+        history = [dict(m) for m in history or []]
+        if history:
+            from codette.tokenizer.chat_template import validate_messages
+
+            validate_messages(history, "history")
+            if history[0].get("role") == "system":
+                raise CodetteError("history: leave the system prompt out (the agent adds its own; set system=...)")
+        staged = [stage_image(p, self.workspace) for p in images or []]
+        opening: list[dict] = [{"role": "user", "content": persp.request(prompt.strip(), keys)}]
+        prelude = []
+        for rel in staged:
+            call = ToolCall("analyze_image", {"path": rel})
+            record = run_call(self._image_tools, call, 0)
+            prelude.append(record)
+            opening += [{"role": "assistant", "content": None, "tool_calls": [call.to_openai()]},
+                        {"role": "tool", "content": record.result}]
+        system = [{"role": "system", "content": self.system}] if self.system else []
+        return Turn(system, history, opening, prelude, self.tool_schemas(), prompt.strip(), keys, question_type)
+
+    def iter_events(self, prompt: str, *, images: Iterable[Path | str] | None = None,
+                    perspectives: list[str] | None = None, history: list[dict] | None = None,
+                    question_type: str | None = None, stop: threading.Event | None = None) -> Iterator[Event]:
+        """One turn as events (synchronous): text deltas, tool calls and results, repairs, then ``done``.
+
+        Input mistakes (empty prompt, missing image, unknown perspective) raise CodetteError before
+        anything runs; failures during the turn end it with ``Response.error``.
+        """
+        with self._lock:
+            turn = self._turn(prompt, images, perspectives, history, question_type)
+            for record in turn.prelude:
+                yield Event("tool_call", {"name": record.name, "arguments": record.arguments, "round": 0})
+                yield Event("tool_result", {"name": record.name, "ok": record.ok, "result": record.result,
+                                            "seconds": record.seconds, "round": 0})
+            yield from run_turn(self.backend, self.toolbox, turn, self.config, stop)
+
+    def respond(self, prompt: str, **kwargs: Any) -> Response:
+        """The synchronous :meth:`generate_response`."""
+        for event in self.iter_events(prompt, **kwargs):
+            if event.type == "done":
+                return event.data["response"]
+        raise CodetteError("the turn ended without a response")  # pragma: no cover - run_turn always ends with done
+
+    async def stream(self, prompt: str, **kwargs: Any) -> AsyncIterator[Event]:
+        """:meth:`iter_events` for asyncio: the turn runs in a worker thread, events arrive as they happen.
+
+        Leaving the ``async for`` early stops the generation at its next token.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+        end = object()
+
+        def work() -> None:
+            try:
+                for event in self.iter_events(prompt, stop=stop, **kwargs):
+                    loop.call_soon_threadsafe(queue.put_nowait, event)
+            except BaseException as exc:  # handed to the consumer, raised there
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                loop.call_soon_threadsafe(queue.put_nowait, end)
+
+        worker = loop.run_in_executor(None, work)
+        try:
+            while True:
+                item = await queue.get()
+                if item is end:
+                    break
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            try:
+                await worker
+            except BaseException:  # the worker's own errors were already handed over
+                pass
+
+    async def generate_response(self, prompt: str, *, images: Iterable[Path | str] | None = None,
+                                perspectives: list[str] | None = None, history: list[dict] | None = None,
+                                question_type: str | None = None) -> Response:
+        """Answer ``prompt`` (running tools as the model asks) and return the :class:`Response`."""
+        response = None
+        async for event in self.stream(prompt, images=images, perspectives=perspectives, history=history,
+                                       question_type=question_type):
+            if event.type == "done":
+                response = event.data["response"]
+        if response is None:  # pragma: no cover - run_turn always ends with done
+            raise CodetteError("the turn ended without a response")
+        return response
+
+    # -- lifetime -------------------------------------------------------------------------------------
+    def close(self) -> None:
+        """Stop the tools, free the backend, remove the temporary workspace (if the agent made it)."""
+        self.toolbox.close()
+        self._image_tools.close()
+        close = getattr(self.backend, "close", None)
+        if callable(close):
+            close()
+        if self._own_workspace:
+            shutil.rmtree(self.workspace, ignore_errors=True)
+
+    def __enter__(self) -> MultimodalCodette:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> MultimodalCodette:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        self.close()
