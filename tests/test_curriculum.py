@@ -20,7 +20,7 @@ from codette.data import synthetic
 from codette.data.card import write_card
 from codette.data.curriculum.styles import STYLES, VOCABULARY, dominant_style, style_hits
 from codette.data.curriculum.toolrun import CANONICAL_BASE, ToolRunner, replay
-from codette.persona import NAME, PERSPECTIVES, TOOLS, identity_consistent, identity_contradictions
+from codette.persona import NAME, PERSPECTIVES, TOOLS, identity_contradictions
 from codette.model.presets import PRESETS
 from codette.tools import Toolbox, parse_tool_calls
 from codette.tokenizer import CodetteTokenizer
@@ -183,7 +183,7 @@ def test_identity_answers_state_one_consistent_set_of_facts(data: list[dict]) ->
     for rec in recs:
         answer = _answer(rec)
         assert answer.startswith("<consciousness> ") and NAME in answer
-        assert identity_consistent(answer), (identity_contradictions(answer), answer)
+        assert not identity_contradictions(answer), answer
     reflections = [r for r in recs if r["template"] == "reflection"]
     assert reflections
     for rec in reflections:  # "which perspective did you use" names the perspective actually used
@@ -192,8 +192,8 @@ def test_identity_answers_state_one_consistent_set_of_facts(data: list[dict]) ->
 
 
 def test_identity_checker_flags_contradictions() -> None:
-    assert identity_consistent("<consciousness> I am Codette, with eleven perspectives and 11 tools.")
-    assert not identity_consistent("I am ChatGPT.")
+    assert not identity_contradictions("<consciousness> I am Codette, with eleven perspectives and 11 tools.")
+    assert identity_contradictions("I am ChatGPT.")
     assert identity_contradictions("I am Codette and I have four perspectives.")
     assert identity_contradictions("I am Codette. I remember our last chat and I have feelings.")
 

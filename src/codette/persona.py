@@ -168,8 +168,3 @@ def identity_contradictions(text: str) -> list[str]:
     for m in _FALSE_CLAIMS.finditer(text):
         problems.append(f"false claim {m.group(0)!r}")
     return problems
-
-
-def identity_consistent(text: str) -> bool:
-    """True when ``text`` names Codette and contradicts none of the facts."""
-    return NAME in text and not identity_contradictions(text)

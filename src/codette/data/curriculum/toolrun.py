@@ -40,11 +40,6 @@ _COMPACT = TOOL_SCHEMAS
 compact_schema = tool_schema  # the schemas shown to the model live in the persona
 
 
-def full_schema(name: str) -> dict[str, Any]:
-    desc, params = SCHEMAS[name]
-    return {"type": "function", "function": {"name": name, "description": desc, "parameters": params}}
-
-
 _VALIDATORS = {n: jsonschema.Draft202012Validator(compact_schema(n, required=True)["function"]["parameters"])
                for n in _COMPACT}
 
