@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import logging
 import math
-import random
 import time
 from pathlib import Path
 from typing import Any
@@ -30,6 +29,7 @@ from codette.backends.local import LocalBackend
 from codette.evaluate.behavior import ToolWorkspace, run_probe, summarize
 from codette.evaluate.probes import KINDS, Probe
 from codette.model.generate import SamplingConfig
+from codette.rng import rng_state, set_rng_state
 from codette.tokenizer import CodetteTokenizer
 
 log = logging.getLogger(__name__)
@@ -83,8 +83,7 @@ class TrainingMonitor:
         if not self.probes or self.tokenizer is None or self.budget <= 0:
             return {}
         allowance = self.budget * train_seconds - self.spent
-        states = (torch.get_rng_state(), random.getstate(),
-                  torch.cuda.get_rng_state_all() if torch.cuda.is_available() else None)
+        saved_rng = rng_state()
         was_training = model.training
         backend = InMemoryBackend(model, self.tokenizer, step)
         runner = ToolWorkspace()
@@ -100,10 +99,7 @@ class TrainingMonitor:
         finally:
             runner.close()
             model.train(was_training)
-            torch.set_rng_state(states[0])
-            random.setstate(states[1])
-            if states[2] is not None:
-                torch.cuda.set_rng_state_all(states[2])
+            set_rng_state(saved_rng)
         dt = time.perf_counter() - t0
         self.spent += dt
         out: dict[str, Any] = {"probe_n": len(results), "probe_seconds": dt, "probe_overhead": self.overhead}

@@ -40,6 +40,7 @@ from codette.evaluate import evaluate_lm
 from codette.evaluate.selection import BestTracker
 from codette.fileio import ensure_writable_dir
 from codette.model import CodetteModel, ModelConfig
+from codette.rng import rng_state, set_rng_state
 from codette.train.device import autocast_for, pick_device, resolve_dtype
 from codette.train.schedule import build_optimizer, lr_at
 
@@ -111,24 +112,6 @@ class StopFlag:
     def __exit__(self, *exc: Any) -> None:
         if self._previous is not None:
             signal.signal(signal.SIGINT, self._previous)
-
-
-def _rng_state() -> dict:
-    state = {"torch": torch.get_rng_state(), "python": random.getstate()}
-    if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
-    return state
-
-
-def _set_rng_state(state: dict) -> None:
-    torch.set_rng_state(state["torch"])
-    random.setstate(_as_tuple(state["python"]))
-    if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
-
-
-def _as_tuple(x: Any) -> Any:
-    return tuple(_as_tuple(v) for v in x) if isinstance(x, (list, tuple)) else x
 
 
 def _resolve_resume(resume: str | None, out_dir: Path) -> Path | None:
@@ -208,7 +191,7 @@ def train(
         step, position = int(state["step"]), int(state["data_position"])
         best_val = float(state.get("best_val_loss", math.inf))
         best = BestTracker(cfg.best_metric, state.get("best_metric"), best_val)
-        _set_rng_state(state["rng"])
+        set_rng_state(state["rng"])
         log.info("resumed from %s at step %d (data position %d)", resume_path, step, position)
         if step >= cfg.max_steps:
             log.info("checkpoint is already at max_steps=%d", cfg.max_steps)
@@ -229,7 +212,7 @@ def train(
             "optimizer": optimizer.state_dict(),
             "scheduler": {"kind": "warmup_cosine", "step": step, "lr": lr_at(max(step - 1, 0), cfg),
                           "warmup_steps": cfg.warmup_steps, "max_steps": cfg.max_steps},
-            "step": step, "data_position": position, "rng": _rng_state(), "best_val_loss": best_val,
+            "step": step, "data_position": position, "rng": rng_state(), "best_val_loss": best_val,
             "best_metric": best.state(),
             "train_config": dataclasses.asdict(cfg), "run_config": run_config or {},
             "tokenizer_sha256": tokenizer_sha256 or "",
