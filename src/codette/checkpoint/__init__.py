@@ -2,9 +2,11 @@
 
 A training checkpoint is a dict of tensors and plain Python values:
 ``format``, ``model`` (state dict), ``model_config`` (dict), ``optimizer`` (state dict),
-``scheduler`` (dict), ``step``, ``data_position``, ``rng`` (torch/cuda/numpy/python states),
-``run_config`` (dict), ``tokenizer_sha256``, ``metrics``. Export and evaluation read only
-``model`` and ``model_config`` (with ``mmap=True``, so the optimizer state is never paged in).
+``scheduler`` (dict), ``step``, ``data_position``, ``rng`` (torch, Python and, where CUDA exists,
+CUDA states: :func:`codette.rng.rng_state`), ``best_val_loss``, ``best_metric``, ``train_config`` and
+``run_config`` (dicts), ``tokenizer_sha256``. Metrics go to the run's metrics JSONL, not here.
+Export and evaluation read only ``model`` and ``model_config`` (with ``mmap=True``, so the
+optimizer state is never paged in).
 """
 
 from __future__ import annotations
