@@ -3,25 +3,46 @@
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 from pathlib import Path
 
 import pytest
+import torch
 
 from codette.backends import LocalBackend
-from codette.model import SamplingConfig
+from codette.config import TrainConfig
+from codette.model import CodetteModel, MemoryEstimate, ModelConfig, SamplingConfig
+from codette.train.device import autocast_for
+from codette.train.schedule import build_optimizer
 from tests._pipeline import TINY, codette, write_config
 
 ROOT = Path(__file__).resolve().parents[1]
 
 
+VERBS = ("data", "tokenizer", "train", "eval", "generate", "presets", "quickstart", "export", "inspect", "report")
+# The options each verb takes, as README.md and docs/TRAINING_GUIDE.md list them.
+CONFIG_VERBS = {"data", "tokenizer", "train", "quickstart"}  # --config FILE and --out-dir
+OUTPUT_OPTIONS = {"data": "--out-dir", "tokenizer": "--out-dir", "train": "--out-dir", "quickstart": "--out-dir",
+                  "export": "--out-dir", "report": "--out", "eval": "--output"}
+
+
 def test_entry_points_show_every_verb() -> None:
     proc = codette("--help", check=True)
-    for verb in ("data", "tokenizer", "train", "eval", "generate", "presets", "quickstart"):
-        assert verb in proc.stdout
+    listed = set(re.findall(r"^\W?\s*([a-z]+) {2,}\S", proc.stdout, flags=re.MULTILINE))
+    assert listed == set(VERBS), f"the help lists {sorted(listed)}"
     script = subprocess.run([sys.executable, str(ROOT / "quick_train.py"), "--help"], capture_output=True, text=True)
     assert script.returncode == 0 and "--max-steps" in script.stdout
+
+
+@pytest.mark.parametrize("verb", VERBS)
+def test_each_verb_takes_the_options_the_docs_name(verb: str) -> None:
+    text = codette(verb, "--help", check=True).stdout
+    options = set(re.findall(r"(--[a-z][a-z-]*)", text))
+    assert ("--config" in options) == (verb in CONFIG_VERBS), sorted(options)
+    for option in ("--out-dir", "--out", "--output"):
+        assert (option in options) == (OUTPUT_OPTIONS.get(verb) == option), (option, sorted(options))
 
 
 def test_presets_json_has_exact_counts_and_memory() -> None:
@@ -29,9 +50,28 @@ def test_presets_json_has_exact_counts_and_memory() -> None:
     assert set(rows) == {"tiny", "small-cpu", "1.3b", "2.7b", "5.3b"}
     for name, nominal in (("1.3b", 1.3e9), ("2.7b", 2.7e9), ("5.3b", 5.3e9)):
         assert abs(rows[name]["params"] / nominal - 1) < 0.05
-        assert rows[name]["train_fp32_bytes"] == 16 * rows[name]["params"]
-        assert rows[name]["gguf_f16_bytes"] == 2 * rows[name]["params"]
+    for row in rows.values():
+        assert row["train_bytes"] == 16 * row["params"] and row["gguf_f16_bytes"] == 2 * row["params"]
     assert 5e6 <= rows["tiny"]["params"] <= 15e6 and 5e6 <= rows["small-cpu"]["params"] <= 15e6
+    table = codette("presets", check=True).stdout
+    assert f"{16 * rows['tiny']['params'] / 1e6:,.1f} MB" in table and "16 B/param" in table
+
+
+@pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+def test_train_memory_is_what_the_trainer_keeps(dtype: str) -> None:
+    """The presets' train memory: the bytes of weights, gradients and AdamW state after a real step."""
+    cfg = ModelConfig(vocab_size=128, d_model=32, n_layers=2, n_heads=4, max_seq_len=16)
+    model = CodetteModel(cfg)
+    optimizer = build_optimizer(model, TrainConfig(), fused=False)
+    x = torch.randint(0, cfg.vocab_size, (2, cfg.max_seq_len))
+    with autocast_for(torch.device("cpu"), dtype):
+        logits = model(x)
+    torch.nn.functional.cross_entropy(logits.float().flatten(0, 1), x.flatten()).backward()
+    optimizer.step()
+    params = list(model.parameters())
+    kept = sum(p.nbytes + p.grad.nbytes for p in params)
+    kept += sum(t.nbytes for state in optimizer.state.values() for t in state.values() if t.dim() > 0)
+    assert kept == MemoryEstimate.of(cfg).train_bytes == 16 * model.num_parameters()
 
 
 @pytest.mark.parametrize(

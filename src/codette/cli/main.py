@@ -157,21 +157,20 @@ def presets(
         mem = MemoryEstimate.of(cfg)
         rows.append({"preset": name, "params": mem.params, "d_model": cfg.d_model, "n_layers": cfg.n_layers,
                      "n_heads": cfg.n_heads, "vocab_size": cfg.vocab_size, "max_seq_len": cfg.max_seq_len,
-                     "train_fp32_bytes": mem.train_fp32_bytes, "train_bf16_bytes": mem.train_bf16_bytes,
-                     "gguf_f16_bytes": mem.gguf_f16_bytes, "note": p.note})
+                     "train_bytes": mem.train_bytes, "gguf_f16_bytes": mem.gguf_f16_bytes, "note": p.note})
     if json_out:
         console.print_json(json.dumps(rows))
         return
     table = Table(title=f"Codette presets ({block_style} blocks)")
-    for col in ("preset", "parameters", "layers x d", "heads", "vocab", "train fp32", "train bf16", "GGUF F16"):
+    for col in ("preset", "parameters", "layers x d", "heads", "vocab", "train state", "GGUF F16"):
         table.add_column(col, no_wrap=True)
     for r in rows:
         table.add_row(r["preset"], f"{r['params']:,}", f"{r['n_layers']} x {r['d_model']}", str(r["n_heads"]),
-                      f"{r['vocab_size']:,}", _gb(r["train_fp32_bytes"]), _gb(r["train_bf16_bytes"]),
-                      _gb(r["gguf_f16_bytes"]))
+                      f"{r['vocab_size']:,}", _gb(r["train_bytes"]), _gb(r["gguf_f16_bytes"]))
     console.print(table)
-    console.print("train fp32 = fp32 weights + grads + AdamW moments (16 B/param); train bf16 = bf16 weights and\n"
-                  "grads + fp32 AdamW moments (12 B/param). Activations are not included.")
+    console.print("train state = fp32 weights + gradients + two AdamW moments (16 B/param), with or without bf16\n"
+                  "autocast (it changes the compute, not the stored state). Activations are not included.\n"
+                  "Training runs on one device (CPU or one GPU); multi-GPU training is not implemented yet.")
 
 
 @app.command()

@@ -7,7 +7,6 @@ listing a 5.3B preset allocates nothing.
 
 from __future__ import annotations
 
-import dataclasses
 from dataclasses import dataclass
 
 import torch
@@ -31,11 +30,11 @@ PRESETS: dict[str, Preset] = {
         Preset("small-cpu", None, dict(d_model=384, n_layers=6, n_heads=6, max_seq_len=512, vocab_size=8192),
                "a better CPU model: an hour or more on a laptop"),
         Preset("1.3b", 1.3e9, dict(d_model=2048, n_layers=24, n_heads=16, max_seq_len=2048, vocab_size=32768),
-               "one GPU (>= 24 GB with bf16)"),
+               "one GPU that holds its training state plus activations"),
         Preset("2.7b", 2.7e9, dict(d_model=2560, n_layers=33, n_heads=20, max_seq_len=2048, vocab_size=32768),
-               "one 80 GB GPU, or FSDP across several"),
+               "one 80 GB GPU; multi-GPU training is not implemented yet"),
         Preset("5.3b", 5.3e9, dict(d_model=4096, n_layers=26, n_heads=32, max_seq_len=2048, vocab_size=32768),
-               "FSDP across several GPUs"),
+               "its training state exceeds one 80 GB GPU; multi-GPU training is not implemented yet"),
     )
 }
 
@@ -58,18 +57,18 @@ def count_parameters(cfg: ModelConfig) -> int:
     return model.num_parameters()
 
 
+# What the trainer keeps per parameter: fp32 weights, fp32 gradients and AdamW's two fp32 moments.
+# bf16 autocast does not change it (it runs the matmuls in bf16; the stored state stays fp32).
+TRAIN_BYTES_PER_PARAM = 4 + 4 + 4 + 4
+
+
 @dataclass(frozen=True)
 class MemoryEstimate:
     params: int
-    train_fp32_bytes: int  # fp32 weights + fp32 grads + AdamW exp_avg and exp_avg_sq
-    train_bf16_bytes: int  # bf16 weights + bf16 grads + fp32 AdamW exp_avg and exp_avg_sq
+    train_bytes: int  # weights + gradients + AdamW exp_avg and exp_avg_sq, all fp32; activations not included
     gguf_f16_bytes: int  # every tensor at 2 bytes (norms stay F32 in practice: negligible)
 
     @classmethod
     def of(cls, cfg: ModelConfig) -> "MemoryEstimate":
         n = count_parameters(cfg)
-        return cls(params=n, train_fp32_bytes=16 * n, train_bf16_bytes=(2 + 2 + 8) * n, gguf_f16_bytes=2 * n)
-
-
-def with_block_style(cfg: ModelConfig, style: str) -> ModelConfig:
-    return dataclasses.replace(cfg, block_style=style)
+        return cls(params=n, train_bytes=TRAIN_BYTES_PER_PARAM * n, gguf_f16_bytes=2 * n)
