@@ -236,3 +236,51 @@ def report(
 ) -> None:
     """PNG plots of a training run and a one-page HTML summary (plus eval.json's figures when present)."""
     stages.run_report(run_dir, console, out_dir=out, tensorboard=tensorboard)
+
+
+ModelArg = typer.Argument("codette", help="A run folder, .pt checkpoint, .gguf, http(s):// URL of an OpenAI-compatible "
+                                          "server, or an Ollama model name (default: the quickstart's codette_model/).")
+ToolsOpt = typer.Option(None, "--tools", help="Tools to offer: on (default: all but execute_python), off, or NAME,NAME.")
+PythonOpt = typer.Option(False, "--python", help="Also offer execute_python (runs model-written code).")
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Folder the tools work in (default: a temporary one).")
+
+
+@app.command()
+def chat(
+    model: str = ModelArg,
+    tools: Optional[str] = ToolsOpt,
+    python: bool = PythonOpt,
+    workspace: Optional[Path] = WorkspaceOpt,
+    max_new_tokens: int = typer.Option(256, help="Longest reply per model call."),
+    temperature: float = typer.Option(0.0, help="0 for greedy decoding."),
+    max_rounds: int = typer.Option(5, help="Tool rounds per message."),
+    device: str = typer.Option("cpu", help="cpu, cuda or mps (checkpoints only)."),
+) -> None:
+    """Chat with Codette in the terminal: streamed replies, tool calls as they run, /help for commands."""
+    from codette.cli.chat import ChatSession, make_agent
+
+    with make_agent(model, tools, python, workspace, max_new_tokens, temperature, max_rounds, device) as agent:
+        ChatSession(agent).run()
+
+
+@app.command()
+def ask(
+    prompt: str = typer.Argument(..., help="The message for Codette."),
+    model: str = ModelArg,
+    json_out: bool = typer.Option(False, "--json", help="Print the whole Response (text, tool calls, metrics) as JSON."),
+    image: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="An image to analyse first (repeatable)."),
+    perspective: Optional[list[str]] = typer.Option(None, "--perspective", "-p", help="Answer from this perspective "
+                                                                                      "(repeatable)."),
+    tools: Optional[str] = ToolsOpt,
+    python: bool = PythonOpt,
+    workspace: Optional[Path] = WorkspaceOpt,
+    max_new_tokens: int = typer.Option(256, help="Longest reply per model call."),
+    temperature: float = typer.Option(0.0, help="0 for greedy decoding."),
+    max_rounds: int = typer.Option(5, help="Tool rounds."),
+    device: str = typer.Option("cpu", help="cpu, cuda or mps (checkpoints only)."),
+) -> None:
+    """Ask Codette one question (tools run as the model calls them); --json prints the Response."""
+    from codette.cli.chat import make_agent, run_ask
+
+    with make_agent(model, tools, python, workspace, max_new_tokens, temperature, max_rounds, device) as agent:
+        run_ask(agent, prompt, json_out, list(image or []), list(perspective or []))
