@@ -63,8 +63,11 @@ class MultimodalCodette:
                  http: dict[str, Any] | None = None) -> None:
         from codette.model.generate import SamplingConfig
 
-        self.config = LoopConfig(max_rounds, repair_tries, reply_reserve,
-                                 SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed))
+        try:
+            sampling = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
+        except ValueError as exc:  # out-of-range knobs, named by SamplingConfig
+            raise CodetteError(f"sampling settings: {exc}") from None
+        self.config = LoopConfig(max_rounds, repair_tries, reply_reserve, sampling)
         self.enable_python = enable_python
         names = default_tools(enable_python) if tools is None else list(tools)
         self._check_tools(names)

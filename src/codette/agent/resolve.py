@@ -47,12 +47,12 @@ def backend_for_path(path: Path, device: str = "cpu") -> Any:
     if path.suffix == ".pt":
         from codette.backends.local import LocalBackend
 
-        log.info("loading checkpoint %s on %s", path, device)
+        log.debug("loading checkpoint %s on %s", path, device)
         return LocalBackend.from_checkpoint(path, device=device)
     if path.suffix == ".gguf":
         from codette.backends.gguf import GGUFBackend
 
-        log.info("loading GGUF %s", path)
+        log.debug("loading GGUF %s", path)
         return GGUFBackend(path)
     raise CodetteError(f"{path} is neither a checkpoint (.pt) nor a GGUF (.gguf) nor a run folder")
 

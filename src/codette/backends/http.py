@@ -69,8 +69,9 @@ class HTTPClient:
                 response = self._client.send(request, stream=stream)
             except (httpx.ConnectError, httpx.ConnectTimeout) as exc:
                 if last:
+                    tries = self.retries + 1
                     raise CodetteError(f"cannot reach {url}: {exc or type(exc).__name__} "
-                                       f"(tried {self.retries + 1} times)") from None
+                                       f"(tried {tries} time{'s' if tries > 1 else ''})") from None
                 log.warning("cannot reach %s (%s); retrying", url, exc)
                 time.sleep(self.backoff * 2 ** attempt)
                 continue
