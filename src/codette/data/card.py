@@ -23,6 +23,7 @@ import numpy as np
 from codette.persona import TOOLS
 from codette.errors import CodetteError
 from codette.fileio import atomic_open, atomic_write_text
+from codette.jsonl import read_jsonl
 
 log = logging.getLogger(__name__)
 
@@ -33,11 +34,11 @@ NETWORK_NOTE = ("http_request and web_search results are not live: http_request 
 CONTEXT = 512  # the quickstart (tiny preset) context, for "longer than the context" counts (a test checks it)
 
 
-def _records(path: Path):
-    with open(path, encoding="utf-8") as fh:
-        for line in fh:
-            if line.strip():
-                yield json.loads(line)
+def _records(path: Path) -> Iterator[dict]:
+    for lineno, rec in read_jsonl(path):
+        if not isinstance(rec, dict):
+            raise CodetteError(f"{path}:{lineno}: expected a JSON object")
+        yield rec
 
 
 def _dialogue_digest(rec: dict) -> bytes:

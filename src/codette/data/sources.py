@@ -10,7 +10,6 @@ dataset row); with ``skip_bad`` a bad JSONL line or row is counted in a :class:`
 from __future__ import annotations
 
 import codecs
-import json
 import logging
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
@@ -20,6 +19,7 @@ from typing import Any
 
 from codette.data.validate import validate_record
 from codette.errors import CodetteError
+from codette.jsonl import iter_lines, parse_line
 
 log = logging.getLogger(__name__)
 
@@ -139,16 +139,6 @@ def iter_text_documents(path: Path, errors: str = "strict", max_chars: int = TEX
         raise CodetteError(f"data file is empty: {path}")
 
 
-def _iter_lines(path: Path, errors: str) -> Iterator[tuple[int, str | UnicodeDecodeError]]:
-    """(line number, text) of each line; a line that is not UTF-8 (strict) comes back as the error."""
-    with _open_checked(path) as fh:
-        for lineno, raw in enumerate(fh, 1):
-            try:
-                yield lineno, raw.decode("utf-8", errors=errors)
-            except UnicodeDecodeError as exc:
-                yield lineno, exc
-
-
 def _document(obj: dict, where: str) -> Document:
     if "messages" not in obj:
         return Document(source=where, text=obj["text"])
@@ -177,17 +167,12 @@ def _good_documents(path: Path, attempts: Iterator[Callable[[], Document | None]
         raise CodetteError(f"{path} contains no conversations{detail}")
 
 
-def _line_document(line: str | UnicodeDecodeError, where: str) -> Document | None:
-    if isinstance(line, UnicodeDecodeError):
-        raise CodetteError(f"{where}: invalid UTF-8 at byte {line.start} of the line; convert the file "
-                           f"to UTF-8 or pass --errors replace")
+def _line_document(line: str | CodetteError, where: str) -> Document | None:
+    if isinstance(line, CodetteError):  # too long or not UTF-8 (see codette.jsonl.iter_lines)
+        raise line
     if not line.strip():
         return None
-    try:
-        obj = json.loads(line)
-    except json.JSONDecodeError as exc:
-        raise CodetteError(f"{where}: invalid JSON ({exc.msg} at column {exc.colno})") from None
-    return _document(validate_record(obj, where), where)
+    return _document(validate_record(parse_line(line, where), where), where)
 
 
 def read_jsonl_conversations(path: Path, errors: str = "strict", skip_bad: bool = False,
@@ -195,8 +180,10 @@ def read_jsonl_conversations(path: Path, errors: str = "strict", skip_bad: bool 
     """One document per line: ``{"messages": [...], "tools": [...]?}`` (chat) or ``{"text": "..."}``."""
     _check_errors(errors)
     path = Path(path)
-    attempts = (partial(_line_document, line, f"{path}:{lineno}") for lineno, line in _iter_lines(path, errors))
-    yield from _good_documents(path, attempts, "line", skip_bad, report if report is not None else ReadReport())
+    with _open_checked(path) as fh:
+        attempts = (partial(_line_document, line, f"{path}:{lineno}")
+                    for lineno, line, _ in iter_lines(fh, path, errors))
+        yield from _good_documents(path, attempts, "line", skip_bad, report if report is not None else ReadReport())
 
 
 # ------------------------------------------------------------------------------------------------

@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from codette.errors import CodetteError
+from codette.jsonl import read_jsonl
 from codette.persona import PERSPECTIVE_MARK, PERSPECTIVES, TOOLS
 
 log = logging.getLogger(__name__)
@@ -71,17 +72,10 @@ def _digest(text: str) -> bytes:
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
         raise CodetteError(f"no probe source at {path}; run `codette data` (the val split is the probe set)")
-    with open(path, encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise CodetteError(f"{path}:{lineno}: not valid JSON ({exc.msg})") from None
-            if not isinstance(rec, dict):
-                raise CodetteError(f"{path}:{lineno}: expected a JSON object")
-            yield lineno, rec
+    for lineno, rec in read_jsonl(path):
+        if not isinstance(rec, dict):
+            raise CodetteError(f"{path}:{lineno}: expected a JSON object")
+        yield lineno, rec
 
 
 def _need(rec: dict, key: str, where: str) -> Any:

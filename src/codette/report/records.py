@@ -9,14 +9,12 @@ latest record.
 from __future__ import annotations
 
 import json
-import logging
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from codette.errors import CodetteError
-
-log = logging.getLogger(__name__)
+from codette.jsonl import read_jsonl
 
 TRAIN_KEYS = ("loss", "lr", "grad_norm", "tokens_per_second")
 LM_EVAL_KEYS = ("val_loss", "perplexity", "token_accuracy", "val_bits_per_byte")
@@ -71,17 +69,8 @@ def find_metrics_files(run_dir: Path | str) -> list[Path]:
 
 def _read(path: Path) -> list[dict[str, Any]]:
     records = []
-    lines = path.read_text(encoding="utf-8", errors="replace").splitlines()
-    for i, line in enumerate(lines, 1):
-        if not line.strip():
-            continue
-        try:
-            rec = json.loads(line)
-        except json.JSONDecodeError as exc:
-            if i == len(lines):  # a run killed mid-write leaves a partial last line
-                log.warning("%s:%d: partial last line skipped", path, i)
-                continue
-            raise CodetteError(f"{path}:{i}: not valid JSON ({exc.msg})") from None
+    # A run killed mid-write leaves a partial last line: it is skipped.
+    for i, rec in read_jsonl(path, errors="replace", partial_last_ok=True):
         if not isinstance(rec, dict) or "kind" not in rec:
             raise CodetteError(f"{path}:{i}: a metrics record needs a 'kind' field")
         records.append(rec)

@@ -1,0 +1,100 @@
+"""Bad input as a new user types it: every case ends with one line naming the flag, file or field.
+
+The CLI runs in this process (``codette.cli.main.main`` with ``sys.argv`` set), so a case costs no
+interpreter start and the full-disk cases can monkeypatch the writes.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import os
+import sys
+from pathlib import Path
+
+import pytest
+
+from codette.errors import CodetteError
+from codette.jsonl import MAX_DEPTH, read_jsonl
+
+DEEP = "[" * 100_000 + "]" * 100_000  # json.loads alone raises RecursionError on this
+
+
+def run_cli(capsys: pytest.CaptureFixture, monkeypatch: pytest.MonkeyPatch, *args: str) -> tuple[int, str]:
+    """(exit code, stderr) of ``codette ARGS`` run in this process."""
+    from codette.cli.main import main
+
+    monkeypatch.setattr(sys, "argv", ["codette", *args])
+    capsys.readouterr()
+    with pytest.raises(SystemExit) as exc:
+        main()
+    return int(exc.value.code or 0), capsys.readouterr().err
+
+
+def one_line_error(code: int, err: str, *needles: str) -> None:
+    """Exit 2, one ``error:`` line, no traceback, and every needle in it."""
+    lines = [ln for ln in err.splitlines() if ln.strip()]
+    assert code == 2, err
+    assert "Traceback" not in err, err
+    errors = [ln for ln in lines if ln.startswith("error:")]
+    assert len(errors) == 1, err
+    text = " ".join(err.split())  # rich may wrap a long line
+    for needle in needles:
+        assert needle in text, (needle, err)
+
+
+# ------------------------------------------------------------------------------------------------
+# JSONL: one reader for every stage
+# ------------------------------------------------------------------------------------------------
+def test_jsonl_line_nested_100000_deep_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "deep.jsonl"
+    path.write_text('{"text": "fine"}\n' + DEEP + "\n")
+    with pytest.raises(CodetteError, match=rf"deep.jsonl:2: JSON nested deeper than {MAX_DEPTH} levels"):
+        list(read_jsonl(path))
+
+
+def test_jsonl_brackets_inside_strings_do_not_count_as_nesting(tmp_path: Path) -> None:
+    path = tmp_path / "ok.jsonl"
+    text = "[" * 5000 + "{" * 5000  # in a string: text, not structure
+    path.write_text(json.dumps({"text": text, "n": [[1]]}) + "\n\n" + json.dumps({"text": "b"}) + "\n")
+    assert [(n, r["text"][:3]) for n, r in read_jsonl(path)] == [(1, "[[["), (3, "b")]
+
+
+def test_jsonl_line_over_the_size_limit_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
+    path = tmp_path / "big.jsonl"
+    path.write_text(json.dumps({"text": "x" * 5000}) + "\n")
+    with pytest.raises(CodetteError, match=r"big.jsonl:1: line longer than 1,000 bytes"):
+        list(read_jsonl(path, max_line_bytes=1000))
+
+
+def test_jsonl_not_utf8_names_file_and_line(tmp_path: Path) -> None:
+    path = tmp_path / "latin1.jsonl"
+    path.write_bytes(b'{"text": "ok"}\n{"text": "caf\xe9"}\n')
+    with pytest.raises(CodetteError, match=r"latin1.jsonl:2: invalid UTF-8"):
+        list(read_jsonl(path))
+
+
+def test_data_source_nested_100000_deep_is_a_one_line_error(tmp_path: Path, capsys, monkeypatch) -> None:
+    src = tmp_path / "mine.jsonl"
+    src.write_text(json.dumps({"messages": [{"role": "user", "content": "hi"},
+                                            {"role": "assistant", "content": "hello"}]}) + "\n" + DEEP + "\n")
+    code, err = run_cli(capsys, monkeypatch, "data", "--no-synthetic", "--source", str(src), "-o", str(tmp_path / "o"))
+    one_line_error(code, err, "mine.jsonl:2", "nested deeper")
+
+
+def test_every_jsonl_reader_refuses_deep_nesting(tmp_path: Path) -> None:
+    """The user's data, the probe set, the data card and the metrics log all read through codette.jsonl."""
+    from codette.data.card import build_card
+    from codette.evaluate.probes import load_probes
+    from codette.report import load_run
+
+    data = tmp_path / "data"
+    data.mkdir()
+    for split in ("train", "val", "test"):
+        (data / f"{split}.jsonl").write_text(DEEP + "\n")
+    (tmp_path / "logs").mkdir()
+    (tmp_path / "logs" / "metrics_1.jsonl").write_text(DEEP + "\n" + json.dumps({"kind": "start"}) + "\n")
+    for read in (lambda: load_probes(data / "val.jsonl"), lambda: build_card(data),
+                 lambda: load_run(tmp_path / "logs")):
+        with pytest.raises(CodetteError, match=r"\.jsonl:1: JSON nested deeper"):
+            read()
