@@ -98,3 +98,27 @@ def test_every_jsonl_reader_refuses_deep_nesting(tmp_path: Path) -> None:
                  lambda: load_run(tmp_path / "logs")):
         with pytest.raises(CodetteError, match=r"\.jsonl:1: JSON nested deeper"):
             read()
+
+
+# ------------------------------------------------------------------------------------------------
+# Training flags: checked in codette.config, so a config file gets the same error as a flag
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("flag", "value", "field", "expected"), [
+    ("--eval-every", "0", "train.eval_every", "an integer >= 1"),
+    ("--save-every", "0", "train.save_every", "an integer >= 1"),
+    ("--lr", "nan", "train.lr", "a finite number > 0"),
+    ("--lr", "-1", "train.lr", "a finite number > 0"),
+    ("--seq-len", "-5", "train.seq_len", "an integer >= 1 or none (the model's context)"),
+])
+def test_bad_training_flag_names_the_field(tmp_path: Path, capsys, monkeypatch, flag: str, value: str, field: str,
+                                           expected: str) -> None:
+    code, err = run_cli(capsys, monkeypatch, "train", flag, value, "-o", str(tmp_path / "run"))
+    one_line_error(code, err, f"config key '{field}'", expected)
+    assert not (tmp_path / "run").exists()  # refused before anything was created
+
+
+def test_bad_value_in_a_config_file_gets_the_same_error(tmp_path: Path, capsys, monkeypatch) -> None:
+    cfg = tmp_path / "run.toml"
+    cfg.write_text("[train]\neval_every = 0\n")
+    code, err = run_cli(capsys, monkeypatch, "train", "-c", str(cfg), "-o", str(tmp_path / "run"))
+    one_line_error(code, err, "config key 'train.eval_every': expected an integer >= 1, got 0")

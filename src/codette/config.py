@@ -9,12 +9,13 @@ from __future__ import annotations
 import copy
 import dataclasses
 import json
+import math
 import sys
 import types
 import typing
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Callable, TypeVar
 
 import yaml
 
@@ -41,11 +42,17 @@ class DataConfig:
     mix: dict = field(default_factory=dict)  # source (or "synthetic") -> ratio of the final dataset; sums to 1
     shares: dict = field(default_factory=dict)  # synthetic category -> share; empty: the built-in shares
 
+    def __post_init__(self) -> None:
+        check_fields(self, "data")
+
 
 @dataclass
 class TokenizerConfig:
     vocab_size: int = 32768  # before padding the embedding table to a multiple of 64
     min_frequency: int = 2
+
+    def __post_init__(self) -> None:
+        check_fields(self, "tokenizer")
 
 
 @dataclass
@@ -61,6 +68,9 @@ class ModelSection:
     d_ff: int | None = None
     max_seq_len: int | None = None
     dropout: float | None = None
+
+    def __post_init__(self) -> None:
+        check_fields(self, "model")
 
 
 @dataclass
@@ -91,6 +101,9 @@ class TrainConfig:
     probe_budget: float = 0.10  # probes may take at most this fraction of the training time
     tensorboard: bool = False  # also write TensorBoard events to <log_dir>/tensorboard/
 
+    def __post_init__(self) -> None:
+        check_fields(self, "train")
+
 
 @dataclass
 class RunConfig:
@@ -100,6 +113,67 @@ class RunConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+
+# What each field accepts besides its type: (test, what is expected). Checked whenever a config is built
+# (from flags, a config file or code), so a flag and a config file get the same one-line error.
+Rule = tuple[Callable[[Any], bool], str]
+
+
+def _int_at_least(low: int) -> Rule:
+    return (lambda v: v >= low, f"an integer >= {low}")
+
+
+def _real(low: float, high: float = math.inf, low_open: bool = False, high_open: bool = True) -> Rule:
+    def ok(v: float) -> bool:
+        return math.isfinite(v) and (v > low if low_open else v >= low) and (v < high if high_open else v <= high)
+    left, right = "(" if low_open else "[", ")" if high_open else "]"
+    text = f"a finite number > {low:g}" if high == math.inf and low_open else \
+        f"a finite number >= {low:g}" if high == math.inf else f"a number in {left}{low:g}, {high:g}{right}"
+    return ok, text
+
+
+def _optional(rule: Rule, none_means: str) -> Rule:
+    test, text = rule
+    return (lambda v: v is None or test(v)), f"{text} or none ({none_means})"
+
+
+def _one_of(*choices: str) -> Rule:
+    return (lambda v: v in choices), " | ".join(choices)
+
+
+_POSITIVE = _int_at_least(1)
+_PRESET_VALUE = "the preset's value"
+RULES: dict[str, dict[str, Rule]] = {
+    "data": {"samples": _int_at_least(0), "seed": _int_at_least(0), "val_fraction": _real(0.0, 1.0),
+             "errors": _one_of("strict", "replace")},
+    "tokenizer": {"vocab_size": _POSITIVE, "min_frequency": _int_at_least(0)},
+    "model": {**{k: _optional(_POSITIVE, _PRESET_VALUE)
+                 for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len")},
+              "dropout": _optional(_real(0.0, 1.0), _PRESET_VALUE)},
+    "train": {
+        "lr": _real(0.0, low_open=True), "min_lr_ratio": _real(0.0, 1.0, high_open=False),
+        "warmup_steps": _int_at_least(0), "max_steps": _POSITIVE, "eval_every": _POSITIVE, "save_every": _POSITIVE,
+        "max_grad_norm": _real(0.0, low_open=True), "batch_size": _POSITIVE, "grad_accum": _POSITIVE,
+        "seq_len": _optional(_POSITIVE, "the model's context"), "weight_decay": _real(0.0),
+        "beta1": _real(0.0, 1.0), "beta2": _real(0.0, 1.0), "seed": _int_at_least(0),
+        "dtype": _one_of("auto", "fp32", "bf16"), "eval_batches": _POSITIVE, "log_every": _POSITIVE,
+        "keep_checkpoints": _int_at_least(0), "threads": _int_at_least(0), "probes": _int_at_least(0),
+        "probe_budget": _real(0.0, 1.0, high_open=False),
+    },
+}
+
+
+def check_fields(obj: Any, section: str) -> None:
+    """Raise a CodetteError naming ``section.field`` for the first value its rule refuses."""
+    for name, (test, expected) in RULES[section].items():
+        value = getattr(obj, name)
+        try:
+            good = bool(test(value))
+        except TypeError:  # a value of the wrong type built in code (from_dict checks types first)
+            good = False
+        if not good:
+            raise CodetteError(f"config key '{section}.{name}': expected {expected}, got {value!r}")
 
 
 def _type_name(tp: Any) -> str:

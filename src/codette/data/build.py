@@ -114,8 +114,6 @@ def _count(src: str, cfg: DataConfig, report: ReadReport) -> int:
 def build_dataset(cfg: DataConfig, out_dir: Path | str) -> BuildStats:
     """Generate and/or collect conversations and write the two JSONL splits atomically."""
     out_dir = Path(out_dir)
-    if cfg.errors not in ("strict", "replace"):
-        raise CodetteError(f"data.errors must be 'strict' or 'replace', got {cfg.errors!r}")
     mix, sources, n_syn = _plan(cfg)
     if not n_syn and not sources:
         raise CodetteError("nothing to build: synthetic data is off and no data.sources were given")

@@ -139,8 +139,6 @@ def build_monitor(train_cfg: Any, data_dir: Path, tokenizer: CodetteTokenizer, l
     from codette.evaluate.selection import direction, needs_probes
 
     direction(train_cfg.best_metric)  # an unknown metric fails before training starts
-    if not 0 <= train_cfg.probe_budget <= 1:
-        raise CodetteError(f"config key 'train.probe_budget': expected a fraction in [0, 1], got {train_cfg.probe_budget}")
     probes: list[Probe] = []
     if train_cfg.probes > 0:
         try:

@@ -163,8 +163,6 @@ def train(
     seq_len = cfg.seq_len or model_cfg.max_seq_len
     if seq_len > model_cfg.max_seq_len:
         raise CodetteError(f"train.seq_len={seq_len} exceeds the model's context max_seq_len={model_cfg.max_seq_len}")
-    if cfg.max_steps <= 0 or cfg.batch_size <= 0 or cfg.grad_accum <= 0:
-        raise CodetteError("train.max_steps, train.batch_size and train.grad_accum must be positive")
 
     train_split, val_split = PackedSplit(data_dir, "train"), PackedSplit(data_dir, "val")
     vocab_needed = int(train_split.meta["vocab_size"])
