@@ -122,3 +122,28 @@ def test_bad_value_in_a_config_file_gets_the_same_error(tmp_path: Path, capsys, 
     cfg.write_text("[train]\neval_every = 0\n")
     code, err = run_cli(capsys, monkeypatch, "train", "-c", str(cfg), "-o", str(tmp_path / "run"))
     one_line_error(code, err, "config key 'train.eval_every': expected an integer >= 1, got 0")
+
+
+# ------------------------------------------------------------------------------------------------
+# Sampling flags: checked by SamplingConfig (every caller), named as flags by `codette generate`
+# ------------------------------------------------------------------------------------------------
+@pytest.mark.parametrize(("args", "needles"), [
+    (["--top-p", "5", "--top-k", "-3"], ["--top-k must be an integer >= 0 (0: off), got -3",
+                                         "--top-p must be a number in (0, 1] (1: off), got 5.0"]),
+    (["--max-new-tokens", "-1"], ["--max-new-tokens must be an integer >= 0, got -1"]),
+    (["--temperature", "-1"], ["--temperature must be a finite number >= 0 (0: greedy), got -1.0"]),
+])
+def test_bad_sampling_flag_is_named_before_the_checkpoint_is_read(tmp_path: Path, capsys, monkeypatch,
+                                                                  args: list[str], needles: list[str]) -> None:
+    code, err = run_cli(capsys, monkeypatch, "generate", str(tmp_path / "missing.pt"), "-p", "hi", *args)
+    one_line_error(code, err, *needles)
+    assert "missing.pt" not in err
+
+
+def test_sampling_config_refuses_what_torch_would_fail_on() -> None:
+    from codette.model.generate import SamplingConfig, SamplingError
+
+    with pytest.raises(SamplingError) as exc:
+        SamplingConfig(temperature=float("nan"), top_p=0.0)
+    assert [name for name, _, _ in exc.value.problems] == ["temperature", "top_p"]
+    assert SamplingConfig(max_new_tokens=0, temperature=0.0, top_k=0, top_p=1.0).top_p == 1.0

@@ -137,11 +137,16 @@ def generate(
 ) -> None:
     """Chat once with a trained checkpoint."""
     from codette.backends.local import LocalBackend
-    from codette.model.generate import SamplingConfig
+    from codette.model.generate import SamplingConfig, SamplingError
 
+    try:  # the flags are checked before the checkpoint is loaded
+        sampling = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
+    except SamplingError as exc:
+        raise CodetteError("; ".join(f"--{name.replace('_', '-')} must be {rule}, got {value!r}"
+                                     for name, rule, value in exc.problems)) from None
     backend = LocalBackend(checkpoint)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
-    reply = backend.chat(messages, sampling=SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed))
+    reply = backend.chat(messages, sampling=sampling)
     console.print(reply, markup=False, highlight=False, soft_wrap=True)
 
 

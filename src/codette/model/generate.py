@@ -9,6 +9,7 @@ the tokenizer are never sampled when ``vocab_size`` says where the real vocabula
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 
@@ -17,15 +18,43 @@ import torch
 from codette.model.transformer import CodetteModel
 
 
+class SamplingError(ValueError):
+    """Sampling knobs out of range; ``problems`` lists (field, what it must be, the value given)."""
+
+    def __init__(self, problems: list[tuple[str, str, object]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{name} must be {rule}, got {value!r}" for name, rule, value in problems))
+
+
 @dataclass
 class SamplingConfig:
-    """Decoding knobs; ``temperature=0`` means greedy."""
+    """Decoding knobs; ``temperature=0`` means greedy. Out-of-range values raise :class:`SamplingError`
+    here, for every caller (CLI, evaluation, backends), instead of a torch error or a silent change."""
 
     max_new_tokens: int = 128
     temperature: float = 0.7
     top_k: int = 0  # 0 disables
     top_p: float = 1.0  # 1.0 disables
     seed: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("max_new_tokens", "an integer >= 0", lambda v: isinstance(v, int) and v >= 0),
+            ("temperature", "a finite number >= 0 (0: greedy)", lambda v: math.isfinite(v) and v >= 0),
+            ("top_k", "an integer >= 0 (0: off)", lambda v: isinstance(v, int) and v >= 0),
+            ("top_p", "a number in (0, 1] (1: off)", lambda v: 0 < v <= 1),
+        )
+        problems = []
+        for name, rule, ok in checks:
+            value = getattr(self, name)
+            try:
+                good = not isinstance(value, bool) and bool(ok(value))
+            except TypeError:
+                good = False
+            if not good:
+                problems.append((name, rule, value))
+        if problems:
+            raise SamplingError(problems)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
