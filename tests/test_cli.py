@@ -119,6 +119,6 @@ def test_quickstart_runs_every_stage(tmp_path: Path) -> None:
     assert report["gguf"].endswith("codette_tiny-f16.gguf") and "ollama create codette" in proc.stdout
     gen = codette("generate", str(out / "model_final.pt"), "-p", "Who are you?", "--temperature", "0",
                   "--max-new-tokens", "8", check=True)
-    expected = LocalBackend(out / "model_final.pt").chat([{"role": "user", "content": "Who are you?"}],
+    expected = LocalBackend.from_checkpoint(out / "model_final.pt").chat([{"role": "user", "content": "Who are you?"}],
                                                          sampling=SamplingConfig(8, temperature=0.0))
     assert gen.stdout.strip() == expected

@@ -417,7 +417,7 @@ def other_tokenizer(prepared: Path, tmp_path_factory: pytest.TempPathFactory) ->
 
 def test_checkpoint_tokenizer_mismatch_is_a_clear_error(trained: Path, other_tokenizer: Path) -> None:
     with pytest.raises(CodetteError, match="is not the tokenizer .* was trained with"):
-        LocalBackend(trained / "model_final.pt", other_tokenizer)
+        LocalBackend.from_checkpoint(trained / "model_final.pt", other_tokenizer)
     with pytest.raises(CodetteError, match="is not the tokenizer"):
         evaluate_checkpoint(trained / "model_final.pt", trained / "packed", tokenizer_dir=other_tokenizer,
                             probes_per_kind=0)
@@ -503,7 +503,7 @@ def test_training_time_probes_do_not_change_training(prepared: Path, tmp_path: P
 
 def test_monitor_keeps_to_its_time_budget(trained: Path) -> None:
     probes, _ = probe_set(trained / "data", per_kind=6)
-    model = LocalBackend(trained / "model_final.pt").model
+    model = LocalBackend.from_checkpoint(trained / "model_final.pt").model
     mon = TrainingMonitor(CodetteTokenizer.load(trained), probes, budget=0.10, max_new_tokens=8)
     assert mon.on_eval(model, 1, train_seconds=0.0) == {"probe_n": 0, "probe_seconds": pytest.approx(0, abs=0.05),
                                                         "probe_overhead": 0.0}

@@ -13,7 +13,7 @@ from matplotlib.image import imread
 from codette.cli import stages
 from codette.errors import CodetteError
 from codette.report import build_report, find_metrics_files, load_run
-from codette.report.tb import scalars_of
+from codette.tensorboard import scalars_of
 from tests._pipeline import QUIET, codette, prepare, tiny_config
 
 PLOTS = ("loss", "lr", "tokens_per_second", "grad_norm", "behavior")

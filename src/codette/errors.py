@@ -7,3 +7,7 @@ bug and keeps its traceback.
 
 class CodetteError(Exception):
     """A user-facing error: the message says what is wrong and where (file, line or field)."""
+
+
+class TrainingInterrupted(CodetteError):
+    """Ctrl-C during training: a checkpoint was saved; the message says where (the CLI exits 130)."""

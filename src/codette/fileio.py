@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import os
 import tempfile
 from collections.abc import Iterator
@@ -83,3 +84,12 @@ def fsync_dir(directory: Path | str) -> None:
     """Persist a rename itself (POSIX); harmless where directories cannot be opened."""
     with contextlib.suppress(OSError):
         fsync_path(directory)
+
+
+def file_sha256(path: Path | str) -> str:
+    """The SHA-256 of a file, read in 1 MiB chunks (how a run names the tokenizer its checkpoints and packing used)."""
+    h = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for chunk in iter(lambda: fh.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()

@@ -25,8 +25,10 @@ SYSTEM_PROMPTS: list[str] = [
 ]
 DEFAULT_SYSTEM = SYSTEM_PROMPTS[0]
 
-# An answer in a perspective opens with "<perspective> <key>" (a content token of the tokenizer).
+# An answer in a perspective opens with "<perspective> <key>"; an answer about Codette itself opens with
+# "<consciousness>". Both are content tokens of the tokenizer.
 PERSPECTIVE_MARK = "<perspective>"
+CONSCIOUSNESS_MARK = "<consciousness>"
 
 # The eleven perspectives: key (as written after the <perspective> marker) -> display name.
 PERSPECTIVES: dict[str, str] = {
@@ -42,6 +44,24 @@ PERSPECTIVES: dict[str, str] = {
     "mathematical": "Mathematical",
     "symbolic": "Symbolic",
 }
+
+# Each perspective's signature words: they mark its style and no other's (the sets are disjoint). The
+# data's answers in a perspective are written with them, and the evaluation tells an answer's style by them.
+PERSPECTIVE_VOCABULARY: dict[str, frozenset[str]] = {k: frozenset(v.split(",")) for k, v in {
+    "newton": "force,forces,cause,causes,effect,measure,predict,predicted,law,laws,energy,momentum,acceleration,mass",
+    "davinci": "sketch,design,form,function,nature,proportion,proportions,invention,artist,engineer,curiosity,drawing",
+    "human_intuition": "feel,feels,empathy,gut,instinct,trust,heart,warmth,lived",
+    "quantum_computing": "superposition,probability,probabilities,amplitude,amplitudes,measurement,states,uncertainty,"
+                         "qubit,qubits,entangled,outcomes,possibilities",
+    "philosophical": "meaning,assume,assumption,assumptions,purpose,essence,essential,ethical,wisdom,why,value,values",
+    "neural_network": "pattern,patterns,features,examples,training,generalise,layer,layers,weights,overfitting,network",
+    "bias_mitigation": "fair,fairness,bias,biased,represented,viewpoints,inclusive,stereotypes,balanced,missing,unfair",
+    "psychological": "motivation,motivations,emotion,emotions,habit,habits,mind,behaviour,stress,beliefs,reward",
+    "copilot": "step,steps,next,plan,task,tasks,action,checklist,practical",
+    "mathematical": "variable,variables,equation,equations,solve,define,formula,exact,exactly,proof,therefore,"
+                    "calculation",
+    "symbolic": "rule,rules,symbol,symbols,logic,logical,premise,premises,conclusion,implies,follows,inference",
+}.items()}
 
 # The tools Codette's agent offers (implemented in codette.tools).
 TOOLS: list[str] = [

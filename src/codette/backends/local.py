@@ -6,8 +6,9 @@ from pathlib import Path
 
 import torch
 
-from codette.checkpoint import file_sha256, load_model
+from codette.checkpoint import load_model
 from codette.errors import CodetteError
+from codette.fileio import file_sha256
 from codette.model import CodetteModel
 from codette.model.generate import SamplingConfig, generate_tokens
 from codette.tokenizer import CodetteTokenizer
@@ -27,17 +28,24 @@ def check_tokenizer_matches(state: dict, tok: CodetteTokenizer, tokenizer_dir: P
 
 
 class LocalBackend:
-    """A checkpoint and its tokenizer (by default the folder the checkpoint is in)."""
+    """A PyTorch model and its tokenizer: a checkpoint (:meth:`from_checkpoint`) or a model in memory
+    (the training loop's, for probes between steps)."""
 
     name = "local"
 
-    def __init__(self, checkpoint: Path | str, tokenizer_dir: Path | str | None = None, device: str = "cpu") -> None:
+    def __init__(self, model: CodetteModel, tokenizer: CodetteTokenizer, step: int = 0) -> None:
+        self.model, self.tokenizer, self.step = model, tokenizer, step
+
+    @classmethod
+    def from_checkpoint(cls, checkpoint: Path | str, tokenizer_dir: Path | str | None = None,
+                        device: str = "cpu") -> LocalBackend:
+        """Load ``checkpoint`` and its tokenizer (by default the folder the checkpoint is in)."""
         checkpoint = Path(checkpoint)
-        self.model, state = load_model(checkpoint, device=device)
+        model, state = load_model(checkpoint, device=device)
         tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else checkpoint.parent
-        self.tokenizer = CodetteTokenizer.load(tokenizer_dir)
-        check_tokenizer_matches(state, self.tokenizer, tokenizer_dir, checkpoint, self.model)
-        self.step = int(state.get("step", 0))
+        tokenizer = CodetteTokenizer.load(tokenizer_dir)
+        check_tokenizer_matches(state, tokenizer, tokenizer_dir, checkpoint, model)
+        return cls(model, tokenizer, int(state.get("step", 0)))
 
     def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tools, add_generation_prompt=True)

@@ -11,7 +11,6 @@ optimizer state is never paged in).
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 import re
@@ -79,14 +78,6 @@ def load_model(path: Path | str, device: str | torch.device = "cpu", mmap: bool 
     except RuntimeError as exc:
         raise CodetteError(f"{path}: weights do not match its model_config: {str(exc).splitlines()[0]}") from None
     return model.to(device).eval(), state
-
-
-def file_sha256(path: Path | str) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for chunk in iter(lambda: fh.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
 
 
 def step_checkpoints(folder: Path | str) -> list[tuple[int, Path]]:

@@ -19,10 +19,8 @@ from rich.markup import escape
 from rich.table import Table
 
 from codette.cli import stages
-from codette.config import RunConfig, build_config
-from codette.errors import CodetteError
-from codette.model import PRESETS, MemoryEstimate, preset_config
-from codette.train.loop import TrainingInterrupted
+from codette.config import QUICKSTART, RunConfig, build_config
+from codette.errors import CodetteError, TrainingInterrupted
 
 app = typer.Typer(
     add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
@@ -144,7 +142,7 @@ def generate(
     except SamplingError as exc:
         raise CodetteError("; ".join(f"--{name.replace('_', '-')} must be {rule}, got {value!r}"
                                      for name, rule, value in exc.problems)) from None
-    backend = LocalBackend(checkpoint)
+    backend = LocalBackend.from_checkpoint(checkpoint)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     reply = backend.chat(messages, sampling=sampling)
     console.print(reply, markup=False, highlight=False, soft_wrap=True)
@@ -156,6 +154,8 @@ def presets(
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
 ) -> None:
     """List model presets with exact parameter counts and memory needs (nothing is allocated)."""
+    from codette.model.presets import PRESETS, MemoryEstimate, preset_config
+
     rows = []
     for name, p in PRESETS.items():
         cfg = preset_config(name, block_style=block_style)
@@ -186,7 +186,7 @@ def quickstart(
 ) -> None:
     """Every stage on the CPU in minutes: data, tokenizer, train, eval, sample chats."""
     overrides = {"out_dir": out_dir, "train.max_steps": max_steps}
-    cfg = build_config(config, {k: v for k, v in overrides.items() if v is not None}, defaults=stages.QUICKSTART)
+    cfg = QUICKSTART.build(config, {k: v for k, v in overrides.items() if v is not None})
     stages.run_quickstart(cfg, console)
 
 

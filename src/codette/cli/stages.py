@@ -15,41 +15,22 @@ import dataclasses
 import json
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rich.console import Console
 from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from codette.checkpoint import file_sha256
-from codette.config import RunConfig, to_dict
-from codette.data.build import build_dataset, pack_dataset, training_texts
-from codette.data.card import CONTEXT, write_card
-from codette.data.pack import PackedSplit
+from codette.config import QUICKSTART, RunConfig, to_dict
 from codette.errors import CodetteError
-from codette.evaluate.run import DEFAULT_PROBES_PER_KIND, evaluate_path
-from codette.evaluate.training import build_monitor
-from codette.fileio import atomic_write_text, ensure_writable_dir
-from codette.model import ModelConfig, padded_vocab, preset_config
-from codette.tokenizer import CodetteTokenizer
-from codette.tokenizer.bpe import TOKENIZER_FILE
-from codette.tokenizer.build import train_tokenizer
-from codette.train import TrainResult, train
+from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND
+from codette.fileio import atomic_write_text, ensure_writable_dir, file_sha256
 
-# What `codette quickstart` changes from the defaults: a tiny model and a short, fast schedule.
-QUICKSTART: dict = {
-    "tokenizer": {"vocab_size": 4096},
-    "model": {"preset": "tiny"},
-    # 900 steps x 8 sequences of the tiny preset's 512-token context: whole conversations fit one window
-    # (see data.loader); about 10 minutes on 2 cores with bf16 (twice that where the CPU lacks bf16, see
-    # train.device). Tool calls and identity facts are learned late: at lr 1e-3 the right tool was picked
-    # on held-out prompts in 0% after 360 steps, 64% after 480 and 100% after 900. lr 3e-3 beat 1e-3, 2e-3
-    # and 5e-3 in held-out loss and in calls that return the right result (docs/TRAINING_GUIDE.md).
-    "train": {"lr": 3e-3, "warmup_steps": 30, "max_steps": 900, "eval_every": 300, "save_every": 300,
-              "batch_size": 8, "eval_batches": 25, "log_every": 20, "probe_budget": 0.05},
-}
-# Behavioral probes per kind in the quickstart's final evaluation (about a minute on a laptop CPU).
-QUICKSTART_PROBES = 16
+if TYPE_CHECKING:  # the stages themselves are imported where they run: `codette inspect` needs no torch
+    from codette.model import ModelConfig
+    from codette.tokenizer import CodetteTokenizer
+    from codette.train import TrainResult
 
 
 def _out(cfg: RunConfig) -> Path:
@@ -57,6 +38,9 @@ def _out(cfg: RunConfig) -> Path:
 
 
 def run_data(cfg: RunConfig, console: Console, card: bool = False) -> dict:
+    from codette.data.build import build_dataset
+    from codette.data.card import write_card
+
     out = _out(cfg)
     stats = build_dataset(cfg.data, out / "data")
     table = Table(title=f"Dataset written to {out / 'data'}")
@@ -82,6 +66,8 @@ def run_data(cfg: RunConfig, console: Console, card: bool = False) -> dict:
 
 def print_card(card: dict, console: Console) -> None:
     """The data card as a table (the full card is in card.json, the charts in card.png)."""
+    from codette.data.card import CONTEXT
+
     table = Table(title="Data card")
     table.add_column("what")
     table.add_column("value", justify="right")
@@ -106,6 +92,11 @@ def print_card(card: dict, console: Console) -> None:
 
 
 def run_tokenizer(cfg: RunConfig, console: Console) -> CodetteTokenizer:
+    from codette.data.build import training_texts
+    from codette.model import padded_vocab
+    from codette.tokenizer.bpe import TOKENIZER_FILE
+    from codette.tokenizer.build import train_tokenizer
+
     out = _out(cfg)
     model_cfg = _model_config(cfg, vocab_tokens=None)
     tok = train_tokenizer(training_texts(out / "data"), cfg.tokenizer, out, model_max_length=model_cfg.max_seq_len)
@@ -114,6 +105,8 @@ def run_tokenizer(cfg: RunConfig, console: Console) -> CodetteTokenizer:
 
 
 def _model_config(cfg: RunConfig, vocab_tokens: int | None) -> ModelConfig:
+    from codette.model import padded_vocab, preset_config
+
     overrides = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "preset" and v is not None}
     if vocab_tokens is not None:
         overrides["vocab_size"] = padded_vocab(vocab_tokens)
@@ -127,6 +120,10 @@ def _model_config(cfg: RunConfig, vocab_tokens: int | None) -> ModelConfig:
 
 def ensure_packed(out: Path, tok: CodetteTokenizer, assistant_only: bool) -> Path:
     """Pack the splits unless an up-to-date packing (same tokenizer and masking) exists."""
+    from codette.data.build import pack_dataset
+    from codette.data.pack import PackedSplit
+    from codette.tokenizer.bpe import TOKENIZER_FILE
+
     packed = out / "packed"
     sha = file_sha256(out / TOKENIZER_FILE)
     stamp = packed / "source.json"
@@ -143,6 +140,11 @@ def ensure_packed(out: Path, tok: CodetteTokenizer, assistant_only: bool) -> Pat
 
 
 def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> TrainResult:
+    from codette.evaluate.training import build_monitor
+    from codette.tokenizer import CodetteTokenizer
+    from codette.tokenizer.bpe import TOKENIZER_FILE
+    from codette.train import train
+
     out = _out(cfg)
     _model_config(cfg, vocab_tokens=None)  # a bad preset or shape fails before anything is loaded
     tok = CodetteTokenizer.load(out)
@@ -169,7 +171,8 @@ def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, o
     """`codette eval` on a checkpoint or a .gguf: eval.json, eval_probes.jsonl (per probe), eval.md."""
     from rich.progress import Progress
 
-    from codette.evaluate.report import console_tables, markdown as render_markdown
+    from codette.evaluate.run import evaluate_path
+    from codette.evaluate.summary import console_tables, markdown as render_markdown
 
     checkpoint = Path(checkpoint)
     with Progress(console=console, transient=True) as progress:
@@ -211,7 +214,7 @@ def run_quickstart(cfg: RunConfig, console: Console) -> dict:
     ckpt = result.best_checkpoint or result.final_checkpoint
     extra = {"train_tokens_per_second": result.train_tokens_per_second, "train_seconds": result.train_seconds,
              "train_steps": result.steps}
-    report = run_eval(ckpt, console, extra=extra, probes=QUICKSTART_PROBES)
+    report = run_eval(ckpt, console, extra=extra, probes=QUICKSTART.eval_probes)
     console.rule("5/5 export")
     exported = run_export(ckpt, console, fmt="gguf", quant="f16", force=True)
     report["gguf"] = str(exported.path)

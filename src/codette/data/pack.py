@@ -12,13 +12,16 @@ import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 
 from codette.errors import CodetteError
 from codette.fileio import atomic_open, atomic_write_text
 from codette.tokenizer import CodetteTokenizer
-from codette.data.sources import Document
+
+if TYPE_CHECKING:  # readers of a packed split (train, evaluate) need not load the source readers
+    from codette.data.sources import Document
 
 
 @dataclass

@@ -50,31 +50,28 @@ def _chat(backend: ChatBackend, messages: list[dict], tools: list[dict] | None, 
 
 
 class ToolWorkspace:
-    """A scratch tool workspace, made on first use (only tool probes need one)."""
+    """A scratch tool workspace rebuilt from each probe's recorded setup, made on first use (only tool
+    probes need one): the model's call runs for real, as the data's reference call did."""
 
     def __init__(self) -> None:
-        self._runner = None
+        self._runner: Any = None
 
     def run(self, setup: dict, call: tm.ToolCall) -> str:
-        if self._runner is None:
-            from codette.data.curriculum.toolrun import ToolRunner
+        from codette.tools import ToolResult
+        from codette.tools.replay import ReplayWorkspace
 
-            self._runner = ToolRunner()
+        if self._runner is None:
+            # The model's calls are untrusted: execute_python takes the per-call sandbox, not the generator's worker.
+            self._runner = ReplayWorkspace(persistent_python=False)
         try:
             return self._runner.run(setup, call.name, call.arguments).content
         except CodetteError as exc:  # arguments the tool refuses become the error the model sees
-            return _error_json(str(exc))
+            return ToolResult.failure(str(exc)).content
 
     def close(self) -> None:
         if self._runner is not None:
             self._runner.close()
             self._runner = None
-
-
-def _error_json(message: str) -> str:
-    from codette.tools.base import ToolResult
-
-    return ToolResult.failure(message).content
 
 
 def run_probe(backend: ChatBackend, p: Probe, sampling: SamplingConfig, runner: ToolWorkspace) -> dict[str, Any]:

@@ -44,6 +44,7 @@ from dataclasses import dataclass, field
 
 from codette.persona import (
     CAPABILITIES,
+    CONSCIOUSNESS_MARK,
     KIND,
     LIMITS,
     NAME,
@@ -52,7 +53,7 @@ from codette.persona import (
     identity_contradictions,
 )
 
-MARKER = "<consciousness>"
+MARKER = CONSCIOUSNESS_MARK
 
 _CONTRACTIONS = {"don't": "do not", "doesn't": "does not", "can't": "cannot", "won't": "will not",
                  "isn't": "is not", "i'm": "i am", "i've": "i have", "didn't": "did not", "aren't": "are not",

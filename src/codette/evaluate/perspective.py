@@ -4,7 +4,7 @@ Per probe (0/1 each):
 
 * ``marker_ok``: the first ``<perspective> <key>`` marker in the answer names X.
 * ``style_ok``: X is the *dominant style* of the answer: among the eleven signature vocabularies
-  (:data:`codette.data.curriculum.styles.VOCABULARY`, the same word lists the data's answers are
+  (:data:`codette.persona.PERSPECTIVE_VOCABULARY`, the same word lists the data's answers are
   written from, disjoint between perspectives), X's has strictly the most distinct words in the
   answer. Words that occur in the user's prompt are ignored, so repeating "bias mitigation" from
   the question does not make an answer sound like bias mitigation.
@@ -19,8 +19,8 @@ from __future__ import annotations
 import re
 from dataclasses import asdict, dataclass
 
-from codette.data.curriculum.styles import VOCABULARY
 from codette.persona import PERSPECTIVE_MARK as MARK
+from codette.persona import PERSPECTIVE_VOCABULARY as VOCABULARY
 from codette.persona import PERSPECTIVES
 
 _MARKER = re.compile(re.escape(MARK) + r"\s*([a-z_]+)")

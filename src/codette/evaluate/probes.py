@@ -2,8 +2,8 @@
 
 Why one module: the data generator (categories, tools, perspectives, question wordings) keeps
 growing. Everything the metrics need from a record is read here, from the record's own fields
-(``category``, ``perspective``, ``aspect``, ``tool``, ``tool_arguments``, ``expected_result``,
-``setup``) and from :mod:`codette.persona`, so a new tool or perspective in the data becomes a
+(``category``, ``perspective``, ``aspect``, ``question_type``, ``tool``, ``tool_arguments``,
+``expected_result``, ``setup``) and from :mod:`codette.persona`, so a new tool or perspective in the data becomes a
 probe without touching the metrics.
 
 A probe is the conversation up to (not including) the assistant turn the model must write, plus
@@ -31,6 +31,7 @@ log = logging.getLogger(__name__)
 
 KINDS = ("tool", "no_tool", "identity", "perspective")
 ASPECTS = ("identity", "self_reference", "intentionality")
+DEFAULT_PROBES_PER_KIND = 40  # ~2-4 CPU minutes for the quickstart model; None = every probe
 
 @dataclass(frozen=True)
 class Probe:
@@ -123,7 +124,9 @@ def probe_from_record(rec: dict, where: str) -> Probe | None:
     aspect = _need(rec, "aspect", where)
     if aspect not in ASPECTS:
         raise CodetteError(f"{where}: field 'aspect' is {aspect!r}; expected one of {', '.join(ASPECTS)}")
-    meta: dict[str, Any] = {"aspect": aspect, "qtype": rec.get("question_type") or question_type(messages[:i], aspect)}
+    # The generator records which question it asked; a record without the field is typed 'unknown',
+    # which the identity rubric scores conservatively.
+    meta: dict[str, Any] = {"aspect": aspect, "qtype": rec.get("question_type") or "unknown"}
     if rec.get("template") == "reflection" or meta["qtype"] == "reflection":
         meta["qtype"] = "reflection"
         meta["used_perspective"] = _previous_perspective(messages[:i])
@@ -138,38 +141,6 @@ def _previous_perspective(messages: list[dict]) -> str | None:
             words = text.split(PERSPECTIVE_MARK, 1)[1].split()
             return words[0] if words and words[0] in PERSPECTIVES else None
     return None
-
-
-def _question_tables() -> list[tuple[str, str]]:
-    """(question wording, question type) pairs from the identity curriculum, longest wording first.
-
-    Read lazily so the evaluation still imports if the curriculum is reorganised; a wording that is
-    not found falls back to the 'unknown' type, which the identity rubric scores conservatively.
-    """
-    try:
-        from codette.data.curriculum import identity as cur
-    except ImportError:  # pragma: no cover - only when the curriculum package is absent
-        return []
-    pairs: list[tuple[str, str]] = []
-    pairs += [(ask, "identity") for _, ask in getattr(cur, "IDENTITY_ASKS", [])]
-    pairs += [(ask, "perspectives") for ask in getattr(cur, "PERSPECTIVE_ASKS", [])]
-    pairs += [(ask, "tools") for ask in getattr(cur, "TOOL_ASKS", [])]
-    pairs += [(ask, "limits") for ask in getattr(cur, "LIMIT_ASKS", [])]
-    for topic, asks in getattr(cur, "CAPABILITY_ASKS", {}).items():
-        pairs += [(ask, f"capability:{topic}") for ask in asks]
-    pairs += [(ask, f"intent:{kind}") for kind, ask in getattr(cur, "INTENT_ASKS", [])]
-    pairs += [(ask, "reflection") for ask in getattr(cur, "REFLECT_ASKS", [])]
-    return sorted(pairs, key=lambda p: -len(p[0]))
-
-
-def question_type(messages: list[dict], aspect: str) -> str:
-    """Which identity question the last user turn asks (its wording ends the turn), else 'unknown'."""
-    users = [m.get("content") or "" for m in messages if m.get("role") == "user"]
-    text = users[-1].strip() if users else ""
-    for ask, qtype in _question_tables():
-        if text.endswith(ask) or text.endswith(ask[:1].lower() + ask[1:]):
-            return qtype
-    return "unknown"
 
 
 def load_probes(val_path: Path | str) -> list[Probe]:

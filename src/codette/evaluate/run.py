@@ -24,12 +24,11 @@ from codette.data.pack import PackedSplit
 from codette.errors import CodetteError
 from codette.evaluate.behavior import flat, run_probes, summarize
 from codette.evaluate.lm import evaluate_lm, token_byte_lengths
-from codette.evaluate.probes import probe_set
+from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND, probe_set
 from codette.model.generate import SamplingConfig
 
 log = logging.getLogger(__name__)
 
-DEFAULT_PROBES_PER_KIND = 40  # ~2-4 CPU minutes for the quickstart model; None = every probe
 SAMPLE_PROMPTS = [
     "Who are you?",
     "Explain a lighthouse from the Newton perspective.",
@@ -98,7 +97,7 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
     ``probes_per_kind=0`` skips the probes; ``None`` runs every probe.
     """
     checkpoint = Path(checkpoint)
-    backend = LocalBackend(checkpoint, tokenizer_dir, device)
+    backend = LocalBackend.from_checkpoint(checkpoint, tokenizer_dir, device)
     val = PackedSplit(packed_dir, "val")
     if int(val.meta["vocab_size"]) != len(backend.tokenizer):
         raise CodetteError(f"{packed_dir} was packed with a {val.meta['vocab_size']}-token tokenizer, "

@@ -35,14 +35,6 @@ from codette.tokenizer import CodetteTokenizer
 log = logging.getLogger(__name__)
 
 
-class InMemoryBackend(LocalBackend):
-    """:class:`LocalBackend`'s chat on a model that is in memory (mid-training), not in a checkpoint file."""
-
-    def __init__(self, model: torch.nn.Module, tokenizer: CodetteTokenizer, step: int = 0) -> None:  # noqa: D107
-        # Deliberately not LocalBackend.__init__: there is no file to load; chat() needs only these.
-        self.model, self.tokenizer, self.step = model, tokenizer, step
-
-
 def interleave(probes: list[Probe]) -> list[Probe]:
     """tool, no_tool, identity, perspective, tool, ...: any prefix covers every kind evenly."""
     by_kind = {k: [p for p in probes if p.kind == k] for k in KINDS}
@@ -85,7 +77,7 @@ class TrainingMonitor:
         allowance = self.budget * train_seconds - self.spent
         saved_rng = rng_state()
         was_training = model.training
-        backend = InMemoryBackend(model, self.tokenizer, step)
+        backend = LocalBackend(model, self.tokenizer, step)
         runner = ToolWorkspace()
         results: list[dict] = []
         t0 = time.perf_counter()
@@ -117,7 +109,7 @@ class TrainingMonitor:
         """Every metrics record; written to TensorBoard when a folder was given."""
         if self.tensorboard_dir is None:
             return
-        from codette.report.tb import open_writer, scalars_of
+        from codette.tensorboard import open_writer, scalars_of
 
         if self._writer is None:
             self._writer = open_writer(self.tensorboard_dir)

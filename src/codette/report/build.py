@@ -105,7 +105,7 @@ def _load_eval(path: Path | None) -> dict[str, Any] | None:
 
 def _write_tensorboard(run: RunSeries, out_dir: Path) -> Path:
     """Replace ``out_dir/tensorboard`` with freshly written events (no duplicated curves on rebuilds)."""
-    from codette.report.tb import write_events
+    from codette.tensorboard import write_events
 
     final = out_dir / "tensorboard"
     tmp = Path(tempfile.mkdtemp(prefix=".tensorboard.", dir=out_dir))

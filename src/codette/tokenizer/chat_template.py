@@ -20,6 +20,7 @@ import jinja2
 from jinja2.sandbox import ImmutableSandboxedEnvironment
 
 from codette.errors import CodetteError
+from codette.persona import CONSCIOUSNESS_MARK, PERSPECTIVE_MARK
 
 BOS = "<bos>"
 EOS = "<eos>"
@@ -30,7 +31,7 @@ IM_END = "<|im_end|>"
 # Control tokens: structure, never produced inside message text.
 CONTROL_TOKENS = [PAD, UNK, BOS, EOS, IM_START, IM_END]
 # Content markers: the model writes them inside answers (perspective tags, tool calls).
-MARKER_TOKENS = ["<tool>", "<consciousness>", "<perspective>", "<tool_call>", "</tool_call>"]
+MARKER_TOKENS = ["<tool>", CONSCIOUSNESS_MARK, PERSPECTIVE_MARK, "<tool_call>", "</tool_call>"]
 SPECIAL_TOKENS = CONTROL_TOKENS + MARKER_TOKENS
 
 ROLES = ("system", "user", "assistant", "tool")

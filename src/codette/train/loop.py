@@ -35,7 +35,7 @@ from codette.checkpoint import (
 from codette.config import TrainConfig
 from codette.data.loader import IGNORE_INDEX, BatchSampler
 from codette.data.pack import PackedSplit
-from codette.errors import CodetteError
+from codette.errors import CodetteError, TrainingInterrupted
 from codette.evaluate import evaluate_lm
 from codette.evaluate.selection import BestTracker
 from codette.fileio import ensure_writable_dir
@@ -45,10 +45,6 @@ from codette.train.device import autocast_for, pick_device, resolve_dtype
 from codette.train.schedule import build_optimizer, lr_at
 
 log = logging.getLogger(__name__)
-
-
-class TrainingInterrupted(CodetteError):
-    """Ctrl-C: a checkpoint was saved; the message says where."""
 
 
 @dataclass

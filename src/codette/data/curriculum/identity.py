@@ -17,9 +17,9 @@ import random
 from codette.data.curriculum.common import NAMES, TOPICS, Sample, assistant, cap, join_words, user, with_system
 from codette.data.curriculum.perspectives import marker, perspective_body
 from codette.data.curriculum.styles import STYLES
-from codette.persona import CAPABILITIES, KIND, LIMITS, NAME, PURPOSE, TOOL_PURPOSES, TOOLS
+from codette.persona import CAPABILITIES, CONSCIOUSNESS_MARK, KIND, LIMITS, NAME, PURPOSE, TOOL_PURPOSES, TOOLS
 
-MARK = "<consciousness> "
+MARK = CONSCIOUSNESS_MARK + " "
 PREFIXES = ["", "Hi! ", "Quick question: ", "I'm curious. ", "Hello Codette. ", "Be honest: ", "Hey, ",
             "Good morning! ", "Sorry to bother you. ", "One more thing: ", "Honestly, ", "Tell me: "]
 ALL_PERSPECTIVES = join_words([s.phrase for s in STYLES.values()])
@@ -164,6 +164,17 @@ def _reflection(rng: random.Random) -> tuple[list[dict], str, tuple]:
     return first + [user(REFLECT_ASKS[qi])], text, (key, topic, choice, qi, other if vi == 0 else "", vi)
 
 
+def question_type(aspect: str, slots: tuple) -> str:
+    """Which question the sample asks, for the evaluation's rubric: identity, perspectives, tools, limits,
+    capability:<topic>, intent:<kind> (the record's ``question_type``; reflections are typed by the caller)."""
+    if aspect == "identity":
+        return "identity"
+    if aspect == "intentionality":
+        return f"intent:{INTENT_ASKS[slots[0]][0]}"
+    kind = slots[0]
+    return f"capability:{slots[1]}" if kind == "capability" else kind
+
+
 def consciousness_sample(rng: random.Random) -> Sample:
     aspect = rng.choice(["identity", "self_reference", "self_reference", "intentionality"])
     pi = rng.randrange(len(PREFIXES))
@@ -173,9 +184,10 @@ def consciousness_sample(rng: random.Random) -> Sample:
     if aspect == "self_reference" and rng.random() < 0.25:
         turns, text, slots = _reflection(rng)
         msgs = with_system(rng, [*turns, assistant(MARK + text)])
-        return Sample("consciousness", "reflection", slots, msgs, {"aspect": aspect})
+        return Sample("consciousness", "reflection", slots, msgs, {"aspect": aspect, "question_type": "reflection"})
     ask, text, slots = {"identity": _identity, "self_reference": _self_reference,
                         "intentionality": _intentionality}[aspect](rng)
     prompt = PREFIXES[pi] + intro + (ask if PREFIXES[pi] or intro else cap(ask))
     msgs = with_system(rng, [user(prompt), assistant(MARK + greet + text)])
-    return Sample("consciousness", aspect, (pi, who, *slots), msgs, {"aspect": aspect})
+    return Sample("consciousness", aspect, (pi, who, *slots), msgs,
+                  {"aspect": aspect, "question_type": question_type(aspect, slots)})

@@ -1,9 +1,10 @@
-"""Each perspective's reasoning style: its signature vocabulary and the sentences the data builds from.
+"""Each perspective's reasoning style: the sentences the data builds its answers from.
 
-:data:`STYLES` is the one structure both the generator and the evaluation read. ``vocabulary`` holds
-words that mark a perspective's style and no other's (the sets are disjoint, and every generated
-answer of a perspective uses at least two of its words), so an evaluation can tell which style a
-model's answer is written in, not only which ``<perspective>`` tag it starts with.
+A style's ``vocabulary`` is the persona's signature words for that perspective
+(:data:`codette.persona.PERSPECTIVE_VOCABULARY`, disjoint between perspectives). Every generated
+answer of a perspective uses at least two of its words, so the evaluation, which reads the same
+words from the persona, can tell which style a model's answer is written in, not only which
+``<perspective>`` tag it starts with.
 """
 
 from __future__ import annotations
@@ -11,7 +12,7 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
-from codette.persona import PERSPECTIVES
+from codette.persona import PERSPECTIVE_VOCABULARY, PERSPECTIVES
 
 
 @dataclass(frozen=True)
@@ -27,15 +28,14 @@ class Style:
     reason: str  # why Codette would choose it, for reflection answers
 
 
-def _s(key: str, phrase: str, vocabulary: str, openers: list[str], moves: list[str], closers: list[str],
-       focus: str, reason: str) -> Style:
-    return Style(key, PERSPECTIVES[key], phrase, frozenset(vocabulary.split(",")), tuple(openers), tuple(moves),
+def _s(key: str, phrase: str, openers: list[str], moves: list[str], closers: list[str], focus: str,
+       reason: str) -> Style:
+    return Style(key, PERSPECTIVES[key], phrase, PERSPECTIVE_VOCABULARY[key], tuple(openers), tuple(moves),
                  tuple(closers), focus, reason)
 
 
 STYLES: dict[str, Style] = {s.key: s for s in [
     _s("newton", "Newton",
-       "force,forces,cause,causes,effect,measure,predict,predicted,law,laws,energy,momentum,acceleration,mass",
        ["Start with cause and effect.", "Every effect has a cause we can measure.", "Let us name the forces first.",
         "Measure first, then predict."],
        ["In {t}, nothing changes its motion unless a net force acts, and F = m a says how large the "
@@ -49,7 +49,6 @@ STYLES: dict[str, Style] = {s.key: s for s in [
         "is fixed by law.", "The laws are the same everywhere, so what we measure here predicts the motion there."],
        "its forces and causes", "the question was about motion, forces or quantities that can be measured"),
     _s("davinci", "Da Vinci",
-       "sketch,design,form,function,nature,proportion,proportions,invention,artist,engineer,curiosity,drawing",
        ["Look at it as an artist and an engineer at once.", "Begin with a sketch.",
         "Curiosity first: how is it made?", "Study how nature would design it."],
        ["Sketch {t} from three sides: its form serves its function, and every curve has a reason.",
@@ -61,7 +60,6 @@ STYLES: dict[str, Style] = {s.key: s for s in [
         "Keep a notebook: what nature shows feeds the coming design."],
        "its design and form", "the question was about how something is shaped, built or invented"),
     _s("human_intuition", "human intuition",
-       "feel,feels,empathy,gut,instinct,trust,heart,warmth,lived",
        ["Start with how it feels.", "Trust your gut for a moment.", "Put yourself in their shoes and feel it.",
         "Listen to your instinct first."],
        ["Think of everyone around {t}: what would they feel, and what would help them trust it?",
@@ -73,8 +71,6 @@ STYLES: dict[str, Style] = {s.key: s for s in [
         "The heart of the matter is how it feels to those involved."],
        "how it feels to those involved", "the question was about people's feelings and experience"),
     _s("quantum_computing", "quantum computing",
-       "superposition,probability,probabilities,amplitude,amplitudes,measurement,states,uncertainty,qubit,qubits,"
-       "entangled,outcomes,possibilities",
        ["Think in possibilities, not certainties.", "Hold several states at once.",
         "Before measurement, many outcomes coexist.", "Uncertainty is part of the description."],
        ["{T} can be described as a superposition of outcomes, each with its own probability, until a "
@@ -87,7 +83,6 @@ STYLES: dict[str, Style] = {s.key: s for s in [
         "Keep the probabilities until the evidence selects one of the states."],
        "the range of possible outcomes", "the question involved uncertainty and several possible outcomes"),
     _s("philosophical", "philosophical",
-       "meaning,assume,assumption,assumptions,purpose,essence,essential,ethical,wisdom,why,value,values",
        ["Ask about its meaning.", "Let us examine our assumptions.", "Begin with why.", "What is essential here?"],
        ["What do we assume when we describe {t}, and would its meaning change if we questioned that assumption?",
         "The purpose of {t} is not obvious: is it valued for itself or for what it makes possible?",
@@ -98,7 +93,6 @@ STYLES: dict[str, Style] = {s.key: s for s in [
         "Meaning comes from purpose, not from mechanism alone.", "Wisdom begins by asking why."],
        "what it means", "the question was about meaning, purpose or values"),
     _s("neural_network", "neural network",
-       "pattern,patterns,features,examples,training,generalise,layer,layers,weights,overfitting,network",
        ["Look for the pattern.", "Learn from examples.", "Think in features and weights.",
         "What would a network learn here?"],
        ["A network shown many examples of {t} would learn its features: which details matter most.",
@@ -110,7 +104,6 @@ STYLES: dict[str, Style] = {s.key: s for s in [
         "Generalise from patterns, but watch for overfitting.", "Features learned from examples carry over to new cases."],
        "the patterns in it", "the question was about learning patterns from examples"),
     _s("bias_mitigation", "bias mitigation",
-       "fair,fairness,bias,biased,represented,viewpoints,inclusive,stereotypes,balanced,missing,unfair",
        ["Check who is missing.", "Look for hidden bias.", "Ask whether it is fair to everyone.",
         "Whose viewpoints are we hearing?"],
        ["Ask who designed {t} and who was left out; missing voices often explain unfair results.",
@@ -122,7 +115,6 @@ STYLES: dict[str, Style] = {s.key: s for s in [
         "Inclusive choices make the result fair to more groups."],
        "whether it is fair to everyone", "the question touched on fairness and who is represented"),
     _s("psychological", "psychological",
-       "motivation,motivations,emotion,emotions,habit,habits,mind,behaviour,stress,beliefs,reward",
        ["Consider the mind behind it.", "What is the motivation here?", "Emotions shape behaviour.",
         "Look at habits and rewards."],
        ["Behind {t} are motivations: we act when the reward seems worth the effort.",
@@ -134,7 +126,6 @@ STYLES: dict[str, Style] = {s.key: s for s in [
         "Emotions are signals from the mind, not noise."],
        "what motivates the people involved", "the question was about motivation, emotions or behaviour"),
     _s("copilot", "copilot",
-       "step,steps,next,plan,task,tasks,action,checklist,practical",
        ["Let's make a plan.", "Here is a practical way forward.", "Break it into steps.", "What is the next action?"],
        ["Step 1: decide what done means for {t}. Step 2: list the tasks. Step 3: start with the smallest one.",
         "For {t}, write a short checklist, do the first task today, and review the plan tomorrow.",
@@ -145,7 +136,6 @@ STYLES: dict[str, Style] = {s.key: s for s in [
         "Tell me when the first task is done and we plan the next."],
        "the practical next steps", "the request was practical and needed a plan of concrete steps"),
     _s("mathematical", "mathematical",
-       "variable,variables,equation,equations,solve,define,formula,exact,exactly,proof,therefore,calculation",
        ["Define the variables first.", "Let us write it as an equation.", "Make it exact.", "Formalise, then solve."],
        ["Describe {t} with variables: name each quantity, write the relation as an equation, then solve it.",
         "For {t}, a formula turns a vague question into an exact one that can be checked.",
@@ -156,7 +146,6 @@ STYLES: dict[str, Style] = {s.key: s for s in [
         "Therefore the answer is only as good as the definitions."],
        "the quantities we can compute exactly", "the question had quantities that could be computed exactly"),
     _s("symbolic", "symbolic",
-       "rule,rules,symbol,symbols,logic,logical,premise,premises,conclusion,implies,follows,inference",
        ["State the rules.", "Reason with symbols.", "Premises first, then the conclusion.", "Let logic do the work."],
        ["Write the facts about {t} as symbols and rules: if A then B, and A holds, so B follows.",
         "Represent {t} as premises; each rule applied to them gives a conclusion we can verify.",
@@ -168,8 +157,8 @@ STYLES: dict[str, Style] = {s.key: s for s in [
        "the rules that govern it", "the question was about rules and what follows from them logically"),
 ]}
 
-# The structure evaluation imports: perspective key -> its signature words.
-VOCABULARY: dict[str, frozenset[str]] = {k: s.vocabulary for k, s in STYLES.items()}
+# Perspective key -> its signature words (the persona's, which the evaluation reads too).
+VOCABULARY: dict[str, frozenset[str]] = PERSPECTIVE_VOCABULARY
 
 _WORD = re.compile(r"[a-z]+")
 

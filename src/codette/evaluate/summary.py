@@ -1,4 +1,4 @@
-"""``eval.json`` as a Markdown report (``eval.md``): every figure with its interval and probe count.
+"""``eval.json`` summarised: ``eval.md`` and the console tables, every figure with its interval and probe count.
 
 Why Markdown: it reads well in a terminal, on GitHub and pasted into an issue, and diffing two
 reports shows what changed between checkpoints. The definitions live in docs/EVALUATION.md.

@@ -1,5 +1,9 @@
 """TensorBoard events from metrics records (live during training, or afterwards from the JSONL).
 
+Shared by the training monitor (:mod:`codette.evaluate.training`, live) and ``codette report``
+(afterwards), so it belongs to neither stage; it needs only the errors module (and torch's writer,
+imported when a writer is opened).
+
 Tags: ``train/<metric>`` for step records, ``eval/<metric>`` for held-out LM metrics and
 ``behavior/<metric>`` for the behavioral probes (their ``_n`` counts are not plotted).
 """
