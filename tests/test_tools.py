@@ -56,8 +56,19 @@ def ws(tmp_path: Path) -> Path:
 
 @pytest.fixture()
 def tools(ws: Path) -> Toolbox:
-    with Toolbox(ws, python_timeout=2.0) as tb:
+    """All eleven tools (execute_python is off by default, so it is enabled here); http_request may
+    reach the local fixture servers' ports."""
+    with Toolbox(ws, python_timeout=2.0, enabled=TOOL_NAMES, allowed_hosts=["127.0.0.1:*", "localhost:*"]) as tb:
         yield tb
+
+
+def test_default_toolbox_leaves_execute_python_off(ws: Path):
+    with Toolbox(ws) as tb:
+        assert "execute_python" not in tb.names() and len(tb.names()) == 10
+        with pytest.raises(ToolError, match="unknown tool 'execute_python'"):
+            tb.run("execute_python", {"code": "print(1)"})
+        r = tb.run("http_request", {"url": "http://127.0.0.1:8000/"})
+        assert not r.ok and "no hosts are allowed" in r.error
 
 
 @pytest.fixture(scope="module")
@@ -299,9 +310,10 @@ def test_symlinks_out_refused(tools: Toolbox, ws: Path):
     # search walks the workspace but never reports what lies behind a link out
     found = tools.run("search_files", {"query": "secret"})
     assert found.ok and found.data["matches"] == []
-    # a symlink that stays inside is fine
+    # no link is followed, not even one that stays inside: a swap could redirect it at any moment
     (ws / "inner").symlink_to(ws / "notes.txt")
-    assert tools.run("read_file", {"path": "inner"}).data["content"].startswith("buy coffee")
+    inner = tools.run("read_file", {"path": "inner"})
+    assert not inner.ok and "symbolic link" in inner.error
 
 
 def test_list_directory(tools: Toolbox):
@@ -404,7 +416,7 @@ def test_execute_python_exception_and_exit_code(tools: Toolbox):
 
 
 def test_execute_python_timeout_kills_infinite_loop(ws: Path):
-    tb = Toolbox(ws, python_timeout=1.0)
+    tb = Toolbox(ws, python_timeout=1.0, enabled=TOOL_NAMES)
     start = time.monotonic()
     r = tb.run("execute_python", {"code": "print('start', flush=True)\nwhile True:\n    pass"})
     elapsed = time.monotonic() - start
@@ -471,7 +483,8 @@ def test_worker_survives_timeout_and_crash(ws: Path):
 
 def test_toolbox_persistent_python_same_results(ws: Path):
     codes = ["print(6 * 7)", "1/0", "import sys; sys.exit(2)", "print(open('notes.txt').read().split()[0])"]
-    with Toolbox(ws, python_timeout=2.0) as once_tb, Toolbox(ws, python_timeout=2.0, persistent_python=True) as tb:
+    with Toolbox(ws, python_timeout=2.0, enabled=TOOL_NAMES) as once_tb, \
+            Toolbox(ws, python_timeout=2.0, persistent_python=True, enabled=TOOL_NAMES) as tb:
         for code in codes:
             a, b = once_tb.run("execute_python", {"code": code}), tb.run("execute_python", {"code": code})
             assert (a.ok, a.content, a.error) == (b.ok, b.content, b.error), code
@@ -649,7 +662,7 @@ def test_http_request_timeout(ws: Path):
     listener.bind(("127.0.0.1", 0))
     listener.listen(1)  # accepts the connection but never answers
     try:
-        tb = Toolbox(ws, http_timeout=0.3)
+        tb = Toolbox(ws, http_timeout=0.3, allowed_hosts=[f"127.0.0.1:{listener.getsockname()[1]}"])
         start = time.monotonic()
         r = tb.run("http_request", {"url": f"http://127.0.0.1:{listener.getsockname()[1]}/"})
         assert not r.ok and "timed out" in r.error and time.monotonic() - start < 2
@@ -673,8 +686,10 @@ def test_web_search_endpoint(ws: Path, server: FixtureServer):
     r = tb.run("web_search", {"query": "why is the sky blue", "max_results": 3})
     assert r.ok and r.data["source"] == "endpoint"
     assert r.data["results"][0]["title"] == "Why the sky is blue: Rayleigh scattering"
-    with pytest.raises(CodetteError, match="host not allowed"):
-        Toolbox(ws, search_endpoint="https://search.example.com/api")
+    with pytest.raises(CodetteError, match="use an http or https URL"):
+        Toolbox(ws, search_endpoint="ftp://search.example.com/api")
+    # the configured endpoint is admitted for web_search only, not for http_request
+    assert "no hosts are allowed" in tb.run("http_request", {"url": server.url("/time")}).error
 
 
 def test_fixture_server_endpoints(server: FixtureServer):

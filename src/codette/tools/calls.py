@@ -15,10 +15,14 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from codette.errors import CodetteError
+from codette.tools import limits
 
 TOOL_CALL_OPEN = "<tool_call>"
 TOOL_CALL_CLOSE = "</tool_call>"
 
+MAX_CALL_CHARS = 2 * 1024 * 1024   # one call's JSON
+MAX_CALL_DEPTH = 32
+MAX_TEXT_CHARS = 8 * 1024 * 1024   # a whole reply parsed for calls
 _BLOCK = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)" + re.escape(TOOL_CALL_CLOSE), re.DOTALL)
 
 
@@ -62,10 +66,9 @@ def format_tool_calls(calls: Iterable[ToolCall]) -> str:
 def _parse_block(body: str, index: int) -> ToolCall:
     where = f"tool call {index + 1}"
     try:
-        obj = json.loads(body)
-    except json.JSONDecodeError as exc:
-        raise ToolCallParseError(
-            f"{where}: malformed JSON ({exc.msg} at line {exc.lineno} column {exc.colno})") from None
+        obj = limits.loads(body, MAX_CALL_CHARS, MAX_CALL_DEPTH)
+    except limits.JSONLimitError as exc:
+        raise ToolCallParseError(f"{where}: malformed JSON ({exc})") from None
     if not isinstance(obj, dict):
         raise ToolCallParseError(
             f"{where}: expected a JSON object with 'name' and 'arguments', got {type(obj).__name__}")
@@ -78,8 +81,8 @@ def _parse_block(body: str, index: int) -> ToolCall:
     if isinstance(args, str):
         # OpenAI-style stringified arguments; accept them only when they decode to an object.
         try:
-            args = json.loads(args)
-        except json.JSONDecodeError:
+            args = limits.loads(args, MAX_CALL_CHARS, MAX_CALL_DEPTH)
+        except limits.JSONLimitError:
             raise ToolCallParseError(f"{where} ('{name}'): 'arguments' must be an object, got a string") from None
     if not isinstance(args, dict):
         raise ToolCallParseError(f"{where} ('{name}'): 'arguments' must be an object, got {type(args).__name__}")
@@ -92,6 +95,8 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
     Raises :class:`ToolCallParseError` for a malformed block or an opening tag without its closing
     tag (a generation cut short), so the caller can tell the model what went wrong.
     """
+    if len(text) > MAX_TEXT_CHARS:
+        raise ToolCallParseError(f"the reply is longer than {MAX_TEXT_CHARS} characters; no tool call was read")
     calls = [_parse_block(m.group(1).strip(), i) for i, m in enumerate(_BLOCK.finditer(text))]
     rest = _BLOCK.sub("", text)
     if TOOL_CALL_OPEN in rest:

@@ -2,7 +2,9 @@
 
 Computed with the stdlib :mod:`statistics` module (exact rational arithmetic for the mean, so the
 numbers do not depend on row order or on the platform's float summation) and rounded to
-:data:`DECIMALS` places, so the same file always gives byte-identical results.
+:data:`DECIMALS` places, so the same file always gives byte-identical results. The parsing and the
+statistics run in a :class:`~codette.tools.bounded.BoundedWorker` child (memory and time bounded);
+the workspace file is read by the parent through its checked descriptor.
 """
 
 from __future__ import annotations
@@ -12,13 +14,18 @@ import io
 import json
 import math
 import statistics
-from pathlib import Path
-from typing import Any
+import posixpath
+from typing import TYPE_CHECKING, Any
 
+from codette.tools import limits
 from codette.tools.base import ToolFailure
 from codette.tools.files import Workspace
 
+if TYPE_CHECKING:
+    from codette.tools.bounded import BoundedWorker
+
 MAX_DATA_BYTES = 10 * 1024 * 1024
+MAX_CSV_FIELD_CHARS = 1024 * 1024
 DECIMALS = 6
 OPERATIONS = ("mean", "sum", "min", "max", "median", "std", "count")
 _MISSING = {"", "na", "n/a", "nan", "null", "none", "-"}
@@ -53,14 +60,10 @@ def _round(x: float | int) -> float | int:
     return 0.0 if r == 0 else r
 
 
-def load_table(real: Path, shown: str) -> tuple[str, list[str], list[dict[str, Any]]]:
-    """(format, columns in first-seen order, rows) of a CSV/TSV, JSON or JSON Lines file."""
-    if not real.is_file():
-        raise ToolFailure(f"file '{shown}' does not exist")
-    if real.stat().st_size > MAX_DATA_BYTES:
-        raise ToolFailure(f"file '{shown}' is larger than {MAX_DATA_BYTES // (1024 * 1024)} MiB")
-    text = real.read_bytes().decode("utf-8-sig", errors="replace")
-    suffix = real.suffix.lower()
+def load_table(data: bytes, shown: str, suffix: str) -> tuple[str, list[str], list[dict[str, Any]]]:
+    """(format, columns in first-seen order, rows) of a CSV/TSV, JSON or JSON Lines file's bytes."""
+    text = data.decode("utf-8-sig", errors="replace")
+    suffix = suffix.lower()
     if suffix in (".json", ".jsonl", ".ndjson") or text.lstrip()[:1] in ("[", "{"):
         return _load_json(text, shown, suffix)
     return _load_csv(text, shown)
@@ -68,14 +71,24 @@ def load_table(real: Path, shown: str) -> tuple[str, list[str], list[dict[str, A
 
 def _load_json(text: str, shown: str, suffix: str) -> tuple[str, list[str], list[dict[str, Any]]]:
     fmt = "json"
+    if suffix not in (".jsonl", ".ndjson") and limits.json_depth(text) > limits.MAX_JSON_DEPTH:
+        raise ToolFailure(f"file '{shown}' is not valid JSON: nested more than {limits.MAX_JSON_DEPTH} levels deep")
     try:
         if suffix in (".jsonl", ".ndjson"):
             fmt = "jsonl"
-            data: Any = [json.loads(line) for line in text.splitlines() if line.strip()]
+            data: Any = []
+            for lineno, line in enumerate(text.splitlines(), start=1):
+                if line.strip():
+                    try:
+                        data.append(limits.loads(line, MAX_DATA_BYTES))
+                    except limits.JSONLimitError as exc:
+                        raise ToolFailure(f"file '{shown}' is not valid JSON Lines: line {lineno}: {exc}") from None
         else:
             data = json.loads(text)
     except json.JSONDecodeError as exc:
         raise ToolFailure(f"file '{shown}' is not valid JSON: {exc.msg} at line {exc.lineno}") from None
+    except (ValueError, RecursionError) as exc:
+        raise ToolFailure(f"file '{shown}' is not valid JSON: {str(exc)[:120]}") from None
     if isinstance(data, dict):
         lists = [v for v in data.values() if isinstance(v, list)]
         if len(lists) != 1:
@@ -99,11 +112,15 @@ def _load_csv(text: str, shown: str) -> tuple[str, list[str], list[dict[str, Any
         dialect: Any = csv.Sniffer().sniff(sample, delimiters=",;\t|")
     except csv.Error:
         dialect = csv.excel
-    reader = csv.DictReader(io.StringIO(text), dialect=dialect)
-    if not reader.fieldnames:
-        raise ToolFailure(f"file '{shown}' is empty or has no header row")
-    columns = [c.strip() for c in reader.fieldnames]
-    rows = [{k.strip() if isinstance(k, str) else k: v for k, v in r.items()} for r in reader]
+    csv.field_size_limit(MAX_CSV_FIELD_CHARS)
+    try:
+        reader = csv.DictReader(io.StringIO(text), dialect=dialect)
+        if not reader.fieldnames:
+            raise ToolFailure(f"file '{shown}' is empty or has no header row")
+        columns = [c.strip() for c in reader.fieldnames]
+        rows = [{k.strip() if isinstance(k, str) else k: v for k, v in r.items()} for r in reader]
+    except csv.Error as exc:
+        raise ToolFailure(f"file '{shown}' is not a readable CSV table: {exc}") from None
     return "csv", columns, rows
 
 
@@ -154,14 +171,24 @@ def _operation(values: list[float | int], op: str) -> float | int | None:
     raise ToolFailure(f"unknown operation '{op}'; use one of {', '.join(OPERATIONS)}")
 
 
-def analyze_data(ws: Workspace, path: str, column: str | None = None, operation: str | None = None) -> dict[str, Any]:
+def table_summary(data: bytes, shown: str, rel: str, column: str | None = None,
+                  operation: str | None = None) -> dict[str, Any]:
     """Rows, columns and numeric summaries; or one column's summary; or one operation on a column.
 
-    ``std`` is the sample standard deviation (n - 1), None for fewer than two values.
+    ``std`` is the sample standard deviation (n - 1), None for fewer than two values. Pure: works on
+    the file's bytes, so it can run in the bounded child.
     """
-    real = ws.resolve(path)
-    fmt, columns, rows = load_table(real, path)
-    shown = ws.relative(real)
+    try:
+        return _summarise(data, shown, rel, column, operation)
+    except OverflowError:
+        raise ToolFailure(f"the numbers in '{shown}' are too large to summarise (overflow)") from None
+    except RecursionError:
+        raise ToolFailure(f"file '{shown}' is nested too deeply to analyse") from None
+
+
+def _summarise(data: bytes, shown: str, rel: str, column: str | None, operation: str | None) -> dict[str, Any]:
+    fmt, columns, rows = load_table(data, shown, posixpath.splitext(rel)[1])
+    shown_rel = rel
     if operation and not column:
         raise ToolFailure(f"operation '{operation}' needs a 'column'; columns are: {', '.join(columns)}")
     if column is not None:
@@ -171,15 +198,24 @@ def analyze_data(ws: Workspace, path: str, column: str | None = None, operation:
         if values is None:
             if operation == "count":
                 count = sum(1 for r in rows if str(r.get(column) or "").strip() != "")
-                return {"path": shown, "rows": len(rows), "column": column, "operation": "count", "result": count}
+                return {"path": shown_rel, "rows": len(rows), "column": column, "operation": "count", "result": count}
             raise ToolFailure(f"column '{column}' is not numeric")
         if operation:
-            return {"path": shown, "rows": len(rows), "column": column, "operation": operation,
+            return {"path": shown_rel, "rows": len(rows), "column": column, "operation": operation,
                     "result": _operation(values, operation)}
-        return {"path": shown, "rows": len(rows), "column": column, **_summary(values)}
+        return {"path": shown_rel, "rows": len(rows), "column": column, **_summary(values)}
     numeric: dict[str, Any] = {}
     for c in columns:
         values = _numeric_values(rows, c)
         if values is not None and values:
             numeric[c] = _summary(values)
-    return {"path": shown, "format": fmt, "rows": len(rows), "columns": columns, "numeric": numeric}
+    return {"path": shown_rel, "format": fmt, "rows": len(rows), "columns": columns, "numeric": numeric}
+
+
+def analyze_data(ws: Workspace, path: str, column: str | None = None, operation: str | None = None,
+                 worker: BoundedWorker | None = None) -> dict[str, Any]:
+    """Tool entry point: the file read through the workspace, summarised in ``worker`` (or in process)."""
+    data, rel = ws.read_bytes(path, MAX_DATA_BYTES, "file", not_file=f"file '{path}' does not exist")
+    if worker is None:
+        return table_summary(data, path, rel, column, operation)
+    return worker.call("table", data, f"'{path}'", shown=path, rel=rel, column=column, operation=operation)

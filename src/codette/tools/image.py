@@ -2,22 +2,28 @@
 
 Dominant colour: the image is reduced (nearest neighbour, no blending) to at most 128x128 pixels, the
 pixels are grouped into 16-level buckets per channel, and the average of the fullest bucket is
-reported (ties go to the smaller bucket), so the same file always gives the same answer.
+reported (ties go to the smaller bucket), so the same file always gives the same answer. Decoding
+runs in a :class:`~codette.tools.bounded.BoundedWorker` child (memory and time bounded) on bytes the
+parent read through the workspace's checked descriptor.
 """
 
 from __future__ import annotations
 
+import io
 import warnings
 from collections import Counter
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from PIL import Image, ImageChops, ImageStat, UnidentifiedImageError
 
 from codette.tools.base import ToolFailure
 from codette.tools.files import Workspace
 
+if TYPE_CHECKING:
+    from codette.tools.bounded import BoundedWorker
+
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
-MAX_PIXELS = 50_000_000
+MAX_PIXELS = 25_000_000
 GRAY_TOLERANCE = 3
 _SAMPLE = 128
 
@@ -60,17 +66,13 @@ def is_grayscale(img: Image.Image) -> bool:
     return worst <= GRAY_TOLERANCE
 
 
-def analyze_image(ws: Workspace, path: str) -> dict[str, Any]:
-    """Format, size, mode, per-band mean, dominant colour (RGB, hex, name) and grayscale flag."""
-    real = ws.resolve(path)
-    if not real.is_file():
-        raise ToolFailure(f"file '{path}' does not exist")
-    if real.stat().st_size > MAX_IMAGE_BYTES:
-        raise ToolFailure(f"image '{path}' is larger than {MAX_IMAGE_BYTES // (1024 * 1024)} MiB")
+def describe_image(data: bytes, shown: str, rel: str) -> dict[str, Any]:
+    """Format, size, mode, per-band mean, dominant colour (RGB, hex, name) and grayscale flag of an image's bytes."""
+    path = shown
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
-            with Image.open(real) as img:
+            with Image.open(io.BytesIO(data)) as img:
                 if img.width * img.height > MAX_PIXELS:
                     raise ToolFailure(f"image '{path}' has more than {MAX_PIXELS} pixels")
                 img.load()
@@ -79,14 +81,14 @@ def analyze_image(ws: Workspace, path: str) -> dict[str, Any]:
                                    else "RGB") if mode in ("P", "PA", "CMYK", "YCbCr", "LAB", "HSV") else img.copy()
     except (UnidentifiedImageError, Image.DecompressionBombWarning, Image.DecompressionBombError):
         raise ToolFailure(f"'{path}' is not an image Pillow can read") from None
-    except OSError as exc:
-        raise ToolFailure(f"cannot read image '{path}': {exc}") from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # e.g. a text chunk over Pillow's size limit
+        raise ToolFailure(f"cannot read image '{path}': {str(exc)[:160]}") from None
     bands = list(work.getbands())
     stat_img = work.convert("L") if work.mode == "1" else work
     means = [round(m, 2) for m in ImageStat.Stat(stat_img).mean]
     dom = dominant_color(work.convert("RGB"))
     return {
-        "path": ws.relative(real),
+        "path": rel,
         "format": fmt,
         "width": w,
         "height": h,
@@ -98,3 +100,11 @@ def analyze_image(ws: Workspace, path: str) -> dict[str, Any]:
         "dominant_name": color_name(dom),
         "grayscale": is_grayscale(work),
     }
+
+
+def analyze_image(ws: Workspace, path: str, worker: BoundedWorker | None = None) -> dict[str, Any]:
+    """Tool entry point: the file read through the workspace, decoded in ``worker`` (or in process)."""
+    data, rel = ws.read_bytes(path, MAX_IMAGE_BYTES, "image", not_file=f"file '{path}' does not exist")
+    if worker is None:
+        return describe_image(data, path, rel)
+    return worker.call("image", data, f"image '{path}'", shown=path, rel=rel)

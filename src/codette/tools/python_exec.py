@@ -12,8 +12,10 @@ bootstrap program :data:`_CHILD_SOURCE` rather than with ``preexec_fn``, which i
 parent has threads (the fixture server, a thread pool). Output goes to temporary files, so a
 runaway ``print`` loop is stopped by the file-size limit instead of filling the parent's memory.
 
-This is resource containment, not a security sandbox: the snippet can still read any file the
-user can read. Run untrusted code in a container.
+This is resource containment, not a security sandbox: the snippet can read any file the user can
+read, signal the caller and keep processes running. Both are for *trusted* code only (the data
+generator's own snippets); a model's code goes through :func:`codette.tools.sandbox.run_sandboxed`,
+which :class:`~codette.tools.Toolbox` uses unless ``persistent_python=True``.
 """
 
 from __future__ import annotations

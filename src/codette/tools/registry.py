@@ -4,11 +4,14 @@ One place defines each tool's model-facing name, description and schema (OpenAI 
 format, which the chat template renders into the system prompt) and wires it to its implementation.
 The data generator, the agent loop and the evaluation all run tools through :meth:`Toolbox.run`,
 so what the model sees in training is exactly what it sees at inference.
+
+A model's call is untrusted input (docs/SECURITY.md): execute_python is off unless enabled, and
+then runs each snippet in its own sandbox (:mod:`codette.tools.sandbox`); only the data generator,
+running its own snippets, uses the fast persistent worker (``persistent_python=True``).
 """
 
 from __future__ import annotations
 
-import json
 import logging
 import threading
 from collections.abc import Iterable, Mapping
@@ -17,8 +20,8 @@ from typing import Any
 
 import jsonschema
 
+from codette.tools import bounded, data_analysis, files, image, knowledge, limits, python_exec, sandbox, web
 from codette.tools import calculator as calc_mod
-from codette.tools import data_analysis, files, image, knowledge, python_exec, web
 from codette.tools.base import Tool, ToolError, ToolFailure, ToolResult
 from codette.tools.calls import ToolCall
 
@@ -28,6 +31,10 @@ TOOL_NAMES: tuple[str, ...] = (
     "read_file", "write_file", "list_directory", "search_files", "execute_python", "calculator",
     "analyze_data", "query_knowledge_base", "http_request", "web_search", "analyze_image",
 )
+# execute_python runs code the model wrote: a caller enables it explicitly (``enabled=TOOL_NAMES``).
+DEFAULT_ENABLED: tuple[str, ...] = tuple(n for n in TOOL_NAMES if n != "execute_python")
+MAX_ARGUMENT_CHARS = 2 * 1024 * 1024
+MAX_ARGUMENT_DEPTH = 32
 
 
 def _obj(properties: dict[str, Any], required: Iterable[str] = (), **extra: Any) -> dict[str, Any]:
@@ -152,8 +159,11 @@ def _error_text(name: str, error: jsonschema.ValidationError) -> str:
 class Toolbox:
     """Codette's tools bound to one workspace folder and one set of network/time limits.
 
-    ``persistent_python=True`` runs execute_python in one long-lived :class:`PythonWorker` (fast, for
-    the data generator); call :meth:`close` (or use ``with``) to stop it.
+    ``enabled`` defaults to every tool but execute_python. ``allowed_hosts`` are ``host:port``
+    entries (default: none). ``persistent_python=True`` runs execute_python in one long-lived
+    :class:`PythonWorker` without a sandbox: only for the data generator's own, trusted snippets;
+    every other caller gets the per-call sandbox. Call :meth:`close` (or use ``with``) to stop the
+    worker processes.
     """
 
     def __init__(
@@ -169,21 +179,28 @@ class Toolbox:
         knowledge_base: knowledge.KnowledgeBase | None = None,
         max_read_bytes: int = files.DEFAULT_MAX_READ_BYTES,
         enabled: Iterable[str] | None = None,
+        python_disk_mb: int = sandbox.DEFAULT_DISK_MB,
+        python_max_processes: int = sandbox.DEFAULT_MAX_PROCESSES,
+        workspace_quota_bytes: int = files.DEFAULT_WORKSPACE_QUOTA_BYTES,
+        analysis_timeout: float = bounded.DEFAULT_TIMEOUT_S,
     ) -> None:
-        self.workspace = files.Workspace(workspace)
+        self.workspace = files.Workspace(workspace, workspace_quota_bytes)
         self.allowed_hosts = web.normalise_hosts(allowed_hosts)
-        web.validate_endpoint(search_endpoint, self.allowed_hosts)
+        self._search_hosts = web.endpoint_entry(search_endpoint)
         self.http_timeout = http_timeout
         self.python_timeout = python_timeout
         self.python_memory_mb = python_memory_mb
+        self.python_disk_mb = python_disk_mb
+        self.python_max_processes = python_max_processes
         self.persistent_python = persistent_python
+        self._analysis = bounded.BoundedWorker(timeout_s=analysis_timeout)
         self.search_endpoint = search_endpoint
         self.max_read_bytes = max_read_bytes
         self._kb = knowledge_base
         self._worker: python_exec.PythonWorker | None = None
         self._worker_lock = threading.Lock()
         impls = self._implementations()
-        names = list(TOOL_NAMES) if enabled is None else list(enabled)
+        names = list(DEFAULT_ENABLED) if enabled is None else list(enabled)
         unknown = [n for n in names if n not in SCHEMAS]
         if unknown:
             raise ToolError(f"unknown tool {unknown[0]!r}; available: {', '.join(TOOL_NAMES)}")
@@ -204,13 +221,13 @@ class Toolbox:
             "execute_python": self._execute_python,
             "calculator": calc_mod.calculator,
             "analyze_data": lambda path, column=None, operation=None: data_analysis.analyze_data(
-                ws, path, column, operation),
+                ws, path, column, operation, self._analysis),
             "query_knowledge_base": lambda query, top_k=3: knowledge.query_knowledge_base(
                 self.knowledge_base, query, top_k),
             "http_request": self._http_request,
             "web_search": lambda query, max_results=5: web.web_search(
-                query, max_results, self.search_endpoint, self.allowed_hosts, self.http_timeout),
-            "analyze_image": lambda path: image.analyze_image(ws, path),
+                query, max_results, self.search_endpoint, self.allowed_hosts | self._search_hosts, self.http_timeout),
+            "analyze_image": lambda path: image.analyze_image(ws, path, self._analysis),
         }
 
     @property
@@ -220,8 +237,12 @@ class Toolbox:
             self._kb = knowledge.KnowledgeBase.default()
         return self._kb
 
+    def allow_hosts(self, entries: Iterable[str]) -> None:
+        """Add ``host:port`` entries to the allowlist (e.g. a local service started after the toolbox)."""
+        self.allowed_hosts = self.allowed_hosts | web.normalise_hosts(entries)
+
     def _execute_python(self, code: str) -> dict[str, Any]:
-        if self.persistent_python:
+        if self.persistent_python:  # trusted snippets only (the data generator's)
             with self._worker_lock:
                 if self._worker is None:
                     self._worker = python_exec.PythonWorker(self.workspace.root, self.python_timeout,
@@ -229,8 +250,8 @@ class Toolbox:
                 worker = self._worker
             result = worker.run(code)
         else:
-            result = python_exec.run_python_once(code, self.workspace.root, self.python_timeout,
-                                                 self.python_memory_mb)
+            result = sandbox.run_sandboxed(code, self.workspace, self.python_timeout, self.python_memory_mb,
+                                           self.python_disk_mb, self.python_max_processes)
         message = result.error_message(self.python_timeout)
         if message is not None:
             raise ToolFailure(message, result.payload())
@@ -262,13 +283,18 @@ class Toolbox:
         self._tool(name)
         if isinstance(arguments, str):
             try:
-                arguments = json.loads(arguments)
-            except json.JSONDecodeError as exc:
-                raise ToolError(f"tool '{name}': arguments are not valid JSON ({exc.msg})") from None
+                arguments = limits.loads(arguments, MAX_ARGUMENT_CHARS, MAX_ARGUMENT_DEPTH)
+            except limits.JSONLimitError as exc:
+                raise ToolError(f"tool '{name}': arguments are not valid JSON ({exc})") from None
         if not isinstance(arguments, Mapping):
             raise ToolError(f"tool '{name}': arguments must be an object, got {type(arguments).__name__}")
+        if limits.value_depth(arguments, MAX_ARGUMENT_DEPTH) > MAX_ARGUMENT_DEPTH:
+            raise ToolError(f"tool '{name}': arguments are nested more than {MAX_ARGUMENT_DEPTH} levels deep")
         args = dict(arguments)
-        err = jsonschema.exceptions.best_match(self._validators[name].iter_errors(args))
+        try:
+            err = jsonschema.exceptions.best_match(self._validators[name].iter_errors(args))
+        except (RecursionError, ValueError, OverflowError) as exc:
+            raise ToolError(f"tool '{name}': arguments cannot be checked ({type(exc).__name__})") from None
         if err is not None:
             raise ToolError(_error_text(name, err))
         return args
@@ -287,6 +313,10 @@ class Toolbox:
             return ToolResult.failure(f"permission denied: {exc.filename or exc}")
         except OSError as exc:
             return ToolResult.failure(f"{name} failed: {exc.strerror or exc}")
+        except RecursionError:
+            return ToolResult.failure(f"{name} failed: the input is nested too deeply")
+        except (OverflowError, ValueError) as exc:
+            return ToolResult.failure(f"{name} failed: {type(exc).__name__}: {str(exc)[:160]}")
         except Exception as exc:  # a bug in a tool must not kill the conversation; keep the traceback in the log
             log.exception("tool %s raised", name)
             return ToolResult.failure(f"internal error in tool '{name}': {type(exc).__name__}: {exc}")
@@ -299,11 +329,12 @@ class Toolbox:
             return ToolResult.failure(str(exc))
 
     def close(self) -> None:
-        """Stop the persistent Python worker, if any."""
+        """Stop the persistent Python worker and the analysis process, if any."""
         with self._worker_lock:
             if self._worker is not None:
                 self._worker.close()
                 self._worker = None
+        self._analysis.close()
 
     def __enter__(self) -> Toolbox:
         return self
