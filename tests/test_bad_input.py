@@ -9,6 +9,7 @@ from __future__ import annotations
 import errno
 import json
 import os
+import re
 import sys
 from pathlib import Path
 
@@ -147,3 +148,66 @@ def test_sampling_config_refuses_what_torch_would_fail_on() -> None:
         SamplingConfig(temperature=float("nan"), top_p=0.0)
     assert [name for name, _, _ in exc.value.problems] == ["temperature", "top_p"]
     assert SamplingConfig(max_new_tokens=0, temperature=0.0, top_k=0, top_p=1.0).top_p == 1.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Tokenizer files and chat templates
+# ------------------------------------------------------------------------------------------------
+NESTED_RANGES = "{% for i in range(100000) %}{% for j in range(100000) %}{% endfor %}{% endfor %}"
+
+
+@pytest.fixture
+def run_folder(tmp_path: Path, tokenizer) -> Path:
+    """A run folder holding a valid tokenizer (the session's small BPE)."""
+    out = tmp_path / "run"
+    tokenizer.save(out)
+    return out
+
+
+def _set_config(folder: Path, value: object) -> None:
+    (folder / "tokenizer_config.json").write_text(json.dumps(value))
+
+
+@pytest.mark.parametrize(("config", "needle"), [
+    (["not", "an", "object"], "expected a JSON object at the top level, got list"),
+    ({"model_max_length": "2048"}, "'model_max_length' must be a positive integer, got '2048'"),
+    ({"chat_template": NESTED_RANGES}, "asks for more than 100,000 range() items"),
+    ({"codette_format_version": 2}, "'codette_format_version' is 2; this version of Codette reads format version 1"),
+])
+def test_bad_tokenizer_config_is_a_one_line_error(run_folder: Path, capsys, monkeypatch, config: object,
+                                                  needle: str) -> None:
+    _set_config(run_folder, config)
+    code, err = run_cli(capsys, monkeypatch, "train", "-o", str(run_folder))
+    one_line_error(code, err, "tokenizer_config.json", needle)
+
+
+def test_saved_tokenizer_records_its_format_version(run_folder: Path) -> None:
+    from codette.tokenizer import CodetteTokenizer
+    from codette.tokenizer.bpe import FORMAT_KEY, FORMAT_VERSION
+
+    assert json.loads((run_folder / "tokenizer_config.json").read_text())[FORMAT_KEY] == FORMAT_VERSION
+    cfg = json.loads((run_folder / "tokenizer_config.json").read_text())
+    del cfg[FORMAT_KEY]  # written before the key existed: version 1
+    _set_config(run_folder, cfg)
+    assert len(CodetteTokenizer.load(run_folder)) > 0
+
+
+@pytest.mark.parametrize(("template", "needle"), [
+    (NESTED_RANGES, "range() items"),
+    ("{% for i in range(100000) %}{{ 'x' * 1000 }}{% endfor %}", "writes more than"),
+    ("{{ 'a' * 1000000000 }}", "builds a sequence longer than"),
+    ("{{ 10 ** 1000000000 }}", "computes a number too large"),
+    ("{% macro f() %}{{ f() }}{% endmacro %}{{ f() }}", "recurses without end"),
+    ("{% macro f(n) %}{% if n %}{{ f(n - 1) }}{{ f(n - 1) }}{% endif %}{% endmacro %}{{ f(60) }}", "ran longer than"),
+])
+def test_chat_template_rendering_is_bounded(monkeypatch, template: str, needle: str) -> None:
+    """A hostile template ends in a clear error within about a second, whatever it tries."""
+    import time
+
+    from codette.tokenizer import chat_template
+
+    monkeypatch.setattr(chat_template, "MAX_RENDER_SECONDS", 0.5)
+    t0 = time.perf_counter()
+    with pytest.raises(CodetteError, match=f"cannot render conversation: .*{re.escape(needle)}"):
+        chat_template.render([{"role": "user", "content": "hi"}], template=template)
+    assert time.perf_counter() - t0 < 3.0

@@ -33,6 +33,10 @@ from codette.tokenizer.chat_template import (
 
 TOKENIZER_FILE = "tokenizer.json"
 CONFIG_FILE = "tokenizer_config.json"
+# The layout of what Codette adds to the Hugging Face files (special tokens, chat template). A file
+# without the key was written before it existed and is version 1.
+FORMAT_KEY = "codette_format_version"
+FORMAT_VERSION = 1
 
 
 class CodetteTokenizer:
@@ -78,12 +82,7 @@ class CodetteTokenizer:
         template, max_len = CHAT_TEMPLATE, 2048
         cfg_path = folder / CONFIG_FILE
         if cfg_path.is_file():
-            try:
-                cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
-            except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-                raise CodetteError(f"{cfg_path} is not valid JSON: {exc}") from None
-            template = cfg.get("chat_template", template)
-            max_len = int(cfg.get("model_max_length", max_len))
+            template, max_len = _read_config(cfg_path, template, max_len)
         return cls(tok, template, max_len)
 
     def save(self, folder: Path | str) -> None:
@@ -105,6 +104,7 @@ class CodetteTokenizer:
             "clean_up_tokenization_spaces": False,
             "model_max_length": self.model_max_length,
             "chat_template": self.chat_template,
+            FORMAT_KEY: FORMAT_VERSION,
         }
 
     # ---- ids ----------------------------------------------------------------------------------
@@ -185,3 +185,30 @@ class CodetteTokenizer:
                 mask[k] = 1
         return ids, mask
 
+
+def _read_config(path: Path, template: str, max_len: int) -> tuple[str, int]:
+    """``chat_template`` and ``model_max_length`` of a tokenizer_config.json, each checked by name."""
+    try:
+        cfg = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CodetteError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CodetteError(f"{path} is not valid JSON: nested too deeply") from None
+    if not isinstance(cfg, dict):
+        raise CodetteError(f"{path}: expected a JSON object at the top level, got {type(cfg).__name__}")
+    version = cfg.get(FORMAT_KEY, 1)
+    if version != FORMAT_VERSION:
+        raise CodetteError(f"{path}: '{FORMAT_KEY}' is {version!r}; this version of Codette reads format version "
+                           f"{FORMAT_VERSION} (the tokenizer was written by another version)")
+    template = cfg.get("chat_template", template)
+    if not isinstance(template, str) or not template.strip():
+        raise CodetteError(f"{path}: 'chat_template' must be a Jinja template string, got {template!r:.60}")
+    max_len = cfg.get("model_max_length", max_len)
+    if isinstance(max_len, bool) or not isinstance(max_len, int) or max_len <= 0:
+        raise CodetteError(f"{path}: 'model_max_length' must be a positive integer, got {max_len!r:.60}")
+    try:  # a template that cannot render a plain exchange (or never finishes) fails here, naming the file
+        render([{"role": "system", "content": "s"}, {"role": "user", "content": "u"}], add_generation_prompt=True,
+               template=template)
+    except CodetteError as exc:
+        raise CodetteError(f"{path}: 'chat_template' {exc}") from None
+    return template, max_len

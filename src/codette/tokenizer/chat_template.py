@@ -7,12 +7,15 @@ llama.cpp, Ollama and Hugging Face users already know, with Hermes-style tool ca
 
 Rendering uses the same Jinja settings as Hugging Face ``apply_chat_template`` (sandboxed,
 ``trim_blocks``/``lstrip_blocks``, ``tojson`` without ASCII escaping or key sorting), so our text
-and ``transformers``' text are identical.
+and ``transformers``' text are identical. A rendering also has limits (time, output size, ``range``
+items), so a template read from a file cannot hang a run.
 """
 
 from __future__ import annotations
 
+import contextvars
 import json
+import time
 from functools import lru_cache
 from typing import Any
 
@@ -80,9 +83,75 @@ def _raise(message: str) -> None:
     raise jinja2.exceptions.TemplateError(message)
 
 
+# Limits of one rendering: a template read from a tokenizer_config.json is untrusted text, and the
+# sandbox alone stops it touching the system but not looping for hours (nested range(100000) loops)
+# or building gigabytes. Codette's own template uses none of these; a long conversation renders in
+# well under a millisecond.
+MAX_RENDER_SECONDS = 5.0
+MAX_RENDER_CHARS = 32 << 20
+MAX_RANGE_ITEMS = 100_000  # all range() items of one rendering together
+
+
+class TemplateLimit(jinja2.exceptions.TemplateError):
+    """A rendering went past one of the limits above."""
+
+
+class _Budget:
+    def __init__(self) -> None:
+        self.deadline = time.monotonic() + MAX_RENDER_SECONDS
+        self.range_items = 0
+
+    def tick(self) -> None:
+        if time.monotonic() > self.deadline:
+            raise TemplateLimit(f"the chat template ran longer than {MAX_RENDER_SECONDS:g} s")
+
+
+_budget: contextvars.ContextVar[_Budget] = contextvars.ContextVar("codette_template_budget")
+
+
+def _current() -> _Budget:
+    """The budget of the rendering in progress (outside :func:`render`, a fresh one per call)."""
+    return _budget.get(None) or _Budget()
+
+
+class _BoundedEnvironment(ImmutableSandboxedEnvironment):
+    """The Hugging Face sandbox plus a time limit, a range budget and bounded ``*``/``**``."""
+
+    intercepted_binops = frozenset({"*", "**"})
+
+    def __init__(self, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.globals["range"] = self._range
+        self.globals.pop("lipsum", None)  # lipsum(n=10**9) would run inside one call
+
+    @staticmethod
+    def _range(*args: int) -> range:
+        budget = _current()
+        items = range(*args)
+        budget.range_items += len(items)
+        if budget.range_items > MAX_RANGE_ITEMS:
+            raise TemplateLimit(f"the chat template asks for more than {MAX_RANGE_ITEMS:,} range() items")
+        return items
+
+    def call(__self, __context: Any, __obj: Any, *args: Any, **kwargs: Any) -> Any:  # noqa: N805
+        _current().tick()
+        return super().call(__context, __obj, *args, **kwargs)
+
+    def call_binop(self, context: Any, operator: str, left: Any, right: Any) -> Any:
+        _current().tick()
+        if operator == "*":
+            for seq, n in ((left, right), (right, left)):
+                if isinstance(seq, (str, list, tuple)) and isinstance(n, int) and len(seq) * n > MAX_RENDER_CHARS:
+                    raise TemplateLimit(f"the chat template builds a sequence longer than {MAX_RENDER_CHARS:,}")
+        if operator == "**" and isinstance(left, int) and isinstance(right, int) and \
+                abs(left) > 1 and right * max(left.bit_length(), 1) > 1 << 16:
+            raise TemplateLimit("the chat template computes a number too large")
+        return super().call_binop(context, operator, left, right)
+
+
 @lru_cache(maxsize=8)
 def _compiled(template: str) -> jinja2.Template:
-    env = ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True)
+    env = _BoundedEnvironment(trim_blocks=True, lstrip_blocks=True)
     env.filters["tojson"] = _tojson
     env.globals["raise_exception"] = _raise
     return env.from_string(template)
@@ -113,13 +182,30 @@ def render(
     template: str = CHAT_TEMPLATE,
 ) -> str:
     """Render ``messages`` (OpenAI style) to the model's text, exactly as Hugging Face would."""
+    budget = _Budget()
+    token = _budget.set(budget)
     try:
-        return _compiled(template).render(
+        pieces, size = [], 0
+        for i, piece in enumerate(_compiled(template).generate(
             messages=messages, tools=tools, add_generation_prompt=add_generation_prompt,
             bos_token=bos_token, eos_token=EOS,
-        )
+        )):
+            size += len(piece)
+            if size > MAX_RENDER_CHARS:
+                raise TemplateLimit(f"the chat template writes more than {MAX_RENDER_CHARS:,} characters")
+            if not i & 63:
+                budget.tick()
+            pieces.append(piece)
+        return "".join(pieces)
     except jinja2.exceptions.TemplateError as exc:
         raise CodetteError(f"cannot render conversation: {exc}") from None
+    except RecursionError:
+        raise CodetteError("cannot render conversation: the chat template recurses without end") from None
+    except (MemoryError, OverflowError) as exc:
+        raise CodetteError(f"cannot render conversation: the chat template needs too much memory "
+                           f"({type(exc).__name__})") from None
+    finally:
+        _budget.reset(token)
 
 
 def assistant_spans(messages: list[dict], tools: list[dict] | None = None) -> tuple[str, list[tuple[int, int]]]:
