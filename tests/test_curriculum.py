@@ -204,7 +204,7 @@ def test_identity_checker_flags_contradictions() -> None:
 def test_cli_data_stats_writes_the_card(tmp_path: Path) -> None:
     out = tmp_path / "out"
     proc = codette("data", "-o", str(out), "--samples", "400", "--seed", "5", "--stats", check=True)
-    assert re.search(r"val combinations also in train\s*│\s*0\b", proc.stdout)
+    assert re.search(r"combinations in more than one split\s*│\s*0\b", proc.stdout)
     card = json.loads((out / "data" / "card.json").read_text())
     assert (out / "data" / "card.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert card["records"] == 400 and card["length_unit"] == "tokens" and card["length_tokenizer"] == "provisional"
@@ -215,8 +215,10 @@ def test_cli_data_stats_writes_the_card(tmp_path: Path) -> None:
     assert "fixture server" in card["network_results"] and "recorded offline pages" in card["network_results"]
     assert re.search(r"tokens per sample \(mean / p90 / max\)", proc.stdout)
     # Coverage and the error/no-tool counts agree with the written records.
-    recs = [json.loads(line) for split in ("train", "val")
+    recs = [json.loads(line) for split in ("train", "val", "test")
             for line in (out / "data" / f"{split}.jsonl").read_text().splitlines()]
+    assert [card["splits"][s] for s in ("train", "val", "test")] == [len((out / "data" / f"{s}.jsonl").read_text()
+                                                                      .splitlines()) for s in ("train", "val", "test")]
     calls = Counter(r["tool"] for r in recs if r["category"] == "tools" and r["tool"])
     assert card["tool_coverage"] == {t: calls.get(t, 0) for t in TOOLS}
     assert card["tool_errors"] == sum(r.get("tool_ok") is False for r in recs)

@@ -16,6 +16,7 @@ import torch
 from codette.config import DataConfig
 from codette.data import synthetic
 from codette.data.build import build_dataset, read_split
+from codette.data.split import SPLITS, split_of
 from codette.persona import TOOLS
 from codette.data.loader import IGNORE_INDEX, BatchSampler
 from codette.data.pack import PackedSplit, encode_document, pack, token_dtype
@@ -58,7 +59,7 @@ def test_build_dataset_is_deterministic_by_seed(tmp_path: Path) -> None:
     """What `codette data` writes (tool runs included) is byte-identical for one seed, different for another."""
     def files(seed: int, name: str) -> dict[str, bytes]:
         build_dataset(DataConfig(samples=300, seed=seed), tmp_path / name)
-        return {f: (tmp_path / name / f).read_bytes() for f in ("train.jsonl", "val.jsonl", "stats.json")}
+        return {f: (tmp_path / name / f).read_bytes() for f in ("train.jsonl", "val.jsonl", "test.jsonl", "stats.json")}
 
     a, b, c = files(7, "a"), files(7, "b"), files(8, "c")
     assert a == b
@@ -104,6 +105,50 @@ def test_val_keys_are_not_in_train(big) -> None:
     train_keys = {s.key for s in train}
     assert not [s.key for s in val if s.key in train_keys]
     assert stats.overlap == 0
+
+
+def test_three_splits_are_disjoint_by_key_and_stable() -> None:
+    """train / val / test by a hash of the sample key: each key in exactly one split, the same split every run."""
+    shares = synthetic.CATEGORY_SHARES
+    collector = synthetic.StatsCollector(3000, shares, val_fraction=0.1, test_fraction=0.1)
+    keys: dict[str, set[str]] = {name: set() for name in SPLITS}
+    for s in synthetic.iter_samples(3000, seed=5, shares=shares, collector=collector):
+        split = collector.add(s)
+        keys[split].add(s.key)
+        assert split_of(s.key, 0.1, 0.1) == split
+    assert not (keys["train"] & keys["val"]) and not (keys["train"] & keys["test"]) and not (keys["val"] & keys["test"])
+    for name, share in (("val", 0.1), ("test", 0.1), ("train", 0.8)):
+        assert abs(len(keys[name]) / 3000 - share) < 0.03, (name, len(keys[name]))
+    stats = collector.stats()
+    assert (stats.train, stats.val, stats.test, stats.overlap) == (len(keys["train"]), len(keys["val"]),
+                                                                   len(keys["test"]), 0)
+    # val keeps its hash buckets whatever the test fraction; test takes the next ones from train
+    assert all(split_of(k, 0.1, 0.0) == "val" for k in keys["val"])
+    assert all(split_of(k, 0.1, 0.0) == "train" for k in keys["test"])
+
+
+def test_written_splits_share_no_dialogue(tmp_path: Path) -> None:
+    notes = tmp_path / "notes"
+    notes.mkdir()
+    for i in range(60):
+        (notes / f"{i}.txt").write_text(f"note number {i}: rotary embeddings rotate pairs of features.\n")
+    stats = build_dataset(DataConfig(samples=600, seed=2, sources=[str(notes)]), tmp_path / "data")
+    said = {name: [_said(r) for r in _records(tmp_path / "data", name)] for name in SPLITS}
+    assert [len(said[n]) for n in SPLITS] == [stats.train, stats.val, stats.test] and min(map(len, said.values())) > 0
+    assert sum(len(v) for v in said.values()) == 660
+    for a, b in (("train", "val"), ("train", "test"), ("val", "test")):
+        assert not set(said[a]) & set(said[b]), (a, b)
+
+
+@pytest.mark.parametrize(("val", "test", "message"), [
+    (0.1, 0.0, "config key 'data.test_fraction': expected a number in (0, 1), got 0.0"),
+    (0.0, 0.1, "config key 'data.val_fraction': expected a number in (0, 1), got 0.0"),
+    (0.5, 0.5, "config keys 'data.val_fraction' + 'data.test_fraction' sum to 1; they must leave a share"),
+])
+def test_split_fractions_are_checked(val: float, test: float, message: str) -> None:
+    with pytest.raises(CodetteError) as exc:
+        DataConfig(samples=50, val_fraction=val, test_fraction=test)
+    assert message in str(exc.value)
 
 
 def test_val_dialogue_text_is_not_in_train(big) -> None:
@@ -337,6 +382,18 @@ def test_calculator_answers_equal_recomputed_arithmetic(big) -> None:
 # ------------------------------------------------------------------------------------------------
 # build_dataset
 # ------------------------------------------------------------------------------------------------
+def _said(record: dict) -> str:
+    """A written record's text, chats without the system prompt (decoration, not content)."""
+    if "messages" not in record:
+        return record["text"]
+    return json.dumps([{k: m.get(k) for k in ("role", "content", "tool_calls")} for m in record["messages"]
+                       if m["role"] in ("user", "assistant")], ensure_ascii=False, sort_keys=True)
+
+
+def _records(data_dir: Path, split: str) -> list[dict]:
+    return [json.loads(line) for line in (data_dir / f"{split}.jsonl").read_text(encoding="utf-8").splitlines()]
+
+
 def _leftovers(folder: Path) -> list[str]:
     return sorted(p.name for p in folder.iterdir() if p.name.startswith(".") or p.name.endswith(".tmp"))
 
@@ -346,26 +403,27 @@ def test_build_dataset_writes_splits_and_stats(tmp_path: Path) -> None:
     notes.write_text("My own notes about rotary embeddings.\n", encoding="utf-8")
     out = tmp_path / "data"
     stats = build_dataset(DataConfig(samples=200, seed=0, val_fraction=0.1, sources=[str(notes)]), out)
-    assert sorted(p.name for p in out.iterdir()) == ["stats.json", "train.jsonl", "val.jsonl"]
+    assert sorted(p.name for p in out.iterdir()) == ["stats.json", "test.jsonl", "train.jsonl", "val.jsonl"]
     assert _leftovers(out) == []
-    lines = {n: (out / f"{n}.jsonl").read_text(encoding="utf-8").splitlines() for n in ("train", "val")}
-    assert len(lines["train"]) == stats.train and len(lines["val"]) == stats.val
-    assert stats.train + stats.val == 201 and stats.user_documents == 1 and stats.val > 0
-    recs = [json.loads(line) for line in lines["train"] + lines["val"]]
+    lines = {n: (out / f"{n}.jsonl").read_text(encoding="utf-8").splitlines() for n in SPLITS}
+    assert [len(lines[n]) for n in SPLITS] == [stats.train, stats.val, stats.test]
+    assert stats.train + stats.val + stats.test == 201 and stats.user_documents == 1 and stats.val > 0 < stats.test
+    recs = [json.loads(line) for n in SPLITS for line in lines[n]]
     assert sum("messages" in r for r in recs) == 200
     assert [r["text"] for r in recs if "text" in r] == ["My own notes about rotary embeddings.\n"]
     assert json.loads((out / "stats.json").read_text()) == stats.as_dict()
-    assert len(list(read_split(out, "train"))) == stats.train
-    assert len(list(read_split(out, "val"))) == stats.val
+    assert [len(list(read_split(out, n))) for n in SPLITS] == [stats.train, stats.val, stats.test]
 
 
 def test_build_dataset_is_atomic_when_interrupted(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    src = tmp_path / "a.txt"
-    src.write_text("first corpus\n")
+    src = tmp_path / "corpus"
+    src.mkdir()
+    for name in "abc":
+        (src / f"{name}.txt").write_text(f"first corpus, part {name}\n")
     out = tmp_path / "data"
     build_dataset(DataConfig(synthetic=False, sources=[str(src)]), out)
     before = {p.name: p.read_bytes() for p in out.iterdir()}
-    src.write_text("second corpus\n")
+    (src / "a.txt").write_text("second corpus\n")
 
     def interrupted(fd: int) -> None:
         raise KeyboardInterrupt
@@ -392,22 +450,35 @@ def test_build_dataset_round_trips_unusual_text(tmp_path: Path) -> None:
     src = tmp_path / "odd.txt"
     src.write_bytes(text.encode("utf-8"))
     build_dataset(DataConfig(samples=20, sources=[str(src)]), tmp_path / "data")
-    docs = list(read_split(tmp_path / "data", "train")) + list(read_split(tmp_path / "data", "val"))
+    docs = [d for split in SPLITS for d in read_split(tmp_path / "data", split)]
     assert len(docs) == 21
     assert [d.text for d in docs if d.text is not None] == [text]
 
 
-def test_build_dataset_output_is_readable_for_a_one_document_corpus(tmp_path: Path) -> None:
-    src = tmp_path / "only.txt"
-    src.write_text("The only document.\n")
+@pytest.mark.parametrize("n", [1, 2])
+def test_a_corpus_too_small_for_three_splits_is_refused(tmp_path: Path, n: int) -> None:
     out = tmp_path / "data"
-    try:
-        stats = build_dataset(DataConfig(synthetic=False, sources=[str(src)]), out)
-    except CodetteError as exc:  # refusing a corpus too small to split is fine, if it says so
-        assert str(src) in str(exc) or "document" in str(exc)
-        return
-    docs = {name: list(read_split(out, name)) for name in ("train", "val")}  # the next stage reads both
-    assert len(docs["train"]) == stats.train and len(docs["val"]) == stats.val
+    sources = []
+    for i in range(n):
+        sources.append(str(tmp_path / f"doc{i}.txt"))
+        Path(sources[-1]).write_text(f"Document number {i}.\n")
+    with pytest.raises(CodetteError) as exc:
+        build_dataset(DataConfig(synthetic=False, sources=sources), out)
+    assert f"the data has {n} document(s), too few to fill the train, val and test splits" in str(exc.value)
+    assert not out.exists() or not list(out.iterdir())  # nothing half-written
+
+
+def test_a_three_document_corpus_fills_every_split(tmp_path: Path) -> None:
+    """Tiny corpora: a held-out split the hash left empty gets one document from train."""
+    sources = []
+    for i in range(3):
+        sources.append(str(tmp_path / f"doc{i}.txt"))
+        Path(sources[-1]).write_text(f"Document number {i}.\n")
+    out = tmp_path / "data"
+    stats = build_dataset(DataConfig(synthetic=False, sources=sources), out)
+    assert (stats.train, stats.val, stats.test) == (1, 1, 1)
+    texts = sorted(d.text for split in SPLITS for d in read_split(out, split))
+    assert texts == [f"Document number {i}.\n" for i in range(3)]
 
 
 # ------------------------------------------------------------------------------------------------

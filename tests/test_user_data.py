@@ -16,6 +16,7 @@ import pytest
 
 from codette.config import DataConfig
 from codette.data.build import build_dataset, read_split
+from codette.data.split import SPLITS
 from codette.data.mix import parse_mix, selection, take, target_counts
 from codette.data.sources import ReadReport, iter_documents, iter_text, iter_text_documents
 from codette.errors import CodetteError
@@ -188,10 +189,10 @@ def test_mix_builds_the_requested_ratios(tmp_path: Path) -> None:
     notes.write_text("\n\n".join(f"paragraph {i}" for i in range(5)))
     cfg = DataConfig(samples=200, mix={"synthetic": 0.5, str(chat): 0.3, str(notes): 0.2})
     stats = build_dataset(cfg, tmp_path / "data")
-    assert stats.train + stats.val == 200
+    assert stats.train + stats.val + stats.test == 200
     assert stats.synthetic["distinct"] == 100
     assert stats.sources == {str(chat): {"available": 40, "used": 60}, str(notes): {"available": 1, "used": 40}}
-    docs = list(read_split(tmp_path / "data", "train")) + list(read_split(tmp_path / "data", "val"))
+    docs = [d for split in SPLITS for d in read_split(tmp_path / "data", split)]
     assert sum(d.text is not None for d in docs) == 40
     with pytest.raises(CodetteError, match="has no ratio in --mix"):
         build_dataset(DataConfig(sources=[str(notes)], mix={"synthetic": 1.0}), tmp_path / "x")

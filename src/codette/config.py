@@ -33,7 +33,8 @@ T = TypeVar("T")
 class DataConfig:
     samples: int = 5000  # synthetic conversations to generate
     seed: int = 0
-    val_fraction: float = 0.1
+    val_fraction: float = 0.1  # held out to evaluate during training and pick model_best.pt
+    test_fraction: float = 0.1  # held out for `codette eval` only: never read by training or selection
     sources: list[str] = field(default_factory=list)  # the user's own .txt/.jsonl files or folders
     synthetic: bool = True  # include the generated Codette conversations
     assistant_only_loss: bool = True  # chat data: learn only the assistant's tokens
@@ -44,6 +45,9 @@ class DataConfig:
 
     def __post_init__(self) -> None:
         check_fields(self, "data")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise CodetteError(f"config keys 'data.val_fraction' + 'data.test_fraction' sum to "
+                               f"{self.val_fraction + self.test_fraction:g}; they must leave a share for training")
 
 
 @dataclass
@@ -145,7 +149,8 @@ def _one_of(*choices: str) -> Rule:
 _POSITIVE = _int_at_least(1)
 _PRESET_VALUE = "the preset's value"
 RULES: dict[str, dict[str, Rule]] = {
-    "data": {"samples": _int_at_least(0), "seed": _int_at_least(0), "val_fraction": _real(0.0, 1.0),
+    "data": {"samples": _int_at_least(0), "seed": _int_at_least(0), "val_fraction": _real(0.0, 1.0, low_open=True),
+             "test_fraction": _real(0.0, 1.0, low_open=True),
              "errors": _one_of("strict", "replace")},
     "tokenizer": {"vocab_size": _POSITIVE, "min_frequency": _int_at_least(0)},
     "model": {**{k: _optional(_POSITIVE, _PRESET_VALUE)

@@ -2,9 +2,9 @@
 
 Output folder layout (``out_dir``, default ``codette_model/``)::
 
-    data/{train,val}.jsonl, data/stats.json   conversations (codette data)
-    tokenizer.json, tokenizer_config.json     byte-level BPE + chat template (codette tokenizer)
-    packed/{train,val}.bin/.mask.bin/.json    token memmaps (made on first train)
+    data/{train,val,test}.jsonl, data/stats.json   conversations (codette data)
+    tokenizer.json, tokenizer_config.json          byte-level BPE + chat template (codette tokenizer)
+    packed/{train,val,test}.bin/.mask.bin/.json    token memmaps (made on first train)
     model_best.pt, model_step_N.pt, model_final.pt
     run_config.json, eval.json
 """
@@ -23,6 +23,7 @@ from rich.table import Table
 from rich.text import Text
 
 from codette.config import QUICKSTART, RunConfig, to_dict
+from codette.data.split import SPLITS
 from codette.errors import CodetteError
 from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND
 from codette.fileio import atomic_write_text, ensure_writable_dir, file_sha256
@@ -47,13 +48,14 @@ def run_data(cfg: RunConfig, console: Console, card: bool = False) -> dict:
     table.add_column("what")
     table.add_column("value", justify="right")
     table.add_row("train conversations", str(stats.train))
-    table.add_row("val conversations", str(stats.val))
+    table.add_row("val conversations (select model_best)", str(stats.val))
+    table.add_row("test conversations (codette eval)", str(stats.test))
     if stats.synthetic:
         s = stats.synthetic
         for cat, share in s["shares"].items():
             table.add_row(f"share: {cat}", f"{share:.1%}")
         table.add_row("distinct-sample ratio", f"{s['distinct_ratio']:.3f}")
-        table.add_row("val combinations also in train", str(s["overlap"]))
+        table.add_row("combinations in more than one split", str(s["overlap"]))
     if stats.user_documents:
         table.add_row("your documents", str(stats.user_documents))
     if stats.skipped_bad:
@@ -71,7 +73,7 @@ def print_card(card: dict, console: Console) -> None:
     table = Table(title="Data card")
     table.add_column("what")
     table.add_column("value", justify="right")
-    table.add_row("records (train / val)", f"{card['splits']['train']:,} / {card['splits']['val']:,}")
+    table.add_row("records (train / val / test)", " / ".join(f"{card['splits'][s]:,}" for s in SPLITS))
     for cat, share in card["shares"].items():
         table.add_row(f"share: {cat}", f"{share:.1%}")
     table.add_row("distinct-sample ratio", f"{card['distinct_ratio']:.3f}")
@@ -130,7 +132,8 @@ def ensure_packed(out: Path, tok: CodetteTokenizer, assistant_only: bool) -> Pat
     want = {"tokenizer_sha256": sha, "assistant_only": assistant_only}
     if stamp.is_file() and json.loads(stamp.read_text()) == want:
         try:
-            PackedSplit(packed, "train"), PackedSplit(packed, "val")
+            for split in SPLITS:
+                PackedSplit(packed, split)
             return packed
         except CodetteError:
             pass

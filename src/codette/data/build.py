@@ -1,15 +1,15 @@
-"""The data stage: write the train/val JSONL files, then pack them into token memmaps.
+"""The data stage: write the train/val/test JSONL files, then pack them into token memmaps.
 
-``build_dataset`` writes ``<dir>/train.jsonl``, ``<dir>/val.jsonl`` and ``<dir>/stats.json``; each
-line is ``{"messages": [...]}`` (chat) or ``{"text": "..."}`` (plain text). The user's own files are
-split by a hash of their content, the synthetic conversations by their template/slot combination.
+``build_dataset`` writes ``<dir>/{train,val,test}.jsonl`` and ``<dir>/stats.json``; each line is
+``{"messages": [...]}`` (chat) or ``{"text": "..."}`` (plain text). The user's own files are split by
+a hash of their content, the synthetic conversations by their template/slot combination
+(:mod:`codette.data.split`): val selects the best checkpoint, test is only for the final report.
 Both are streamed straight into the (atomically renamed) split files, so a corpus of any size and
 200,000 synthetic conversations never sit in memory at once.
 """
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from collections.abc import Iterator
@@ -22,6 +22,7 @@ from codette.data import synthetic
 from codette.data.mix import SYNTHETIC, parse_mix, selection, take, target_counts
 from codette.data.pack import PackStats, pack
 from codette.data.sources import Document, ReadReport, iter_documents, read_jsonl_conversations
+from codette.data.split import HELD_OUT, SPLITS, split_of
 from codette.errors import CodetteError
 from codette.fileio import atomic_open, atomic_write_text
 from codette.tokenizer import CodetteTokenizer
@@ -34,6 +35,7 @@ log = logging.getLogger(__name__)
 class BuildStats:
     train: int
     val: int
+    test: int
     synthetic: dict | None
     user_documents: int
     skipped_bad: int = 0  # bad JSONL lines / dataset rows skipped with skip_bad
@@ -54,42 +56,41 @@ def _doc_record(doc: Document) -> dict:
     return {"text": doc.text}
 
 
-def _is_val_content(record: dict, val_fraction: float) -> bool:
-    digest = hashlib.sha256(json.dumps(record, sort_keys=True, ensure_ascii=False).encode()).digest()
-    return int.from_bytes(digest[:8], "big") % 10_000 < val_fraction * 10_000
+def _content_split(record: dict, cfg: DataConfig) -> str:
+    return split_of(json.dumps(record, sort_keys=True, ensure_ascii=False), cfg.val_fraction, cfg.test_fraction)
 
 
 class _SplitWriter:
-    """Writes records to the two split files; the last train record is held back one step so that a
-    corpus too small to put anything in val can still give it one held-out document."""
+    """Writes records to the three split files; the last two train records are held back so that a
+    corpus too small to put anything in val or test can still give each one held-out document."""
 
-    def __init__(self, train: IO[str], val: IO[str]) -> None:
-        self.files = {"train": train, "val": val}
-        self.counts = {"train": 0, "val": 0}
-        self._held: str | None = None
+    def __init__(self, files: dict[str, IO[str]]) -> None:
+        self.files = files
+        self.counts = {name: 0 for name in SPLITS}
+        self._held: list[str] = []
+
+    def _put(self, line: str, split: str) -> None:
+        self.files[split].write(line)
+        self.counts[split] += 1
 
     def write(self, rec: dict, split: str) -> None:
         line = json.dumps(rec, ensure_ascii=False) + "\n"
         if split == "train":
-            if self._held is not None:
-                self.files["train"].write(self._held)
-                self.counts["train"] += 1
-            self._held = line
+            self._held.append(line)
+            if len(self._held) > len(HELD_OUT):
+                self._put(self._held.pop(0), "train")
         else:
-            self.files["val"].write(line)
-            self.counts["val"] += 1
+            self._put(line, split)
 
     def close(self) -> None:
-        """Flush the held record (into val when val would otherwise be empty)."""
-        if self._held is not None:
-            if self.counts["val"] == 0:
-                log.warning("the corpus is tiny: holding out one document for validation")
-                self.files["val"].write(self._held)
-                self.counts["val"] += 1
-            else:
-                self.files["train"].write(self._held)
-                self.counts["train"] += 1
-            self._held = None
+        """Flush the held records: one into each held-out split that would otherwise be empty, the rest to train."""
+        for split in HELD_OUT:
+            if self._held and self.counts[split] == 0:
+                log.warning("the corpus is tiny: holding out one document for the %s split", split)
+                self._put(self._held.pop(), split)
+        for line in self._held:
+            self._put(line, "train")
+        self._held = []
 
 
 def _plan(cfg: DataConfig) -> tuple[dict[str, float], list[str], int]:
@@ -112,7 +113,11 @@ def _count(src: str, cfg: DataConfig, report: ReadReport) -> int:
 
 
 def build_dataset(cfg: DataConfig, out_dir: Path | str) -> BuildStats:
-    """Generate and/or collect conversations and write the two JSONL splits atomically."""
+    """Generate and/or collect conversations and write the three JSONL splits atomically.
+
+    Data that leaves a split empty (a corpus of a document or two) is an error, and the files of an
+    earlier build are left as they were.
+    """
     out_dir = Path(out_dir)
     mix, sources, n_syn = _plan(cfg)
     if not n_syn and not sources:
@@ -123,12 +128,13 @@ def build_dataset(cfg: DataConfig, out_dir: Path | str) -> BuildStats:
     n_user = 0
     per_source: dict[str, dict] = {}
     with atomic_open(out_dir / "train.jsonl", "w", encoding="utf-8") as ftr, \
-            atomic_open(out_dir / "val.jsonl", "w", encoding="utf-8") as fva:
-        out = _SplitWriter(ftr, fva)
+            atomic_open(out_dir / "val.jsonl", "w", encoding="utf-8") as fva, \
+            atomic_open(out_dir / "test.jsonl", "w", encoding="utf-8") as fte:
+        out = _SplitWriter({"train": ftr, "val": fva, "test": fte})
         if n_syn:
-            collector = synthetic.StatsCollector(n_syn, shares, cfg.val_fraction)
+            collector = synthetic.StatsCollector(n_syn, shares, cfg.val_fraction, cfg.test_fraction)
             for s in synthetic.iter_samples(n_syn, cfg.seed, shares, collector=collector):
-                out.write(s.to_json(), "val" if collector.add(s) else "train")
+                out.write(s.to_json(), collector.add(s))
             st = collector.stats()
             syn_stats = {**asdict(st), "distinct_ratio": st.distinct_ratio}
         targets = target_counts(mix, cfg.samples) if mix else {}
@@ -144,21 +150,25 @@ def build_dataset(cfg: DataConfig, out_dir: Path | str) -> BuildStats:
             used = 0
             for doc in docs:
                 rec = _doc_record(doc)
-                out.write(rec, "val" if _is_val_content(rec, cfg.val_fraction) else "train")
+                out.write(rec, _content_split(rec, cfg))
                 used += 1
             per_source[src] = {"available": used if available is None else available, "used": used}
             n_user += used
         out.close()
+        empty = [name for name in SPLITS if out.counts[name] == 0]
+        if empty:  # raised inside the with: no split file is replaced
+            raise CodetteError(f"the data has {sum(out.counts.values())} document(s), too few to fill the train, val "
+                               f"and test splits ({', '.join(empty)} would be empty); add documents or synthetic samples")
     if report.skipped:
         log.warning("skipped %d bad record%s (--skip-bad)", report.skipped, "s" if report.skipped != 1 else "")
-    stats = BuildStats(out.counts["train"], out.counts["val"], syn_stats, n_user, report.skipped,
-                       report.examples, mix, per_source)
+    stats = BuildStats(out.counts["train"], out.counts["val"], out.counts["test"], syn_stats, n_user,
+                       report.skipped, report.examples, mix, per_source)
     atomic_write_text(out_dir / "stats.json", json.dumps(stats.as_dict(), indent=2))
     return stats
 
 
 def read_split(data_dir: Path | str, name: str) -> Iterator[Document]:
-    """Documents of a written split (``train`` or ``val``); a split the build left empty has none."""
+    """Documents of a written split (``train``, ``val`` or ``test``)."""
     path = Path(data_dir) / f"{name}.jsonl"
     if path.is_file() and path.stat().st_size == 0:
         return iter(())
@@ -173,6 +183,6 @@ def training_texts(data_dir: Path | str) -> Iterator[str]:
 
 def pack_dataset(data_dir: Path | str, tok: CodetteTokenizer, packed_dir: Path | str,
                  assistant_only: bool = True) -> dict[str, PackStats]:
-    """Tokenize both splits once into ``packed_dir``."""
+    """Tokenize every split once into ``packed_dir``."""
     return {name: pack(read_split(data_dir, name), tok, Path(packed_dir), name, assistant_only)
-            for name in ("train", "val")}
+            for name in SPLITS}

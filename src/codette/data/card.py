@@ -21,6 +21,7 @@ from typing import Any
 import numpy as np
 
 from codette.persona import TOOLS
+from codette.data.split import SPLITS
 from codette.errors import CodetteError
 from codette.fileio import atomic_open, atomic_write_text
 from codette.jsonl import read_jsonl
@@ -61,11 +62,11 @@ PROVISIONAL_TRAIN_CHARS = 4_000_000  # text a provisional tokenizer learns from 
 
 
 def _sampled_texts(data_dir: Path, step: int) -> Iterator[tuple[str, bool]]:
-    """(text, is_chat) of every ``step``-th record of both splits: chats rendered with the chat template."""
+    """(text, is_chat) of every ``step``-th record of every split: chats rendered with the chat template."""
     from codette.tokenizer.chat_template import render
 
     i = 0
-    for split in ("train", "val"):
+    for split in SPLITS:
         for rec in _records(data_dir / f"{split}.jsonl"):
             i += 1
             if i % step == 0:
@@ -76,7 +77,7 @@ def _sampled_texts(data_dir: Path, step: int) -> Iterator[tuple[str, bool]]:
 
 
 def _lengths(data_dir: Path, total: int, tokenizer_dir: Path | None) -> tuple[str, list[int]]:
-    """(how tokens were counted, token lengths) over an even subsample of both splits.
+    """(how tokens were counted, token lengths) over an even subsample of all splits.
 
     With a trained ``tokenizer.json`` beside the data its counts are exact; otherwise a provisional
     byte-level BPE with the quickstart's vocabulary size is learned from (the start of) the same
@@ -117,16 +118,16 @@ def _lengths(data_dir: Path, total: int, tokenizer_dir: Path | None) -> tuple[st
 
 
 def build_card(data_dir: Path | str, tokenizer_dir: Path | str | None = None) -> dict[str, Any]:
-    """Statistics of ``data_dir/{train,val}.jsonl`` (streamed; lengths on a subsample)."""
+    """Statistics of ``data_dir/{train,val,test}.jsonl`` (streamed; lengths on a subsample)."""
     data_dir = Path(data_dir)
-    for split in ("train", "val"):
+    for split in SPLITS:
         if not (data_dir / f"{split}.jsonl").is_file():
             raise CodetteError(f"no {split}.jsonl in {data_dir}; run `codette data` first")
-    cats: dict[str, Counter[str]] = {"train": Counter(), "val": Counter()}
+    cats: dict[str, Counter[str]] = {split: Counter() for split in SPLITS}
     tools: Counter[str] = Counter()
     digests: set[bytes] = set()
     tool_errors = no_tool = tool_records = 0
-    for split in ("train", "val"):
+    for split in SPLITS:
         for rec in _records(data_dir / f"{split}.jsonl"):
             cats[split][rec.get("category", "user" if "messages" in rec else "text")] += 1
             digests.add(_dialogue_digest(rec))
@@ -144,7 +145,7 @@ def build_card(data_dir: Path | str, tokenizer_dir: Path | str | None = None) ->
     how, lengths = _lengths(data_dir, total, tok_dir)
     arr = np.asarray(lengths, dtype=np.int64)
     counts, edges = np.histogram(arr, bins=30)
-    all_cats = cats["train"] + cats["val"]
+    all_cats = sum(cats.values(), Counter())
     stats_path = data_dir / "stats.json"
     built = json.loads(stats_path.read_text()) if stats_path.is_file() else {}
     card: dict[str, Any] = {
@@ -184,11 +185,13 @@ def plot_card(card: dict[str, Any], path: Path | str) -> None:
     fig, axes = plt.subplots(1, 3, figsize=(17, 5.2), gridspec_kw={"width_ratios": [1, 1.1, 1.1]})
     cats = sorted(card["shares"])
     x = np.arange(len(cats))
-    for k, split in enumerate(("train", "val")):
+    width = 0.8 / len(SPLITS)
+    for k, split in enumerate(SPLITS):
         n = max(1, card["splits"][split])
-        bars = axes[0].bar(x + (k - 0.5) * 0.4, [100 * card["categories"][split].get(c, 0) / n for c in cats], 0.4,
+        bars = axes[0].bar(x + (k - (len(SPLITS) - 1) / 2) * width,
+                           [100 * card["categories"][split].get(c, 0) / n for c in cats], width,
                            label=f"{split} ({card['splits'][split]:,})")
-        axes[0].bar_label(bars, fmt="%.1f", fontsize=8, padding=1)
+        axes[0].bar_label(bars, fmt="%.1f", fontsize=7, padding=1)
     axes[0].set_xticks(x, cats, rotation=15)
     axes[0].set_ylabel("% of the split")
     axes[0].margins(y=0.12)

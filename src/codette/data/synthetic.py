@@ -2,8 +2,9 @@
 
 The curriculum modules (:mod:`codette.data.curriculum`) compose each sample from a template and slot
 values chosen by a seeded RNG; tool samples run real tools. A sample's *key* is its (category,
-template, slot values) combination; samples are deduplicated by key, and the train/val split is a
-hash of the key, so a validation conversation is a combination that never occurs in training.
+template, slot values) combination; samples are deduplicated by key, and the train/val/test split is
+a hash of the key (:mod:`codette.data.split`), so a held-out conversation is a combination that never
+occurs in training.
 
 :func:`iter_samples` streams samples in a shuffled category schedule (what ``codette data`` writes,
 so 200,000 samples never sit in memory at once); :func:`generate` collects them into lists.
@@ -26,13 +27,14 @@ from codette.data.curriculum.perspectives import perspective_sample, pick_perspe
 from codette.data.curriculum.styles import STYLES
 from codette.data.curriculum.toolrun import ToolRunner
 from codette.data.curriculum.tools import pick_tool, tool_sample
+from codette.data.split import split_of
 from codette.persona import PERSPECTIVES
 from codette.errors import CodetteError
 
 log = logging.getLogger(__name__)
 
 __all__ = ["CATEGORY_SHARES", "PERSPECTIVES", "STYLES", "SYSTEM_PROMPTS", "DatasetStats", "Sample",
-           "StatsCollector", "generate", "is_val_key", "iter_samples"]
+           "StatsCollector", "generate", "iter_samples"]
 
 CATEGORY_SHARES = {"perspectives": 0.30, "tools": 0.25, "consciousness": 0.25, "mixed": 0.20}
 
@@ -54,12 +56,6 @@ def _said(s: Sample) -> str:
                        for m in s.messages if m["role"] in ("user", "assistant")], ensure_ascii=False, sort_keys=True)
 
 
-def is_val_key(key: str, val_fraction: float) -> bool:
-    """Deterministic split by the sample's combination key (stable across runs and seeds)."""
-    h = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big")
-    return (h % 10_000) < val_fraction * 10_000
-
-
 @dataclass
 class DatasetStats:
     requested: int
@@ -67,8 +63,9 @@ class DatasetStats:
     distinct: int
     train: int
     val: int
+    test: int
     shares: dict[str, float]
-    overlap: int  # validation keys that also occur in train: 0 by construction, measured anyway
+    overlap: int  # keys that occur in more than one split: 0 by construction, measured anyway
     distinct_texts: int  # conversations whose user+assistant text differs from every other one
     tool_calls: dict[str, int] = field(default_factory=dict)  # tool -> samples calling it ("none": no call)
     tool_errors: int = 0  # samples whose tool call failed and whose answer explains why
@@ -82,33 +79,34 @@ class DatasetStats:
 class StatsCollector:
     """Accumulates :class:`DatasetStats` while samples stream past (fingerprints, not texts, are kept)."""
 
-    def __init__(self, requested: int, shares: dict[str, float], val_fraction: float) -> None:
-        self.requested, self.shares, self.val_fraction = requested, shares, val_fraction
+    def __init__(self, requested: int, shares: dict[str, float], val_fraction: float, test_fraction: float) -> None:
+        self.requested, self.shares = requested, shares
+        self.val_fraction, self.test_fraction = val_fraction, test_fraction
         self.generated = 0
         self.categories: Counter[str] = Counter()
         self.tools: Counter[str] = Counter()
         self.tool_errors = 0
-        self.train_keys: set[int] = set()
-        self.val_keys: set[int] = set()
+        self.keys: dict[str, set[int]] = {"train": set(), "val": set(), "test": set()}
         self.texts: set[int] = set()
 
-    def add(self, s: Sample) -> bool:
-        """Record ``s``; returns True when it belongs to the validation split."""
-        val = is_val_key(s.key, self.val_fraction)
-        (self.val_keys if val else self.train_keys).add(_digest(s.key))
+    def add(self, s: Sample) -> str:
+        """Record ``s``; returns its split (``train``, ``val`` or ``test``)."""
+        split = split_of(s.key, self.val_fraction, self.test_fraction)
+        self.keys[split].add(_digest(s.key))
         self.texts.add(_digest(_dialogue_text(s)))
         self.categories[s.category] += 1
         if s.category == "tools":
             self.tools[s.meta.get("tool") or "none"] += 1
             self.tool_errors += s.meta.get("tool_ok") is False
-        return val
+        return split
 
     def stats(self) -> DatasetStats:
         total = sum(self.categories.values())
+        tr, va, te = self.keys["train"], self.keys["val"], self.keys["test"]
         return DatasetStats(
-            requested=self.requested, generated=self.generated, distinct=total, train=len(self.train_keys),
-            val=len(self.val_keys), shares={c: self.categories[c] / max(1, total) for c in self.shares},
-            overlap=len(self.val_keys & self.train_keys), distinct_texts=len(self.texts),
+            requested=self.requested, generated=self.generated, distinct=total, train=len(tr), val=len(va),
+            test=len(te), shares={c: self.categories[c] / max(1, total) for c in self.shares},
+            overlap=len((tr & va) | (tr & te) | (va & te)), distinct_texts=len(self.texts),
             tool_calls=dict(sorted(self.tools.items())), tool_errors=self.tool_errors)
 
 
@@ -203,12 +201,16 @@ def iter_samples(n: int, seed: int = 0, shares: dict[str, float] | None = None, 
 
 
 def generate(n: int, seed: int = 0, val_fraction: float = 0.1, shares: dict[str, float] | None = None,
-             runner: ToolRunner | None = None) -> tuple[list[Sample], list[Sample], DatasetStats]:
-    """:func:`iter_samples` collected and split train/val by key, with the dataset statistics."""
+             runner: ToolRunner | None = None,
+             test_fraction: float = 0.0) -> tuple[list[Sample], list[Sample], DatasetStats]:
+    """:func:`iter_samples` collected into the train and val splits by key, with the dataset statistics.
+
+    ``codette data`` also writes a test split; here ``test_fraction`` is 0 unless asked for, and the
+    samples of a test split are counted in the statistics but in neither list.
+    """
     shares = check_shares(shares or CATEGORY_SHARES)
-    collector = StatsCollector(n, shares, val_fraction)
-    train: list[Sample] = []
-    val: list[Sample] = []
+    collector = StatsCollector(n, shares, val_fraction, test_fraction)
+    out: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
     for s in iter_samples(n, seed, shares, runner, collector):
-        (val if collector.add(s) else train).append(s)
-    return train, val, collector.stats()
+        out[collector.add(s)].append(s)
+    return out["train"], out["val"], collector.stats()
