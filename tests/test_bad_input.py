@@ -211,3 +211,65 @@ def test_chat_template_rendering_is_bounded(monkeypatch, template: str, needle: 
     with pytest.raises(CodetteError, match=f"cannot render conversation: .*{re.escape(needle)}"):
         chat_template.render([{"role": "user", "content": "hi"}], template=template)
     assert time.perf_counter() - t0 < 3.0
+
+
+# ------------------------------------------------------------------------------------------------
+# Checkpoints: only Codette's own zip format, of the version this code reads
+# ------------------------------------------------------------------------------------------------
+class Payload:
+    """A Python object a pickle would construct when loaded."""
+
+
+def _legacy(path: Path) -> None:
+    import torch
+
+    torch.save({"model": {"w": torch.zeros(2)}}, path, _use_new_zipfile_serialization=False)
+
+
+def _raw_pickle(path: Path) -> None:
+    import pickle
+
+    path.write_bytes(pickle.dumps({"format": "codette-checkpoint-v1", "model": {}}))
+
+
+def _zip_pickle(path: Path) -> None:
+    import torch
+
+    torch.save({"format": "codette-checkpoint-v1", "model": {}, "model_config": {}, "x": Payload()}, path)
+
+
+@pytest.mark.parametrize(("write", "needle"), [
+    (_legacy, "it is a Python pickle"),
+    (_raw_pickle, "it is a Python pickle"),
+    (_zip_pickle, "it holds a Python object (tests.test_bad_input.Payload)"),
+])
+def test_pickled_checkpoints_are_refused_by_name_and_never_loaded(tmp_path: Path, capsys, monkeypatch, write,
+                                                                  needle: str) -> None:
+    path = tmp_path / "model_best.pt"
+    write(path)
+    code, err = run_cli(capsys, monkeypatch, "generate", str(path), "-p", "hi")
+    one_line_error(code, err, f"{path} is not a Codette checkpoint", needle, "never pickled Python objects")
+    for torch_advice in ("mmap", "weights_only", "corrupt"):
+        assert torch_advice not in err
+
+
+def test_checkpoint_of_another_format_version_names_both_versions(tmp_path: Path, capsys, monkeypatch) -> None:
+    """An old checkpoint with other shapes: the version is named, never torch's shape mismatch."""
+    import dataclasses
+
+    import torch
+
+    from codette.checkpoint import FORMAT, FORMAT_VERSION, save_checkpoint
+    from codette.model import CodetteModel, ModelConfig
+
+    cfg = ModelConfig(vocab_size=64, d_model=16, n_layers=1, n_heads=2, max_seq_len=16)
+    old = CodetteModel(cfg).state_dict()
+    old = {k: torch.zeros(*(d + 1 for d in v.shape)) for k, v in old.items()}  # the shapes of another layout
+    path = save_checkpoint({"model": old, "model_config": dataclasses.asdict(cfg)}, tmp_path / "model_final.pt")
+    assert torch.load(path, weights_only=True)["format"] == FORMAT
+    state = torch.load(path, weights_only=True)
+    state["format"] = f"codette-checkpoint-v{FORMAT_VERSION - 1}"
+    torch.save(state, path)
+    code, err = run_cli(capsys, monkeypatch, "generate", str(path), "-p", "hi")
+    one_line_error(code, err, f"has format version {FORMAT_VERSION - 1}", f"reads format version {FORMAT_VERSION}")
+    assert "size mismatch" not in err and "shape" not in err

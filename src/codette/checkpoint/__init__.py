@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import logging
 import os
+import pickle
 import re
 import zipfile
 from pathlib import Path
@@ -26,7 +27,11 @@ from codette.model import CodetteModel, ModelConfig
 
 log = logging.getLogger(__name__)
 
-FORMAT = "codette-checkpoint-v1"
+FORMAT_VERSION = 1  # raise when what is saved changes meaning; older files then get a clear error
+FORMAT = f"codette-checkpoint-v{FORMAT_VERSION}"
+FORMAT_RE = re.compile(r"codette-checkpoint-v(\d+)")
+ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (zip) format; anything else would need a pickle loader
+NEVER_PICKLE = "Codette loads only tensors and plain values, never pickled Python objects"
 STEP_RE = re.compile(r"model_step_(\d+)\.pt$")
 
 
@@ -46,19 +51,49 @@ def load_checkpoint(path: Path | str, map_location: str | torch.device = "cpu", 
         raise CodetteError(f"checkpoint not found: {path}")
     if path.stat().st_size == 0:
         raise CodetteError(f"checkpoint {path} is empty (truncated write?)")
+    _check_container(path)
     try:
         state = torch.load(path, map_location=map_location, weights_only=True, mmap=mmap)
+    except pickle.UnpicklingError as exc:  # weights_only met a Python object; never suggest loading it
+        found = re.search(r"GLOBAL ([\w.]+)", str(exc))
+        what = f" ({found.group(1)})" if found else ""
+        raise CodetteError(f"{path} is not a Codette checkpoint: it holds a Python object{what}; "
+                           f"{NEVER_PICKLE}") from None
     except (RuntimeError, EOFError, zipfile.BadZipFile, OSError, ValueError) as exc:
         first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
         raise CodetteError(f"checkpoint {path} is corrupt or truncated: {first}") from None
-    except Exception as exc:  # weights_only refuses arbitrary objects with UnpicklingError
-        raise CodetteError(f"checkpoint {path} cannot be loaded safely: {type(exc).__name__}: {exc}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise CodetteError(f"{path} is not a Codette checkpoint (missing format tag {FORMAT!r})")
+    except Exception as exc:
+        raise CodetteError(f"checkpoint {path} cannot be loaded safely: {type(exc).__name__}") from None
+    _check_format(state, path)
     for key in ("model", "model_config"):
         if key not in state:
             raise CodetteError(f"checkpoint {path} lacks '{key}'")
     return state
+
+
+def _check_container(path: Path) -> None:
+    """Refuse what is not torch's zip format before torch sees it (a legacy torch.save file or a raw
+    pickle would otherwise meet the pickle loader, or with mmap a message about mmap)."""
+    with open(path, "rb") as fh:
+        head = fh.read(4)
+    if head != ZIP_MAGIC:
+        kind = "a Python pickle (legacy torch.save format or pickle.dump)" if head[:1] == b"\x80" else \
+            "not a torch checkpoint file"
+        raise CodetteError(f"{path} is not a Codette checkpoint: it is {kind}; {NEVER_PICKLE}")
+    if not zipfile.is_zipfile(path):
+        raise CodetteError(f"checkpoint {path} is corrupt or truncated: its zip directory is missing")
+
+
+def _check_format(state: Any, path: Path) -> None:
+    """The format tag says which version of the layout this is; another version is refused by name."""
+    tag = state.get("format") if isinstance(state, dict) else None
+    if tag == FORMAT:
+        return
+    found = FORMAT_RE.fullmatch(tag) if isinstance(tag, str) else None
+    if found:
+        raise CodetteError(f"checkpoint {path} has format version {found.group(1)}; this version of Codette reads "
+                           f"format version {FORMAT_VERSION} (the file was written by another version)")
+    raise CodetteError(f"{path} is not a Codette checkpoint (missing format tag {FORMAT!r})")
 
 
 def model_config_of(state: dict, path: Path | str = "checkpoint") -> ModelConfig:
