@@ -44,10 +44,10 @@ def fit(system: list[dict], history: list[dict], current: list[dict], tools: lis
         if used + reserve <= context:
             return messages, dropped
         if not turns:
-            fixed = count(system, tools) if system else count([{"role": "user", "content": ""}], tools)
+            fixed = count(system or [{"role": "user", "content": ""}], tools)
             raise ContextOverflow(
-                f"the prompt needs {used} tokens (system prompt and {len(tools or [])} tools: about {fixed}; this turn: "
-                f"the rest) plus {reserve} kept free for the reply, but the model's context is {context} tokens; "
+                f"the prompt needs {used} tokens ({fixed} of them the system prompt and {len(tools or [])} tool "
+                f"schemas) plus {reserve} kept free for the reply, but the model's context is {context} tokens; "
                 f"{'dropping the whole history did not help; ' if dropped else ''}"
                 f"enable fewer tools, shorten the message, or use a model with a longer context")
         turns.pop(0)

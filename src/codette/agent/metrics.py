@@ -30,7 +30,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from codette.persona import CAPABILITIES, NAME
+from codette.persona import CAPABILITIES, NAME, PERSPECTIVE_MARK
 
 _FIXED_TYPES = ("identity", "perspectives", "tools", "limits", "reflection", "intent:purpose", "intent:unsure",
                 "intent:tool_fails", "intent:agree")
@@ -70,8 +70,9 @@ def reply_measures(text: str, prompt: str, perspectives: list[str] | None = None
         "perspective_style": pm.dominant_style(text, prompt),
     }
     if perspectives:
-        by_key = {p["perspective"]: p["text"] for p in parts or []}
-        scores = [pm.score_perspective(by_key.get(k, text) if len(perspectives) > 1 else text, k, prompt)
+        # Several: each asked perspective's own part, marker included (a part the model left out scores 0).
+        by_key = {p["perspective"]: f"{PERSPECTIVE_MARK} {p['perspective']}\n{p['text']}" for p in parts or []}
+        scores = [pm.score_perspective(by_key.get(k, "") if len(perspectives) > 1 else text, k, prompt)
                   for k in perspectives]
         n = len(scores)
         out["perspective_marker_accuracy"] = sum(s.marker_ok for s in scores) / n

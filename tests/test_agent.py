@@ -1,0 +1,675 @@
+"""The agent: the tool loop's mechanics (scripted backend), its backends (a tiny model trained in this
+run on local and GGUF, llama_cpp.server on loopback, an Ollama-shaped loopback server), the CLI."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import os
+import pty
+import select
+import shutil
+import socket
+import subprocess
+import sys
+import threading
+import time
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from codette.agent import ContextOverflow, MultimodalCodette, Response
+from codette.agent.context import fit, split_turns
+from codette.agent.markup import MarkupFilter
+from codette.backends.base import Chunk, collect
+from codette.backends.ollama import OllamaBackend, ollama_host
+from codette.backends.openai import OpenAIBackend
+from codette.errors import CodetteError
+from codette.model.generate import SamplingConfig
+from codette.persona import DEFAULT_SYSTEM, PERSPECTIVE_MARK, tool_schema
+from codette.tokenizer import render
+from tests._export_models import trained_models
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def call(name: str, **arguments: object) -> str:
+    return f'<tool_call>\n{json.dumps({"name": name, "arguments": arguments})}\n</tool_call>'
+
+
+class Scripted:
+    """A backend that answers from a script (one entry per model call) and records every prompt.
+
+    An entry is the reply text, a Chunk list (structured calls), or an exception to raise. With a
+    tokenizer it counts tokens like a real backend, so the context policy applies.
+    """
+
+    name = "scripted"
+
+    def __init__(self, replies: list, tokenizer=None, context_length: int | None = None) -> None:
+        self.replies = list(replies)
+        self.prompts: list[tuple[list[dict], list[dict] | None]] = []
+        self.tokenizer = tokenizer
+        if tokenizer is not None:
+            self.context_length = context_length
+
+    def count_tokens(self, messages: list[dict], tools: list[dict] | None = None) -> int:
+        return len(self.tokenizer.encode(render(messages, tools, add_generation_prompt=True)))
+
+    def stream(self, messages, tools=None, sampling=None):
+        self.prompts.append((json.loads(json.dumps(messages)), tools))
+        reply = self.replies.pop(0)
+        if isinstance(reply, Exception):
+            raise reply
+        if isinstance(reply, list):
+            yield from reply
+            return
+        for i in range(0, len(reply), 3):  # small pieces: tags split across chunks
+            yield Chunk(reply[i:i + 3])
+        yield Chunk("", prompt_tokens=7, completion_tokens=max(1, len(reply) // 4), finish_reason="stop")
+
+    def chat(self, messages, tools=None, sampling=None):
+        return collect(self.stream(messages, tools, sampling)).text
+
+
+@pytest.fixture
+def agent_for(tmp_path):
+    made = []
+
+    def make(replies, **kwargs):
+        backend = kwargs.pop("backend", None) or Scripted(replies)
+        agent = MultimodalCodette(backend=backend, workspace=kwargs.pop("workspace", tmp_path / "ws"), **kwargs)
+        made.append(agent)
+        return agent, backend
+
+    yield make
+    for a in made:
+        a.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# The loop's mechanics
+# ------------------------------------------------------------------------------------------------
+def test_call_is_parsed_run_and_its_result_fed_back(agent_for):
+    agent, backend = agent_for(["Let me compute.\n" + call("calculator", expression="17 * 23"),
+                                "As Codette I checked: 17 * 23 = 391."])
+    events = list(agent.iter_events("What is 17 * 23?"))
+    r = events[-1].data["response"]
+    assert [e.type for e in events if e.type != "text"] == ["tool_call", "tool_result", "done"]
+    shown = "".join(e.data["text"] for e in events if e.type == "text")
+    assert "<tool_call>" not in shown and shown.startswith("Let me compute.") and shown.endswith("= 391.")
+    assert r.text == "As Codette I checked: 17 * 23 = 391." and r.error is None
+    assert [(c.name, c.arguments, c.ok, c.round) for c in r.tool_calls] == [("calculator", {"expression": "17 * 23"},
+                                                                             True, 1)]
+    assert r.tool_calls[0].data["result"] == 391
+    # The first prompt: persona system prompt and the compact schemas of every tool but execute_python.
+    first, tools = backend.prompts[0]
+    assert first[0] == {"role": "system", "content": DEFAULT_SYSTEM}
+    assert tools == [tool_schema(n) for n in agent.tool_names] and "execute_python" not in agent.tool_names
+    assert len(tools) == 10
+    # The second prompt carries the call and the tool's real result.
+    second, _ = backend.prompts[1]
+    assert second[-2]["tool_calls"][0]["function"] == {"name": "calculator", "arguments": {"expression": "17 * 23"}}
+    assert second[-1] == {"role": "tool", "content": r.tool_calls[0].result}
+    m = r.metrics
+    assert m["tool_rounds"] == 1 and m["model_calls"] == 2 and m["repairs"] == 0
+    assert m["prompt_tokens"] == 14 and m["completion_tokens"] > 0 and m["tokens_per_s"] > 0
+    assert m["self_reference"] is True and m["identity_contradictions"] == []
+    # The turn's messages continue the history; the Response is JSON.
+    assert [x["role"] for x in r.messages] == ["user", "assistant", "tool", "assistant"]
+    assert json.loads(r.to_json())["tool_calls"][0]["name"] == "calculator"
+
+
+def test_several_calls_in_one_reply_run_in_order_and_all_results_go_back(agent_for):
+    two = call("write_file", path="a.txt", content="alpha") + "\n" + call("read_file", path="a.txt")
+    agent, backend = agent_for([two, "The file says alpha."])
+    r = agent.respond("Write alpha to a.txt and read it back.")
+    assert [c.name for c in r.tool_calls] == ["write_file", "read_file"]
+    assert all(c.ok for c in r.tool_calls) and "alpha" in r.tool_calls[1].result
+    sent, _ = backend.prompts[1]
+    assert [x["role"] for x in sent[-3:]] == ["assistant", "tool", "tool"]
+    assert len(sent[-3]["tool_calls"]) == 2 and "alpha" in sent[-1]["content"]
+
+
+def test_structured_tool_calls_from_a_server_are_accepted(agent_for):
+    structured = [Chunk("", [{"name": "calculator", "arguments": '{"expression": "2 ** 10"}'}], 5, 3, "tool_calls")]
+    agent, _ = agent_for([structured, "1024."])
+    r = agent.respond("What is 2 to the 10th?")
+    assert r.tool_calls[0].data["result"] == 1024 and r.text == "1024."
+
+
+def test_malformed_call_gets_a_repair_turn(agent_for):
+    broken = '<tool_call>\n{"name": "calculator", "arguments": {"expression": "1+1"</tool_call>'
+    agent, backend = agent_for([broken, call("calculator", expression="1+1"), "2."])
+    events = list(agent.iter_events("1+1?"))
+    r = events[-1].data["response"]
+    assert [e.data["try"] for e in events if e.type == "repair"] == [1]
+    assert r.metrics["repairs"] == 1 and r.text == "2." and r.error is None
+    repair_prompt, _ = backend.prompts[1]
+    assert repair_prompt[-1]["role"] == "tool" and "malformed JSON" in repair_prompt[-1]["content"]
+    assert "<tool_call>" in repair_prompt[-1]["content"]  # it shows the format to use
+    # The repair exchange is not part of the history the turn returns.
+    assert [x["role"] for x in r.messages] == ["user", "assistant", "tool", "assistant"]
+
+
+def test_repairs_exhausted_are_reported_and_the_agent_keeps_working(agent_for):
+    broken = "<tool_call>\n{not json}\n</tool_call>"
+    agent, backend = agent_for([broken, broken, "Hello, I am Codette."], repair_tries=1)
+    r = agent.respond("Compute something.")
+    assert r.error is not None and "still invalid after 1 repair tries" in r.error and "malformed JSON" in r.error
+    assert r.tool_calls == []
+    assert agent.respond("Hi").text == "Hello, I am Codette."
+
+
+@pytest.mark.parametrize("bad, expected", [
+    (call("calculator", expression="1+1", precision=3), "unexpected argument 'precision'"),
+    (call("calculator", expression=5), "invalid argument 'expression'"),
+    (call("calculator"), "missing required argument 'expression'"),
+    (call("teleport", to="Mars"), "unknown tool 'teleport'"),
+    (call("execute_python", code="print(1)"), "unknown tool 'execute_python'"),  # off by default
+])
+def test_invalid_calls_are_refused_before_anything_runs(agent_for, bad, expected):
+    agent, backend = agent_for([bad, "Sorry, I could not do that."])
+    r = agent.respond("Do it.")
+    assert r.metrics["repairs"] == 1 and r.tool_calls == [] and r.error is None
+    assert expected in backend.prompts[1][0][-1]["content"]
+
+
+def test_a_failing_tool_is_a_result_the_model_explains(agent_for):
+    agent, backend = agent_for([call("read_file", path="missing.txt"), "The file missing.txt does not exist."])
+    r = agent.respond("Read missing.txt")
+    (c,) = r.tool_calls
+    assert c.ok is False and c.error and "missing.txt" in c.data["error"]
+    assert backend.prompts[1][0][-1]["content"] == c.result and r.error is None and r.metrics["repairs"] == 0
+
+
+def test_max_rounds_ends_the_turn_with_an_error(agent_for):
+    agent, backend = agent_for([call("calculator", expression=f"{i}+1") for i in range(3)], max_rounds=2)
+    r = agent.respond("Loop forever.")
+    assert len(r.tool_calls) == 2 and r.metrics["tool_rounds"] == 2 and len(backend.prompts) == 3
+    assert r.error == "max_rounds (2) reached: the model still asked for calculator"
+
+
+def test_backend_errors_end_the_turn_clearly(agent_for):
+    agent, _ = agent_for([CodetteError("http://x/v1/chat/completions answered HTTP 500: boom"), "Fine now."])
+    r = agent.respond("Hello?")
+    assert r.error == "http://x/v1/chat/completions answered HTTP 500: boom" and r.text == ""
+    assert agent.respond("Again?").text == "Fine now."
+
+
+def test_bad_input_is_refused_before_the_model_runs(agent_for, tmp_path):
+    agent, backend = agent_for(["unused"])
+    for prompt in ("", "   \n"):
+        with pytest.raises(CodetteError, match="the prompt is empty"):
+            agent.respond(prompt)
+    with pytest.raises(CodetteError, match=r"image not found: .*nope\.png"):
+        agent.respond("Describe it.", images=[tmp_path / "nope.png"])
+    (tmp_path / "fake.png").write_text("not an image")
+    with pytest.raises(CodetteError, match=r"fake\.png is not an image"):
+        agent.respond("Describe it.", images=[tmp_path / "fake.png"])
+    with pytest.raises(CodetteError, match="unknown perspective 'astrology'"):
+        agent.respond("Hi", perspectives=["astrology"])
+    with pytest.raises(CodetteError, match="question_type"):
+        agent.respond("Hi", question_type="nonsense")
+    assert backend.prompts == []
+    with pytest.raises(CodetteError, match="enable_python=True"):
+        MultimodalCodette(backend=backend, tools=["execute_python"])
+    with pytest.raises(CodetteError, match="unknown tool 'nope'"):
+        MultimodalCodette(backend=backend, tools=["nope"])
+    with pytest.raises(CodetteError, match="temperature"):
+        MultimodalCodette(backend=backend, temperature=-1)
+
+
+def test_images_are_analysed_before_the_model_answers(agent_for, tmp_path):
+    img = tmp_path / "sunset.png"
+    Image.new("RGB", (40, 20), (250, 120, 20)).save(img)
+    agent, backend = agent_for(["An orange picture, 40 by 20 pixels."], tools=[])
+    r = agent.respond("What is in this picture?", images=[img])
+    (c,) = r.tool_calls
+    assert (c.name, c.round, c.ok, c.arguments) == ("analyze_image", 0, True, {"path": "images/sunset.png"})
+    assert c.data["width"] == 40 and c.data["height"] == 20
+    assert (agent.workspace / "images" / "sunset.png").read_bytes() == img.read_bytes()
+    sent, tools = backend.prompts[0]
+    assert tools is None  # tools=[]: no schemas, but the image turn is still there
+    assert [x["role"] for x in sent] == ["system", "user", "assistant", "tool"] and sent[-1]["content"] == c.result
+
+
+def test_perspectives_are_asked_for_and_read_back(agent_for):
+    answer = (f"{PERSPECTIVE_MARK} newton\nForces cause every effect we measure; the law predicts the motion.\n"
+              f"{PERSPECTIVE_MARK} davinci\nSketch the design: its form serves its function, as in nature.\n"
+              "Synthesis: a bridge is best understood by combining its forces and its form.")
+    agent, backend = agent_for([answer, f"{PERSPECTIVE_MARK} newton\nMeasure the forces."])
+    r = agent.respond("How does a bridge stand?", perspectives=["newton", "Da Vinci"])
+    assert backend.prompts[0][0][-1]["content"] == "Use the Newton and Da Vinci perspectives on this: How does a " \
+                                                   "bridge stand?"
+    assert [p["perspective"] for p in r.perspectives["parts"]] == ["newton", "davinci"]
+    assert r.perspectives["synthesis"].startswith("a bridge is best understood")
+    assert r.metrics["perspective_marker_accuracy"] == 1.0 and r.metrics["perspective_adherence"] == 1.0
+    one = agent.respond("Why do apples fall?", perspectives=["newton"])
+    assert backend.prompts[1][0][-1]["content"] == "From the Newton perspective: Why do apples fall?"
+    assert one.metrics["perspective_marker"] == "newton"
+
+
+def test_consciousness_score_where_the_question_type_is_given(agent_for):
+    good = "<consciousness> I am Codette, a small language model. I can call eleven tools."
+    agent, _ = agent_for([good, "I am ChatGPT and I have feelings.", "Yes. As Codette, I can run short Python programs."])
+    r = agent.respond("Who are you?", question_type="identity")
+    assert r.metrics["identity_score"] == 1 and r.metrics["consciousness_score"] == 1.0
+    assert r.metrics["consciousness_marker"] is True
+    bad = agent.respond("Who are you?", question_type="identity")
+    assert bad.metrics["consciousness_score"] == 0.0 and len(bad.metrics["identity_contradictions"]) >= 2
+    cap = agent.respond("Can you run code?", question_type="capability:code")
+    assert cap.metrics["self_reference_score"] == 1
+    assert "consciousness_score" not in agent_for(["Hi."])[0].respond("Hello").metrics
+
+
+def test_markup_filter_hides_calls_split_across_pieces():
+    text = "Sure. " + call("calculator", expression="1+1") + " Done <tool"
+    for size in (1, 2, 5, 50):
+        f = MarkupFilter()
+        shown = "".join(f.feed(text[i:i + size]) for i in range(0, len(text), size)) + f.flush()
+        assert shown == "Sure.  Done <tool"
+
+
+def test_async_api_streams_events_and_returns_the_response(agent_for):
+    agent, _ = agent_for([call("calculator", expression="6*7"), "42.", "Hi again."])
+
+    async def go():
+        kinds = [e.type async for e in agent.stream("6 times 7?")]
+        r = await agent.generate_response("Hello")
+        return kinds, r
+
+    kinds, r = asyncio.run(go())
+    assert kinds[-1] == "done" and "tool_call" in kinds and isinstance(r, Response) and r.text == "Hi again."
+
+
+# ------------------------------------------------------------------------------------------------
+# The context policy (token counts from a real tokenizer)
+# ------------------------------------------------------------------------------------------------
+def test_oldest_turns_go_first_and_system_and_tools_stay(agent_for, tokenizer):
+    history = []
+    for i in range(6):
+        history += [{"role": "user", "content": f"Question number {i} about the weather today?"},
+                    {"role": "assistant", "content": f"Answer number {i}: it is sunny and warm."}]
+    probe = Scripted([], tokenizer)
+    tools = [tool_schema("calculator")]
+    base = probe.count_tokens([{"role": "system", "content": DEFAULT_SYSTEM}, *history,
+                               {"role": "user", "content": "And now?"}], tools)
+    backend = Scripted(["Still sunny."], tokenizer, context_length=base - 40)
+    agent, _ = agent_for([], backend=backend, tools=["calculator"], reply_reserve=16)
+    r = agent.respond("And now?", history=history)
+    sent, sent_tools = backend.prompts[0]
+    assert sent_tools == tools and sent[0]["content"] == DEFAULT_SYSTEM and sent[-1]["content"] == "And now?"
+    kept = [x["content"] for x in sent if x["role"] == "user"][:-1]
+    dropped = r.metrics["dropped_turns"]
+    assert dropped >= 1 and kept == [f"Question number {i} about the weather today?" for i in range(dropped, 6)]
+    assert backend.count_tokens(sent, tools) + 16 <= backend.context_length
+
+
+def test_a_prompt_that_cannot_fit_gives_the_token_counts(agent_for, tokenizer):
+    backend = Scripted(["unused", "Short answer."], tokenizer, context_length=120)
+    agent, _ = agent_for([], backend=backend, tools=["calculator", "read_file"])
+    r = agent.respond("word " * 200)
+    assert r.error is not None and backend.prompts == []
+    assert "the model's context is 120 tokens" in r.error and "kept free for the reply" in r.error
+    needed = int(r.error.split("the prompt needs ")[1].split()[0])
+    assert needed > 200
+    agent.set_tools([])
+    assert agent.respond("Hi").error is None  # and the agent keeps working
+
+
+def test_fit_raises_context_overflow_with_counts():
+    count = lambda messages, tools: sum(len((m.get("content") or "").split()) for m in messages) + 10 * len(tools or [])
+    system = [{"role": "system", "content": "a b c"}]
+    history = [{"role": "user", "content": "x " * 5}, {"role": "assistant", "content": "y " * 5}]
+    assert len(split_turns(history)) == 1
+    msgs, dropped = fit(system, history, [{"role": "user", "content": "q"}], None, count, 20, 5)
+    assert dropped == 0 and len(msgs) == 4
+    msgs, dropped = fit(system, history, [{"role": "user", "content": "q"}], None, count, 12, 5)
+    assert dropped == 1 and msgs == system + [{"role": "user", "content": "q"}]
+    with pytest.raises(ContextOverflow, match=r"needs 34 tokens \(33 of them the system prompt and 3 tool schemas\) .* context is 12"):
+        fit(system, history, [{"role": "user", "content": "q"}], [{}, {}, {}], count, 12, 5)
+
+
+# ------------------------------------------------------------------------------------------------
+# HTTP backends: retries, timeouts, errors; Ollama's documented shapes
+# ------------------------------------------------------------------------------------------------
+class Loopback:
+    """A loopback HTTP server whose handler is a function of (method, path, body) -> (status, headers, chunks)."""
+
+    def __init__(self, respond) -> None:
+        self.requests: list[tuple[str, str, dict | None]] = []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            protocol_version = "HTTP/1.1"
+
+            def log_message(self, *args):
+                pass
+
+            def _serve(self, method):
+                n = int(self.headers.get("Content-Length") or 0)
+                body = json.loads(self.rfile.read(n)) if n else None
+                outer.requests.append((method, self.path, body))
+                status, ctype, chunks = respond(method, self.path, body)
+                self.send_response(status)
+                self.send_header("Content-Type", ctype)
+                self.send_header("Transfer-Encoding", "chunked")
+                self.end_headers()
+                for c in chunks:
+                    if c is None:  # a pause longer than the client's read timeout
+                        time.sleep(1.5)
+                        continue
+                    data = c.encode()
+                    self.wfile.write(f"{len(data):x}\r\n".encode() + data + b"\r\n")
+                    self.wfile.flush()
+                self.wfile.write(b"0\r\n\r\n")
+
+            def do_POST(self):
+                self._serve("POST")
+
+            def do_GET(self):
+                self._serve("GET")
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self):
+        self.server.shutdown()
+        self.server.server_close()
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _completion(text: str) -> str:
+    return json.dumps({"choices": [{"index": 0, "message": {"role": "assistant", "content": text},
+                                    "finish_reason": "stop"}], "usage": {"prompt_tokens": 9, "completion_tokens": 2}})
+
+
+def test_http_backend_retries_5xx_then_succeeds_and_names_url_and_status():
+    answers = iter([(500, '{"error": {"message": "warming up"}}'), (200, _completion("Hello."))])
+    srv = Loopback(lambda m, p, b: (lambda s: (s[0], "application/json", [s[1]]))(next(answers)))
+    try:
+        backend = OpenAIBackend(srv.url, model="codette", backoff=0.01)
+        assert backend.chat([{"role": "user", "content": "hi"}]) == "Hello."
+        assert len(srv.requests) == 2 and srv.requests[0][1] == "/v1/chat/completions"
+        always = Loopback(lambda m, p, b: (503, "application/json", ['{"error": "overloaded"}']))
+        try:
+            with pytest.raises(CodetteError, match=rf"{always.url}/v1/chat/completions answered HTTP 503: overloaded"):
+                OpenAIBackend(always.url, model="m", retries=2, backoff=0.01).chat([{"role": "user", "content": "hi"}])
+            assert len(always.requests) == 3
+        finally:
+            always.close()
+    finally:
+        srv.close()
+
+
+def test_http_backend_down_and_timeout_are_clear_errors():
+    port = free_port()
+    with pytest.raises(CodetteError, match=rf"cannot reach http://127.0.0.1:{port}/v1/chat/completions: .*tried 2 times"):
+        OpenAIBackend(f"http://127.0.0.1:{port}", model="m", retries=1, backoff=0.01).chat(
+            [{"role": "user", "content": "hi"}])
+    slow = Loopback(lambda m, p, b: (200, "application/x-ndjson", [None, "{}"]))
+    try:
+        with pytest.raises(CodetteError, match=r"did not answer within 0.5 s \(read timeout\)|stopped sending"):
+            list(OllamaBackend("codette", host=slow.url, read_timeout=0.5).stream([{"role": "user", "content": "hi"}]))
+    finally:
+        slow.close()
+
+
+def test_ollama_host_forms():
+    assert ollama_host("") == "http://127.0.0.1:11434"
+    assert ollama_host("0.0.0.0") == "http://0.0.0.0:11434"
+    assert ollama_host("example.org:8080") == "http://example.org:8080"
+    assert ollama_host("https://ollama.internal") == "https://ollama.internal:11434"
+
+
+def _ollama_server():
+    """Answers as Ollama's /api/chat does (docs/api.md): a tool call first, then the final text."""
+    state = {"n": 0}
+
+    def respond(method, path, body):
+        if path == "/api/show":
+            known = body["model"] == "codette"
+            return (200, "application/json", ['{"modelfile": "FROM codette"}']) if known else \
+                (404, "application/json", [json.dumps({"error": f"model '{body['model']}' not found"})])
+        assert path == "/api/chat"
+        state["n"] += 1
+        stamp = {"model": body["model"], "created_at": "2024-07-22T20:33:28.123648Z"}
+        if body["messages"][-1]["role"] == "user":
+            message = {"role": "assistant", "content": "",
+                       "tool_calls": [{"function": {"name": "calculator", "arguments": {"expression": "12*12"}}}]}
+            words = []
+        else:
+            message = None
+            words = ["As ", "Codette: ", "144."]
+        done = {**stamp, "message": {"role": "assistant", "content": ""}, "done_reason": "stop", "done": True,
+                "total_duration": 885095291, "prompt_eval_count": 122, "prompt_eval_duration": 328493000,
+                "eval_count": 33, "eval_duration": 552222000}
+        if not body["stream"]:
+            text = "".join(words)
+            full = {**done, "message": message or {"role": "assistant", "content": text}}
+            return 200, "application/json", [json.dumps(full)]
+        lines = [json.dumps({**stamp, "message": message, "done": False}) + "\n"] if message else []
+        lines += [json.dumps({**stamp, "message": {"role": "assistant", "content": w}, "done": False}) + "\n"
+                  for w in words]
+        return 200, "application/x-ndjson", lines + [json.dumps(done) + "\n"]
+
+    return Loopback(respond)
+
+
+def test_ollama_backend_speaks_the_documented_api_chat(tmp_path, monkeypatch):
+    srv = _ollama_server()
+    try:
+        agent = MultimodalCodette("codette-via-ollama", backend=OllamaBackend("codette", host=srv.url),
+                                  workspace=tmp_path, tools=["calculator"], max_new_tokens=64)
+        r = agent.respond("What is 12 * 12?")
+        assert r.text == "As Codette: 144." and r.tool_calls[0].data["result"] == 144
+        assert r.metrics["prompt_tokens"] == 244 and r.metrics["completion_tokens"] == 66
+        (_, path, first), (_, _, second) = srv.requests
+        assert path == "/api/chat" and first["model"] == "codette" and first["stream"] is True
+        assert first["tools"] == [tool_schema("calculator")]
+        assert first["options"] == {"temperature": 0.0, "top_p": 1.0, "num_predict": 64}
+        assert second["messages"][-2]["tool_calls"] == [{"function": {"name": "calculator",
+                                                                      "arguments": {"expression": "12*12"}}}]
+        assert second["messages"][-1] == {"role": "tool", "content": r.tool_calls[0].result, "tool_name": "calculator"}
+        # Non-streaming chat() gives the same call as markup, as the evaluation expects of every backend.
+        assert OllamaBackend("codette", host=srv.url).chat([{"role": "user", "content": "12*12?"}]) == \
+            call("calculator", expression="12*12")
+        agent.close()
+        from codette.agent.resolve import resolve_backend
+
+        monkeypatch.chdir(tmp_path)  # no codette_model/ here: the name 'codette' goes to Ollama
+        assert isinstance(resolve_backend("codette", ollama_host=srv.url), OllamaBackend)
+        with pytest.raises(CodetteError, match=rf"cannot find model 'llama9': .*no Ollama model 'llama9' at {srv.url}"):
+            resolve_backend("llama9", ollama_host=srv.url)
+    finally:
+        srv.close()
+
+
+# ------------------------------------------------------------------------------------------------
+# A tiny model trained in this run: local and GGUF backends, llama_cpp.server, the CLI
+# ------------------------------------------------------------------------------------------------
+@pytest.fixture(scope="session")
+def tiny(tmp_path_factory):
+    return trained_models(tmp_path_factory)["llama"]
+
+
+@pytest.fixture(scope="session")
+def tiny_gguf(tiny, tmp_path_factory):
+    from codette.export.gguf_export import export_gguf
+
+    return export_gguf(tiny.checkpoint, tmp_path_factory.mktemp("agent_gguf"), "f16", modelfile=False).path
+
+
+@pytest.mark.slow
+def test_tiny_model_on_local_and_gguf_backends(tiny, tiny_gguf, tmp_path):
+    texts = {}
+    for model in (tiny.checkpoint, tiny_gguf):
+        with MultimodalCodette(str(model), tools=[], workspace=tmp_path / model.suffix[1:], max_new_tokens=24) as agent:
+            r = agent.respond("Who are you?")
+            assert r.error is None and r.text and r.metrics["model_calls"] == 1
+            sent = [{"role": "system", "content": DEFAULT_SYSTEM}, {"role": "user", "content": "Who are you?"}]
+            assert r.metrics["prompt_tokens"] == agent.backend.count_tokens(sent)
+            assert 0 < r.metrics["completion_tokens"] <= 24 and r.metrics["tokens_per_s"] > 0
+            texts[agent.backend.name] = r.text
+            # All ten default tool schemas do not fit a 128-token context: a clear error, then the next turn works.
+            agent.set_tools(None)
+            big = agent.respond("Who are you?")
+            assert big.error and "the model's context is 128 tokens" in big.error
+            agent.set_tools([])
+            # A long history: the oldest turns go, the answer still comes.
+            history = [m for i in range(8) for m in ({"role": "user", "content": f"Tell me about topic {i}."},
+                                                    {"role": "assistant", "content": f"Topic {i} is interesting."})]
+            again = agent.respond("Who are you?", history=history)
+            assert again.error is None and again.metrics["dropped_turns"] >= 1
+    assert texts["local"] == texts["gguf"]  # greedy decoding: the same reply from both runtimes
+
+
+@pytest.mark.slow
+def test_openai_backend_against_llama_cpp_server(tiny_gguf, tmp_path):
+    port = free_port()
+    log = open(tmp_path / "server.log", "w")
+    proc = subprocess.Popen([sys.executable, "-m", "llama_cpp.server", "--model", str(tiny_gguf), "--host",
+                             "127.0.0.1", "--port", str(port), "--n_ctx", "128"], stdout=log, stderr=subprocess.STDOUT)
+    try:
+        url = f"http://127.0.0.1:{port}"
+        deadline = time.time() + 60
+        while time.time() < deadline:
+            try:
+                OpenAIBackend(url, retries=0).served_model()
+                break
+            except CodetteError:
+                assert proc.poll() is None, (tmp_path / "server.log").read_text()
+                time.sleep(0.3)
+        with MultimodalCodette(url, tools=[], workspace=tmp_path / "ws", max_new_tokens=16) as agent:
+            assert agent.backend.name == "openai"
+            r = agent.respond("Who are you?")
+            assert r.error is None and r.text, r
+            assert r.metrics["completion_tokens"] is None or r.metrics["completion_tokens"] <= 16
+            # The server renders the GGUF's own template: its prompt has exactly our token count, and its
+            # reply opens as ours does (after that its default repeat penalty makes greedy decoding differ).
+            with MultimodalCodette(str(tiny_gguf), tools=[], workspace=tmp_path / "ws2", max_new_tokens=16) as local:
+                ours = local.respond("Who are you?").text
+                sent = [{"role": "system", "content": DEFAULT_SYSTEM}, {"role": "user", "content": "Who are you?"}]
+                reply = agent.backend.complete(sent, sampling=SamplingConfig(max_new_tokens=16, temperature=0.0))
+                assert reply.prompt_tokens == local.backend.count_tokens(sent)
+            assert ours.splitlines()[0] == r.text.splitlines()[0]
+            assert 0 < reply.completion_tokens <= 16 and agent.backend.chat([{"role": "user", "content": "Hi"}])
+    finally:
+        proc.terminate()
+        proc.wait(timeout=20)
+        log.close()
+
+
+def _codette(*args: str, **kw) -> subprocess.CompletedProcess:
+    return subprocess.run([sys.executable, "-m", "codette", *args], capture_output=True, text=True, timeout=120, **kw)
+
+
+@pytest.mark.slow
+def test_codette_ask_json_and_errors(tiny, tmp_path):
+    img = tmp_path / "dot.png"
+    Image.new("RGB", (4, 4), (0, 0, 255)).save(img)
+    proc = _codette("ask", "Who are you?", str(tiny.checkpoint), "--json", "--tools", "off", "--max-new-tokens", "12")
+    assert proc.returncode == 0, proc.stderr
+    out = json.loads(proc.stdout)
+    assert out["text"] and out["metrics"]["completion_tokens"] <= 12 and out["error"] is None
+    proc = _codette("ask", "What is this?", str(tiny.checkpoint), "--image", str(img), "--tools", "off")
+    assert proc.returncode == 2 and "[tool] analyze_image" in proc.stdout and "dominant_name" in proc.stdout
+    err = " ".join(proc.stderr.split())  # rich wraps long lines
+    assert "error: the prompt needs" in err and "context is 128 tokens" in err
+    proc = _codette("ask", "hi", str(tmp_path / "missing.pt"), env={**os.environ, "OLLAMA_HOST": f"127.0.0.1:{free_port()}"})
+    err = " ".join(proc.stderr.split())
+    assert proc.returncode == 2 and "cannot find model" in err and "no Ollama server" in err
+
+
+class Terminal:
+    """A child process on a real pseudo-terminal: type lines, read what the screen shows."""
+
+    def __init__(self, argv: list[str], cwd: Path) -> None:
+        self.pid, self.fd = pty.fork()
+        if self.pid == 0:  # the child
+            os.chdir(cwd)
+            os.execvpe(argv[0], argv, {**os.environ, "TERM": "dumb", "COLUMNS": "120"})
+        self.screen = ""
+
+    def read_until(self, text: str, timeout: float = 90) -> str:
+        deadline = time.time() + timeout
+        while text not in self.screen:
+            left = deadline - time.time()
+            assert left > 0, f"{text!r} never appeared; the screen shows:\n{self.screen}"
+            ready, _, _ = select.select([self.fd], [], [], min(left, 0.5))
+            if ready:
+                try:
+                    self.screen += os.read(self.fd, 4096).decode("utf-8", "replace")
+                except OSError:  # the child closed the terminal
+                    assert text in self.screen, f"{text!r} never appeared:\n{self.screen}"
+        return self.screen
+
+    def type(self, line: str) -> None:
+        os.write(self.fd, (line + "\r").encode())
+
+    def close(self) -> int:
+        _, status = os.waitpid(self.pid, 0)
+        os.close(self.fd)
+        return os.waitstatus_to_exitcode(status)
+
+
+@pytest.mark.slow
+def test_codette_chat_in_a_real_terminal(tiny, tmp_path):
+    img = tmp_path / "leaf.png"
+    Image.new("RGB", (8, 8), (20, 160, 40)).save(img)
+    term = Terminal([sys.executable, "-m", "codette", "chat", str(tiny.checkpoint), "--tools", "off",
+                     "--max-new-tokens", "12", "--workspace", str(tmp_path / "ws")], tmp_path)
+    try:
+        term.read_until("you> ")
+        assert "tools: none" in term.screen
+        term.type("Hello Codette")
+        screen = term.read_until("tokens/s")
+        assert "codette> " in screen and "you> " in screen[screen.index("codette> "):]
+        term.type("/perspective newton")
+        term.read_until("(perspectives: newton)")
+        term.type("/perspective astrology")
+        term.read_until("error: unknown perspective 'astrology'")
+        term.type("/image " + str(img))
+        term.read_until("attached to your next message")
+        term.type("What colour is it?")
+        screen = term.read_until("[tool] analyze_image")
+        term.read_until("error: the prompt needs")  # the image result does not fit 128 tokens: said, not crashed
+        term.type("/tools calculator")
+        term.read_until("(tools: calculator)")
+        term.type("/tools off")
+        term.read_until("(tools: none)")
+        term.type("/save " + str(tmp_path / "chat.json"))
+        term.read_until("saved 2 turn(s)")
+        term.type("/reset")
+        term.read_until("(conversation forgotten)")
+        term.type("/exit")
+    finally:
+        code = term.close()
+    assert code == 0
+    saved = json.loads((tmp_path / "chat.json").read_text())
+    assert saved["messages"][0] == {"role": "user", "content": "Hello Codette"} and len(saved["responses"]) == 2
+    assert saved["responses"][1]["tool_calls"][0]["name"] == "analyze_image"
+
+
+# ------------------------------------------------------------------------------------------------
+# Imports
+# ------------------------------------------------------------------------------------------------
+def test_import_codette_is_light_and_the_spec_module_works():
+    code = ("import sys, codette\n"
+            "assert 'torch' not in sys.modules, 'import codette loaded torch'\n"
+            "assert 'codette.agent' not in sys.modules\n"
+            "from codette import MultimodalCodette\n"
+            "from multimodal_codette import MultimodalCodette as M, Response\n"
+            "assert M is MultimodalCodette\n"
+            "print('ok')\n")
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
+    assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
