@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from pathlib import Path
 
 import torch
 
+from codette.backends.base import Chunk
+from codette.backends.textdeltas import TextDeltas
 from codette.checkpoint import load_model
 from codette.errors import CodetteError
 from codette.fileio import file_sha256
@@ -51,14 +54,46 @@ class LocalBackend:
         text = self.tokenizer.apply_chat_template(messages, tools, add_generation_prompt=True)
         return self.tokenizer.encode(text)
 
-    @torch.no_grad()
-    def chat(self, messages: list[dict], tools: list[dict] | None = None,
-             sampling: SamplingConfig | None = None) -> str:
-        sampling = sampling or SamplingConfig()
+    @property
+    def context_length(self) -> int:
+        """The longest sequence (prompt and reply) the model was built for."""
+        return self.model.cfg.max_seq_len
+
+    def count_tokens(self, messages: list[dict], tools: list[dict] | None = None) -> int:
+        """Tokens of the rendered prompt (generation header included), as :meth:`chat` would send it."""
+        return len(self.prompt_ids(messages, tools))
+
+    def _checked_prompt(self, messages: list[dict], tools: list[dict] | None) -> list[int]:
         ids = self.prompt_ids(messages, tools)
         ctx = self.model.cfg.max_seq_len
         if len(ids) >= ctx:
             raise CodetteError(f"the conversation is {len(ids)} tokens; this model's context is {ctx}")
-        out = list(generate_tokens(self.model, ids, sampling, stop_ids=self.tokenizer.stop_ids,
-                                   vocab_size=len(self.tokenizer)))
+        return ids
+
+    def _generate(self, ids: list[int], sampling: SamplingConfig) -> Iterator[int]:
+        """The reply's token ids (KV-cache decoding), stop token excluded: what chat and stream share."""
+        return generate_tokens(self.model, ids, sampling, stop_ids=self.tokenizer.stop_ids,
+                               vocab_size=len(self.tokenizer))
+
+    @torch.no_grad()
+    def chat(self, messages: list[dict], tools: list[dict] | None = None,
+             sampling: SamplingConfig | None = None) -> str:
+        sampling = sampling or SamplingConfig()
+        ids = self._checked_prompt(messages, tools)
+        out = list(self._generate(ids, sampling))
         return self.tokenizer.decode(out, skip_control=True).strip()
+
+    def stream(self, messages: list[dict], tools: list[dict] | None = None,
+               sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
+        """:meth:`chat`'s reply as text deltas (KV-cache decoding), then the token counts."""
+        sampling = sampling or SamplingConfig()
+        ids = self._checked_prompt(messages, tools)
+        deltas = TextDeltas(lambda out: self.tokenizer.decode(out, skip_control=True))
+        for token in self._generate(ids, sampling):
+            text = deltas.push(token)
+            if text:
+                yield Chunk(text)
+        n = len(deltas.ids)
+        full = n >= sampling.max_new_tokens or len(ids) + n >= self.model.cfg.max_seq_len
+        yield Chunk(deltas.flush(), prompt_tokens=len(ids), completion_tokens=n,
+                    finish_reason="length" if full else "stop")
