@@ -27,6 +27,7 @@ log = logging.getLogger(__name__)
 DEFAULT_MEMORY_MB = 1536
 DEFAULT_TIMEOUT_S = 10.0
 MAX_REPLY_BYTES = 4 * 1024 * 1024
+STARTUP_TIMEOUT_S = 60.0
 
 _BOOT = "import json, sys; sys.path[:] = json.loads(sys.argv[1]); from codette.tools.bounded import _child_main; _child_main()"
 
@@ -46,6 +47,8 @@ def _child_main() -> None:
     resource.setrlimit(resource.RLIMIT_CORE, (0, 0))
     funcs = _functions()
     inp, out = sys.stdin.buffer, sys.stdout.buffer
+    out.write(b"ready\n")
+    out.flush()
     while True:
         line = inp.readline()
         if not line:
@@ -64,7 +67,11 @@ def _child_main() -> None:
             reply = {"fail": "the file is nested too deeply to analyse"}
         except Exception as exc:  # noqa: BLE001 - reported to the parent as one line
             reply = {"fail": f"cannot analyse the file: {type(exc).__name__}: {str(exc)[:200]}"}
-        out.write(json.dumps(reply, ensure_ascii=False, allow_nan=False).encode("utf-8") + b"\n")
+        try:
+            line = json.dumps(reply, ensure_ascii=False, allow_nan=False)
+        except ValueError:
+            line = json.dumps({"fail": "the result holds numbers out of range"})
+        out.write(line.encode("utf-8") + b"\n")
         out.flush()
 
 
@@ -85,6 +92,9 @@ class BoundedWorker:
             [sys.executable, "-I", "-c", _BOOT, json.dumps(sys.path), str(self.memory_mb), str(cpu_s)],
             stdin=subprocess.PIPE, stdout=subprocess.PIPE, stderr=subprocess.DEVNULL, env=env,
             start_new_session=True, close_fds=True)
+        if self._read_line(self._proc, time.monotonic() + STARTUP_TIMEOUT_S) != b"ready":  # imports not timed
+            self._stop()
+            raise ToolFailure("the analysis process could not start")
         return self._proc
 
     def _stop(self) -> None:

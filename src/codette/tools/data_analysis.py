@@ -53,6 +53,10 @@ def _number(value: Any) -> float | int | None:
     raise ValueError(type(value).__name__)
 
 
+def _no_constant(name: str) -> Any:
+    raise ValueError(f"{name} is not a JSON number")
+
+
 def _round(x: float | int) -> float | int:
     if isinstance(x, int):
         return x
@@ -84,7 +88,7 @@ def _load_json(text: str, shown: str, suffix: str) -> tuple[str, list[str], list
                     except limits.JSONLimitError as exc:
                         raise ToolFailure(f"file '{shown}' is not valid JSON Lines: line {lineno}: {exc}") from None
         else:
-            data = json.loads(text)
+            data = json.loads(text, parse_constant=_no_constant)
     except json.JSONDecodeError as exc:
         raise ToolFailure(f"file '{shown}' is not valid JSON: {exc.msg} at line {exc.lineno}") from None
     except (ValueError, RecursionError) as exc:

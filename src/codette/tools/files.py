@@ -25,13 +25,13 @@ from pathlib import Path
 from typing import Any
 
 from codette.tools.base import ToolFailure
-from codette.tools.safeopen import Refused, check_regular, open_beneath, read_fd
+from codette.tools.safeopen import Refused, check_regular, describe_unusable, open_beneath, read_fd
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_READ_BYTES = 64 * 1024
 MAX_WRITE_CHARS = 1024 * 1024
-MAX_WRITE_BYTES = 4 * MAX_WRITE_CHARS      # per call: what the longest allowed text can encode to
+MAX_WRITE_BYTES = 2 * MAX_WRITE_CHARS      # per call, in UTF-8 bytes
 DEFAULT_WORKSPACE_QUOTA_BYTES = 256 * 1024 * 1024  # bytes the tools may write into one workspace in all
 MAX_LIST_ENTRIES = 500
 MAX_WALK_ENTRIES = 20_000                 # entries one listing or search may visit
@@ -260,6 +260,9 @@ def write_bytes(ws: Workspace, path: str, data: bytes, append: bool = False, exe
                 raise ToolFailure(ws.linked(path))
             if stat.S_ISDIR(st.st_mode):
                 raise ToolFailure(f"'{path}' is a directory; give a file path")
+            problem = describe_unusable(st, path)
+            if problem:
+                raise ToolFailure(problem)
         ws.charge(len(data))
         try:
             if append and st is not None:

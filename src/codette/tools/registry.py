@@ -35,6 +35,7 @@ TOOL_NAMES: tuple[str, ...] = (
 DEFAULT_ENABLED: tuple[str, ...] = tuple(n for n in TOOL_NAMES if n != "execute_python")
 MAX_ARGUMENT_CHARS = 2 * 1024 * 1024
 MAX_ARGUMENT_DEPTH = 32
+MAX_ERROR_CHARS = 300
 
 
 def _obj(properties: dict[str, Any], required: Iterable[str] = (), **extra: Any) -> dict[str, Any]:
@@ -153,7 +154,12 @@ def _error_text(name: str, error: jsonschema.ValidationError) -> str:
     if error.validator == "additionalProperties":
         allowed = ", ".join(error.schema.get("properties", {})) or "none"
         return f"tool '{name}': unexpected argument '{field}'; allowed arguments: {allowed}"
-    return f"tool '{name}': invalid argument '{field}': {error.message}"
+    message = error.message
+    if len(message) > MAX_ERROR_CHARS:  # jsonschema quotes the whole value: keep the message one short line
+        message = {"maxLength": f"longer than {error.validator_value} characters",
+                   "minLength": f"shorter than {error.validator_value} characters"}.get(
+            str(error.validator), f"does not match the schema ({error.validator})")
+    return f"tool '{name}': invalid argument '{field}': {message}"
 
 
 class Toolbox:

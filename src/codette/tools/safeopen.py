@@ -126,18 +126,27 @@ def open_beneath(root_fd: int, rel: str, flags: int = os.O_RDONLY, mode: int = 0
     return _walk_open(root_fd, rel.split("/"), flags, mode)
 
 
+def describe_unusable(st: os.stat_result, shown: str) -> str | None:
+    """Why a (non-directory) file cannot be used, or None for a regular file with a single link."""
+    if not stat.S_ISREG(st.st_mode):
+        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
+                else "a device file" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode)
+                else "a symbolic link" if stat.S_ISLNK(st.st_mode) else "not a regular file")
+        return f"'{shown}' is {kind}; only regular files can be used"
+    if st.st_nlink != 1:
+        return (f"'{shown}' has {st.st_nlink} hard links; files with several links are refused, "
+                "since another link may lie outside the workspace")
+    return None
+
+
 def check_regular(fd: int, shown: str) -> os.stat_result:
     """fstat of an opened file: must be a regular file with one link (else ``ValueError`` saying why)."""
     st = os.fstat(fd)
     if stat.S_ISDIR(st.st_mode):
         raise IsADirectoryError(errno.EISDIR, "is a directory", shown)
-    if not stat.S_ISREG(st.st_mode):
-        kind = ("a FIFO" if stat.S_ISFIFO(st.st_mode) else "a socket" if stat.S_ISSOCK(st.st_mode)
-                else "a device file" if stat.S_ISCHR(st.st_mode) or stat.S_ISBLK(st.st_mode) else "not a regular file")
-        raise ValueError(f"'{shown}' is {kind}; only regular files can be used")
-    if st.st_nlink != 1:
-        raise ValueError(f"'{shown}' has {st.st_nlink} hard links; files with several links are refused, "
-                         "since another link may lie outside the workspace")
+    problem = describe_unusable(st, shown)
+    if problem:
+        raise ValueError(problem)
     return st
 
 

@@ -47,9 +47,9 @@ log = logging.getLogger(__name__)
 
 SANDBOX_UID = 65534
 DEFAULT_DISK_MB = 64          # what the snippet may add to its copy of the workspace, all files together
-DEFAULT_MAX_PROCESSES = 16    # tasks (processes and threads) of the sandbox's user
+DEFAULT_MAX_PROCESSES = 16    # tasks (processes and threads) the snippet may have at once
 DEFAULT_FILE_SIZE_MB = 16     # per file, and so per output stream
-MAX_WORKSPACE_COPY_BYTES = 64 * 1024 * 1024
+MAX_WORKSPACE_COPY_BYTES = 256 * 1024 * 1024
 MAX_WORKSPACE_ENTRIES = 5000
 TMP_MB = 16
 SHM_MB = 1
@@ -266,6 +266,7 @@ def main():
         else:
             result["exit"] = os.WEXITSTATUS(status)
     result["duration_s"] = time.monotonic() - start
+    result["leftover"] = len(_others())
     result["clean"] = _kill_all()
     _send(os.fdopen(out_fd, "wb"), known_files, known_dirs, result)
 
@@ -369,7 +370,7 @@ def build_args(bwrap: str, ws_root: Path, userns_fd: int | None, seccomp_fd: int
     args += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", ws, "--chdir", ws,
              "--seccomp", str(seccomp_fd), "--", sys.executable, "-I", "-X", "utf8", "-c",
              _BOOT % {"uid": SANDBOX_UID, "nofile": MAX_OPEN_FILES},
-             str(out_fd), repr(float(timeout_s)), str(memory_mb), str(file_size_mb), str(max_processes + 1)]
+             str(out_fd), repr(float(timeout_s)), str(memory_mb), str(file_size_mb), str(max_processes)]
     return args
 
 
@@ -558,7 +559,10 @@ def run_sandboxed(
             raise ToolFailure(f"execute_python's sandbox could not start ({first.strip()})")
         if overflow:
             raise ToolFailure("execute_python's sandbox sent back more data than its disk quota; nothing was saved")
-        return ExecutionResult(stdout, stderr, None, timed_out=True, duration_s=duration)
+        if duration >= timeout_s:
+            return ExecutionResult(stdout, stderr, None, timed_out=True, duration_s=duration)
+        raise ToolFailure("the sandbox was stopped before it reported a result (its processes were killed); "
+                          "workspace changes were discarded", {"stdout": stdout, "stderr": stderr})
     problems = _apply(ws, records)
     exit_code = result.get("exit") if isinstance(result.get("exit"), int) else None
     if exit_code is None and isinstance(result.get("signal"), int):
@@ -566,8 +570,12 @@ def run_sandboxed(
     timed_out = bool(result.get("timed_out"))
     if problems:
         stderr += f"\n[execute_python: {len(problems)} changed file(s) were not saved: {problems[0]}]"
-    return ExecutionResult(stdout, stderr, None if timed_out else exit_code, timed_out=timed_out,
-                           duration_s=duration)
+    run = ExecutionResult(stdout, stderr, None if timed_out else exit_code, timed_out=timed_out, duration_s=duration)
+    leftover = result.get("leftover")
+    if run.ok and isinstance(leftover, int) and leftover > 0:
+        raise ToolFailure(f"the code left {leftover} background process{'es' if leftover > 1 else ''} running; "
+                          "they were stopped (no process may outlive the call)", run.payload())
+    return run
 
 
 def _collect(fd: int, deadline: float, limit: int) -> tuple[bytes, bool]:
