@@ -439,3 +439,16 @@ def test_random_init_loss_is_about_ln_vocab(style: str) -> None:
         out = model(x, y)
     loss = float(out.loss_sum / out.n_targets)
     assert abs(loss - math.log(vocab)) < 0.1, loss
+
+
+@pytest.mark.parametrize(("style", "n_heads", "n_kv_heads"), ARCHS, ids=ARCH_IDS)
+@pytest.mark.parametrize("tied", [True, False])
+def test_count_from_the_shapes_equals_the_built_model(style: str, n_heads: int, n_kv_heads: int | None,
+                                                      tied: bool) -> None:
+    """`codette presets` counts without torch (codette.model.config); the count is the real model's."""
+    for d_ff in (None, 200):
+        cfg = ModelConfig(vocab_size=VOCAB, d_model=64, n_layers=3, n_heads=n_heads, n_kv_heads=n_kv_heads,
+                          d_ff=d_ff, block_style=style, tie_embeddings=tied)
+        with torch.device("meta"):
+            model = CodetteModel(cfg)
+        assert count_parameters(cfg) == model.num_parameters(), (style, n_kv_heads, tied, d_ff)

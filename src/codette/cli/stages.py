@@ -107,17 +107,12 @@ def run_tokenizer(cfg: RunConfig, console: Console) -> CodetteTokenizer:
 
 
 def _model_config(cfg: RunConfig, vocab_tokens: int | None) -> ModelConfig:
-    from codette.model import padded_vocab, preset_config
+    from codette.model.presets import resolve_preset
 
-    overrides = {k: v for k, v in dataclasses.asdict(cfg.model).items() if k != "preset" and v is not None}
-    if vocab_tokens is not None:
-        overrides["vocab_size"] = padded_vocab(vocab_tokens)
     try:
-        return preset_config(cfg.model.preset, **overrides)
-    except KeyError as exc:
-        raise CodetteError(str(exc.args[0])) from None
+        return resolve_preset(cfg.model.preset, dataclasses.asdict(cfg.model), vocab_tokens)
     except ValueError as exc:
-        raise CodetteError(f"model config: {exc}") from None
+        raise CodetteError(str(exc)) from None
 
 
 def ensure_packed(out: Path, tok: CodetteTokenizer, assistant_only: bool) -> Path:

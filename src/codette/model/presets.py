@@ -1,17 +1,16 @@
 """Named model sizes, with parameter counts and memory computed, never typed in by hand.
 
 The big presets are named after their real parameter count (codette block style, 32768-token
-vocabulary): a test keeps each within 5% of its name. Counting happens on the meta device, so
-listing a 5.3B preset allocates nothing.
+vocabulary): a test keeps each within 5% of its name. Counts come from the shapes
+(:func:`~codette.model.config.count_parameters`, checked against a model built on the meta device), so
+listing a 5.3B preset allocates nothing and `codette presets` does not load torch.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass
 
-import torch
-
-from codette.model.transformer import CodetteModel, ModelConfig
+from codette.model.config import ModelConfig, count_parameters, padded_vocab
 
 
 @dataclass(frozen=True)
@@ -50,11 +49,22 @@ def preset_config(name: str, **overrides: object) -> ModelConfig:
     return ModelConfig(**values)
 
 
-def count_parameters(cfg: ModelConfig) -> int:
-    """Exact unique parameter count, built on the meta device (no memory allocated)."""
-    with torch.device("meta"):
-        model = CodetteModel(cfg)
-    return model.num_parameters()
+def resolve_preset(name: str, overrides: dict, vocab_tokens: int | None = None) -> ModelConfig:
+    """The model a run asks for: preset ``name``, the non-None ``overrides`` (a config's model section;
+    its ``preset`` key is ignored) and an embedding table padded for a tokenizer of ``vocab_tokens``.
+
+    Any problem is a ValueError whose message names the preset or the field (the stages turn it into
+    the user's error).
+    """
+    values = {k: v for k, v in overrides.items() if k != "preset" and v is not None}
+    if vocab_tokens is not None:
+        values["vocab_size"] = padded_vocab(vocab_tokens)
+    try:
+        return preset_config(name, **values)
+    except KeyError as exc:
+        raise ValueError(str(exc.args[0])) from None
+    except ValueError as exc:
+        raise ValueError(f"model config: {exc}") from None
 
 
 # What the trainer keeps per parameter: fp32 weights, fp32 gradients and AdamW's two fp32 moments.
