@@ -273,3 +273,129 @@ def test_checkpoint_of_another_format_version_names_both_versions(tmp_path: Path
     code, err = run_cli(capsys, monkeypatch, "generate", str(path), "-p", "hi")
     one_line_error(code, err, f"has format version {FORMAT_VERSION - 1}", f"reads format version {FORMAT_VERSION}")
     assert "size mismatch" not in err and "shape" not in err
+
+
+# ------------------------------------------------------------------------------------------------
+# A full disk, temporaries left by kill -9, and $TMPDIR
+# ------------------------------------------------------------------------------------------------
+def _disk_full_for(monkeypatch: pytest.MonkeyPatch, final_name: str) -> None:
+    """Writes to the temporary of ``final_name`` fail as on a full disk (ENOSPC); other files work."""
+    real_fdopen = os.fdopen
+
+    class FullDisk:
+        def __init__(self, fh) -> None:
+            self._fh = fh
+
+        def write(self, data) -> int:
+            raise OSError(errno.ENOSPC, os.strerror(errno.ENOSPC))
+
+        def __getattr__(self, name: str):
+            return getattr(self._fh, name)
+
+        def __enter__(self):
+            return self
+
+        def __exit__(self, *exc) -> None:
+            self._fh.close()
+
+    def fdopen(fd: int, *args, **kwargs):
+        fh = real_fdopen(fd, *args, **kwargs)
+        name = os.path.basename(os.readlink(f"/proc/self/fd/{fd}"))
+        return FullDisk(fh) if name.startswith(f".{final_name}.") else fh
+
+    monkeypatch.setattr(os, "fdopen", fdopen)
+
+
+def _temporaries(folder: Path) -> list[str]:
+    return sorted(p.name for p in folder.rglob("*.tmp"))
+
+
+def test_full_disk_during_codette_data_names_the_file_and_replaces_nothing(tmp_path: Path, capsys,
+                                                                            monkeypatch) -> None:
+    data = tmp_path / "out" / "data"
+    data.mkdir(parents=True)
+    (data / "train.jsonl").write_text('{"text": "the previous build"}\n')
+    _disk_full_for(monkeypatch, "train.jsonl")
+    code, err = run_cli(capsys, monkeypatch, "data", "--samples", "40", "-o", str(tmp_path / "out"))
+    one_line_error(code, err, f"cannot write {data / 'train.jsonl'}: No space left on device",
+                   "nothing final was replaced (the existing train.jsonl is unchanged)")
+    assert (data / "train.jsonl").read_text() == '{"text": "the previous build"}\n'
+    assert not (data / "val.jsonl").exists() and _temporaries(tmp_path) == []
+
+
+def test_full_disk_during_codette_train_names_the_checkpoint(tmp_path: Path, capsys, monkeypatch) -> None:
+    from tests._pipeline import TINY, prepare, write_config
+
+    out = tmp_path / "run"
+    prepare(out)
+    (out / "model_best.pt").write_bytes(b"the previous best")
+    cfg = write_config(tmp_path / "tiny.json", {**TINY, "log_dir": str(out / "logs"),
+                                                "train": {**TINY["train"], "max_steps": 20, "probes": 0}})
+    _disk_full_for(monkeypatch, "model_best.pt")
+    code, err = run_cli(capsys, monkeypatch, "train", "-c", str(cfg), "-o", str(out))
+    one_line_error(code, err, f"cannot write {out / 'model_best.pt'}: No space left on device",
+                   "the existing model_best.pt is unchanged")
+    assert (out / "model_best.pt").read_bytes() == b"the previous best"
+    assert (out / "model_step_10.pt").is_file() and _temporaries(tmp_path) == []
+
+
+def _stale(folder: Path, final: str, pid: int, directory: bool = False) -> Path:
+    """A temporary as codette.fileio names them (checked below), as if its writer ``pid`` died."""
+    folder.mkdir(parents=True, exist_ok=True)
+    path = folder / f".{final}.{pid}.k9x2m4qz.tmp"
+    if directory:
+        path.mkdir()
+    else:
+        path.write_bytes(b"half")
+    return path
+
+
+def test_temporaries_of_killed_writers_are_removed_at_the_start_of_a_run(tmp_path: Path) -> None:
+    import subprocess
+
+    from rich.console import Console
+
+    from codette.cli import stages
+    from codette.fileio import atomic_open
+    from tests._pipeline import tiny_config
+
+    out = tmp_path / "run"
+    with atomic_open(out / "probe.txt", "w") as fh:  # the naming the cleanup relies on
+        fh.write("x")
+        (made,) = _temporaries(out)
+    assert made.startswith(f".probe.txt.{os.getpid()}.")
+    dead = subprocess.run([sys.executable, "-c", "import os; print(os.getpid())"], capture_output=True,
+                          text=True, check=True)
+    dead_pid, live_pid = int(dead.stdout), os.getppid()
+    killed = [_stale(out / "data", "train.jsonl", dead_pid), _stale(out, "model_step_20.pt", dead_pid),
+              _stale(out / "packed", "train.bin", dead_pid), _stale(out, "export.gguf", dead_pid, directory=True)]
+    running = [_stale(out / "data", "val.jsonl", live_pid), _stale(out, "model_best.pt", live_pid)]
+    quiet = Console(file=open(os.devnull, "w"))
+    cfg = tiny_config(out, **{"train.max_steps": 2, "train.probes": 0})
+    stages.run_data(cfg, quiet)
+    assert not killed[0].exists() and running[0].exists()  # `codette data` cleans its folder
+    stages.run_tokenizer(cfg, quiet)
+    stages.run_train(cfg, quiet)
+    assert not any(p.exists() for p in killed)
+    assert all(p.exists() for p in running)  # a live process may still be writing those
+
+
+def test_a_run_leaves_nothing_in_tmpdir(tmp_path: Path, monkeypatch) -> None:
+    """data (the tool sandbox's scratch workspaces, its Python worker), tokenizer and train."""
+    import tempfile
+
+    from rich.console import Console
+
+    from codette.cli import stages
+    from tests._pipeline import prepare, tiny_config
+
+    scratch = tmp_path / "tmpdir"
+    scratch.mkdir()
+    monkeypatch.setenv("TMPDIR", str(scratch))
+    monkeypatch.setattr(tempfile, "tempdir", str(scratch))
+    out = tmp_path / "run"
+    prepare(out)
+    stages.run_train(tiny_config(out, **{"train.max_steps": 2, "train.probes": 0}),
+                     Console(file=open(os.devnull, "w")))
+    assert (out / "model_final.pt").is_file()
+    assert sorted(p.name for p in scratch.iterdir()) == []

@@ -24,7 +24,7 @@ from codette.data.pack import PackStats, pack
 from codette.data.sources import Document, ReadReport, iter_documents, read_jsonl_conversations
 from codette.data.split import HELD_OUT, SPLITS, split_of
 from codette.errors import CodetteError
-from codette.fileio import atomic_open, atomic_write_text
+from codette.fileio import atomic_open, atomic_write_text, remove_stale_temporaries
 from codette.tokenizer import CodetteTokenizer
 from codette.tokenizer.chat_template import render
 
@@ -119,6 +119,7 @@ def build_dataset(cfg: DataConfig, out_dir: Path | str) -> BuildStats:
     earlier build are left as they were.
     """
     out_dir = Path(out_dir)
+    remove_stale_temporaries(out_dir)  # left by a build that was killed while writing
     mix, sources, n_syn = _plan(cfg)
     if not n_syn and not sources:
         raise CodetteError("nothing to build: synthetic data is off and no data.sources were given")
@@ -184,5 +185,6 @@ def training_texts(data_dir: Path | str) -> Iterator[str]:
 def pack_dataset(data_dir: Path | str, tok: CodetteTokenizer, packed_dir: Path | str,
                  assistant_only: bool = True) -> dict[str, PackStats]:
     """Tokenize every split once into ``packed_dir``."""
+    remove_stale_temporaries(Path(packed_dir))  # left by a packing that was killed
     return {name: pack(read_split(data_dir, name), tok, Path(packed_dir), name, assistant_only)
             for name in SPLITS}

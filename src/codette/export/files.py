@@ -15,7 +15,16 @@ from collections.abc import Iterator
 from pathlib import Path
 
 from codette.errors import CodetteError
-from codette.fileio import ensure_writable_dir, fsync_dir, fsync_path, publish_mode
+from codette.fileio import (
+    DISK_FULL,
+    TMP_SUFFIX,
+    ensure_writable_dir,
+    fsync_dir,
+    fsync_path,
+    publish_mode,
+    temp_prefix,
+    write_error,
+)
 
 
 def refuse_existing(paths: list[Path], force: bool) -> None:
@@ -32,7 +41,7 @@ def atomic_path(path: Path) -> Iterator[Path]:
     """Yield a temporary file name beside ``path``; on success it is fsynced and renamed to ``path``."""
     path = Path(path)
     ensure_writable_dir(path.parent)
-    fd, tmp_name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TMP_SUFFIX, dir=path.parent)
     os.close(fd)
     tmp = Path(tmp_name)
     try:
@@ -41,9 +50,11 @@ def atomic_path(path: Path) -> Iterator[Path]:
         fsync_path(tmp)
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         with contextlib.suppress(FileNotFoundError):
             tmp.unlink()
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise write_error(path, exc) from None
         raise
 
 
@@ -52,7 +63,7 @@ def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success its files are fsynced and it replaces ``path``."""
     path = Path(path)
     ensure_writable_dir(path.parent)
-    tmp = Path(tempfile.mkdtemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent))
+    tmp = Path(tempfile.mkdtemp(prefix=temp_prefix(path), suffix=TMP_SUFFIX, dir=path.parent))
     try:
         yield tmp
         publish_mode(tmp, directory=True)
@@ -66,6 +77,8 @@ def atomic_dir(path: Path) -> Iterator[Path]:
                 path.unlink()
         os.replace(tmp, path)
         fsync_dir(path.parent)
-    except BaseException:
+    except BaseException as exc:
         shutil.rmtree(tmp, ignore_errors=True)
+        if isinstance(exc, OSError) and exc.errno in DISK_FULL:
+            raise write_error(path, exc) from None
         raise

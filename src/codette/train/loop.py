@@ -7,6 +7,7 @@ produces exactly the losses of the uninterrupted run on CPU.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import logging
@@ -14,8 +15,11 @@ import math
 import os
 import random
 import signal
+import sys
+import tempfile
 import threading
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -38,7 +42,7 @@ from codette.data.pack import PackedSplit
 from codette.errors import CodetteError, TrainingInterrupted
 from codette.evaluate import evaluate_lm
 from codette.evaluate.selection import BestTracker
-from codette.fileio import ensure_writable_dir
+from codette.fileio import ensure_writable_dir, remove_stale_temporaries
 from codette.model import CodetteModel, ModelConfig
 from codette.rng import rng_state, set_rng_state
 from codette.train.device import autocast_for, pick_device, resolve_dtype
@@ -68,7 +72,7 @@ class MetricsLog:
         self.jsonl_path = log_dir / f"metrics_{stamp}.jsonl"
         self.log_path = log_dir / f"training_{stamp}.log"
         self._jsonl = open(self.jsonl_path, "a", encoding="utf-8")
-        self._handler = logging.FileHandler(self.log_path, encoding="utf-8")
+        self._handler = _LogFile(self.log_path, encoding="utf-8")
         self._handler.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
         self.listener: Any = None  # optional callable(record), e.g. a TensorBoard writer
         logging.getLogger("codette").addHandler(self._handler)
@@ -76,15 +80,28 @@ class MetricsLog:
 
     def write(self, kind: str, **values: Any) -> None:
         record = {"kind": kind, "time": time.time(), **values}
-        self._jsonl.write(json.dumps(record) + "\n")
-        self._jsonl.flush()
+        try:
+            self._jsonl.write(json.dumps(record) + "\n")
+            self._jsonl.flush()
+        except OSError as exc:
+            raise CodetteError(f"cannot write {self.jsonl_path}: {exc.strerror or exc}; the checkpoints already "
+                               f"saved are intact (resume with --resume auto once there is space)") from None
         if self.listener is not None:
             self.listener(record)
 
     def close(self) -> None:
-        self._jsonl.close()
+        with contextlib.suppress(OSError):  # a full disk was already reported by write()
+            self._jsonl.close()
         logging.getLogger("codette").removeHandler(self._handler)
         self._handler.close()
+
+
+class _LogFile(logging.FileHandler):
+    """The human-readable log: a failed write (disk full) stops it with one line, not a traceback per message."""
+
+    def handleError(self, record: logging.LogRecord) -> None:
+        logging.getLogger("codette").removeHandler(self)
+        sys.stderr.write(f"warning: cannot write {self.baseFilename} any more; the log file stops here\n")
 
 
 class StopFlag:
@@ -131,6 +148,21 @@ def _check_same_model(saved: ModelConfig, ours: ModelConfig, path: Path) -> None
         raise CodetteError(f"cannot resume from {path}: model {k}={a[k]!r} there but {b[k]!r} in this run")
 
 
+@contextlib.contextmanager
+def _no_stray_torch_cache() -> Iterator[None]:
+    """Building an optimizer makes torch create an empty ``torchinductor_<user>`` cache folder in $TMPDIR,
+    even without torch.compile; remove it again when this run made it and left it empty."""
+    tmp = Path(tempfile.gettempdir())
+    before = set(tmp.glob("torchinductor_*"))
+    try:
+        yield
+    finally:
+        for folder in set(tmp.glob("torchinductor_*")) - before:
+            with contextlib.suppress(OSError):
+                folder.rmdir()  # only if empty: a cache that torch.compile filled stays
+
+
+@_no_stray_torch_cache()
 def train(
     cfg: TrainConfig,
     model_cfg: ModelConfig,
@@ -150,6 +182,7 @@ def train(
     """
     out_dir, data_dir, log_dir = Path(out_dir), Path(data_dir), Path(log_dir)
     ensure_writable_dir(out_dir)
+    remove_stale_temporaries(out_dir)  # left by a run killed while writing a checkpoint
     console = console or Console(stderr=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
