@@ -22,7 +22,7 @@ from codette.data.curriculum.styles import STYLES, VOCABULARY, dominant_style, s
 from codette.data.curriculum.toolrun import CANONICAL_BASE, ToolRunner, replay
 from codette.persona import NAME, PERSPECTIVES, TOOLS, identity_contradictions
 from codette.model.presets import PRESETS
-from codette.tools import Toolbox, parse_tool_calls
+from codette.tools import TOOL_NAMES, Toolbox, parse_tool_calls
 from codette.tokenizer import CodetteTokenizer
 from codette.tokenizer.chat_template import assistant_spans, render
 from tests._pipeline import codette
@@ -58,7 +58,7 @@ def test_every_tool_result_equals_a_rerun_on_a_fresh_workspace(data: list[dict],
 
 
 def test_every_tool_call_validates_against_its_schema(data: list[dict], tmp_path: Path) -> None:
-    toolbox = Toolbox(tmp_path / "ws")
+    toolbox = Toolbox(tmp_path / "ws", enabled=TOOL_NAMES)  # execute_python is off by default
     n = 0
     for rec in _by(data, "tools"):
         shown = {t["function"]["name"]: t["function"]["parameters"] for t in rec["tools"]}
