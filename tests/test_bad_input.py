@@ -399,3 +399,31 @@ def test_a_run_leaves_nothing_in_tmpdir(tmp_path: Path, monkeypatch) -> None:
                      Console(file=open(os.devnull, "w")))
     assert (out / "model_final.pt").is_file()
     assert sorted(p.name for p in scratch.iterdir()) == []
+
+
+# ------------------------------------------------------------------------------------------------
+# Where the logs go
+# ------------------------------------------------------------------------------------------------
+def test_log_dir_defaults_to_the_run_folder_and_an_explicit_one_is_kept() -> None:
+    from codette.config import RunConfig, build_config
+
+    assert build_config(None, {"out_dir": "runs/x"}).log_dir == str(Path("runs/x") / "training_logs")
+    assert RunConfig().log_dir == str(Path("codette_model") / "training_logs")
+    assert build_config(None, {"out_dir": "runs/x", "log_dir": "elsewhere"}).log_dir == "elsewhere"
+
+
+def test_train_writes_its_logs_beside_the_run_not_in_the_current_folder(tmp_path: Path, capsys,
+                                                                        monkeypatch) -> None:
+    from tests._pipeline import TINY, prepare, write_config
+
+    out = tmp_path / "run"
+    prepare(out)
+    cfg = write_config(tmp_path / "tiny.json", {**TINY, "train": {**TINY["train"], "max_steps": 2, "probes": 0}})
+    cwd = tmp_path / "cwd"
+    cwd.mkdir()
+    monkeypatch.chdir(cwd)
+    code, _ = run_cli(capsys, monkeypatch, "train", "-c", str(cfg), "-o", str(out))
+    assert code == 0
+    assert len(list((out / "training_logs").glob("metrics_*.jsonl"))) == 1
+    assert list(cwd.iterdir()) == []
+    assert json.loads((out / "run_config.json").read_text())["log_dir"] == str(out / "training_logs")

@@ -112,11 +112,17 @@ class TrainConfig:
 @dataclass
 class RunConfig:
     out_dir: str = "codette_model"
-    log_dir: str = "training_logs"
+    log_dir: str | None = None  # None: <out_dir>/training_logs, beside the run's checkpoints
     data: DataConfig = field(default_factory=DataConfig)
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainConfig = field(default_factory=TrainConfig)
+
+    def __post_init__(self) -> None:
+        if not isinstance(self.out_dir, str) or not self.out_dir.strip():
+            raise CodetteError(f"config key 'out_dir': expected a folder name, got {self.out_dir!r}")
+        if not self.log_dir:  # the one place the log folder's default is decided
+            self.log_dir = str(Path(self.out_dir) / "training_logs")
 
 
 # What each field accepts besides its type: (test, what is expected). Checked whenever a config is built

@@ -7,6 +7,7 @@ Output folder layout (``out_dir``, default ``codette_model/``)::
     packed/{train,val,test}.bin/.mask.bin/.json    token memmaps (made on first train)
     model_best.pt, model_step_N.pt, model_final.pt
     run_config.json, eval.json
+    training_logs/training_*.log, metrics_*.jsonl  (log_dir; default <out_dir>/training_logs)
 """
 
 from __future__ import annotations

@@ -1,9 +1,9 @@
 """Read a run's ``metrics_*.jsonl`` files into per-metric series over steps.
 
-A log folder is shared by every run started from the same working directory, and a resumed run
-writes a new file. The run reported is the newest file plus the files it resumed from (each
-``start`` record says whether it resumed); a step logged twice (resumed after a crash) keeps its
-latest record.
+A log folder (``<out_dir>/training_logs`` unless ``log_dir`` names another) may be shared by several
+runs, and a resumed run writes a new file. The run reported is the newest file plus the files it
+resumed from (each ``start`` record says whether it resumed); a step logged twice (resumed after a
+crash) keeps its latest record.
 """
 
 from __future__ import annotations
