@@ -114,13 +114,14 @@ def test_quickstart_runs_every_stage(tmp_path: Path) -> None:
                                               "train": {**TINY["train"], "max_steps": 30}})
     proc = codette("quickstart", "-c", str(cfg), "-o", str(out), check=True)
     report = json.loads((out / "eval.json").read_text())
-    for key in ("val_loss", "val_token_accuracy", "val_perplexity", "train_tokens_per_second", "wall_seconds",
+    for key in ("loss", "token_accuracy", "perplexity", "train_tokens_per_second", "wall_seconds",
                 "samples"):
         assert key in report, key
-    assert report["train_steps"] == 30 and report["val_tokens"] > 0
+    assert report["train_steps"] == 30 and report["target_tokens"] > 0 and report["split"] == "test"
     assert len(report["samples"]) == 3 and all(isinstance(s["assistant"], str) for s in report["samples"])
     for name in ("tokenizer.json", "tokenizer_config.json", "model_final.pt", "model_best.pt", "run_config.json",
-                 "data/train.jsonl", "data/val.jsonl", "packed/train.bin", "codette_tiny-f16.gguf", "Modelfile"):
+                 "data/train.jsonl", "data/val.jsonl", "data/test.jsonl", "packed/train.bin", "packed/test.bin",
+                 "codette_tiny-f16.gguf", "Modelfile"):
         assert (out / name).is_file(), name
     assert "Held-out evaluation" in proc.stdout
     assert report["gguf"].endswith("codette_tiny-f16.gguf") and "ollama create codette" in proc.stdout

@@ -3,6 +3,7 @@ checkpoint selection, probes during training, and clear errors on bad input (tok
 
 from __future__ import annotations
 
+import builtins
 import json
 import math
 import shutil
@@ -21,6 +22,8 @@ from codette.evaluate.behavior import ToolWorkspace, run_probe, run_probes, summ
 from codette.evaluate.lm import evaluate_lm, token_byte_lengths
 from codette.evaluate.probes import Probe, probe_set, select
 from codette.evaluate.run import evaluate_checkpoint, evaluate_path, gguf_lm_metrics
+from codette.data.loader import BatchSampler
+from codette.data.pack import PackedSplit
 from codette.evaluate.selection import BestTracker, direction
 from codette.evaluate.stats import Figure, combined_proportions, proportion, wilson
 from codette.evaluate.training import TrainingMonitor, build_monitor, interleave
@@ -366,25 +369,27 @@ def test_probe_subsets_are_balanced_and_prefixes_of_larger_ones() -> None:
 def test_empty_probe_set_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CodetteError, match="probe set is empty"):
         run_probes(Scripted(), [])
-    (tmp_path / "val.jsonl").write_text(json.dumps({"category": "mixed", "messages": []}) + "\n")
-    with pytest.raises(CodetteError, match="no behavioral probes"):
+    (tmp_path / "test.jsonl").write_text(json.dumps({"category": "mixed", "messages": []}) + "\n")
+    with pytest.raises(CodetteError, match="test.jsonl: no behavioral probes"):
         probe_set(tmp_path)
-    (tmp_path / "val.jsonl").write_text("")
+    (tmp_path / "test.jsonl").write_text("")
     with pytest.raises(CodetteError, match="no behavioral probes"):
         probe_set(tmp_path)
     with pytest.raises(CodetteError, match="no probe source"):
         probe_set(tmp_path / "missing")
+    with pytest.raises(CodetteError, match="probes come from a held-out split: val or test, not 'train'"):
+        probe_set(tmp_path, split="train")
 
 
 def test_bad_probe_records_name_the_file_and_line(tmp_path: Path) -> None:
     rec = {"category": "perspectives", "perspective": "astrology",
            "messages": [{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}]}
-    (tmp_path / "val.jsonl").write_text(json.dumps(rec) + "\n")
-    with pytest.raises(CodetteError, match=r"val.jsonl:1: field 'perspective' is 'astrology'"):
+    (tmp_path / "test.jsonl").write_text(json.dumps(rec) + "\n")
+    with pytest.raises(CodetteError, match=r"test.jsonl:1: field 'perspective' is 'astrology'"):
         probe_set(tmp_path)
     (tmp_path / "val.jsonl").write_text("{not json\n")
     with pytest.raises(CodetteError, match=r"val.jsonl:1: not valid JSON"):
-        probe_set(tmp_path)
+        probe_set(tmp_path, split="val")
 
 
 # ---- with a trained tiny model --------------------------------------------------------------------------
@@ -424,7 +429,7 @@ def test_checkpoint_tokenizer_mismatch_is_a_clear_error(trained: Path, other_tok
 
 
 def test_eval_cli_with_an_empty_probe_set_fails_clearly(trained: Path, tmp_path: Path) -> None:
-    (tmp_path / "val.jsonl").write_text(json.dumps({"category": "mixed", "messages": []}) + "\n")
+    (tmp_path / "test.jsonl").write_text(json.dumps({"category": "mixed", "messages": []}) + "\n")
     proc = codette("eval", str(trained / "model_final.pt"), "--probe-dir", str(tmp_path), "--max-batches", "1",
                    "--output", str(tmp_path / "eval.json"))
     assert proc.returncode == 2 and "error:" in proc.stderr and "no behavioral probes" in proc.stderr
@@ -434,7 +439,7 @@ def test_eval_cli_with_an_empty_probe_set_fails_clearly(trained: Path, tmp_path:
 def test_eval_reports_every_figure_with_n_and_interval(trained: Path) -> None:
     report = evaluate_checkpoint(trained / "model_final.pt", trained / "packed", max_batches=1, samples=1,
                                  probes_per_kind=2, max_new_tokens=8)
-    for key in ("val_loss", "val_perplexity", "val_token_accuracy", "val_bits_per_byte", "tool_task_success",
+    for key in ("loss", "perplexity", "token_accuracy", "bits_per_byte", "tool_task_success",
                 "consciousness_score", "perspective_adherence", "behavior_score"):
         assert key in report, key
     figs = report["behavior"]["figures"]
@@ -442,7 +447,77 @@ def test_eval_reports_every_figure_with_n_and_interval(trained: Path) -> None:
     for f in figs.values():
         assert set(f) == {"value", "n", "low", "high", "method"}
         assert f["n"] == 0 or 0.0 <= f["low"] <= f["value"] <= f["high"] <= 1.0
-    assert 0 < report["val_bits_per_byte"] < report["val_loss"] / math.log(2)  # > 1 byte per target token
+    assert 0 < report["bits_per_byte"] < report["loss"] / math.log(2)  # > 1 byte per target token
+
+
+def _targets(packed: Path, split: str, seq_len: int) -> int:
+    """Target tokens of every evaluation window of a packed split, counted independently of the evaluation."""
+    windows = BatchSampler(PackedSplit(packed, split), seq_len, seed=0).sequential(16)
+    return sum(int((y != IGNORE_INDEX).sum()) for _, y in windows)
+
+
+def test_eval_scores_the_test_split_unless_asked(trained: Path, tmp_path: Path) -> None:
+    """Held-out figures come from the test split, which selection never reads; --split val asks for val."""
+    ckpt = trained / "model_final.pt"
+    seq_len = LocalBackend.from_checkpoint(ckpt).model.cfg.max_seq_len
+    test = evaluate_checkpoint(ckpt, trained / "packed", samples=0, probes_per_kind=1, max_new_tokens=4)
+    val = evaluate_checkpoint(ckpt, trained / "packed", samples=0, probes_per_kind=1, max_new_tokens=4, split="val")
+    assert (test["split"], val["split"]) == ("test", "val")
+    assert test["probes"]["source"] == str(trained / "data" / "test.jsonl")
+    assert val["probes"]["source"] == str(trained / "data" / "val.jsonl")
+    assert test["target_tokens"] == _targets(trained / "packed", "test", seq_len) > 0
+    assert val["target_tokens"] == _targets(trained / "packed", "val", seq_len) != test["target_tokens"]
+    with pytest.raises(CodetteError, match="--split must be one of val, test"):
+        evaluate_checkpoint(ckpt, trained / "packed", probes_per_kind=0, samples=0, split="train")
+    proc = codette("eval", str(ckpt), "--probes", "0", "--split", "val", "--output", str(tmp_path / "e.json"))
+    assert proc.returncode == 0, proc.stderr
+    written = json.loads((tmp_path / "e.json").read_text())
+    assert written["split"] == "val" and written["target_tokens"] == val["target_tokens"]
+    assert "Language modelling (val split" in (tmp_path / "e.md").read_text()
+
+
+def test_training_and_selection_never_read_the_test_split(prepared: Path, tmp_path: Path,
+                                                           monkeypatch: pytest.MonkeyPatch) -> None:
+    """The loop, its evaluations and the probes that pick model_best.pt open train and val only."""
+    import codette.evaluate.probes as probes_mod
+    import codette.evaluate.training as training_mod
+    import codette.train as train_pkg
+
+    splits, probe_files, opened = [], [], []
+    real_init, real_load, real_open = PackedSplit.__init__, probes_mod.load_probes, builtins.open
+
+    def spy_init(self, folder, name):
+        splits.append(name)
+        real_init(self, folder, name)
+
+    def spy_load(path):
+        probe_files.append(Path(path).name)
+        return real_load(path)
+
+    def spy_open(file, *args, **kwargs):
+        opened.append(Path(file).name if isinstance(file, (str, Path)) else str(file))
+        return real_open(file, *args, **kwargs)
+
+    def watched(fn):
+        def call(*args, **kwargs):
+            with monkeypatch.context() as m:
+                m.setattr(PackedSplit, "__init__", spy_init)
+                m.setattr(probes_mod, "load_probes", spy_load)
+                m.setattr(builtins, "open", spy_open)
+                return fn(*args, **kwargs)
+        return call
+
+    monkeypatch.setattr(train_pkg, "train", watched(train_pkg.train))
+    monkeypatch.setattr(training_mod, "build_monitor", watched(training_mod.build_monitor))
+    out = tmp_path / "run"
+    shutil.copytree(prepared, out)
+    cfg = tiny_config(out, **{"train.max_steps": 4, "train.eval_every": 2, "train.probes": 2,
+                              "train.probe_budget": 1.0, "train.best_metric": "consciousness_score"})
+    result = stages.run_train(cfg, QUIET)
+    assert result.best_checkpoint is not None and (out / "packed" / "test.bin").is_file()
+    assert "val" in splits and "train" in splits and "test" not in splits
+    assert probe_files == ["val.jsonl"]
+    assert not [name for name in opened if name.startswith("test.")]
 
 
 @pytest.fixture(scope="module")
@@ -456,9 +531,10 @@ def gguf_file(trained: Path) -> Path:
 def test_gguf_and_checkpoint_score_the_same_windows(trained: Path, gguf_file: Path) -> None:
     pt = evaluate_path(trained / "model_final.pt", max_batches=2, probes_per_kind=0, samples=0)
     gg = evaluate_path(gguf_file, max_batches=2, probes_per_kind=0, samples=0)
-    assert gg["backend"] == "gguf" and gg["val_tokens"] == pt["val_tokens"]
-    assert gg["val_loss"] == pytest.approx(pt["val_loss"], abs=2e-3)
-    assert gg["val_bits_per_byte"] == pytest.approx(pt["val_bits_per_byte"], abs=2e-3)
+    assert gg["backend"] == "gguf" and gg["split"] == pt["split"] == "test"
+    assert gg["target_tokens"] == pt["target_tokens"]
+    assert gg["loss"] == pytest.approx(pt["loss"], abs=2e-3)
+    assert gg["bits_per_byte"] == pytest.approx(pt["bits_per_byte"], abs=2e-3)
 
 
 def test_gguf_with_a_different_vocabulary_is_a_clear_error(trained: Path, gguf_file: Path, other_tokenizer: Path,

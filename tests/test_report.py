@@ -66,7 +66,7 @@ def test_report_includes_eval_json_figures(run: Path, tmp_path: Path) -> None:
     page = rep.html.read_text(encoding="utf-8")
     assert "Held-out evaluation" in page and "consciousness_score" in page and "95% CI" in page
     report = json.loads((folder / "eval.json").read_text())
-    assert f"{report['val_loss']:.4f}" in page
+    assert f"{report['loss']:.4f}" in page and report["split"] == "test"
     # the run folder itself: the metrics are found through run_config.json's log_dir, eval.json beside it
     (folder / "run_config.json").write_text(json.dumps({"log_dir": str(folder / "logs")}))
     assert build_report(folder).eval_json == folder / "eval.json"

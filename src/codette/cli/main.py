@@ -1,7 +1,9 @@
 """The `codette` command line: thin wiring of the pipeline stages.
 
-Every verb accepts ``--config FILE`` (TOML/YAML/JSON) and ``--out-dir``; flags override the file.
-User mistakes end with a one-line ``error:`` message (exit 2), never a traceback.
+``data``, ``tokenizer``, ``train`` and ``quickstart`` accept ``--config FILE`` (TOML/YAML/JSON) and
+``--out-dir``; flags override the file. ``export`` takes ``--out-dir``, ``report`` ``--out`` and ``eval``
+``--output`` (each with a default beside its input); ``generate``, ``presets``, ``inspect``, ``chat`` and
+``ask`` write no files. User mistakes end with a one-line ``error:`` message (exit 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -55,7 +57,7 @@ def data(
     skip_bad: Optional[bool] = typer.Option(None, "--skip-bad", help="Skip and count bad JSONL lines instead of failing."),
     stats: bool = typer.Option(False, "--stats", help="Also write the data card (card.json, card.png) and print it."),
 ) -> None:
-    """Generate the Codette conversations (and add your own files) as train/val JSONL."""
+    """Generate the Codette conversations (and add your own files) as train/val/test JSONL."""
     from codette.data.mix import parse_mix
 
     cfg = _config(config, out_dir=out_dir, **{"data.samples": samples, "data.seed": seed, "data.sources": source,
@@ -114,12 +116,14 @@ def eval_(
     probes: int = typer.Option(stages.DEFAULT_PROBES_PER_KIND,
                                help="Behavioral probes per kind (tool, no-tool, identity, perspective); 0 skips "
                                     "them, -1 runs all."),
-    probe_dir: Optional[Path] = typer.Option(None, help="Folder with val.jsonl/train.jsonl (default: data/ beside "
-                                                        "the checkpoint)."),
+    probe_dir: Optional[Path] = typer.Option(None, help="Folder with <split>.jsonl and train.jsonl (default: data/ "
+                                                        "beside the checkpoint)."),
+    split: str = typer.Option("test", help="Held-out split to score: test (never used in training or to pick "
+                                           "model_best.pt) or val (the split that picked it)."),
 ) -> None:
     """Held-out LM metrics (loss, perplexity, accuracy, bits/byte) and behavioral probes with 95% intervals."""
     stages.run_eval(checkpoint, console, data_dir=data_dir, output=output, max_batches=max_batches,
-                    probes=None if probes < 0 else probes, probe_dir=probe_dir)
+                    probes=None if probes < 0 else probes, probe_dir=probe_dir, split=split)
 
 
 @app.command()

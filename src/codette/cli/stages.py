@@ -166,8 +166,11 @@ def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> Tr
 
 def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, output: Path | None = None,
              max_batches: int | None = None, extra: dict | None = None, probes: int | None = DEFAULT_PROBES_PER_KIND,
-             probe_dir: Path | None = None, markdown: bool = True) -> dict:
-    """`codette eval` on a checkpoint or a .gguf: eval.json, eval_probes.jsonl (per probe), eval.md."""
+             probe_dir: Path | None = None, markdown: bool = True, split: str = "test") -> dict:
+    """`codette eval` on a checkpoint or a .gguf: eval.json, eval_probes.jsonl (per probe), eval.md.
+
+    ``split`` is the held-out split scored: ``test`` by default, never ``train``.
+    """
     from rich.progress import Progress
 
     from codette.evaluate.run import evaluate_path
@@ -177,7 +180,7 @@ def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, o
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("behavioral probes", total=None)
         report = evaluate_path(checkpoint, packed_dir=data_dir, max_batches=max_batches, probe_dir=probe_dir,
-                               probes_per_kind=probes,
+                               probes_per_kind=probes, split=split,
                                on_result=lambda i, n, r: progress.update(task, completed=i + 1, total=n))
     probe_results = report.pop("probe_results", None)
     report.update(extra or {})

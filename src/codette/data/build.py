@@ -158,8 +158,9 @@ def build_dataset(cfg: DataConfig, out_dir: Path | str) -> BuildStats:
         out.close()
         empty = [name for name in SPLITS if out.counts[name] == 0]
         if empty:  # raised inside the with: no split file is replaced
-            raise CodetteError(f"the data has {sum(out.counts.values())} document(s), too few to fill the train, val "
-                               f"and test splits ({', '.join(empty)} would be empty); add documents or synthetic samples")
+            raise CodetteError(f"the data has {sum(out.counts.values())} document(s), too few to fill the train, "
+                               f"val and test splits ({', '.join(empty)} would be empty); add documents or "
+                               f"synthetic samples")
     if report.skipped:
         log.warning("skipped %d bad record%s (--skip-bad)", report.skipped, "s" if report.skipped != 1 else "")
     stats = BuildStats(out.counts["train"], out.counts["val"], out.counts["test"], syn_stats, n_user,

@@ -17,7 +17,8 @@ _BUCKETS = 10_000
 
 
 def split_of(key: str, val_fraction: float, test_fraction: float) -> str:
-    """``val`` for the first ``val_fraction`` of hash buckets, ``test`` for the next ``test_fraction``, else ``train``."""
+    """``val`` for the first ``val_fraction`` of the hash buckets, ``test`` for the next ``test_fraction``,
+    ``train`` for the rest."""
     bucket = int.from_bytes(hashlib.sha256(key.encode("utf-8")).digest()[:8], "big") % _BUCKETS
     if bucket < val_fraction * _BUCKETS:
         return "val"

@@ -1,4 +1,4 @@
-"""The one adapter between the data and the behavioral evaluation: val records -> probes.
+"""The one adapter between the data and the behavioral evaluation: held-out records -> probes.
 
 Why one module: the data generator (categories, tools, perspectives, question wordings) keeps
 growing. Everything the metrics need from a record is read here, from the record's own fields
@@ -7,10 +7,12 @@ growing. Everything the metrics need from a record is read here, from the record
 probe without touching the metrics.
 
 A probe is the conversation up to (not including) the assistant turn the model must write, plus
-what the scorer needs. Probes come from the *validation* split, whose (template, slots) combinations
-never occur in training; on top of that, :func:`drop_seen_prompts` removes any probe whose prompt
-(the user/assistant/tool turns before the answer, system prompt ignored) occurs verbatim in the
-training split, so no probe can be answered by recalling a training conversation's prompt.
+what the scorer needs. Probes come from a held-out split, whose (template, slots) combinations never
+occur in training: ``test`` for ``codette eval`` (never used to pick a checkpoint), ``val`` for the
+probes during training (which can select ``model_best.pt``); on top of that,
+:func:`drop_seen_prompts` removes any probe whose prompt (the user/assistant/tool turns before the
+answer, system prompt ignored) occurs verbatim in the training split, so no probe can be answered by
+recalling a training conversation's prompt.
 """
 
 from __future__ import annotations
@@ -72,7 +74,7 @@ def _digest(text: str) -> bytes:
 
 def _read_jsonl(path: Path) -> Iterator[tuple[int, dict]]:
     if not path.is_file():
-        raise CodetteError(f"no probe source at {path}; run `codette data` (the val split is the probe set)")
+        raise CodetteError(f"no probe source at {path}; run `codette data` (the held-out splits are the probe sets)")
     for lineno, rec in read_jsonl(path):
         if not isinstance(rec, dict):
             raise CodetteError(f"{path}:{lineno}: expected a JSON object")
@@ -90,7 +92,7 @@ def _assistant_indices(messages: list[dict]) -> list[int]:
 
 
 def probe_from_record(rec: dict, where: str) -> Probe | None:
-    """The probe a val record gives, or None for records that are not behavioral (user documents, mixed)."""
+    """The probe a held-out record gives, or None for records that are not behavioral (user documents, mixed)."""
     cat = rec.get("category")
     if cat not in ("tools", "consciousness", "perspectives"):
         return None
@@ -143,12 +145,12 @@ def _previous_perspective(messages: list[dict]) -> str | None:
     return None
 
 
-def load_probes(val_path: Path | str) -> list[Probe]:
-    """Every probe of a val JSONL file (records that are not probes are skipped)."""
-    val_path = Path(val_path)
+def load_probes(path: Path | str) -> list[Probe]:
+    """Every probe of a held-out JSONL file (records that are not probes are skipped)."""
+    path = Path(path)
     probes = []
-    for lineno, rec in _read_jsonl(val_path):
-        p = probe_from_record(rec, f"{val_path}:{lineno}")
+    for lineno, rec in _read_jsonl(path):
+        p = probe_from_record(rec, f"{path}:{lineno}")
         if p is not None:
             probes.append(p)
     return probes
@@ -198,24 +200,28 @@ def select(probes: list[Probe], per_kind: int | None) -> list[Probe]:
     return out
 
 
-def probe_set(data_dir: Path | str, per_kind: int | None = None, unseen_only: bool = True) -> tuple[list[Probe], dict]:
-    """The probes of ``data_dir`` (``val.jsonl``, and ``train.jsonl`` for the unseen filter), with counts.
+def probe_set(data_dir: Path | str, per_kind: int | None = None, unseen_only: bool = True,
+              split: str = "test") -> tuple[list[Probe], dict]:
+    """The probes of ``data_dir/<split>.jsonl`` (``train.jsonl`` for the unseen filter), with counts.
 
-    Raises a CodetteError naming the file when nothing in it can be a probe.
+    ``split`` is ``test`` (the final evaluation) or ``val`` (probes during training, which may select
+    the best checkpoint). Raises a CodetteError naming the file when nothing in it can be a probe.
     """
+    if split not in ("val", "test"):
+        raise CodetteError(f"probes come from a held-out split: val or test, not {split!r}")
     data_dir = Path(data_dir)
-    val = data_dir / "val.jsonl"
-    probes = load_probes(val)
+    source = data_dir / f"{split}.jsonl"
+    probes = load_probes(source)
     total = len(probes)
     dropped = 0
     if unseen_only:
         probes, dropped = drop_seen_prompts(probes, data_dir / "train.jsonl")
     chosen = select(probes, per_kind)
     if not chosen:
-        raise CodetteError(f"{val}: no behavioral probes (need records with category tools, consciousness or "
+        raise CodetteError(f"{source}: no behavioral probes (need records with category tools, consciousness or "
                            f"perspectives{' whose prompt is not in train.jsonl' if dropped else ''}); "
                            f"regenerate the data with `codette data`")
-    info = {"source": str(val), "available": total, "seen_in_train_dropped": dropped, "selected": len(chosen),
-            "per_kind_limit": per_kind,
+    info = {"source": str(source), "split": split, "available": total, "seen_in_train_dropped": dropped,
+            "selected": len(chosen), "per_kind_limit": per_kind,
             "by_kind": {k: sum(1 for p in chosen if p.kind == k) for k in KINDS}}
     return chosen, info

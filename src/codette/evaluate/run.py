@@ -1,10 +1,12 @@
 """`codette eval`: held-out language-modelling metrics and behavioral probes of a checkpoint or a GGUF.
 
-Language modelling runs on the packed val split (``packed/``); the behavioral probes come from the
-val conversations (``data/val.jsonl``) through :mod:`codette.evaluate.probes`. The result is one
-flat JSON object (``eval.json``): the existing keys (``val_loss``, ``val_perplexity``,
-``val_token_accuracy``) stay, every behavioral metric is a top-level number, and ``figures`` holds
-each metric's n and 95% interval.
+Both run on one held-out split, ``test`` unless asked otherwise: the test split is read by nothing
+during training or checkpoint selection, so its figures were not tuned on (``val``, which picked
+``model_best.pt``, can be asked for to compare). Language modelling runs on the packed split
+(``packed/<split>.*``), the behavioral probes come from its conversations (``data/<split>.jsonl``)
+through :mod:`codette.evaluate.probes`. The result is one flat JSON object (``eval.json``): ``split``,
+the LM metrics (:func:`lm_figures`), every behavioral metric as a top-level number, and ``figures``
+with each metric's n and 95% interval.
 """
 
 from __future__ import annotations
@@ -21,9 +23,10 @@ from codette.backends.base import ChatBackend
 from codette.backends.local import LocalBackend
 from codette.data.loader import IGNORE_INDEX, BatchSampler
 from codette.data.pack import PackedSplit
+from codette.data.split import HELD_OUT
 from codette.errors import CodetteError
 from codette.evaluate.behavior import flat, run_probes, summarize
-from codette.evaluate.lm import evaluate_lm, token_byte_lengths
+from codette.evaluate.lm import LMMetrics, evaluate_lm, token_byte_lengths
 from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND, probe_set
 from codette.model.generate import SamplingConfig
 
@@ -49,25 +52,32 @@ def _sample_chats(backend: ChatBackend, samples: int) -> list[dict]:
     return chats
 
 
-def _probe_source(explicit: Path | str | None, default: Path) -> Path | None:
-    """The probe folder: the one asked for (must exist), else ``data/`` beside the model when it has val.jsonl.
+def lm_figures(m: LMMetrics, split: str) -> dict[str, Any]:
+    """The LM metrics as ``eval.json`` keys, with the split they were measured on."""
+    return {"split": split, "loss": m.val_loss, "perplexity": m.perplexity, "token_accuracy": m.token_accuracy,
+            "target_tokens": m.tokens, "bits_per_byte": m.bits_per_byte, "target_bytes": m.target_bytes}
+
+
+def _probe_source(explicit: Path | str | None, default: Path, split: str) -> Path | None:
+    """The probe folder: the one asked for (must exist), else ``data/`` beside the model when it has the split.
 
     A model copied away from its data folder still gets its LM metrics; the report says why the
     probes are missing instead of failing the whole evaluation.
     """
     if explicit is not None:
         return Path(explicit)
-    if (default / "val.jsonl").is_file():
+    if (default / f"{split}.jsonl").is_file():
         return default
-    log.warning("no %s: behavioral probes skipped (pass --probe-dir to point at a data folder)", default / "val.jsonl")
+    log.warning("no %s: behavioral probes skipped (pass --probe-dir to point at a data folder)",
+                default / f"{split}.jsonl")
     return None
 
 
 def behavior_report(backend: ChatBackend, probe_dir: Path | str, probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND,
                     max_new_tokens: int = 128, unseen_only: bool = True,
-                    on_result: Callable[[int, int, dict], None] | None = None) -> dict[str, Any]:
-    """Run the probes of ``probe_dir`` through ``backend``; figures flattened into the report's top level."""
-    probes, info = probe_set(probe_dir, probes_per_kind, unseen_only)
+                    on_result: Callable[[int, int, dict], None] | None = None, split: str = "test") -> dict[str, Any]:
+    """Run the probes of ``probe_dir/<split>.jsonl`` through ``backend``; figures flattened into the report."""
+    probes, info = probe_set(probe_dir, probes_per_kind, unseen_only, split=split)
     log.info("behavioral probes: %d (%s)", len(probes), ", ".join(f"{k} {n}" for k, n in info["by_kind"].items()))
     results = run_probes(backend, probes, max_new_tokens,
                          on_result=(lambda i, r: on_result(i, len(probes), r)) if on_result else None)
@@ -76,14 +86,15 @@ def behavior_report(backend: ChatBackend, probe_dir: Path | str, probes_per_kind
 
 
 def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path, probe_dir: Path | str | None,
-                  probes_per_kind: int | None, max_new_tokens: int, samples: int, on_result: Any) -> None:
+                  probes_per_kind: int | None, max_new_tokens: int, samples: int, on_result: Any, split: str) -> None:
     """The behavioral probes (from ``probe_dir`` or data/ beside the model) and sample chats, into ``report``."""
     default = model_path.parent / "data"
-    source = _probe_source(probe_dir, default) if probes_per_kind != 0 else None
+    source = _probe_source(probe_dir, default, split) if probes_per_kind != 0 else None
     if source is not None:
-        report.update(behavior_report(backend, source, probes_per_kind, max_new_tokens, on_result=on_result))
+        report.update(behavior_report(backend, source, probes_per_kind, max_new_tokens, on_result=on_result,
+                                      split=split))
     elif probes_per_kind != 0:
-        report["probes"] = {"skipped": f"no {default / 'val.jsonl'}"}
+        report["probes"] = {"skipped": f"no {default / f'{split}.jsonl'}"}
     report["samples"] = _sample_chats(backend, samples)
 
 
@@ -91,34 +102,33 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
                         batch_size: int = 16, max_batches: int | None = None, samples: int = 3,
                         device: str = "cpu", probe_dir: Path | str | None = None,
                         probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND, max_new_tokens: int = 128,
-                        on_result: Callable[[int, int, dict], None] | None = None) -> dict:
-    """LM metrics over the val split (or ``max_batches``), behavioral probes, and ``samples`` sample chats.
+                        on_result: Callable[[int, int, dict], None] | None = None, split: str = "test") -> dict:
+    """LM metrics over the held-out ``split`` (or ``max_batches``), its behavioral probes, and sample chats.
 
     ``probes_per_kind=0`` skips the probes; ``None`` runs every probe.
     """
+    _check_split(split)
     checkpoint = Path(checkpoint)
     backend = LocalBackend.from_checkpoint(checkpoint, tokenizer_dir, device)
-    val = PackedSplit(packed_dir, "val")
-    if int(val.meta["vocab_size"]) != len(backend.tokenizer):
-        raise CodetteError(f"{packed_dir} was packed with a {val.meta['vocab_size']}-token tokenizer, "
+    held_out = PackedSplit(packed_dir, split)
+    if int(held_out.meta["vocab_size"]) != len(backend.tokenizer):
+        raise CodetteError(f"{packed_dir} was packed with a {held_out.meta['vocab_size']}-token tokenizer, "
                            f"but the checkpoint's tokenizer has {len(backend.tokenizer)}")
     seq_len = backend.model.cfg.max_seq_len
-    sampler = BatchSampler(val, seq_len, seed=0)
+    sampler = BatchSampler(held_out, seq_len, seed=0)
     token_bytes = token_byte_lengths(backend.tokenizer, backend.model.cfg.vocab_size)
     m = evaluate_lm(backend.model, sampler.sequential(batch_size, max_batches), device, token_bytes=token_bytes)
-    report: dict[str, Any] = {
-        "checkpoint": str(checkpoint), "backend": "local", "step": backend.step, "val_loss": m.val_loss,
-        "val_perplexity": m.perplexity, "val_token_accuracy": m.token_accuracy, "val_tokens": m.tokens,
-        "val_bits_per_byte": m.bits_per_byte, "val_target_bytes": m.target_bytes}
-    _add_behavior(report, backend, checkpoint, probe_dir, probes_per_kind, max_new_tokens, samples, on_result)
+    report: dict[str, Any] = {"checkpoint": str(checkpoint), "backend": "local", "step": backend.step,
+                              **lm_figures(m, split)}
+    _add_behavior(report, backend, checkpoint, probe_dir, probes_per_kind, max_new_tokens, samples, on_result, split)
     return report
 
 
 def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int | None = 64,
-                    n_threads: int | None = None) -> dict:
-    """Val loss, perplexity, token accuracy and bits per byte computed from llama.cpp's logits.
+                    n_threads: int | None = None, split: str = "test") -> dict:
+    """Loss, perplexity, token accuracy and bits per byte of a held-out split, from llama.cpp's logits.
 
-    The same packed val windows and target mask as :func:`evaluate_checkpoint` (the first
+    The same packed windows and target mask as :func:`evaluate_checkpoint` (the first
     ``max_sequences`` of them, all when None), so the numbers of a GGUF and of its checkpoint are
     comparable (``codette eval --max-batches B`` scores the first 16 x B windows of both).
     The packed ids must mean the same tokens as the GGUF's vocabulary: the tokenizer beside
@@ -130,13 +140,13 @@ def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int
     from codette.tokenizer.bpe import TOKENIZER_FILE
 
     path = Path(path)
-    val = PackedSplit(packed_dir, "val")
+    held_out = PackedSplit(packed_dir, split)
     gguf_tokens, _, trained_ctx = gguf_metadata(path)
     tok_dir = Path(packed_dir).parent
     tok = CodetteTokenizer.load(tok_dir) if (tok_dir / TOKENIZER_FILE).is_file() else None
     if tok is not None:
         check_vocab(gguf_tokens, tok, path, tok_dir)
-    packed_vocab = int(val.meta["vocab_size"])
+    packed_vocab = int(held_out.meta["vocab_size"])
     if packed_vocab > len(gguf_tokens) or (tok is not None and packed_vocab != len(tok)):
         raise CodetteError(f"{packed_dir} was packed with a {packed_vocab}-token tokenizer, but {path} has "
                            f"{len(gguf_tokens)} tokens" + (f" and {tok_dir / TOKENIZER_FILE} {len(tok)}" if tok else "")
@@ -145,7 +155,7 @@ def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int
     try:
         # The trained context (the checkpoint's max_seq_len), not llm.n_ctx(): llama.cpp rounds that up.
         ctx = min(trained_ctx or llm.n_ctx(), llm.n_ctx())
-        sampler = BatchSampler(val, ctx, seed=0)
+        sampler = BatchSampler(held_out, ctx, seed=0)
         lengths = token_byte_lengths(tok, llm.n_vocab()).numpy() if tok is not None else None
         nats, correct, count, n_bytes = 0.0, 0, 0, 0
         n_seq = sampler.n_blocks if max_sequences is None else min(max_sequences, sampler.n_blocks)
@@ -170,18 +180,18 @@ def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int
     finally:
         llm.close()
     if count == 0:
-        raise CodetteError(f"{packed_dir}: the val split has no target tokens to score")
+        raise CodetteError(f"{packed_dir}: the {split} split has no target tokens to score")
     loss = nats / count
-    return {"val_loss": loss, "val_perplexity": math.exp(min(loss, 50.0)), "val_token_accuracy": correct / count,
-            "val_tokens": count, "val_bits_per_byte": nats / math.log(2) / n_bytes if n_bytes else float("nan"),
-            "val_target_bytes": n_bytes}
+    return lm_figures(LMMetrics(loss, math.exp(min(loss, 50.0)), correct / count, count,
+                                nats / math.log(2) / n_bytes if n_bytes else float("nan"), n_bytes), split)
 
 
 def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_dir: Path | str | None = None,
                   tokenizer_dir: Path | str | None = None, probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND,
                   max_new_tokens: int = 128, samples: int = 3, lm_sequences: int | None = 64,
-                  on_result: Callable[[int, int, dict], None] | None = None) -> dict:
+                  on_result: Callable[[int, int, dict], None] | None = None, split: str = "test") -> dict:
     """The same probes (and, when ``packed/`` is there, LM metrics) for an exported GGUF."""
+    _check_split(split)
     from codette.backends.gguf import GGUFBackend
 
     path = Path(path)
@@ -189,14 +199,19 @@ def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_
     try:
         report: dict[str, Any] = {"checkpoint": str(path), "backend": "gguf", "step": None}
         packed = Path(packed_dir) if packed_dir else path.parent / "packed"
-        if lm_sequences != 0 and (packed / "val.json").is_file():
-            report.update(gguf_lm_metrics(path, packed, lm_sequences))
+        if lm_sequences != 0 and (packed / f"{split}.json").is_file():
+            report.update(gguf_lm_metrics(path, packed, lm_sequences, split=split))
         else:
-            log.info("no packed val split at %s: LM metrics skipped for the GGUF", packed)
-        _add_behavior(report, backend, path, probe_dir, probes_per_kind, max_new_tokens, samples, on_result)
+            log.info("no packed %s split at %s: LM metrics skipped for the GGUF", split, packed)
+        _add_behavior(report, backend, path, probe_dir, probes_per_kind, max_new_tokens, samples, on_result, split)
     finally:
         backend.close()
     return report
+
+
+def _check_split(split: str) -> None:
+    if split not in HELD_OUT:
+        raise CodetteError(f"--split must be one of {', '.join(HELD_OUT)} (a held-out split), got {split!r}")
 
 
 def evaluate_path(path: Path | str, **kw: Any) -> dict:
@@ -206,8 +221,8 @@ def evaluate_path(path: Path | str, **kw: Any) -> dict:
         batch_size = kw.pop("batch_size", 16)
         max_batches = kw.pop("max_batches", None)
         kw.pop("device", None)
-        # The checkpoint path scores the first batch_size x max_batches val windows (all without a
-        # limit); the GGUF scores the same windows, so the two reports compare like with like.
+        # The checkpoint path scores the first batch_size x max_batches windows of the split (all
+        # without a limit); the GGUF scores the same windows, so the two reports compare like with like.
         kw.setdefault("lm_sequences", None if max_batches is None else max_batches * batch_size)
         return evaluate_gguf(path, probe_dir=kw.pop("probe_dir", None), packed_dir=kw.pop("packed_dir", None), **kw)
     packed = kw.pop("packed_dir", None) or path.parent / "packed"

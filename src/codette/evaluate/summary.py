@@ -45,12 +45,13 @@ def markdown(report: dict[str, Any], probe_results: list[dict] | None = None, ex
     out.append(f"Backend: {report.get('backend', 'local')}; training step: {report.get('step')}. "
                "Metric definitions: docs/EVALUATION.md. Intervals are 95% (Wilson for proportions, "
                "Jeffreys-posterior draws for means of several rates).")
-    out += ["", "## Language modelling (val split, target tokens)", "", "| metric | value |", "|---|---|"]
-    for key, label in [("val_loss", "loss (nats/token)"), ("val_perplexity", "perplexity"),
-                       ("val_token_accuracy", "token accuracy"), ("val_bits_per_byte", "bits per byte"),
-                       ("val_tokens", "target tokens"), ("val_target_bytes", "target bytes")]:
+    split = report.get("split", "test")
+    out += ["", f"## Language modelling ({split} split, target tokens)", "", "| metric | value |", "|---|---|"]
+    for key, label in [("loss", "loss (nats/token)"), ("perplexity", "perplexity"),
+                       ("token_accuracy", "token accuracy"), ("bits_per_byte", "bits per byte"),
+                       ("target_tokens", "target tokens"), ("target_bytes", "target bytes")]:
         if key in report:
-            out.append(f"| {label} | {_num(report[key], '{:,}' if key in ('val_tokens', 'val_target_bytes') else '{:.4f}')} |")
+            out.append(f"| {label} | {_num(report[key], '{:,}' if key.startswith('target_') else '{:.4f}')} |")
     figures = (report.get("behavior") or {}).get("figures")
     if figures:
         info = report.get("probes", {})
@@ -116,12 +117,14 @@ def console_tables(report: dict[str, Any]) -> list:
     from rich.table import Table
 
     step = report.get("step")
-    lm = Table(title=f"Held-out evaluation of {report.get('checkpoint')}" + (f" (step {step})" if step is not None else ""))
+    split = report.get("split", "test")
+    lm = Table(title=f"Held-out evaluation ({split} split) of {report.get('checkpoint')}"
+                     + (f" (step {step})" if step is not None else ""))
     lm.add_column("metric")
     lm.add_column("value", justify="right")
-    for key, label, fmt in [("val_loss", "val loss (nats/token)", "{:.4f}"), ("val_perplexity", "val perplexity", "{:.3f}"),
-                            ("val_token_accuracy", "val token accuracy", "{:.2%}"),
-                            ("val_bits_per_byte", "val bits per byte", "{:.4f}"), ("val_tokens", "val target tokens", "{:,}")]:
+    for key, label, fmt in [("loss", "loss (nats/token)", "{:.4f}"), ("perplexity", "perplexity", "{:.3f}"),
+                            ("token_accuracy", "token accuracy", "{:.2%}"),
+                            ("bits_per_byte", "bits per byte", "{:.4f}"), ("target_tokens", "target tokens", "{:,}")]:
         if key in report:
             lm.add_row(label, _num(report[key], fmt))
     tables = [lm]

@@ -134,7 +134,7 @@ def build_monitor(train_cfg: Any, data_dir: Path, tokenizer: CodetteTokenizer, l
     probes: list[Probe] = []
     if train_cfg.probes > 0:
         try:
-            probes, _ = probe_set(data_dir, per_kind=train_cfg.probes)
+            probes, _ = probe_set(data_dir, per_kind=train_cfg.probes, split="val")  # may select: never test
         except CodetteError as exc:
             if needs_probes(train_cfg.best_metric):
                 raise

@@ -244,10 +244,10 @@ def _training_behavior(run: RunSeries) -> str:
 def _eval_section(ev: dict[str, Any], path: Path | None) -> str:
     out = [f"<h2>Held-out evaluation (<code>{_e(path.name if path else 'eval.json')}</code>)</h2>",
            f"<p class='muted'>Model: <code>{_e(ev.get('checkpoint'))}</code>; backend {_e(ev.get('backend', 'local'))}"
-           f"; step {_e(ev.get('step'))}.</p>"]
-    lm = [("val_loss", "val loss (nats/token)", "{:.4f}"), ("val_perplexity", "perplexity", "{:.3f}"),
-          ("val_token_accuracy", "token accuracy", None), ("val_bits_per_byte", "bits per byte", "{:.4f}"),
-          ("val_tokens", "target tokens", "{:,}")]
+           f"; step {_e(ev.get('step'))}; split {_e(ev.get('split'))}.</p>"]
+    lm = [("loss", "loss (nats/token)", "{:.4f}"), ("perplexity", "perplexity", "{:.3f}"),
+          ("token_accuracy", "token accuracy", None), ("bits_per_byte", "bits per byte", "{:.4f}"),
+          ("target_tokens", "target tokens", "{:,}")]
     rows = [[label, _pct(ev[k]) if spec is None else _fmt(ev[k], spec)] for k, label, spec in lm if k in ev]
     if rows:
         out.append(_table(["language modelling", "value"], rows))
