@@ -141,7 +141,7 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
             error = str(exc)
             break
         if dropped:
-            log.info("context: dropped the %d oldest history turn(s)", dropped)
+            log.debug("context: dropped the %d oldest history turn(s)", dropped)
         filt = MarkupFilter()
         pieces: list[str] = []
         raw_calls: list[dict] = []
@@ -164,7 +164,7 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
             raise
         except CodetteError as exc:
             error = str(exc)
-            log.warning("backend %s failed: %s", getattr(backend, "name", "?"), exc)
+            log.debug("backend %s failed: %s", getattr(backend, "name", "?"), exc)
             break
         tail = filt.flush()
         if tail:
@@ -186,9 +186,9 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
             if repairs > cfg.repair_tries:
                 text = prose
                 error = f"the model's tool call is still invalid after {cfg.repair_tries} repair tries: {exc}"
-                log.warning("%s", error)
+                log.debug("%s", error)
                 break
-            log.info("repair %d/%d: %s", repairs, cfg.repair_tries, exc)
+            log.debug("repair %d/%d: %s", repairs, cfg.repair_tries, exc)
             yield Event("repair", {"error": str(exc), "try": repairs})
             current += [{"role": "assistant", "content": raw.strip() or "(empty)"},
                         {"role": "tool", "content": ToolResult.failure(f"{exc}. {REPAIR_HINT}").content}]
@@ -200,7 +200,7 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
             text = prose
             error = (f"max_rounds ({cfg.max_rounds}) reached: the model still asked for "
                      f"{', '.join(c.name for c in calls)}")
-            log.warning("%s", error)
+            log.debug("%s", error)
             break
         rounds += 1
         call_msg = {"role": "assistant", "content": prose or None, "tool_calls": [c.to_openai() for c in calls]}
@@ -209,7 +209,7 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
             yield Event("tool_call", {"name": call.name, "arguments": call.arguments, "round": rounds})
             record = run_call(toolbox, call, rounds)
             records.append(record)
-            log.info("round %d: %s(%s) -> ok=%s in %.3f s", rounds, call.name, json.dumps(call.arguments),
+            log.debug("round %d: %s(%s) -> ok=%s in %.3f s", rounds, call.name, json.dumps(call.arguments),
                      record.ok, record.seconds)
             yield Event("tool_result", {"name": call.name, "ok": record.ok, "result": record.result,
                                         "seconds": record.seconds, "round": rounds})
