@@ -7,6 +7,7 @@ import builtins
 import json
 import math
 import shutil
+from contextlib import closing
 from pathlib import Path
 
 import pytest
@@ -30,6 +31,7 @@ from codette.evaluate.training import TrainingMonitor, build_monitor, interleave
 from codette.data.curriculum.styles import VOCABULARY
 from codette.persona import PERSPECTIVES
 from codette.data.loader import IGNORE_INDEX
+from codette.model import LMOutput, cross_entropy_sum
 from codette.model.generate import SamplingConfig
 from codette.tokenizer import CodetteTokenizer
 from codette.tools import format_tool_call
@@ -309,8 +311,9 @@ class Uniform(torch.nn.Module):
         super().__init__()
         self.vocab = vocab
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return torch.zeros(*x.shape, self.vocab)
+    def forward(self, x: torch.Tensor, targets: torch.Tensor) -> LMOutput:
+        logits = torch.zeros(*x.shape, self.vocab)
+        return LMOutput(logits, *cross_entropy_sum(logits, targets))
 
 
 def test_lm_metrics_and_bits_per_byte_on_a_hand_computed_case() -> None:
@@ -528,9 +531,30 @@ def gguf_file(trained: Path) -> Path:
     return export_gguf(trained / "model_final.pt", trained, "f32", force=True, modelfile=False).path
 
 
-def test_gguf_and_checkpoint_score_the_same_windows(trained: Path, gguf_file: Path) -> None:
+def test_gguf_and_checkpoint_score_the_same_windows(trained: Path, gguf_file: Path,
+                                                    monkeypatch: pytest.MonkeyPatch) -> None:
+    import llama_cpp
+
+    import codette.backends.gguf as gguf_backend
+
+    loads, reads = [], []
+    real_llama, real_meta = llama_cpp.Llama, gguf_backend.gguf_metadata
+
+    def counted_llama(*args, **kwargs):
+        loads.append(kwargs.get("logits_all"))
+        return real_llama(*args, **kwargs)
+
+    def counted_meta(*args, **kwargs):
+        reads.append(args)
+        return real_meta(*args, **kwargs)
+
+    monkeypatch.setattr(llama_cpp, "Llama", counted_llama)
+    monkeypatch.setattr(gguf_backend, "gguf_metadata", counted_meta)
     pt = evaluate_path(trained / "model_final.pt", max_batches=2, probes_per_kind=0, samples=0)
-    gg = evaluate_path(gguf_file, max_batches=2, probes_per_kind=0, samples=0)
+    gg = evaluate_path(gguf_file, max_batches=2, probes_per_kind=0, samples=1)
+    # One load serves both the LM metrics and the chats, and the metadata is read once.
+    assert loads == [True] and len(reads) == 1
+    assert len(gg["samples"]) == 1 and not gg["samples"][0]["assistant"].startswith("(no reply")
     assert gg["backend"] == "gguf" and gg["split"] == pt["split"] == "test"
     assert gg["target_tokens"] == pt["target_tokens"]
     assert gg["loss"] == pytest.approx(pt["loss"], abs=2e-3)
@@ -550,7 +574,8 @@ def test_gguf_with_a_different_vocabulary_is_a_clear_error(trained: Path, gguf_f
     with pytest.raises(CodetteError, match="not the same vocabulary|vocabulary differs"):
         evaluate_path(alien / gguf_file.name, probes_per_kind=0, samples=0)
     with pytest.raises(CodetteError, match="not the same vocabulary|vocabulary differs"):
-        gguf_lm_metrics(gguf_file, alien / "packed")  # LM metrics on data packed with another tokenizer
+        with closing(GGUFBackend(gguf_file, logits_all=True)) as backend:
+            gguf_lm_metrics(backend, alien / "packed")  # LM metrics on data packed with another tokenizer
     proc = codette("eval", str(alien / gguf_file.name), "--probes", "0")
     assert proc.returncode == 2 and "error:" in proc.stderr and "Traceback" not in proc.stderr
 

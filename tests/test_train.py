@@ -15,7 +15,6 @@ import pytest
 import torch
 
 import codette.train.device as device_mod
-import codette.train.loop as loop
 from codette.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from codette.cli import stages
 from codette.errors import CodetteError
@@ -96,6 +95,30 @@ def test_resume_after_kill_9_matches_uninterrupted_run(prepared: Path, tmp_path:
         assert a[s] == b[s], f"step {s}: {a[s]} != {b[s]} (resumed from step {start})"
 
 
+def test_gradient_accumulation_averages_over_tokens_not_micro_batches(prepared: Path, tmp_path: Path) -> None:
+    """2 micro-batches of 4 take the same steps as one batch of 8 (the same windows), although the two
+    halves hold different numbers of assistant tokens: a mean of the two means would not."""
+    from codette.data.loader import IGNORE_INDEX, BatchSampler
+    from codette.data.pack import PackedSplit
+
+    runs = {}
+    for name, batch, accum in (("whole", 8, 1), ("accum", 4, 2)):
+        out = _fresh(prepared, tmp_path, name)
+        stages.run_train(tiny_config(out, **{"train.max_steps": 3, "train.batch_size": batch,
+                                             "train.grad_accum": accum, "train.eval_every": 100}), QUIET)
+        runs[name] = out
+    sampler = BatchSampler(PackedSplit(runs["whole"] / "packed", "train"), TINY["model"]["max_seq_len"],
+                           TINY["train"]["seed"], aligned=True)
+    counts = [int((sampler.batch(p, 4)[1] != IGNORE_INDEX).sum()) for p in (0, 4)]
+    assert counts[0] != counts[1]  # otherwise both normalisations agree and this test proves nothing
+    a, b = losses(runs["whole"] / "logs"), losses(runs["accum"] / "logs")
+    assert sorted(a) == sorted(b) == [1, 2, 3]
+    assert all(b[s] == pytest.approx(a[s], rel=1e-5) for s in a), (a, b)
+    wa = load_checkpoint(runs["whole"] / "model_final.pt")["model"]
+    wb = load_checkpoint(runs["accum"] / "model_final.pt")["model"]
+    assert all(torch.allclose(wa[k], wb[k], atol=1e-5, rtol=0) for k in wa)
+
+
 def test_ctrl_c_saves_checkpoint_and_exits_cleanly(prepared: Path, tmp_path: Path) -> None:
     out = _fresh(prepared, tmp_path)
     cfg = _config_file(tmp_path, out, max_steps=100000, eval_every=100000, save_every=50)
@@ -116,7 +139,7 @@ def test_ctrl_c_saves_checkpoint_and_exits_cleanly(prepared: Path, tmp_path: Pat
 def test_nan_loss_stops_with_clear_message_and_keeps_last_good(prepared: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     out = _fresh(prepared, tmp_path)
-    real = loop.F.cross_entropy
+    real = torch.nn.functional.cross_entropy
     calls = {"n": 0}
 
     def poisoned(*args, **kwargs):
@@ -124,7 +147,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good(prepared: Path, t
         loss = real(*args, **kwargs)
         return loss * float("nan") if calls["n"] == 15 else loss
 
-    monkeypatch.setattr(loop.F, "cross_entropy", poisoned)
+    monkeypatch.setattr(torch.nn.functional, "cross_entropy", poisoned)  # the model's one loss call
     with pytest.raises(CodetteError, match=r"nan at step 15.*model_step_10\.pt"):
         stages.run_train(tiny_config(out), QUIET)
     assert (out / "model_step_10.pt").is_file()

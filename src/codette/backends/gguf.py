@@ -79,14 +79,17 @@ class GGUFBackend:
     name = "gguf"
 
     def __init__(self, path: Path | str, tokenizer_dir: Path | str | None = None, n_threads: int | None = None,
-                 n_ctx: int = 0) -> None:
+                 n_ctx: int = 0, logits_all: bool = False) -> None:
+        """Read the metadata and load the weights once; ``logits_all`` keeps every position's logits
+        (``llm.scores``), which scoring held-out text needs and chatting does not."""
         from codette.backends.llama_runtime import import_llama_cpp
 
         llama_cpp = import_llama_cpp()
         self.path = Path(path)
         if not self.path.is_file():
             raise CodetteError(f"GGUF file not found: {self.path}")
-        gguf_tokens, template, trained_ctx = gguf_metadata(self.path)
+        self.meta = gguf_metadata(self.path)
+        gguf_tokens, template, trained_ctx = self.meta
         self.chat_template = template or CHAT_TEMPLATE
         self.tokenizer: CodetteTokenizer | None = None
         tdir = Path(tokenizer_dir) if tokenizer_dir else self.path.parent
@@ -94,7 +97,8 @@ class GGUFBackend:
             self.tokenizer = CodetteTokenizer.load(tdir)
             check_vocab(gguf_tokens, self.tokenizer, self.path, tdir)
         self.llm = llama_cpp.Llama(str(self.path), n_ctx=n_ctx, n_threads=n_threads or min(4, os.cpu_count() or 1),
-                                   logits_all=False, verbose=False)
+                                   logits_all=logits_all, verbose=False)
+        self.logits_all = logits_all
         # llama.cpp rounds a context up (to 256); prompts beyond the trained context are refused, as the
         # PyTorch backend refuses them, so both backends answer the same probes.
         self.n_ctx = min(self.llm.n_ctx(), trained_ctx or self.llm.n_ctx())

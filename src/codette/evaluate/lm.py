@@ -10,6 +10,9 @@ assistant's tokens):
   the UTF-8 byte length of those target tokens' text. Unlike perplexity it does not depend on how
   the tokenizer cuts text, so models with different vocabularies can be compared. Special tokens
   count as the bytes of their literal text (``<|im_end|>`` is 10 bytes).
+
+The nats come from the model's own loss (:func:`codette.model.cross_entropy_sum`), for a
+checkpoint and for a GGUF's logits alike; :class:`LMTally` adds them up.
 """
 
 from __future__ import annotations
@@ -21,9 +24,9 @@ from dataclasses import asdict, dataclass
 from typing import TYPE_CHECKING
 
 import torch
-import torch.nn.functional as F
 
 from codette.data.loader import IGNORE_INDEX
+from codette.model import cross_entropy_sum
 
 if TYPE_CHECKING:
     from codette.tokenizer import CodetteTokenizer
@@ -42,6 +45,32 @@ class LMMetrics:
         return asdict(self)
 
 
+class LMTally:
+    """Running sums over batches of (logits, targets): nats, correct argmaxes, targets and their bytes."""
+
+    def __init__(self, token_bytes: torch.Tensor | None = None) -> None:
+        self.token_bytes = token_bytes
+        self.nats, self.correct, self.count, self.n_bytes = 0.0, 0, 0, 0
+
+    def add(self, logits: torch.Tensor, targets: torch.Tensor, nats: torch.Tensor | None = None) -> None:
+        """One batch; ``nats`` is its summed loss when the model already computed it."""
+        if nats is None:
+            nats, _ = cross_entropy_sum(logits, targets, IGNORE_INDEX)
+        valid = targets != IGNORE_INDEX
+        self.nats += float(nats)
+        self.correct += int(((logits.argmax(-1) == targets) & valid).sum())
+        self.count += int(valid.sum())
+        if self.token_bytes is not None:
+            self.n_bytes += int(self.token_bytes.to(targets.device)[targets[valid]].sum())
+
+    def metrics(self) -> LMMetrics:
+        if self.count == 0:
+            return LMMetrics(float("nan"), float("nan"), float("nan"), 0)
+        loss = self.nats / self.count
+        bpb = self.nats / math.log(2) / self.n_bytes if self.n_bytes else float("nan")
+        return LMMetrics(loss, math.exp(min(loss, 50.0)), self.correct / self.count, self.count, bpb, self.n_bytes)
+
+
 @torch.no_grad()
 def evaluate_lm(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, torch.Tensor]],
                 device: torch.device | str = "cpu", autocast: contextlib.AbstractContextManager | None = None,
@@ -53,25 +82,16 @@ def evaluate_lm(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, to
     """
     was_training = model.training
     model.eval()
-    total_loss, correct, count, n_bytes = 0.0, 0, 0, 0
-    for x, y in batches:
-        x, y = x.to(device), y.to(device)
-        with autocast or contextlib.nullcontext():
-            logits = model(x)
-        logits = logits.float()
-        total_loss += float(F.cross_entropy(logits.view(-1, logits.size(-1)), y.view(-1),
-                                            ignore_index=IGNORE_INDEX, reduction="sum"))
-        valid = y != IGNORE_INDEX
-        correct += int(((logits.argmax(-1) == y) & valid).sum())
-        count += int(valid.sum())
-        if token_bytes is not None:
-            n_bytes += int(token_bytes.to(y.device)[y[valid]].sum())
-    model.train(was_training)
-    if count == 0:
-        return LMMetrics(float("nan"), float("nan"), float("nan"), 0)
-    loss = total_loss / count
-    bpb = total_loss / math.log(2) / n_bytes if n_bytes else float("nan")
-    return LMMetrics(loss, math.exp(min(loss, 50.0)), correct / count, count, bpb, n_bytes)
+    tally = LMTally(token_bytes)
+    try:
+        for x, y in batches:
+            x, y = x.to(device), y.to(device)
+            with autocast or contextlib.nullcontext():
+                out = model(x, y)
+            tally.add(out.logits.float(), y, out.loss_sum)
+    finally:
+        model.train(was_training)
+    return tally.metrics()
 
 
 def token_byte_lengths(tokenizer: "CodetteTokenizer", n_rows: int | None = None) -> torch.Tensor:

@@ -12,23 +12,26 @@ with each metric's n and 95% interval.
 from __future__ import annotations
 
 import logging
-import math
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import torch
 
 from codette.backends.base import ChatBackend
 from codette.backends.local import LocalBackend
-from codette.data.loader import IGNORE_INDEX, BatchSampler
+from codette.data.loader import BatchSampler
 from codette.data.pack import PackedSplit
 from codette.data.split import HELD_OUT
 from codette.errors import CodetteError
 from codette.evaluate.behavior import flat, run_probes, summarize
-from codette.evaluate.lm import LMMetrics, evaluate_lm, token_byte_lengths
+from codette.evaluate.lm import LMMetrics, LMTally, evaluate_lm, token_byte_lengths
 from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND, probe_set
 from codette.model.generate import SamplingConfig
+
+if TYPE_CHECKING:
+    from codette.backends.gguf import GGUFBackend
 
 log = logging.getLogger(__name__)
 
@@ -124,8 +127,8 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
     return report
 
 
-def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int | None = 64,
-                    n_threads: int | None = None, split: str = "test") -> dict:
+def gguf_lm_metrics(backend: GGUFBackend, packed_dir: Path | str, max_sequences: int | None = 64,
+                    split: str = "test") -> dict:
     """Loss, perplexity, token accuracy and bits per byte of a held-out split, from llama.cpp's logits.
 
     The same packed windows and target mask as :func:`evaluate_checkpoint` (the first
@@ -133,15 +136,17 @@ def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int
     comparable (``codette eval --max-batches B`` scores the first 16 x B windows of both).
     The packed ids must mean the same tokens as the GGUF's vocabulary: the tokenizer beside
     ``packed/`` is checked against it, and a mismatch is refused rather than scored as garbage.
+    ``backend`` is the one that also answers the probes (built with ``logits_all=True``), so the
+    file is loaded once.
     """
-    from codette.backends.gguf import check_vocab, gguf_metadata
-    from codette.backends.llama_runtime import import_llama_cpp
+    from codette.backends.gguf import check_vocab
     from codette.tokenizer import CodetteTokenizer
     from codette.tokenizer.bpe import TOKENIZER_FILE
 
-    path = Path(path)
+    if not backend.logits_all:
+        raise ValueError("gguf_lm_metrics needs a GGUFBackend built with logits_all=True")
+    path, gguf_tokens, llm = backend.path, backend.meta.tokens, backend.llm
     held_out = PackedSplit(packed_dir, split)
-    gguf_tokens, _, trained_ctx = gguf_metadata(path)
     tok_dir = Path(packed_dir).parent
     tok = CodetteTokenizer.load(tok_dir) if (tok_dir / TOKENIZER_FILE).is_file() else None
     if tok is not None:
@@ -151,39 +156,20 @@ def gguf_lm_metrics(path: Path | str, packed_dir: Path | str, max_sequences: int
         raise CodetteError(f"{packed_dir} was packed with a {packed_vocab}-token tokenizer, but {path} has "
                            f"{len(gguf_tokens)} tokens" + (f" and {tok_dir / TOKENIZER_FILE} {len(tok)}" if tok else "")
                            + ": they are not the same vocabulary")
-    llm = import_llama_cpp().Llama(str(path), n_ctx=0, logits_all=True, n_threads=n_threads, verbose=False)
-    try:
-        # The trained context (the checkpoint's max_seq_len), not llm.n_ctx(): llama.cpp rounds that up.
-        ctx = min(trained_ctx or llm.n_ctx(), llm.n_ctx())
-        sampler = BatchSampler(held_out, ctx, seed=0)
-        lengths = token_byte_lengths(tok, llm.n_vocab()).numpy() if tok is not None else None
-        nats, correct, count, n_bytes = 0.0, 0, 0, 0
-        n_seq = sampler.n_blocks if max_sequences is None else min(max_sequences, sampler.n_blocks)
-        for b in range(n_seq):
-            x, y = sampler.window(b)
-            llm.reset()
-            llm.eval(x.tolist())
-            logits = np.asarray(llm.scores[: len(x)], dtype=np.float64)
-            yv = y.numpy()
-            keep = yv != IGNORE_INDEX
-            if not keep.any():
-                continue
-            lg = logits[keep]
-            tgt = yv[keep]
-            mx = lg.max(axis=1, keepdims=True)
-            lse = (mx[:, 0] + np.log(np.exp(lg - mx).sum(axis=1)))
-            nats += float((lse - lg[np.arange(len(tgt)), tgt]).sum())
-            correct += int((lg.argmax(axis=1) == tgt).sum())
-            count += int(keep.sum())
-            if lengths is not None:
-                n_bytes += int(lengths[tgt].sum())
-    finally:
-        llm.close()
-    if count == 0:
+    # The trained context (the checkpoint's max_seq_len), not llm.n_ctx(): llama.cpp rounds that up.
+    sampler = BatchSampler(held_out, backend.n_ctx, seed=0)
+    tally = LMTally(token_byte_lengths(tok, llm.n_vocab()) if tok is not None else None)
+    n_seq = sampler.n_blocks if max_sequences is None else min(max_sequences, sampler.n_blocks)
+    for b in range(n_seq):
+        x, y = sampler.window(b)
+        llm.reset()
+        llm.eval(x.tolist())
+        # fp64, as llama.cpp's fp32 logits summed over thousands of targets deserve.
+        tally.add(torch.from_numpy(np.asarray(llm.scores[: len(x)], dtype=np.float64)), y)
+    m = tally.metrics()
+    if m.tokens == 0:
         raise CodetteError(f"{packed_dir}: the {split} split has no target tokens to score")
-    loss = nats / count
-    return lm_figures(LMMetrics(loss, math.exp(min(loss, 50.0)), correct / count, count,
-                                nats / math.log(2) / n_bytes if n_bytes else float("nan"), n_bytes), split)
+    return lm_figures(m, split)
 
 
 def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_dir: Path | str | None = None,
@@ -195,12 +181,13 @@ def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_
     from codette.backends.gguf import GGUFBackend
 
     path = Path(path)
-    backend = GGUFBackend(path, tokenizer_dir)
+    packed = Path(packed_dir) if packed_dir else path.parent / "packed"
+    score_lm = lm_sequences != 0 and (packed / f"{split}.json").is_file()
+    backend = GGUFBackend(path, tokenizer_dir, logits_all=score_lm)
     try:
         report: dict[str, Any] = {"checkpoint": str(path), "backend": "gguf", "step": None}
-        packed = Path(packed_dir) if packed_dir else path.parent / "packed"
-        if lm_sequences != 0 and (packed / f"{split}.json").is_file():
-            report.update(gguf_lm_metrics(path, packed, lm_sequences, split=split))
+        if score_lm:
+            report.update(gguf_lm_metrics(backend, packed, lm_sequences, split=split))
         else:
             log.info("no packed %s split at %s: LM metrics skipped for the GGUF", split, packed)
         _add_behavior(report, backend, path, probe_dir, probes_per_kind, max_new_tokens, samples, on_result, split)

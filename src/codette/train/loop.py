@@ -25,7 +25,6 @@ from pathlib import Path
 from typing import Any
 
 import torch
-import torch.nn.functional as F
 from rich.console import Console
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn, TimeRemainingColumn
 
@@ -270,20 +269,21 @@ def train(
                 lr = lr_at(step, cfg)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
-                loss_sum = 0.0
                 # ``position`` only advances once the step is applied, so a checkpoint taken on
                 # Ctrl-C mid-step resumes at the start of that step.
-                for micro in range(cfg.grad_accum):
-                    x, y = sampler.batch(position + micro * cfg.batch_size, cfg.batch_size)
+                micro_batches = [sampler.batch(position + micro * cfg.batch_size, cfg.batch_size)
+                                 for micro in range(cfg.grad_accum)]
+                # The mean over every target of the step, not a mean of micro-batch means: a micro-batch
+                # with few assistant tokens weighs as little as it holds.
+                step_targets = max(sum(int((y != IGNORE_INDEX).sum()) for _, y in micro_batches), 1)
+                train_loss = 0.0
+                for x, y in micro_batches:
                     x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
                     with autocast:
-                        logits = train_model(x)
-                    n_targets = int((y != IGNORE_INDEX).sum())
-                    loss = F.cross_entropy(logits.float().view(-1, logits.size(-1)), y.view(-1),
-                                           ignore_index=IGNORE_INDEX, reduction="sum") / max(n_targets, 1)
-                    (loss / cfg.grad_accum).backward()
-                    loss_sum += float(loss.detach())
-                train_loss = loss_sum / cfg.grad_accum
+                        out = train_model(x, y)
+                    loss = out.loss_sum / step_targets
+                    loss.backward()
+                    train_loss += float(loss.detach())
                 if not math.isfinite(train_loss):
                     last = latest_valid_checkpoint(out_dir)
                     metrics.write("diverged", step=step + 1, loss=train_loss)
