@@ -111,6 +111,8 @@ class OpenAIBackend:
             body["seed"] = sampling.seed
         if tools:
             body["tools"] = tools
+        if stream:
+            body["stream_options"] = {"include_usage": True}  # token counts in the last event, where supported
         return body
 
     def complete(self, messages: list[dict], tools: list[dict] | None = None,
