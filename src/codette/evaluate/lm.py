@@ -77,6 +77,9 @@ def evaluate_lm(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, to
                 token_bytes: torch.Tensor | None = None) -> LMMetrics:
     """Loss, perplexity and accuracy of ``model`` over ``batches`` of (inputs, targets).
 
+    ``model(inputs, targets)`` returns an :class:`~codette.model.LMOutput`, as a
+    :class:`~codette.model.CodetteModel` does, so the loss is the one training minimises.
+
     ``token_bytes[i]`` is the UTF-8 length of token ``i`` (:func:`token_byte_lengths`); with it the
     result also has bits per byte.
     """
@@ -88,7 +91,7 @@ def evaluate_lm(model: torch.nn.Module, batches: Iterable[tuple[torch.Tensor, to
             x, y = x.to(device), y.to(device)
             with autocast or contextlib.nullcontext():
                 out = model(x, y)
-            tally.add(out.logits.float(), y, out.loss_sum)
+            tally.add(out.logits, y, out.loss_sum)  # no upcast: fp32 would not change the argmax
     finally:
         model.train(was_training)
     return tally.metrics()
