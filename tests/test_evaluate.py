@@ -28,8 +28,9 @@ from codette.data.pack import PackedSplit
 from codette.evaluate.selection import BestTracker, direction
 from codette.evaluate.stats import Figure, combined_proportions, proportion, wilson
 from codette.evaluate.training import TrainingMonitor, build_monitor, interleave
-from codette.data.curriculum.styles import VOCABULARY
+from codette.persona import PERSPECTIVE_VOCABULARY as VOCABULARY
 from codette.persona import PERSPECTIVES
+from codette.data.build import ensure_packed
 from codette.data.loader import IGNORE_INDEX
 from codette.model import LMOutput, cross_entropy_sum
 from codette.model.generate import SamplingConfig
@@ -419,7 +420,7 @@ def other_tokenizer(prepared: Path, tmp_path_factory: pytest.TempPathFactory) ->
     out = tmp_path_factory.mktemp("other_tok")
     shutil.copytree(prepared / "data", out / "data")
     tok = stages.run_tokenizer(tiny_config(out, **{"tokenizer.vocab_size": 400}), QUIET)
-    stages.ensure_packed(out, tok, assistant_only=True)
+    ensure_packed(out, tok, assistant_only=True)
     return out
 
 

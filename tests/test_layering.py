@@ -155,9 +155,10 @@ def test_the_guides_rules(unit: str, never: set[str]) -> None:
 
 
 def test_evaluate_reads_only_the_packed_split_format_of_data() -> None:
-    """The packed split's reader (pack) and its batches (loader); never the generator or the sources."""
+    """The packed split's reader (pack), its batches (loader) and the split names (split); never the generator
+    or the sources."""
     data = {m for m in loaded_by("codette.evaluate") if unit_of(m) == "codette.data"}
-    assert data <= {"codette.data", "codette.data.pack", "codette.data.loader"}, data
+    assert data <= {"codette.data", "codette.data.pack", "codette.data.loader", "codette.data.split"}, data
 
 
 def test_report_reads_only_the_interval_statistics_of_evaluate_and_loads_no_torch() -> None:

@@ -116,29 +116,8 @@ def _model_config(cfg: RunConfig, vocab_tokens: int | None) -> ModelConfig:
         raise CodetteError(str(exc)) from None
 
 
-def ensure_packed(out: Path, tok: CodetteTokenizer, assistant_only: bool) -> Path:
-    """Pack the splits unless an up-to-date packing (same tokenizer and masking) exists."""
-    from codette.data.build import pack_dataset
-    from codette.data.pack import PackedSplit
-    from codette.tokenizer.bpe import TOKENIZER_FILE
-
-    packed = out / "packed"
-    sha = file_sha256(out / TOKENIZER_FILE)
-    stamp = packed / "source.json"
-    want = {"tokenizer_sha256": sha, "assistant_only": assistant_only}
-    if stamp.is_file() and json.loads(stamp.read_text()) == want:
-        try:
-            for split in SPLITS:
-                PackedSplit(packed, split)
-            return packed
-        except CodetteError:
-            pass
-    pack_dataset(out / "data", tok, packed, assistant_only)
-    atomic_write_text(stamp, json.dumps(want))
-    return packed
-
-
 def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> TrainResult:
+    from codette.data.build import ensure_packed
     from codette.evaluate.training import build_monitor
     from codette.tokenizer import CodetteTokenizer
     from codette.tokenizer.bpe import TOKENIZER_FILE

@@ -20,12 +20,13 @@ from typing import IO
 from codette.config import DataConfig
 from codette.data import synthetic
 from codette.data.mix import SYNTHETIC, parse_mix, selection, take, target_counts
-from codette.data.pack import PackStats, pack
+from codette.data.pack import PackedSplit, PackStats, pack
 from codette.data.sources import Document, ReadReport, iter_documents, read_jsonl_conversations
 from codette.data.split import HELD_OUT, SPLITS, split_of
 from codette.errors import CodetteError
-from codette.fileio import atomic_open, atomic_write_text, remove_stale_temporaries
+from codette.fileio import atomic_open, atomic_write_text, file_sha256, remove_stale_temporaries
 from codette.tokenizer import CodetteTokenizer
+from codette.tokenizer.bpe import TOKENIZER_FILE
 from codette.tokenizer.chat_template import render
 
 log = logging.getLogger(__name__)
@@ -189,3 +190,22 @@ def pack_dataset(data_dir: Path | str, tok: CodetteTokenizer, packed_dir: Path |
     remove_stale_temporaries(Path(packed_dir))  # left by a packing that was killed
     return {name: pack(read_split(data_dir, name), tok, Path(packed_dir), name, assistant_only)
             for name in SPLITS}
+
+
+def ensure_packed(out_dir: Path | str, tok: CodetteTokenizer, assistant_only: bool = True) -> Path:
+    """``<out_dir>/packed`` from ``<out_dir>/data``, packed again unless an intact packing of the same
+    tokenizer and masking is there (``packed/source.json`` records both)."""
+    out_dir = Path(out_dir)
+    packed = out_dir / "packed"
+    stamp = packed / "source.json"
+    want = {"tokenizer_sha256": file_sha256(out_dir / TOKENIZER_FILE), "assistant_only": assistant_only}
+    if stamp.is_file() and json.loads(stamp.read_text()) == want:
+        try:
+            for split in SPLITS:
+                PackedSplit(packed, split)
+            return packed
+        except CodetteError:
+            pass
+    pack_dataset(out_dir / "data", tok, packed, assistant_only)
+    atomic_write_text(stamp, json.dumps(want))
+    return packed

@@ -110,7 +110,7 @@ def probe_from_record(rec: dict, where: str) -> Probe | None:
             return Probe(pid, "no_tool", messages[:i], messages[i].get("content") or "", rec.get("tools"),
                          {"scenario": rec.get("scenario")})
         if tool not in TOOLS:
-            raise CodetteError(f"{where}: field 'tool' names {tool!r}, which is not one of facts.TOOLS")
+            raise CodetteError(f"{where}: field 'tool' names {tool!r}, which is not one of persona.TOOLS")
         first, last = turns[0], turns[-1]
         meta = {"tool": tool, "tool_arguments": _need(rec, "tool_arguments", where),
                 "expected_result": _need(rec, "expected_result", where), "tool_ok": rec.get("tool_ok"),
@@ -121,7 +121,7 @@ def probe_from_record(rec: dict, where: str) -> Probe | None:
     if cat == "perspectives":
         key = _need(rec, "perspective", where)
         if key not in PERSPECTIVES:
-            raise CodetteError(f"{where}: field 'perspective' is {key!r}, not one of facts.PERSPECTIVES")
+            raise CodetteError(f"{where}: field 'perspective' is {key!r}, not one of persona.PERSPECTIVES")
         return Probe(pid, "perspective", messages[:i], reference, None, {"perspective": key})
     aspect = _need(rec, "aspect", where)
     if aspect not in ASPECTS:
