@@ -27,6 +27,14 @@ DEFAULT_RETRIES = 2
 DEFAULT_BACKOFF_S = 0.5
 
 
+class HTTPStatusError(CodetteError):
+    """The server answered with an error status (``status``); the message names the URL and the server's words."""
+
+    def __init__(self, message: str, status: int) -> None:
+        super().__init__(message)
+        self.status = status
+
+
 def server_message(response: httpx.Response) -> str:
     """The error text a server put in its body (OpenAI ``error.message``, Ollama ``error``), shortened."""
     try:
@@ -88,7 +96,8 @@ class HTTPClient:
             try:
                 if response.status_code >= 400:
                     response.read()
-                    raise CodetteError(f"{url} answered HTTP {response.status_code}: {server_message(response)}")
+                    raise HTTPStatusError(f"{url} answered HTTP {response.status_code}: {server_message(response)}",
+                                          response.status_code)
                 yield response
             finally:
                 response.close()
@@ -167,3 +176,27 @@ def call_name(tool_call: dict) -> str:
 def call_arguments(tool_call: dict) -> Any:
     f = tool_call.get("function", tool_call)
     return f.get("arguments", {})
+
+
+class HTTPChatBackend:
+    """What the HTTP backends share: ``chat`` is the non-streamed reply as text (structured calls written
+    as markup), ``url`` the chat endpoint. Subclasses set ``CHAT_PATH`` and ``http`` and define ``complete``
+    and ``stream``."""
+
+    CHAT_PATH = ""
+    http: HTTPClient
+
+    @property
+    def url(self) -> str:
+        return self.http.url(self.CHAT_PATH)
+
+    def complete(self, messages: list[dict], tools: list[dict] | None = None, sampling: Any = None) -> Any:
+        raise NotImplementedError
+
+    def chat(self, messages: list[dict], tools: list[dict] | None = None, sampling: Any = None) -> str:
+        from codette.backends.openai import reply_text
+
+        return reply_text(self.complete(messages, tools, sampling))
+
+    def close(self) -> None:
+        self.http.close()

@@ -18,8 +18,8 @@ from collections.abc import Iterator
 from typing import Any
 
 from codette.backends.base import Chunk, Reply, collect
-from codette.backends.http import HTTPClient, call_arguments, call_name, call_refs, decode_line
-from codette.backends.openai import reply_text
+from codette.backends.http import (HTTPChatBackend, HTTPClient, HTTPStatusError, call_arguments, call_name, call_refs,
+                                   decode_line)
 from codette.errors import CodetteError
 from codette.model.generate import SamplingConfig
 
@@ -63,10 +63,11 @@ def _as_object(arguments: Any) -> Any:
     return arguments
 
 
-class OllamaBackend:
+class OllamaBackend(HTTPChatBackend):
     """One model of an Ollama server (``ollama create codette -f Modelfile`` makes one from our GGUF)."""
 
     name = "ollama"
+    CHAT_PATH = "api/chat"
 
     def __init__(self, model: str, host: str | None = None, context_length: int | None = None,
                  **http: Any) -> None:
@@ -78,16 +79,12 @@ class OllamaBackend:
         self.context_length = context_length
         self.step = None
 
-    @property
-    def url(self) -> str:
-        return self.http.url("api/chat")
-
     def has_model(self) -> bool:
         """Whether the server knows the model (``POST /api/show``); CodetteError when it cannot be reached."""
         try:
             self.http.post_json("api/show", {"model": self.model})
-        except CodetteError as exc:
-            if "HTTP 404" in str(exc):
+        except HTTPStatusError as exc:
+            if exc.status == 404:
                 return False
             raise
         return True
@@ -122,10 +119,6 @@ class OllamaBackend:
             raise CodetteError(f"{self.url} answered {type(data).__name__}, expected a JSON object")
         return collect([self._chunk(data)])
 
-    def chat(self, messages: list[dict], tools: list[dict] | None = None,
-             sampling: SamplingConfig | None = None) -> str:
-        return reply_text(self.complete(messages, tools, sampling))
-
     def stream(self, messages: list[dict], tools: list[dict] | None = None,
                sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
         body = self._body(messages, tools, sampling or SamplingConfig(), True)
@@ -134,6 +127,3 @@ class OllamaBackend:
             yield chunk
             if chunk.finish_reason is not None:
                 return
-
-    def close(self) -> None:
-        self.http.close()

@@ -14,8 +14,8 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from codette.backends.base import Chunk, Reply, collect
-from codette.backends.http import HTTPClient, call_arguments, call_name, call_refs, decode_line
+from codette.backends.base import Chunk, Reply
+from codette.backends.http import HTTPChatBackend, HTTPClient, call_arguments, call_name, call_refs, decode_line
 from codette.errors import CodetteError
 from codette.model.generate import SamplingConfig
 from codette.tools.calls import format_tool_call
@@ -71,10 +71,11 @@ def reply_text(reply: Reply) -> str:
     return "\n".join(parts)
 
 
-class OpenAIBackend:
+class OpenAIBackend(HTTPChatBackend):
     """``POST {base_url}/chat/completions``; ``model=None`` asks ``GET /v1/models`` for the served one."""
 
     name = "openai"
+    CHAT_PATH = "chat/completions"
 
     def __init__(self, base_url: str, model: str | None = None, api_key: str | None = None,
                  context_length: int | None = None, **http: Any) -> None:
@@ -85,10 +86,6 @@ class OpenAIBackend:
         self.model = model
         self.context_length = context_length
         self.step = None
-
-    @property
-    def url(self) -> str:
-        return self.http.url("chat/completions")
 
     def served_model(self) -> str:
         """The model name to send: the one given, else the first of ``GET /v1/models``."""
@@ -129,10 +126,6 @@ class OpenAIBackend:
         return Reply(message.get("content") or "", calls, usage.get("prompt_tokens"), usage.get("completion_tokens"),
                      choice.get("finish_reason"))
 
-    def chat(self, messages: list[dict], tools: list[dict] | None = None,
-             sampling: SamplingConfig | None = None) -> str:
-        return reply_text(self.complete(messages, tools, sampling))
-
     def stream(self, messages: list[dict], tools: list[dict] | None = None,
                sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
         body = self._body(messages, tools, sampling or SamplingConfig(), True)
@@ -164,8 +157,5 @@ class OpenAIBackend:
         yield Chunk("", [calls[i] for i in sorted(calls)], usage.get("prompt_tokens"), usage.get("completion_tokens"),
                     reason)
 
-    def close(self) -> None:
-        self.http.close()
 
-
-__all__ = ["OpenAIBackend", "api_base", "collect", "reply_text", "wire_messages"]
+__all__ = ["OpenAIBackend", "api_base", "reply_text", "wire_messages"]

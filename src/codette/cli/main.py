@@ -252,6 +252,10 @@ ModelArg = typer.Argument("codette", help="A run folder, .pt checkpoint, .gguf, 
 ToolsOpt = typer.Option(None, "--tools", help="Tools to offer: on (default: all but execute_python), off, or NAME,NAME.")
 PythonOpt = typer.Option(False, "--python", help="Also offer execute_python (runs model-written code).")
 WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Folder the tools work in (default: a temporary one).")
+ReplyTokensOpt = typer.Option(256, "--max-new-tokens", help="Longest reply per model call.")
+GreedyTemperatureOpt = typer.Option(0.0, "--temperature", help="0 for greedy decoding.")
+RoundsOpt = typer.Option(5, "--max-rounds", help="Tool rounds per message.")
+DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or mps (checkpoints only).")
 
 
 @app.command()
@@ -260,10 +264,10 @@ def chat(
     tools: Optional[str] = ToolsOpt,
     python: bool = PythonOpt,
     workspace: Optional[Path] = WorkspaceOpt,
-    max_new_tokens: int = typer.Option(256, help="Longest reply per model call."),
-    temperature: float = typer.Option(0.0, help="0 for greedy decoding."),
-    max_rounds: int = typer.Option(5, help="Tool rounds per message."),
-    device: str = typer.Option("cpu", help="cpu, cuda or mps (checkpoints only)."),
+    max_new_tokens: int = ReplyTokensOpt,
+    temperature: float = GreedyTemperatureOpt,
+    max_rounds: int = RoundsOpt,
+    device: str = DeviceOpt,
 ) -> None:
     """Chat with Codette in the terminal: streamed replies, tool calls as they run, /help for commands."""
     from codette.cli.chat import ChatSession, make_agent
@@ -283,10 +287,10 @@ def ask(
     tools: Optional[str] = ToolsOpt,
     python: bool = PythonOpt,
     workspace: Optional[Path] = WorkspaceOpt,
-    max_new_tokens: int = typer.Option(256, help="Longest reply per model call."),
-    temperature: float = typer.Option(0.0, help="0 for greedy decoding."),
-    max_rounds: int = typer.Option(5, help="Tool rounds."),
-    device: str = typer.Option("cpu", help="cpu, cuda or mps (checkpoints only)."),
+    max_new_tokens: int = ReplyTokensOpt,
+    temperature: float = GreedyTemperatureOpt,
+    max_rounds: int = RoundsOpt,
+    device: str = DeviceOpt,
 ) -> None:
     """Ask Codette one question (tools run as the model calls them); --json prints the Response."""
     from codette.cli.chat import make_agent, run_ask
