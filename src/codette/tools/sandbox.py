@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import json
 import logging
+import marshal
 import os
 import platform
 import select
@@ -107,7 +108,7 @@ def seccomp_program(machine: str | None = None) -> bytes:
 
 # -- the program that runs inside the sandbox ----------------------------------------------------------
 _BOOT = r'''
-import ctypes, hashlib, json, os, resource, select, signal, stat, sys, time, traceback, types
+import ctypes, marshal, os, resource, select, signal, stat, sys, time
 
 def _drop_root(uid):
     libc = ctypes.CDLL(None, use_errno=True)
@@ -120,27 +121,25 @@ def _drop_root(uid):
     libc.prctl(4, 0, 0, 0, 0)  # PR_SET_DUMPABLE 0: the snippet cannot read this process's memory or fds
 
 def _receive(inp):
-    head = json.loads(inp.readline())
-    code = inp.read(head["n"]).decode("utf-8")
+    """The caller's one marshal blob (trusted direction): code, sys.path, folders and files of the workspace."""
+    n = int.from_bytes(inp.read(8), "big")
+    msg = marshal.loads(inp.read(n))
     known_files, known_dirs = {}, set()
-    while True:
-        rec = json.loads(inp.readline())
-        kind, path = rec["t"], rec.get("p")
-        if kind == "end":
-            return code, known_files, known_dirs
-        if kind == "dir":
-            os.makedirs(path, exist_ok=True)
-            known_dirs.add(path)
-        elif kind == "file":
-            data = inp.read(rec["n"])
-            with open(path, "wb") as fh:
-                fh.write(data)
-            os.chmod(path, 0o755 if rec.get("x") else 0o644)
-            os.utime(path, ns=(rec["m"], rec["m"]))
-            known_files[path] = (len(data), rec["m"], hashlib.sha256(data).digest())
+    for path in msg["dirs"]:
+        os.makedirs(path, exist_ok=True)
+        known_dirs.add(path)
+    for path, data, mtime, executable in msg["files"]:
+        with open(path, "wb") as fh:
+            fh.write(data)
+        os.chmod(path, 0o755 if executable else 0o644)
+        os.utime(path, ns=(mtime, mtime))
+        known_files[path] = (len(data), mtime, hash(data))  # compared within this process only
+    return msg["code"], msg["path"], known_files, known_dirs
 
-def _run(code):
-    main = types.ModuleType("__main__")
+def _run(code, path):
+    sys.path[:] = path  # the interpreter's own path; site (and its .pth files) is not run
+    __builtins__.exit = __builtins__.quit = sys.exit  # what site would have added
+    main = type(sys)("__main__")
     main.__dict__["__builtins__"] = __builtins__
     sys.modules["__main__"] = main
     sys.argv[:] = ["-c"]
@@ -161,6 +160,7 @@ def _run(code):
     except BaseException as exc:
         tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
         try:
+            import traceback
             traceback.print_exception(type(exc), exc, tb)
         except BaseException:
             pass
@@ -172,15 +172,15 @@ def _run(code):
             except BaseException:
                 pass
 
-def _child(code, out_fd, cpu_s, mem_mb, fsize_mb, nproc):
+def _child(code, path, out_fd, cpu_s, mem_mb, fsize_mb, nproc):
     try:
         os.close(out_fd)
         os.closerange(3, 1024)
         for which, value in ((resource.RLIMIT_AS, mem_mb << 20), (resource.RLIMIT_FSIZE, fsize_mb << 20),
-                             (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, %(nofile)d),
+                             (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, __NOFILE__),
                              (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_CPU, cpu_s)):
             resource.setrlimit(which, (value, value))
-        os._exit(_run(code))
+        os._exit(_run(code, path))
     except BaseException:
         os._exit(1)
 
@@ -208,8 +208,9 @@ def _kill_all():
     return False
 
 def _send(out, known_files, known_dirs, result):
-    def rec(obj, data=b""):
-        out.write(json.dumps(obj).encode("utf-8") + b"\n")
+    """JSON lines (paths hex-encoded, so no escaping is needed), each file's bytes after its line."""
+    def rec(kind, path, extra="", data=b""):
+        out.write(('{"t": "%s", "p": "%s"%s}\n' % (kind, path.encode("utf-8", "surrogateescape").hex(), extra)).encode())
         out.write(data)
     files, dirs = {}, set()
     for top, dnames, fnames in os.walk(".", followlinks=False):
@@ -223,29 +224,29 @@ def _send(out, known_files, known_dirs, result):
             if stat.S_ISREG(st.st_mode):
                 files[p] = st
     for d in sorted(dirs - known_dirs):
-        rec({"t": "dir", "p": d})
+        rec("dir", d)
     for p in sorted(files):
         st = files[p]
         old = known_files.get(p)
-        if old is not None and old[0] == st.st_size and old[1] == st.st_mtime_ns:
-            with open(p, "rb") as fh:
-                if hashlib.sha256(fh.read()).digest() == old[2]:
-                    continue
         with open(p, "rb") as fh:
             data = fh.read()
-        rec({"t": "file", "p": p, "n": len(data), "x": bool(st.st_mode & 0o100)}, data)
+        if old is not None and old[0] == st.st_size == len(data) and old[1] == st.st_mtime_ns and old[2] == hash(data):
+            continue
+        rec("file", p, ', "n": %d, "x": %s' % (len(data), "true" if st.st_mode & 0o100 else "false"), data)
     for p in sorted(set(known_files) - set(files)):
-        rec({"t": "del", "p": p})
+        rec("del", p)
     for d in sorted(known_dirs - dirs, key=lambda d: -d.count("/")):
-        rec({"t": "rmdir", "p": d})
-    rec(dict(result, t="result"))
+        rec("rmdir", d)
+    fields = ", ".join('"%s": %s' % (k, "null" if v is None else ("true" if v is True else "false" if v is False else repr(v)))
+                       for k, v in result.items())
+    out.write(('{"t": "result", %s}\n' % fields).encode())
     out.flush()
 
 def main():
     out_fd, timeout_s, mem_mb, fsize_mb, nproc = (int(sys.argv[1]), float(sys.argv[2]), int(sys.argv[3]),
                                                   int(sys.argv[4]), int(sys.argv[5]))
-    _drop_root(%(uid)d)
-    code, known_files, known_dirs = _receive(sys.stdin.buffer)
+    _drop_root(__UID__)
+    code, path, known_files, known_dirs = _receive(sys.stdin.buffer)
     null = os.open("/dev/null", os.O_RDONLY)
     os.dup2(null, 0)
     os.close(null)
@@ -255,7 +256,7 @@ def main():
     start = time.monotonic()
     pid = os.fork()
     if pid == 0:
-        _child(code, out_fd, cpu_s, mem_mb, fsize_mb, nproc)
+        _child(code, path, out_fd, cpu_s, mem_mb, fsize_mb, nproc)
     pidfd = os.pidfd_open(pid)
     ready, _, _ = select.select([pidfd], [], [], timeout_s)
     result = {"timed_out": not ready, "exit": None, "signal": None}
@@ -368,8 +369,8 @@ def build_args(bwrap: str, ws_root: Path, userns_fd: int | None, seccomp_fd: int
     made = {"/", "/tmp"}
     args += _ancestors(ws, made)
     args += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", ws, "--chdir", ws,
-             "--seccomp", str(seccomp_fd), "--", sys.executable, "-I", "-X", "utf8", "-c",
-             _BOOT % {"uid": SANDBOX_UID, "nofile": MAX_OPEN_FILES},
+             "--seccomp", str(seccomp_fd), "--", sys.executable, "-I", "-S", "-X", "utf8", "-c",
+             _BOOT.replace("__UID__", str(SANDBOX_UID)).replace("__NOFILE__", str(MAX_OPEN_FILES)),
              str(out_fd), repr(float(timeout_s)), str(memory_mb), str(file_size_mb), str(max_processes)]
     return args
 
@@ -435,18 +436,21 @@ def snapshot(ws: Workspace) -> tuple[list[_Entry], int]:
     return entries, total
 
 
+def _interpreter_path() -> list[str]:
+    """sys.path for the snippet: the interpreter's folders that exist in the sandbox (no working folder, no .pth)."""
+    bound = [os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix)] + ["/usr"]
+    return [p for p in sys.path if p and os.path.isabs(p) and os.path.isdir(p)
+            and any(os.path.realpath(p).startswith(b.rstrip("/") + "/") for b in bound)]
+
+
 def _stream_in(fh: Any, code: str, entries: list[_Entry]) -> None:
     try:
-        raw = code.encode("utf-8")
-        fh.write(json.dumps({"n": len(raw)}).encode() + b"\n" + raw)
-        for e in entries:
-            if e.is_dir:
-                fh.write(json.dumps({"t": "dir", "p": e.rel}).encode() + b"\n")
-            else:
-                fh.write(json.dumps({"t": "file", "p": e.rel, "n": len(e.data), "m": e.mtime_ns,
-                                     "x": e.executable}).encode() + b"\n")
-                fh.write(e.data)
-        fh.write(b'{"t": "end"}\n')
+        blob = marshal.dumps({
+            "code": code, "path": _interpreter_path(),
+            "dirs": [e.rel for e in entries if e.is_dir],
+            "files": [(e.rel, e.data, e.mtime_ns, e.executable) for e in entries if not e.is_dir]})
+        fh.write(len(blob).to_bytes(8, "big"))
+        fh.write(blob)
         fh.close()
     except (BrokenPipeError, OSError, ValueError):
         pass  # the sandbox died early; the result says so
@@ -467,6 +471,11 @@ def _parse_out(raw: bytes) -> tuple[list[dict[str, Any]], dict[str, Any] | None]
         pos = end + 1
         if not isinstance(rec, dict):
             break
+        if isinstance(rec.get("p"), str):
+            try:
+                rec["p"] = bytes.fromhex(rec["p"]).decode("utf-8", "surrogateescape")
+            except ValueError:
+                break
         if rec.get("t") == "file":
             n = rec.get("n")
             if not isinstance(n, int) or n < 0 or pos + n > len(raw):
