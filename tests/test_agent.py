@@ -285,6 +285,29 @@ def test_async_api_streams_events_and_returns_the_response(agent_for):
     assert kinds[-1] == "done" and "tool_call" in kinds and isinstance(r, Response) and r.text == "Hi again."
 
 
+def test_leaving_the_async_stream_early_stops_the_generation(agent_for):
+    pulled = []
+
+    class Endless(Scripted):
+        def stream(self, messages, tools=None, sampling=None):
+            for i in range(10_000):
+                pulled.append(i)
+                time.sleep(0.001)
+                yield Chunk("word ")
+
+    agent, _ = agent_for([], backend=Endless([]))
+
+    async def go():
+        async for event in agent.stream("Talk forever."):
+            if event.type == "text":
+                break
+
+    asyncio.run(go())
+    assert 0 < len(pulled) < 10_000
+    agent.backend = Scripted(["Done."])
+    assert agent.respond("Again").text == "Done."  # the lock was released
+
+
 # ------------------------------------------------------------------------------------------------
 # The context policy (token counts from a real tokenizer)
 # ------------------------------------------------------------------------------------------------
@@ -422,6 +445,40 @@ def test_http_backend_down_and_timeout_are_clear_errors():
             list(OllamaBackend("codette", host=slow.url, read_timeout=0.5).stream([{"role": "user", "content": "hi"}]))
     finally:
         slow.close()
+
+
+def test_openai_stream_with_tool_call_deltas_runs_the_call(tmp_path):
+    """Server-sent events as OpenAI streams them: a call's name and arguments arrive in pieces."""
+    def respond(method, path, body):
+        assert path == "/v1/chat/completions" and body["stream"] is True and body["model"] == "served-model"
+        if body["messages"][-1]["role"] == "tool":
+            events = [{"choices": [{"index": 0, "delta": {"content": w}, "finish_reason": None}]} for w in ("4", "2.")]
+            events.append({"choices": [], "usage": {"prompt_tokens": 30, "completion_tokens": 2}})
+        else:
+            assert body["tools"] == [tool_schema("calculator")]
+            frag = [{"index": 0, "id": "c1", "type": "function", "function": {"name": "calculator", "arguments": ""}},
+                    {"index": 0, "function": {"arguments": '{"expression": '}},
+                    {"index": 0, "function": {"arguments": '"6*7"}'}}]
+            events = [{"choices": [{"index": 0, "delta": {"tool_calls": [f]}, "finish_reason": None}]} for f in frag]
+            events.append({"choices": [{"index": 0, "delta": {}, "finish_reason": "tool_calls"}]})
+        return 200, "text/event-stream", [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
+
+    def models_or_chat(method, path, body):
+        if path == "/v1/models":
+            return 200, "application/json", ['{"object": "list", "data": [{"id": "served-model"}]}']
+        return respond(method, path, body)
+
+    srv = Loopback(models_or_chat)
+    try:
+        with MultimodalCodette(srv.url, tools=["calculator"], workspace=tmp_path) as agent:
+            r = agent.respond("6 times 7?")
+        assert r.text == "42." and r.tool_calls[0].data["result"] == 42 and r.error is None
+        second = srv.requests[-1][2]["messages"]
+        assert second[-2]["tool_calls"][0]["function"] == {"name": "calculator", "arguments": '{"expression": "6*7"}'}
+        assert second[-1]["tool_call_id"] == second[-2]["tool_calls"][0]["id"]
+        assert r.metrics["completion_tokens"] is None  # the first stream reported no usage: not made up
+    finally:
+        srv.close()
 
 
 def test_ollama_host_forms():
