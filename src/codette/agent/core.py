@@ -154,10 +154,13 @@ class MultimodalCodette:
 
     def respond(self, prompt: str, **kwargs: Any) -> Response:
         """The synchronous :meth:`generate_response`."""
-        for event in self.iter_events(prompt, **kwargs):
+        response = None
+        for event in self.iter_events(prompt, **kwargs):  # run to the end: the generator releases the lock
             if event.type == "done":
-                return event.data["response"]
-        raise CodetteError("the turn ended without a response")  # pragma: no cover - run_turn always ends with done
+                response = event.data["response"]
+        if response is None:  # pragma: no cover - run_turn always ends with done
+            raise CodetteError("the turn ended without a response")
+        return response
 
     async def stream(self, prompt: str, **kwargs: Any) -> AsyncIterator[Event]:
         """:meth:`iter_events` for asyncio: the turn runs in a worker thread, events arrive as they happen.
