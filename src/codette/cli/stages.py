@@ -203,6 +203,7 @@ def run_quickstart(cfg: RunConfig, console: Console) -> dict:
     atomic_write_text(Path(cfg.out_dir) / "eval.json", json.dumps(report, indent=2, ensure_ascii=False))
     console.print(f"quickstart finished in {report['wall_seconds']:.0f} s. Next:\n"
                   f"  codette generate {ckpt} --prompt \"Who are you?\"\n"
+                  f"  codette chat {cfg.out_dir} --tools calculator   (the agent, with tools)\n"
                   f"  python -m llama_cpp.server --model {exported.path}   (or: cd {exported.path.parent} && "
                   f"ollama create codette -f Modelfile && ollama run codette)")
     return report
