@@ -500,6 +500,13 @@ def test_total_disk_quota_holds_across_files(tb: Toolbox, ws: Path):
     still_works(tb, python=True)
 
 
+def test_many_small_files_are_not_copied_back(tb: Toolbox, ws: Path):
+    # Empty files cost no tmpfs bytes; the number of changes sent back is capped instead.
+    blocked(py(tb, "for i in range(6000):\n    open(f'e{i}', 'w').close()"), "more than 5000 files")
+    assert sorted(os.listdir(ws)) == ["notes.txt"]
+    still_works(tb, python=True)
+
+
 @pytest.mark.parametrize("code, needle", [
     ("open('big.bin', 'wb').write(b'x' * 20_000_000)", "File too large"),
     ("for i in range(3):\n    open(f'/tmp/t{i}.bin', 'wb').write(b'x' * 10_000_000)", "No space left on device"),

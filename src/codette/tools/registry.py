@@ -205,6 +205,7 @@ class Toolbox:
         self._kb = knowledge_base
         self._worker: python_exec.PythonWorker | None = None
         self._worker_lock = threading.Lock()
+        self._sandbox_lock = threading.Lock()
         impls = self._implementations()
         names = list(DEFAULT_ENABLED) if enabled is None else list(enabled)
         unknown = [n for n in names if n not in SCHEMAS]
@@ -256,8 +257,9 @@ class Toolbox:
                 worker = self._worker
             result = worker.run(code)
         else:
-            result = sandbox.run_sandboxed(code, self.workspace, self.python_timeout, self.python_memory_mb,
-                                           self.python_disk_mb, self.python_max_processes)
+            with self._sandbox_lock:  # one call at a time: each copies the workspace in and its changes back
+                result = sandbox.run_sandboxed(code, self.workspace, self.python_timeout, self.python_memory_mb,
+                                               self.python_disk_mb, self.python_max_processes)
         message = result.error_message(self.python_timeout)
         if message is not None:
             raise ToolFailure(message, result.payload())

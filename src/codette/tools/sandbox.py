@@ -572,6 +572,9 @@ def run_sandboxed(
             return ExecutionResult(stdout, stderr, None, timed_out=True, duration_s=duration)
         raise ToolFailure("the sandbox was stopped before it reported a result (its processes were killed); "
                           "workspace changes were discarded", {"stdout": stdout, "stderr": stderr})
+    if len(records) > MAX_WORKSPACE_ENTRIES:
+        raise ToolFailure(f"the code changed more than {MAX_WORKSPACE_ENTRIES} files and folders; none of the "
+                          "changes were saved", {"stdout": stdout, "stderr": stderr})
     problems = _apply(ws, records)
     exit_code = result.get("exit") if isinstance(result.get("exit"), int) else None
     if exit_code is None and isinstance(result.get("signal"), int):
