@@ -217,6 +217,24 @@ def test_race_read_swapped_with_outside_symlink(tb: Toolbox, ws: Path, outside: 
     still_works(tb)
 
 
+def test_race_read_with_the_component_walk(tb: Toolbox, ws: Path, outside: Path, monkeypatch):
+    # Kernels without openat2 take the walk: one name at a time, O_NOFOLLOW, each folder opened first.
+    from codette.tools import safeopen
+    monkeypatch.setattr(safeopen, "_has_openat2", False)
+    (ws / "d").mkdir()
+    (ws / "d" / "race").write_text("inside", encoding="utf-8")
+    (ws / "d_alt").symlink_to(outside, target_is_directory=True)
+    (ws / "race").write_text("inside", encoding="utf-8")
+    (ws / "race_alt").symlink_to(outside / "secret.txt")
+    results = race(tb, (ws / "race", ws / "race_alt"), lambda: tb.run("read_file", {"path": "race"}), max_s=0.7)
+    results += race(tb, (ws / "d", ws / "d_alt"), lambda: tb.run("read_file", {"path": "d/secret.txt"}), max_s=0.7)
+    assert not any(SECRET in r.content for r in results)
+    for r in results:
+        if not r.ok:
+            assert "symbolic link" in r.error or "does not exist" in r.error, r.error
+    still_works(tb)
+
+
 def test_race_write_swapped_with_outside_symlink(tb: Toolbox, ws: Path, outside: Path):
     (ws / "race").write_text("inside", encoding="utf-8")
     (ws / "race_alt").symlink_to(outside / "victim.txt")

@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from codette.tools.base import ToolFailure
-from codette.tools.safeopen import Refused, check_regular, describe_unusable, open_beneath, read_fd
+from codette.tools.safeopen import O_PATH, Refused, check_regular, describe_unusable, open_beneath, read_fd
 
 log = logging.getLogger(__name__)
 
@@ -56,7 +56,7 @@ class Workspace:
         self.quota_bytes = quota_bytes
         self.written_bytes = 0
         self._lock = threading.Lock()
-        self._fd = os.open(self.root, os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
+        self._fd = os.open(self.root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def __del__(self) -> None:
         fd = getattr(self, "_fd", None)
@@ -146,7 +146,7 @@ class Workspace:
             raise ToolFailure(f"folder '{path}' does not exist") from None
         except NotADirectoryError:
             try:
-                fd = self.open(path, rel, os.O_PATH)
+                fd = self.open(path, rel, O_PATH)
             except OSError:
                 raise ToolFailure(f"folder '{path}' does not exist") from None
             try:
@@ -167,7 +167,7 @@ class Workspace:
                 except FileExistsError:
                     pass
                 try:
-                    nxt = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
+                    nxt = os.open(name, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
                 except OSError as exc:
                     if exc.errno == errno.ELOOP or _is_link(current, name):
                         raise ToolFailure(self.linked(path)) from None

@@ -18,8 +18,11 @@ import ctypes
 import errno
 import os
 import stat
+import sys
 import threading
 
+# O_PATH is Linux's; elsewhere a plain read-only descriptor does the same job for folders.
+O_PATH = getattr(os, "O_PATH", 0)
 RESOLVE_NO_MAGICLINKS = 0x02
 RESOLVE_NO_SYMLINKS = 0x04
 RESOLVE_BENEATH = 0x08
@@ -51,6 +54,8 @@ def openat2_available() -> bool:
     """Whether this kernel has openat2 (probed once: ENOSYS means no)."""
     global _has_openat2
     with _probe_lock:
+        if _has_openat2 is None and not sys.platform.startswith("linux"):
+            _has_openat2 = False  # syscall 437 means something else on other systems
         if _has_openat2 is None:
             try:
                 fd = _openat2(os.open("/", os.O_PATH | os.O_DIRECTORY | os.O_CLOEXEC), ".",
@@ -87,7 +92,7 @@ def _walk_open(dir_fd: int, parts: list[str], flags: int, mode: int) -> int:
     try:
         for name in parts[:-1]:
             try:
-                nxt = os.open(name, os.O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
+                nxt = os.open(name, O_PATH | os.O_DIRECTORY | os.O_NOFOLLOW | os.O_CLOEXEC, dir_fd=current)
             except OSError as exc:
                 if exc.errno in (errno.ELOOP, errno.ENOTDIR) and _is_link(current, name):
                     raise Refused(errno.ELOOP, "symbolic link", name) from None
@@ -95,7 +100,7 @@ def _walk_open(dir_fd: int, parts: list[str], flags: int, mode: int) -> int:
             os.close(current)
             current = nxt
         try:
-            last = flags | (os.O_NOFOLLOW | os.O_CLOEXEC if flags & os.O_PATH else _BASE_FLAGS)
+            last = flags | (os.O_NOFOLLOW | os.O_CLOEXEC if flags & O_PATH else _BASE_FLAGS)
             return os.open(parts[-1], last, mode, dir_fd=current)
         except OSError as exc:
             if exc.errno in (errno.ELOOP, errno.ENOTDIR, errno.EISDIR) and _is_link(current, parts[-1]):
@@ -118,7 +123,7 @@ def open_beneath(root_fd: int, rel: str, flags: int = os.O_RDONLY, mode: int = 0
     Raises :class:`Refused` for a symbolic link anywhere on the path, other OSErrors as ``open`` does.
     """
     # With O_PATH the kernel (openat2 strictly) takes no other flags than these.
-    extra = 0 if flags & os.O_PATH else os.O_NOCTTY | os.O_NONBLOCK
+    extra = 0 if flags & O_PATH else os.O_NOCTTY | os.O_NONBLOCK
     if rel in ("", "."):
         return os.open(".", flags | os.O_CLOEXEC | extra, dir_fd=root_fd)
     if openat2_available():
