@@ -580,6 +580,12 @@ def test_forged_reply_is_not_taken(tb: Toolbox):
     assert nxt.ok and nxt.data["stdout"] == "fresh\n"
 
 
+def test_killing_the_supervisor(tb: Toolbox):
+    # The snippet's parent is the sandbox's supervisor, not the agent: killing it ends only this call.
+    blocked(py(tb, "import os\nos.kill(os.getppid(), 9)\nimport time\ntime.sleep(1)"), "stopped before it reported")
+    still_works(tb, python=True)
+
+
 def test_killing_the_sandbox_from_inside(tb: Toolbox):
     blocked(py(tb, "import os, signal\nos.kill(-1, signal.SIGKILL)"), "stopped before it reported")
     still_works(tb, python=True)
@@ -811,3 +817,14 @@ def test_web_search_results_capped(ws: Path, evil):
     assert r.ok and sum(len(x["snippet"]) for x in r.data["results"]) <= 8000
     assert all(len(x["snippet"]) <= 500 for x in r.data["results"]) and len(r.content) < 12_000
 
+
+
+def test_yaml_python_tags_in_a_config_are_refused(tmp_path: Path):
+    from codette.config import load_config_file
+    from codette.errors import CodetteError
+    marker = tmp_path / "pwned"
+    evil = tmp_path / "evil.yaml"
+    evil.write_text(f'data: !!python/object/apply:os.system ["touch {marker}"]\n', encoding="utf-8")
+    with pytest.raises(CodetteError, match="evil.yaml: cannot parse config"):
+        load_config_file(evil)
+    assert not marker.exists()
