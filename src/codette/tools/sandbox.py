@@ -297,10 +297,14 @@ def _root_userns() -> int:
         helper.stdin.flush()
         if helper.stdout.read(1) != b"x":
             raise ToolFailure("execute_python's sandbox could not create a user namespace (unshare --user failed)")
-        for name in ("uid_map", "gid_map"):
-            with open(f"/proc/{helper.pid}/{name}", "w", encoding="ascii") as fh:
-                fh.write(f"0 0 1\n{SANDBOX_UID} {SANDBOX_UID} 1\n")
-        return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        try:
+            for name in ("uid_map", "gid_map"):
+                with open(f"/proc/{helper.pid}/{name}", "w", encoding="ascii") as fh:
+                    fh.write(f"0 0 1\n{SANDBOX_UID} {SANDBOX_UID} 1\n")
+            return os.open(f"/proc/{helper.pid}/ns/user", os.O_RDONLY | os.O_CLOEXEC)
+        except OSError as exc:
+            raise ToolFailure(f"execute_python's sandbox could not map its user namespace ({exc.strerror}); as root "
+                              "it needs CAP_SETUID, or run the agent as an ordinary user") from None
     finally:
         try:
             helper.kill()
