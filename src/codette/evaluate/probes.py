@@ -25,6 +25,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from codette.data.split import HELD_OUT
 from codette.errors import CodetteError
 from codette.jsonl import read_jsonl
 from codette.persona import PERSPECTIVE_MARK, PERSPECTIVES, TOOLS
@@ -32,8 +33,6 @@ from codette.persona import PERSPECTIVE_MARK, PERSPECTIVES, TOOLS
 log = logging.getLogger(__name__)
 
 KINDS = ("tool", "no_tool", "identity", "perspective")
-# The splits of codette.data.split that hold combinations never trained on (evaluate reads no other data module).
-HELD_OUT_SPLITS = ("val", "test")
 ASPECTS = ("identity", "self_reference", "intentionality")
 DEFAULT_PROBES_PER_KIND = 40  # ~2-4 CPU minutes for the quickstart model; None = every probe
 
@@ -209,7 +208,7 @@ def probe_set(data_dir: Path | str, per_kind: int | None = None, unseen_only: bo
     ``split`` is ``test`` (the final evaluation) or ``val`` (probes during training, which may select
     the best checkpoint). Raises a CodetteError naming the file when nothing in it can be a probe.
     """
-    if split not in HELD_OUT_SPLITS:
+    if split not in HELD_OUT:
         raise CodetteError(f"probes come from a held-out split: val or test, not {split!r}")
     data_dir = Path(data_dir)
     source = data_dir / f"{split}.jsonl"

@@ -23,10 +23,11 @@ from codette.backends.base import ChatBackend
 from codette.backends.local import LocalBackend
 from codette.data.loader import BatchSampler
 from codette.data.pack import PackedSplit
+from codette.data.split import HELD_OUT
 from codette.errors import CodetteError
 from codette.evaluate.behavior import flat, run_probes, summarize
 from codette.evaluate.lm import LMMetrics, LMTally, evaluate_lm, token_byte_lengths
-from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND, HELD_OUT_SPLITS, probe_set
+from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND, probe_set
 from codette.model.generate import SamplingConfig
 
 if TYPE_CHECKING:
@@ -196,8 +197,8 @@ def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_
 
 
 def _check_split(split: str) -> None:
-    if split not in HELD_OUT_SPLITS:
-        raise CodetteError(f"--split must be one of {', '.join(HELD_OUT_SPLITS)} (a held-out split), got {split!r}")
+    if split not in HELD_OUT:
+        raise CodetteError(f"--split must be one of {', '.join(HELD_OUT)} (a held-out split), got {split!r}")
 
 
 def evaluate_path(path: Path | str, **kw: Any) -> dict:
