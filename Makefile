@@ -28,7 +28,7 @@ LLAMA_STAMP := $(VENV)/.llama-$(shell echo '$(LLAMA_SPEC) $(LLAMA_CMAKE_ARGS)' |
 
 # Debian packages, as command:package. execute_python runs in a bubblewrap sandbox (the evaluation's
 # tool probes use it); the tests also read the llama.cpp build's machine code with objdump.
-RUN_DEPS  ?= bwrap:bubblewrap
+RUN_DEPS  ?= bwrap:bubblewrap unshare:util-linux
 TEST_DEPS ?= $(RUN_DEPS) objdump:binutils
 
 .PHONY: quickstart test install install-dev clean system-deps-run system-deps-test
@@ -45,7 +45,7 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PIP) install -e .
 	touch $@
 
-# The portable llama.cpp build (about 6 minutes on 2 cores, once per .venv). A llama-cpp-python that is
+# The portable llama.cpp build (most of the first install's 9 minutes on 2 cores, once per .venv). A llama-cpp-python that is
 # already installed is rebuilt, since it may be a native build.
 $(LLAMA_STAMP): $(VENV)/.torch
 	@echo "Building $(LLAMA_SPEC) from source for a portable instruction set (takes a few minutes, once)"
