@@ -45,8 +45,8 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	$(PIP) install -e .
 	touch $@
 
-# The portable llama.cpp build (most of the first install's 9 minutes on 2 cores, once per .venv). A llama-cpp-python that is
-# already installed is rebuilt, since it may be a native build.
+# The portable llama.cpp build: most of the first install's 9 minutes on 2 cores, once per .venv.
+# A llama-cpp-python that is already installed is rebuilt, since it may be a native build.
 $(LLAMA_STAMP): $(VENV)/.torch
 	@echo "Building $(LLAMA_SPEC) from source for a portable instruction set (takes a few minutes, once)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(PIP) install --no-cache-dir --force-reinstall \
