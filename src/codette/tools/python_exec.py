@@ -123,7 +123,7 @@ def main():
         code = sys.stdin.read()
         devnull = os.open(os.devnull, os.O_RDONLY)
         os.dup2(devnull, 0)
-        _limit(resource.RLIMIT_CPU, cpu_s)
+        _limit(resource.RLIMIT_CPU, cpu_s, cpu_s + 1)  # SIGXCPU first (a timeout), SIGKILL a second later
         exit_code, _ = _run(code, cwd)
         os._exit(exit_code)
     req = os.fdopen(int(sys.argv[6]), "r", encoding="utf-8")
@@ -171,7 +171,9 @@ class ExecutionResult:
                 name = signal.Signals(-self.exit_code).name
             except ValueError:
                 name = f"signal {-self.exit_code}"
-            hint = {"SIGXCPU": " (CPU time limit)", "SIGXFSZ": " (file size limit)", "SIGKILL": ""}.get(name, "")
+            if name == "SIGXCPU":
+                return f"execution timed out: it used its {max(1, int(timeout_s + 0.999))} s of CPU time and was stopped"
+            hint = {"SIGXFSZ": " (file size limit)", "SIGKILL": ""}.get(name, "")
             return f"the Python process was killed by {name}{hint}"
         last = [ln for ln in self.stderr.strip().splitlines() if ln.strip()]
         detail = f": {last[-1].strip()}" if last else ""

@@ -178,8 +178,10 @@ def _child(code, path, out_fd, cpu_s, mem_mb, fsize_mb, nproc):
         os.closerange(3, 1024)
         for which, value in ((resource.RLIMIT_AS, mem_mb << 20), (resource.RLIMIT_FSIZE, fsize_mb << 20),
                              (resource.RLIMIT_CORE, 0), (resource.RLIMIT_NOFILE, __NOFILE__),
-                             (resource.RLIMIT_NPROC, nproc), (resource.RLIMIT_CPU, cpu_s)):
+                             (resource.RLIMIT_NPROC, nproc)):
             resource.setrlimit(which, (value, value))
+        # The soft CPU limit sends SIGXCPU (reported as a timeout); the hard one, a second later, SIGKILL.
+        resource.setrlimit(resource.RLIMIT_CPU, (cpu_s, cpu_s + 1))
         os._exit(_run(code, path))
     except BaseException:
         os._exit(1)
