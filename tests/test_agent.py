@@ -652,9 +652,12 @@ class Terminal:
 
     def __init__(self, argv: list[str], cwd: Path) -> None:
         self.pid, self.fd = pty.fork()
-        if self.pid == 0:  # the child
-            os.chdir(cwd)
-            os.execvpe(argv[0], argv, {**os.environ, "TERM": "dumb", "COLUMNS": "120"})
+        if self.pid == 0:  # the child: never return into pytest
+            try:
+                os.chdir(cwd)
+                os.execvpe(argv[0], argv, {**os.environ, "TERM": "dumb", "COLUMNS": "120"})
+            finally:
+                os._exit(127)
         self.screen = ""
 
     def read_until(self, text: str, timeout: float = 90) -> str:
