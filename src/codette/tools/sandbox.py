@@ -41,7 +41,7 @@ from typing import Any
 
 from codette.tools.base import ToolFailure
 from codette.tools.files import Workspace
-from codette.tools.python_exec import ExecutionResult, _check_code, _read_output
+from codette.tools.python_exec import ExecutionResult, _check_code, _kill_group, _read_output
 from codette.tools.safeopen import check_regular, read_fd
 
 log = logging.getLogger(__name__)
@@ -618,15 +618,7 @@ def _collect(fd: int, deadline: float, limit: int) -> tuple[bytes, bool]:
 
 def _kill(proc: subprocess.Popen) -> None:
     """Kill bwrap's process group; its namespace's init dies with it (--die-with-parent), and so does all inside."""
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.kill()
-    except ProcessLookupError:
-        pass
-    proc.wait()
+    _kill_group(proc)
     if proc.stdin is not None:
         try:
             proc.stdin.close()
