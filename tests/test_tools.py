@@ -731,3 +731,18 @@ def test_analyze_image_grayscale_and_mixed(tools: Toolbox, ws: Path):
     (ws / "fake.png").write_text("not an image")
     bad = tools.run("analyze_image", {"path": "fake.png"})
     assert not bad.ok and "not an image" in bad.error
+
+
+def test_sandbox_binds_a_python_under_tmp_after_its_own_tmp(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """A venv or checkout under /tmp (a CI clone) must stay visible: its bind comes after the sandbox's /tmp tmpfs."""
+    import sys
+
+    from codette.tools import sandbox
+
+    venv = Path("/tmp") / tmp_path.name / "venv"
+    monkeypatch.setattr(sys, "prefix", str(venv))
+    args = sandbox.build_args("bwrap", tmp_path / "ws", None, 3, 4, 1.0, 64, 8, 4, 1 << 20)
+    tmpfs = next(i for i in range(len(args) - 1) if args[i] == "--tmpfs" and args[i + 1] == "/tmp")
+    bind = next(i for i in range(len(args) - 2) if args[i] == "--ro-bind" and args[i + 1] == str(venv))
+    assert tmpfs < bind, "the Python prefix under /tmp would be hidden by the sandbox's empty /tmp"
+    assert args.index(str(venv.parent)) < bind  # its parent folder is made inside the sandbox's /tmp

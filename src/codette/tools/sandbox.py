@@ -318,15 +318,27 @@ def _root_userns() -> int:
                 fh.close()
 
 
-def _system_binds(ws_root: Path) -> list[str]:
-    """bwrap arguments for the read-only system folders and the Python installation."""
+SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
+
+
+def _system_binds() -> list[str]:
+    """bwrap arguments for the read-only system folders."""
     args: list[str] = []
-    for top in ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32"):
+    for top in SYSTEM_DIRS:
         if os.path.islink(top):
             args += ["--symlink", os.readlink(top), top]
         elif os.path.isdir(top):
             args += ["--ro-bind", top, top]
-    made: set[str] = {"/", "/usr", "/bin", "/sbin", "/lib", "/lib64", "/tmp"}
+    return args
+
+
+def _python_binds(made: set[str]) -> list[str]:
+    """bwrap arguments for the Python installation (venv and base), read-only.
+
+    They come after the sandbox's own ``/tmp`` is mounted: a virtual environment or a checkout under
+    ``/tmp`` (as in a CI clone) would otherwise be hidden by that empty tmpfs.
+    """
+    args: list[str] = []
     prefixes = sorted({os.path.realpath(p) for p in (sys.prefix, sys.base_prefix, sys.exec_prefix,
                                                      os.path.dirname(os.path.realpath(sys.executable)))})
     for p in prefixes:
@@ -368,11 +380,12 @@ def build_args(bwrap: str, ws_root: Path, userns_fd: int | None, seccomp_fd: int
              "--setenv", "HOME", "/tmp", "--setenv", "TMPDIR", "/tmp",
              "--setenv", "OPENBLAS_NUM_THREADS", "1", "--setenv", "OMP_NUM_THREADS", "1",
              "--setenv", "MKL_NUM_THREADS", "1", "--hostname", "sandbox"]
-    args += _system_binds(ws_root)
+    args += _system_binds()
     args += ["--proc", "/proc", "--dev", "/dev", "--perms", "1777", "--size", str(SHM_MB << 20),
              "--tmpfs", "/dev/shm", "--remount-ro", "/dev",
              "--perms", "1777", "--size", str(TMP_MB << 20), "--tmpfs", "/tmp"]
-    made = {"/", "/tmp"}
+    made = {"/", "/tmp", *SYSTEM_DIRS}
+    args += _python_binds(made)
     args += _ancestors(ws, made)
     args += ["--perms", "1777", "--size", str(tmpfs_bytes), "--tmpfs", ws, "--chdir", ws,
              "--seccomp", str(seccomp_fd), "--", sys.executable, "-I", "-S", "-X", "utf8", "-c",
