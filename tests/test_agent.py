@@ -577,10 +577,15 @@ def test_tiny_model_on_local_and_gguf_backends(tiny, tiny_gguf, tmp_path):
             assert r.metrics["prompt_tokens"] == agent.backend.count_tokens(sent)
             assert 0 < r.metrics["completion_tokens"] <= 24 and r.metrics["tokens_per_s"] > 0
             texts[agent.backend.name] = r.text
-            # All ten default tool schemas do not fit a 128-token context: a clear error, then the next turn works.
-            agent.set_tools(None)
+            # Named explicitly, all ten default tool schemas do not fit a 128-token context: a clear error,
+            # then the next turn works.
+            from codette.agent.core import default_tools
+
+            agent.set_tools(default_tools())
             big = agent.respond("Who are you?")
             assert big.error and "the model's context is 128 tokens" in big.error
+            agent.set_tools(None)  # the defaults are cut to what the context holds, and said so
+            assert agent.tools_note and len(agent.tool_names) < 10
             agent.set_tools([])
             # A long history: the oldest turns go, the answer still comes.
             history = [m for i in range(8) for m in ({"role": "user", "content": f"Tell me about topic {i}."},
@@ -733,3 +738,26 @@ def test_import_codette_is_light_and_the_spec_module_works():
             "print('ok')\n")
     proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT)
     assert proc.returncode == 0 and proc.stdout.strip() == "ok", proc.stderr
+
+
+def test_default_tools_are_cut_to_what_the_context_holds(agent_for, tokenizer, caplog):
+    """A small model cannot hold every schema: the defaults keep, by priority, what fits in half its context."""
+    from codette.agent.core import TOOL_PRIORITY
+    from codette.persona import DEFAULT_SYSTEM, tool_schema
+
+    probe = [{"role": "system", "content": DEFAULT_SYSTEM}, {"role": "user", "content": "Hi"}]
+    three = Scripted([], tokenizer).count_tokens(probe, [tool_schema(n) for n in TOOL_PRIORITY[:3]])
+    backend = Scripted(["Hello."], tokenizer, context_length=2 * three + 1)
+    with caplog.at_level("WARNING"):
+        agent, _ = agent_for([], backend=backend)
+    assert set(agent.tool_names) == set(TOOL_PRIORITY[:3])
+    assert agent.tools_note and "holds 3 of the 10 default tools" in agent.tools_note
+    assert any("default tools" in r.getMessage() for r in caplog.records)  # never cut silently
+    assert agent.respond("Hi").error is None
+    agent.set_tools(None)  # "/tools on" keeps the same policy
+    assert set(agent.tool_names) == set(TOOL_PRIORITY[:3])
+    explicit, _ = agent_for([], backend=Scripted([], tokenizer, context_length=2 * three + 1),
+                            tools=list(TOOL_PRIORITY[:5]), workspace=None)
+    assert set(explicit.tool_names) == set(TOOL_PRIORITY[:5]) and explicit.tools_note is None  # named: never cut
+    roomy, _ = agent_for([], backend=Scripted([], tokenizer, context_length=100_000))
+    assert len(roomy.tool_names) == 10 and roomy.tools_note is None

@@ -41,6 +41,12 @@ log = logging.getLogger(__name__)
 PYTHON_TOOL = "execute_python"
 
 
+# The order in which default tools are kept when they do not all fit the model's context.
+TOOL_PRIORITY = ("calculator", "read_file", "list_directory", "write_file", "search_files", "analyze_data",
+                 "web_search", "query_knowledge_base", "analyze_image", "http_request", PYTHON_TOOL)
+TOOLS_SHARE = 0.5  # at most this share of the context goes to the system prompt and the default tools
+
+
 def default_tools(enable_python: bool = False) -> list[str]:
     """Every tool, execute_python only when asked for."""
     return [t for t in TOOLS if enable_python or t != PYTHON_TOOL]
@@ -71,6 +77,7 @@ class MultimodalCodette:
         self.enable_python = enable_python
         names = default_tools(enable_python) if tools is None else list(tools)
         self._check_tools(names)
+        self.tools_note: str | None = None  # set when the default tools were cut to fit the context
         if backend is None:
             from codette.agent.resolve import resolve_backend
 
@@ -82,6 +89,8 @@ class MultimodalCodette:
         self.workspace.mkdir(parents=True, exist_ok=True)
         self.system = DEFAULT_SYSTEM if system is None else system
         self._lock = threading.Lock()
+        if tools is None:
+            names = self._fitting(names)
         self.toolbox = Toolbox(self.workspace, enabled=names)
         self._image_tools = Toolbox(self.workspace, enabled=["analyze_image"])
 
@@ -94,6 +103,31 @@ class MultimodalCodette:
             raise CodetteError("execute_python runs model-written code: pass enable_python=True (CLI: --python) "
                                "to offer it")
 
+    def _fitting(self, names: list[str]) -> list[str]:
+        """The default tools that fit in :data:`TOOLS_SHARE` of the model's context, by :data:`TOOL_PRIORITY`.
+
+        A small model's context may not hold every schema (the quickstart's 512 tokens hold about
+        three); offering them all would make every prompt overflow. Tools named explicitly are never cut.
+        """
+        count = getattr(self.backend, "count_tokens", None)
+        context = getattr(self.backend, "context_length", None)
+        if count is None or not isinstance(context, int):
+            return names
+        probe = ([{"role": "system", "content": self.system}] if self.system else []) + [
+            {"role": "user", "content": "Hi"}]
+        budget = int(context * TOOLS_SHARE)
+        if count(probe, [tool_schema(n) for n in names]) <= budget:
+            return names
+        chosen: list[str] = []
+        for name in (n for n in TOOL_PRIORITY if n in names):
+            if count(probe, [tool_schema(n) for n in chosen + [name]]) <= budget:
+                chosen.append(name)
+        self.tools_note = (f"the model's {context}-token context holds {len(chosen)} of the {len(names)} default "
+                           f"tools within half its length: {', '.join(chosen) or 'none'}; name others with "
+                           f"tools=[...] (CLI: --tools, or /tools in the chat)")
+        log.warning("%s", self.tools_note)
+        return chosen
+
     @property
     def tool_names(self) -> list[str]:
         return self.toolbox.names()
@@ -102,6 +136,8 @@ class MultimodalCodette:
         """Offer other tools from the next turn on (``None``: the defaults, ``[]``: none)."""
         chosen = default_tools(self.enable_python) if names is None else list(names)
         self._check_tools(chosen)
+        if names is None:
+            chosen = self._fitting(chosen)
         with self._lock:
             self.toolbox.close()
             self.toolbox = Toolbox(self.workspace, enabled=chosen)
