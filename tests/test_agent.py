@@ -761,3 +761,16 @@ def test_default_tools_are_cut_to_what_the_context_holds(agent_for, tokenizer, c
     assert set(explicit.tool_names) == set(TOOL_PRIORITY[:5]) and explicit.tools_note is None  # named: never cut
     roomy, _ = agent_for([], backend=Scripted([], tokenizer, context_length=100_000))
     assert len(roomy.tool_names) == 10 and roomy.tools_note is None
+
+
+def test_structured_calls_get_the_parsers_limits():
+    """Structured tool_calls from a server are untrusted too: the markup parser's checks and depth limit apply."""
+    from codette.agent.loop import structured_calls
+    from codette.tools import ToolCallParseError
+
+    assert structured_calls([{"name": "calculator", "arguments": '{"expression": "2 + 2"}'},
+                             {"name": "list_directory", "arguments": ""}], 0)[1].arguments == {}
+    with pytest.raises(ToolCallParseError, match="tool call 3 .'calculator'.: 'arguments' must be an object"):
+        structured_calls([{"name": "calculator", "arguments": "[" * 100_000}], 2)
+    with pytest.raises(ToolCallParseError, match="tool call 1: missing 'name'"):
+        structured_calls([{"arguments": {}}], 0)

@@ -40,6 +40,7 @@ from codette.agent.response import Response, ToolCallRecord
 from codette.errors import CodetteError
 from codette.model.generate import SamplingConfig
 from codette.tools import Toolbox, ToolCall, ToolCallParseError, ToolError, ToolResult, split_tool_calls
+from codette.tools.calls import call_from_object
 
 log = logging.getLogger(__name__)
 
@@ -92,20 +93,7 @@ class Turn:
 
 def structured_calls(raw: list[dict[str, Any]], first_index: int) -> list[ToolCall]:
     """Structured ``tool_calls`` from an HTTP server as parsed calls (arguments may be JSON text)."""
-    calls = []
-    for i, tc in enumerate(raw, first_index + 1):
-        name, args = tc.get("name"), tc.get("arguments", {})
-        if not isinstance(name, str) or not name:
-            raise ToolCallParseError(f"tool call {i}: missing 'name' (a non-empty string)")
-        if isinstance(args, str):
-            try:
-                args = json.loads(args) if args.strip() else {}
-            except json.JSONDecodeError as exc:
-                raise ToolCallParseError(f"tool call {i} ('{name}'): malformed JSON arguments ({exc.msg})") from None
-        if not isinstance(args, dict):
-            raise ToolCallParseError(f"tool call {i} ('{name}'): 'arguments' must be an object")
-        calls.append(ToolCall(name, args))
-    return calls
+    return [call_from_object(tc, i, arguments_required=False) for i, tc in enumerate(raw, first_index)]
 
 
 def _counter(backend: Any) -> ctx.Counter | None:

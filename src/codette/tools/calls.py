@@ -64,21 +64,33 @@ def format_tool_calls(calls: Iterable[ToolCall]) -> str:
 
 
 def _parse_block(body: str, index: int) -> ToolCall:
-    where = f"tool call {index + 1}"
     try:
         obj = limits.loads(body, MAX_CALL_CHARS, MAX_CALL_DEPTH)
     except limits.JSONLimitError as exc:
-        raise ToolCallParseError(f"{where}: malformed JSON ({exc})") from None
+        raise ToolCallParseError(f"tool call {index + 1}: malformed JSON ({exc})") from None
+    return call_from_object(obj, index)
+
+
+def call_from_object(obj: Any, index: int, arguments_required: bool = True) -> ToolCall:
+    """A decoded call (``{"name": ..., "arguments": ...}``) checked into a :class:`ToolCall`.
+
+    Shared by the markup parser and by structured ``tool_calls`` from HTTP servers, so both get the
+    same checks and the same length and depth limits on stringified arguments. Servers may leave
+    ``arguments`` out or send ``""`` for a call without arguments (``arguments_required=False``).
+    """
+    where = f"tool call {index + 1}"
     if not isinstance(obj, dict):
         raise ToolCallParseError(
             f"{where}: expected a JSON object with 'name' and 'arguments', got {type(obj).__name__}")
     name = obj.get("name")
     if not isinstance(name, str) or not name.strip():
         raise ToolCallParseError(f"{where}: missing 'name' (a non-empty string)")
-    if "arguments" not in obj:
+    if "arguments" not in obj and arguments_required:
         raise ToolCallParseError(f"{where} ('{name}'): missing 'arguments' (use {{}} for none)")
-    args = obj["arguments"]
-    if isinstance(args, str):
+    args = obj.get("arguments", {})
+    if isinstance(args, str) and not arguments_required and not args.strip():
+        args = {}
+    elif isinstance(args, str):
         # OpenAI-style stringified arguments; accept them only when they decode to an object.
         try:
             args = limits.loads(args, MAX_CALL_CHARS, MAX_CALL_DEPTH)
