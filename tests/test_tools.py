@@ -425,6 +425,17 @@ def test_execute_python_timeout_kills_infinite_loop(ws: Path):
     assert elapsed < 2.5, elapsed
 
 
+def test_cpu_limit_signal_is_reported_as_a_timeout():
+    # CPU-bound code can meet the soft CPU limit (SIGXCPU) before the wall-clock deadline; on a busy
+    # machine either comes first, and both must read the same to the caller.
+    import signal as _signal
+    from codette.tools.python_exec import ExecutionResult
+    r = ExecutionResult("start\n", "", -_signal.SIGXCPU)
+    assert r.timed_out is True and r.exit_code is None and not r.ok
+    assert r.error_message(1.0) == "execution timed out after 1 s and was stopped"
+    assert ExecutionResult("", "", -_signal.SIGKILL).timed_out is False
+
+
 def test_execute_python_memory_limit(ws: Path):
     r = run_python_once("x = bytearray(1024 ** 3)\nprint('allocated')", ws, memory_mb=256)
     assert r.exit_code == 1 and "MemoryError" in r.stderr and r.stdout == ""

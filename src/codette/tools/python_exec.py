@@ -156,6 +156,13 @@ class ExecutionResult:
     timed_out: bool = False
     duration_s: float = 0.0
 
+    def __post_init__(self) -> None:
+        # The soft CPU limit (SIGXCPU) is the timeout met by CPU-bound code before the wall clock runs out:
+        # report both the same way, so callers see one kind of timeout.
+        if self.exit_code == -signal.SIGXCPU:
+            object.__setattr__(self, "exit_code", None)
+            object.__setattr__(self, "timed_out", True)
+
     @property
     def ok(self) -> bool:
         return self.exit_code == 0 and not self.timed_out
@@ -171,8 +178,6 @@ class ExecutionResult:
                 name = signal.Signals(-self.exit_code).name
             except ValueError:
                 name = f"signal {-self.exit_code}"
-            if name == "SIGXCPU":
-                return f"execution timed out: it used its {max(1, int(timeout_s + 0.999))} s of CPU time and was stopped"
             hint = {"SIGXFSZ": " (file size limit)", "SIGKILL": ""}.get(name, "")
             return f"the Python process was killed by {name}{hint}"
         last = [ln for ln in self.stderr.strip().splitlines() if ln.strip()]
