@@ -27,9 +27,10 @@ endif
 LLAMA_STAMP := $(VENV)/.llama-$(shell echo '$(LLAMA_SPEC) $(LLAMA_CMAKE_ARGS)' | cksum | cut -d' ' -f1)
 
 # Debian packages, as command:package. execute_python runs in a bubblewrap sandbox (the evaluation's
-# tool probes use it); the tests also read the llama.cpp build's machine code with objdump.
+# tool probes use it); the tests also read the llama.cpp build's machine code with objdump, render the
+# Ollama Modelfile's template with Go's own text/template, and drive the web chat page in Chromium.
 RUN_DEPS  ?= bwrap:bubblewrap unshare:util-linux
-TEST_DEPS ?= $(RUN_DEPS) objdump:binutils
+TEST_DEPS ?= $(RUN_DEPS) objdump:binutils go:golang-go chromium:chromium
 
 .PHONY: quickstart test install install-dev clean system-deps-run system-deps-test
 
