@@ -1,23 +1,26 @@
 """The Ollama Modelfile: parsed by Ollama's rules, and its Go template renders what our Jinja template does.
 
-Ollama itself cannot run here, so this file carries two small stand-ins, written from Ollama's
-documentation and source: the Modelfile parser's state machine (``parser/parser.go``) and a renderer
-for the subset of Go ``text/template`` the template uses (``if``/``else if``/``range``, variables,
-``eq ne and or not len slice gt json``, trim markers). Conversations are presented the way Ollama's
-server presents them: system messages stay in ``.Messages`` and are also joined into ``.System``; the
-Modelfile's SYSTEM is prepended when a conversation has none; tool-call arguments are objects.
+Ollama itself cannot run here. The template is rendered by Go's own ``text/template``
+(``tests/go_template/main.go``, built once per session with the system's ``go``), given the data
+Ollama gives it: its ``json``/``currentDate``/... functions, ``missingkey=zero``, messages collated as
+Ollama collates them (system messages joined into ``.System`` and kept in ``.Messages``, runs of one
+role merged), its message, tool-call and tool types. The Modelfile's SYSTEM is prepended when a
+conversation has none, and tool-call arguments are objects, as Ollama's server does. The Modelfile
+parser is a stand-in written from Ollama's ``parser/parser.go`` state machine.
 """
 
 from __future__ import annotations
 
 import json
-import re
-from dataclasses import dataclass, field
-from typing import Any
+import os
+import shutil
+import subprocess
+from pathlib import Path
 
 import pytest
 
 from codette.export.modelfile import DEFAULT_SYSTEM, GO_TEMPLATE, render_modelfile
+from codette.persona import TOOL_SCHEMAS, tool_schema
 from codette.tokenizer import render
 
 # ---- Ollama's Modelfile parser (state machine of parser/parser.go) ----------------------------------
@@ -85,293 +88,75 @@ def parse_modelfile(text: str) -> list[tuple[str, str]]:
     return commands
 
 
-# ---- a Go text/template subset ----------------------------------------------------------------------
-@dataclass
-class Node:
-    kind: str  # text | action | if | range
-    text: str = ""
-    pipe: list = field(default_factory=list)  # parsed command (list of operands)
-    branches: list = field(default_factory=list)  # if: [(pipe, nodes)], range: [(pipe, nodes)]
-    else_nodes: list = field(default_factory=list)
-    range_vars: list = field(default_factory=list)
+# ---- Go's text/template, with Ollama's data and functions (tests/go_template/main.go) ----------------
+GO_PROGRAM = Path(__file__).parent / "go_template" / "main.go"
 
 
-_TOKEN = re.compile(
-    r'\s*(\(|\)|"(?:[^"\\]|\\.)*"|-?\d+|:=|,'  # parentheses, strings, integers, declarations
-    r"|\$?[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*"  # functions, $var, $var.Field
-    r"|\$(?:\.[A-Za-z_]\w*)*"  # $ and $.Field
-    r"|\.(?:[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*)?)"  # . and .Field.Field
-)
+def go_env(root: Path) -> dict[str, str]:
+    """An offline, self-contained Go: caches under ``root``, no module proxy, no toolchain download."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith("GO")}
+    env.update(GOCACHE=str(root / "cache"), GOPATH=str(root / "path"), GOFLAGS="", GOPROXY="off",
+               GOTOOLCHAIN="local", GOTELEMETRY="off", CGO_ENABLED="0")
+    return env
 
 
-def _tokens(src: str) -> list[str]:
-    out, i = [], 0
-    while i < len(src):
-        m = _TOKEN.match(src, i)
-        if not m:
-            if src[i:].strip():
-                raise SyntaxError(f"cannot parse {src[i:]!r}")
-            break
-        out.append(m.group(1))
-        i = m.end()
-    return out
+@pytest.fixture(scope="session")
+def go_render(tmp_path_factory):
+    """Build the renderer once per session; returns ``render(template, messages, tools) -> dict``."""
+    go = shutil.which("go")
+    if go is None:
+        pytest.fail("the Go toolchain (`go`) is not installed: the Modelfile's TEMPLATE is checked with Go's own "
+                    "text/template; `make test` installs it (Debian package golang-go)", pytrace=False)
+    root = tmp_path_factory.mktemp("go")
+    binary = root / "go_template"
+    proc = subprocess.run([go, "build", "-o", str(binary), GO_PROGRAM.name], cwd=GO_PROGRAM.parent,
+                          env=go_env(root), capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, f"building {GO_PROGRAM} failed:\n{proc.stderr}"
+
+    def run(template: str, messages: list[dict], tools: list[dict] | None = None) -> dict:
+        request = json.dumps({"template": template, "messages": messages, "tools": tools})
+        out = subprocess.run([str(binary)], input=request, capture_output=True, text=True, timeout=60)
+        assert out.returncode == 0, out.stderr
+        return json.loads(out.stdout)
+
+    return run
 
 
-def _parse_command(toks: list[str]) -> list:
-    """Operands: ('str', s) ('int', n) ('field', names) ('var', name, names) ('fn', name) ('sub', cmd)."""
-    out, i = [], 0
-    while i < len(toks):
-        t = toks[i]
-        if t == "(":
-            depth, j = 1, i + 1
-            while depth:
-                depth += {"(": 1, ")": -1}.get(toks[j], 0)
-                j += 1
-            out.append(("sub", _parse_command(toks[i + 1:j - 1])))
-            i = j
-            continue
-        if t.startswith('"'):
-            out.append(("str", json.loads(t)))
-        elif re.fullmatch(r"-?\d+", t):
-            out.append(("int", int(t)))
-        elif t.startswith("."):
-            out.append(("field", [p for p in t.split(".") if p]))
-        elif t.startswith("$"):
-            head, *rest = t.split(".")
-            out.append(("var", head, rest))
-        else:
-            out.append(("fn", t))
-        i += 1
-    return out
-
-
-def parse_go_template(src: str) -> list[Node]:
-    parts = re.split(r"({{.*?}})", src, flags=re.S)
-    items: list[tuple[str, str]] = []
-    for p in parts:
-        if p.startswith("{{"):
-            body = p[2:-2]
-            if body.startswith("- "):
-                body = body[2:]
-                if items and items[-1][0] == "text":
-                    items[-1] = ("text", items[-1][1].rstrip())
-            trim_right = body.endswith(" -")
-            if trim_right:
-                body = body[:-2]
-            items.append(("action", body.strip()))
-            if trim_right:
-                items.append(("trim", ""))
-        elif p:
-            if items and items[-1][0] == "trim":
-                items[-1] = ("text", p.lstrip())
-            else:
-                items.append(("text", p))
-    items = [it for it in items if it[0] != "trim"]
-    pos = 0
-
-    def block(stop: tuple[str, ...]) -> tuple[list[Node], str]:
-        nonlocal pos
-        nodes: list[Node] = []
-        while pos < len(items):
-            kind, body = items[pos]
-            pos += 1
-            if kind == "text":
-                nodes.append(Node("text", text=body))
-                continue
-            word = body.split(None, 1)[0] if body else ""
-            if word in ("end", "else") and word in stop:
-                return nodes, body
-            if word == "if":
-                node = Node("if")
-                cond = _parse_command(_tokens(body[2:]))
-                while True:
-                    inner, term = block(("end", "else"))
-                    node.branches.append((cond, inner))
-                    if term == "end":
-                        break
-                    if term.startswith("else if"):
-                        cond = _parse_command(_tokens(term[len("else if"):]))
-                        continue
-                    node.else_nodes, _ = block(("end",))
-                    break
-                nodes.append(node)
-            elif word == "range":
-                rest = body[5:].strip()
-                node = Node("range")
-                if ":=" in rest:
-                    names, rest = rest.split(":=", 1)
-                    node.range_vars = [v.strip() for v in names.split(",")]
-                inner, term = block(("end", "else"))
-                node.branches = [(_parse_command(_tokens(rest)), inner)]
-                if term == "else":
-                    node.else_nodes, _ = block(("end",))
-                nodes.append(node)
-            else:
-                nodes.append(Node("action", pipe=_parse_command(_tokens(body))))
-        if stop:
-            raise SyntaxError("missing {{ end }}")
-        return nodes, ""
-
-    nodes, _ = block(())
-    return nodes
-
-
-def go_json(value: Any) -> str:
-    """encoding/json.Marshal: compact, with <, > and & escaped."""
-    text = json.dumps(value, ensure_ascii=False, separators=(",", ":"))
-    return text.replace("<", "\\u003c").replace(">", "\\u003e").replace("&", "\\u0026")
-
-
-def truthy(v: Any) -> bool:
-    return not (v is None or v is False or v == 0 and not isinstance(v, bool) or (hasattr(v, "__len__") and not len(v)))
-
-
-def _lookup(value: Any, names: list[str]) -> Any:
-    for n in names:
-        if not isinstance(value, dict) or n not in value:
-            raise KeyError(f"no field {n} in {value!r}")
-        value = value[n]
-    return value
-
-
-def render_go(nodes: list[Node], dot: Any, scope: list[dict]) -> str:
-    def operand(op, args_left=None):
-        kind = op[0]
-        if kind == "str" or kind == "int":
-            return op[1]
-        if kind == "field":
-            return _lookup(dot, op[1])
-        if kind == "var":
-            for frame in reversed(scope):
-                if op[1] in frame:
-                    return _lookup(frame[op[1]], op[2])
-            raise KeyError(op[1])
-        if kind == "sub":
-            return call(op[1])
-        raise SyntaxError(op)
-
-    def call(cmd):
-        if cmd[0][0] != "fn":
-            assert len(cmd) == 1, cmd
-            return operand(cmd[0])
-        fn, args = cmd[0][1], cmd[1:]
-        if fn == "and":
-            for a in args:
-                v = operand(a)
-                if not truthy(v):
-                    return v
-            return v
-        if fn == "or":
-            for a in args:
-                v = operand(a)
-                if truthy(v):
-                    return v
-            return v
-        vals = [operand(a) for a in args]
-        funcs = {
-            "eq": lambda a, *b: any(a == x for x in b), "ne": lambda a, b: a != b, "not": lambda a: not truthy(a),
-            "len": len, "gt": lambda a, b: a > b, "lt": lambda a, b: a < b, "json": go_json,
-            "slice": lambda x, i=0, j=None: x[i:j], "index": lambda x, i: x[i],
-        }
-        return funcs[fn](*vals)
-
-    out = []
-    for node in nodes:
-        if node.kind == "text":
-            out.append(node.text)
-        elif node.kind == "action":
-            v = call(node.pipe)
-            out.append(str(v).lower() if isinstance(v, bool) else str(v))
-        elif node.kind == "if":
-            for cond, inner in node.branches:
-                if truthy(call(cond)):
-                    out.append(render_go(inner, dot, scope))
-                    break
-            else:
-                out.append(render_go(node.else_nodes, dot, scope))
-        elif node.kind == "range":
-            cond, inner = node.branches[0]
-            seq = call(cond)
-            if not truthy(seq):
-                out.append(render_go(node.else_nodes, dot, scope))
-            for i, item in enumerate(seq or []):
-                frame = {}
-                if len(node.range_vars) == 2:
-                    frame = {node.range_vars[0]: i, node.range_vars[1]: item}
-                elif node.range_vars:
-                    frame = {node.range_vars[0]: item}
-                out.append(render_go(inner, item, scope + [frame]))
-    return "".join(out)
-
-
-def ollama_tag(nodes: list[Node]) -> str:
-    """Ollama's tools.parseTag: first non-blank text inside the ``if`` that tests a ``.ToolCalls`` field."""
-    def find_if(ns):
-        for n in ns:
-            if n.kind == "if":
-                for cond, inner in n.branches:
-                    if any(op[0] == "field" and "ToolCalls" in op[1] for op in cond):
-                        return inner
-                    found = find_if(inner)
-                    if found is not None:
-                        return found
-                found = find_if(n.else_nodes)
-                if found is not None:
-                    return found
-            elif n.kind == "range":
-                found = find_if(n.branches[0][1])
-                if found is not None:
-                    return found
-        return None
-
-    def first_text(ns):
-        for n in ns:
-            if n.kind == "text":
-                if n.text.strip():
-                    return n.text
-                continue
-            if n.kind in ("if", "range"):
-                for _, inner in n.branches:
-                    t = first_text(inner)
-                    if t is not None:
-                        return t
-                return first_text(n.else_nodes)
-            if n.kind == "action":
-                return None
-        return None
-
-    body = find_if(nodes)
-    text = first_text(body) if body is not None else None
-    tag = (text or "").split("{", 1)[0].strip()
-    return tag or "{"
-
-
-# ---- Ollama's view of a conversation -----------------------------------------------------------------
-def ollama_values(messages: list[dict], tools: list[dict] | None, default_system: str | None) -> dict:
+def ollama_request(messages: list[dict], default_system: str | None) -> list[dict]:
+    """The messages as Ollama's /api/chat holds them: the Modelfile's SYSTEM first when the conversation
+    has none, content a string, tool-call arguments a JSON object (its OpenAI endpoint parses the string)."""
     if default_system and (not messages or messages[0]["role"] != "system"):
         messages = [{"role": "system", "content": default_system}] + messages
-    msgs = []
+    out = []
     for m in messages:
         calls = []
         for tc in m.get("tool_calls") or []:
             f = tc.get("function", tc)
             args = json.loads(f["arguments"]) if isinstance(f["arguments"], str) else f["arguments"]
-            calls.append({"Function": {"Name": f["name"], "Arguments": args}})
-        msgs.append({"Role": m["role"], "Content": m.get("content") or "", "ToolCalls": calls})
-    system = "\n\n".join(m["Content"] for m in msgs if m["Role"] == "system")
-    return {"System": system, "Messages": msgs, "Tools": tools or [], "Response": ""}, messages
+            calls.append({"function": {"name": f["name"], "arguments": args}})
+        out.append({"role": m["role"], "content": m.get("content") or "", **({"tool_calls": calls} if calls else {})})
+    return out
 
 
-def normalize_json_lines(text: str) -> str:
-    """Replace every line that is a JSON object by its canonical form (whitespace and key order)."""
-    out = []
-    for line in text.split("\n"):
-        try:
-            obj = json.loads(line) if line.startswith("{") else None
-        except json.JSONDecodeError:
-            obj = None
-        out.append(json.dumps(obj, sort_keys=True) if isinstance(obj, dict) else line)
-    return "\n".join(out)
+def jinja_json_pieces(messages: list[dict], tools: list[dict] | None) -> list[str]:
+    """The JSON texts the Jinja template writes, in the order it writes them: each tool, then each
+    tool call's arguments (a string verbatim, an object through ``tojson``)."""
+    pieces = [json.dumps(t, ensure_ascii=False) for t in tools or []]
+    for m in messages:
+        for tc in m.get("tool_calls") or []:
+            args = tc.get("function", tc)["arguments"]
+            pieces.append(args if isinstance(args, str) else json.dumps(args, ensure_ascii=False))
+    return pieces
+
+
+def with_go_json(text: str, ours: list[str], theirs: list[str]) -> str:
+    """``text`` with each JSON piece of ``ours`` (in order of appearance) replaced by Go's spelling."""
+    out, pos = [], 0
+    for a, b in zip(ours, theirs, strict=True):
+        at = text.index(a, pos)
+        out += [text[pos:at], b]
+        pos = at + len(a)
+    return "".join(out) + text[pos:]
 
 
 TOOLS = [{"type": "function", "function": {
@@ -403,40 +188,63 @@ CASES = {
 }
 
 
+PERSONA_TOOLS = [tool_schema(name, required=True) for name in TOOL_SCHEMAS]
+CASES["persona tools, call and result"] = (
+    [{"role": "user", "content": "Append hi to notes.txt"},
+     {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {
+         "name": "write_file", "arguments": {"path": "notes.txt", "content": "hi <b> & \"q\"", "append": True}}}]},
+     {"role": "tool", "content": '{"ok": true}'}, {"role": "assistant", "content": "Appended."},
+     {"role": "user", "content": "And 2**10?"}], PERSONA_TOOLS)
+
+
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("default_system", [None, DEFAULT_SYSTEM])
-def test_go_template_renders_like_the_jinja_template(case, default_system) -> None:
+def test_go_template_renders_like_the_jinja_template(go_render, case, default_system) -> None:
+    """Byte for byte, except the JSON values: Go's ``json`` writes them compact, with sorted object keys,
+    Ollama's field order and ``<>&`` escaped; those are checked to be the same values."""
     messages, tools = CASES[case]
-    values, with_system = ollama_values(messages, tools, default_system)
-    go = render_go(parse_go_template(GO_TEMPLATE), values, [{"$": values}])
+    request = ollama_request(messages, default_system)
+    go = go_render(GO_TEMPLATE, request, tools)
+    with_system = messages if request[0]["role"] == messages[0]["role"] else [request[0]] + messages
     if messages[-1]["role"] == "assistant":  # Ollama continues a final assistant message: left open
         jinja = render(with_system, tools, add_generation_prompt=False)
         assert jinja.endswith("<|im_end|>\n")
         jinja = jinja[: -len("<|im_end|>\n")]
     else:
         jinja = render(with_system, tools, add_generation_prompt=True)
-    uses_json = bool(tools) or any(m.get("tool_calls") for m in messages)
-    if not uses_json:
-        assert go == jinja
-    else:  # Go's json is compact, ours has ", " and ": " -- the same JSON values, line by line
-        assert go != jinja
-        assert normalize_json_lines(go) == normalize_json_lines(jinja)
-        assert go.count("\n") == jinja.count("\n")
+    ours = jinja_json_pieces(messages, tools)
+    theirs = go["tools_json"] + [a for calls in go["arguments_json"] for a in calls or []]
+    assert len(theirs) == len(ours)
+    for a, b in zip(ours, theirs, strict=True):
+        assert json.loads(a) == json.loads(b), "Ollama's types lose or change part of a tool or its arguments"
+    assert go["prompt"] == with_go_json(jinja, ours, theirs)
+    if not ours:
+        assert go["prompt"] == jinja
+    assert go["prompt"].count("<tool_call>") == jinja.count("<tool_call>")
 
 
-def test_tool_call_tag_is_what_ollama_will_parse() -> None:
-    assert ollama_tag(parse_go_template(GO_TEMPLATE)) == "<tool_call>"
+def test_tool_call_tag_is_what_ollama_will_parse(go_render) -> None:
+    assert go_render(GO_TEMPLATE, [{"role": "user", "content": "hi"}])["tool_call_tag"] == "<tool_call>"
 
 
-def test_go_renderer_follows_go_semantics() -> None:
-    """The stand-in itself: trim markers, else-if chains, and/or values, range with index."""
-    tpl = ('{{- if .A }}a{{ else if and .B .C }}bc{{ else }}none{{ end -}}  |'
-           '{{ range $i, $x := .L }}{{ $i }}={{ $x }},{{ end }}|{{ or .A "dflt" }}|{{ len (slice .L 1) }}')
-    assert render_go(parse_go_template(tpl), {"A": "", "B": 1, "C": [1], "L": ["p", "q"]}, [{}]) == "bc|0=p,1=q,|dflt|1"
-    assert render_go(parse_go_template("x {{- .A -}} y"), {"A": "!"}, [{}]) == "x!y"
-    assert go_json({"a": 1, "b": "<x>"}) == '{"a":1,"b":"\\u003cx\\u003e"}'
+def test_ollama_merges_consecutive_messages_of_one_role(go_render) -> None:
+    """Ollama joins two user messages in a row into one (tool results stay apart): the model then sees
+    what the Jinja template renders for the joined message."""
+    msgs = [{"role": "user", "content": "first"}, {"role": "user", "content": "second"}]
+    go = go_render(GO_TEMPLATE, ollama_request(msgs, None))["prompt"]
+    assert go == render([{"role": "user", "content": "first\n\nsecond"}], add_generation_prompt=True)
+    assert go != render(msgs, add_generation_prompt=True)
 
 
+def test_go_renderer_is_go_with_ollamas_functions(go_render) -> None:
+    """The harness itself: Go semantics (trim markers, missing keys), Go's JSON and the collated .System."""
+    tpl = ('{{- if .Tools }}tools{{ else if .System }}[{{ .System }}]{{ end -}}  |{{ .Nope }}|'
+           '{{ range $i, $m := .Messages }}{{ $i }}={{ .Role }},{{ end }}|{{ json .System }}|{{ len (slice .Messages 1) }}')
+    msgs = [{"role": "system", "content": "a<b&c"}, {"role": "user", "content": "u"}, {"role": "system", "content": "z"}]
+    out = go_render(tpl, msgs)["prompt"]
+    assert out == '[a<b&c\n\nz]|<no value>|0=system,1=user,2=system,|"a\\u003cb\\u0026c\\n\\nz"|2'
+    with pytest.raises(AssertionError, match="function \"nope\" not defined"):
+        go_render("{{ nope }}", msgs)
 def test_modelfile_parses_by_ollamas_rules() -> None:
     text = render_modelfile("codette_tiny-q8_0.gguf", num_ctx=512)
     commands = parse_modelfile(text)

@@ -4,8 +4,10 @@
 the way Ollama calls a template: ``.System`` is the system message, ``.Messages`` the conversation,
 ``.Tools`` the tool list, and the prompt always ends ready for the assistant (a final assistant
 message is left open so Ollama can continue it, as its own templates do). One unavoidable difference:
-Ollama's ``json`` function writes compact JSON (``{"a":1}``) where our Jinja ``tojson`` writes
-``{"a": 1}``, so tool signatures and past tool-call arguments differ in whitespace only.
+Ollama's ``json`` function writes Go's ``json.Marshal`` (``{"a":1}``: compact, object keys sorted, its
+tool type's field order, ``<>&`` escaped) where our Jinja ``tojson`` writes ``{"a": 1}`` in the
+schema's order, so tool signatures and past tool-call arguments are the same JSON values spelled
+differently. tests/test_modelfile.py renders this template with Go's own ``text/template``.
 
 The template has no trim markers: every character outside ``{{ }}`` is output as written. Inside
 ``range .ToolCalls`` the first text is ``<tool_call>``: Ollama reads its tool-call tag from there.
