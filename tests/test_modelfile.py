@@ -239,8 +239,10 @@ def test_ollama_merges_consecutive_messages_of_one_role(go_render) -> None:
 def test_go_renderer_is_go_with_ollamas_functions(go_render) -> None:
     """The harness itself: Go semantics (trim markers, missing keys), Go's JSON and the collated .System."""
     tpl = ('{{- if .Tools }}tools{{ else if .System }}[{{ .System }}]{{ end -}}  |{{ .Nope }}|'
-           '{{ range $i, $m := .Messages }}{{ $i }}={{ .Role }},{{ end }}|{{ json .System }}|{{ len (slice .Messages 1) }}')
-    msgs = [{"role": "system", "content": "a<b&c"}, {"role": "user", "content": "u"}, {"role": "system", "content": "z"}]
+           '{{ range $i, $m := .Messages }}{{ $i }}={{ .Role }},{{ end }}|{{ json .System }}|'
+           '{{ len (slice .Messages 1) }}')
+    msgs = [{"role": "system", "content": "a<b&c"}, {"role": "user", "content": "u"},
+            {"role": "system", "content": "z"}]
     out = go_render(tpl, msgs)["prompt"]
     assert out == '[a<b&c\n\nz]|<no value>|0=system,1=user,2=system,|"a\\u003cb\\u0026c\\n\\nz"|2'
     with pytest.raises(AssertionError, match="function \"nope\" not defined"):
