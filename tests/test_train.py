@@ -119,6 +119,35 @@ def test_gradient_accumulation_averages_over_tokens_not_micro_batches(prepared: 
     assert all(torch.allclose(wa[k], wb[k], atol=1e-5, rtol=0) for k in wa)
 
 
+def test_accumulated_gradient_equals_the_gradient_of_one_batch() -> None:
+    """The trainer's backward pass over 2 micro-batches with different numbers of targets gives the
+    gradient of one batch holding both: the token mean of the step, not a mean of micro-batch means."""
+    from codette.data.loader import IGNORE_INDEX
+    from codette.model import CodetteModel, ModelConfig
+    from codette.train.step import accumulate_gradients
+
+    torch.manual_seed(0)
+    model = CodetteModel(ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4, max_seq_len=16))
+    x = torch.randint(0, 64, (4, 16))
+    y = torch.randint(0, 64, (4, 16))
+    y[:2, :13] = IGNORE_INDEX  # the first micro-batch keeps 6 targets, the second 64
+    n = int((y != IGNORE_INDEX).sum())
+
+    def grads(batches: list) -> dict[str, torch.Tensor]:
+        model.zero_grad(set_to_none=True)
+        shares = accumulate_gradients(model, batches, n, torch.device("cpu"))
+        assert float(shares.sum()) == pytest.approx(float(model(x, y).loss_sum.detach()) / n, rel=1e-5)
+        return {k: p.grad.clone() for k, p in model.named_parameters()}
+
+    whole, accum = grads([(x, y)]), grads([(x[:2], y[:2]), (x[2:], y[2:])])
+    assert all(torch.allclose(whole[k], accum[k], atol=1e-6, rtol=1e-4) for k in whole)
+    model.zero_grad(set_to_none=True)  # what a mean of the two micro-batch means would have given instead
+    for xb, yb in ((x[:2], y[:2]), (x[2:], y[2:])):
+        out = model(xb, yb)
+        (out.loss_sum / out.n_targets / 2).backward()
+    assert not torch.allclose(whole["embed.weight"], model.embed.weight.grad, atol=1e-6, rtol=1e-4)
+
+
 def test_ctrl_c_saves_checkpoint_and_exits_cleanly(prepared: Path, tmp_path: Path) -> None:
     out = _fresh(prepared, tmp_path)
     cfg = _config_file(tmp_path, out, max_steps=100000, eval_every=100000, save_every=50)

@@ -68,10 +68,13 @@ class BatchSampler:
             self._perm_epoch = epoch
         return int(self._perm[offset])
 
+    def _start(self, block: int) -> int:
+        return int(self.starts[block]) if self.starts is not None else block * self.seq_len
+
     def window(self, block: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets (masked positions set to IGNORE_INDEX) of one block."""
         t = self.seq_len
-        start = int(self.starts[block]) if self.starts is not None else block * t
+        start = self._start(block)
         tokens = np.asarray(self.split.tokens[start : start + t + 1], dtype=np.int64)
         mask = np.asarray(self.split.mask[start + 1 : start + t + 1], dtype=bool)
         x = torch.from_numpy(tokens[:-1].copy())
@@ -82,6 +85,13 @@ class BatchSampler:
         """The ``batch_size`` sequences starting at data position ``position``."""
         pairs = [self.window(self._block(position + j)) for j in range(batch_size)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
+
+    def count_targets(self, position: int, count: int) -> int:
+        """How many targets the ``count`` sequences from data position ``position`` hold (read from the mask
+        alone): the denominator of a step's token mean, known to every process without communication."""
+        t = self.seq_len
+        return sum(int(np.count_nonzero(self.split.mask[s + 1 : s + t + 1]))
+                   for s in (self._start(self._block(position + j)) for j in range(count)))
 
     def sequential(self, batch_size: int, max_batches: int | None = None):
         """Every block in order (for evaluation), in batches."""

@@ -36,7 +36,7 @@ from codette.checkpoint import (
     save_checkpoint,
 )
 from codette.config import TrainConfig
-from codette.data.loader import IGNORE_INDEX, BatchSampler
+from codette.data.loader import BatchSampler
 from codette.data.pack import PackedSplit
 from codette.errors import CodetteError, TrainingInterrupted
 from codette.evaluate import evaluate_lm
@@ -46,6 +46,7 @@ from codette.model import CodetteModel, ModelConfig
 from codette.rng import rng_state, set_rng_state
 from codette.train.device import autocast_for, pick_device, resolve_dtype
 from codette.train.schedule import build_optimizer, lr_at
+from codette.train.step import accumulate_gradients
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,18 @@ class TrainResult:
     train_tokens_per_second: float = 0.0
     train_seconds: float = 0.0
     metrics_path: Path | None = None
+
+
+@dataclass
+class _Pending:
+    """A step applied but not yet read back from the device (see ``flush`` in :func:`train`)."""
+
+    step: int
+    lr: float
+    position: int
+    shares: torch.Tensor  # the micro-batches' shares of the step loss
+    grad_norm: torch.Tensor
+    seconds: float
 
 
 class MetricsLog:
@@ -257,6 +270,35 @@ def train(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
         TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
     )
+    pending: list[_Pending] = []
+
+    def flush() -> None:
+        """Read the steps since the last flush back from the device (the loop's one host sync), write their
+        records, and stop if a loss is not finite. Runs at log steps and before every evaluation or checkpoint,
+        so a diverged step is never saved."""
+        if not pending:
+            return
+        shares = torch.stack([p.shares for p in pending]).double().cpu().tolist()
+        norms = torch.stack([p.grad_norm for p in pending]).double().cpu().tolist()
+        seconds = sum(p.seconds for p in pending)
+        tps = tokens_per_step * len(pending) / seconds if seconds > 0 else 0.0
+        done = list(pending)
+        pending.clear()
+        for p, micro, grad_norm in zip(done, shares, norms):
+            loss = sum(micro)
+            if not math.isfinite(loss):
+                last = latest_valid_checkpoint(out_dir)
+                metrics.write("diverged", step=p.step, loss=loss)
+                raise CodetteError(
+                    f"training loss became {loss} at step {p.step}; stopping. The last good checkpoint is "
+                    f"{last or 'none (no checkpoint was saved yet)'}. Lower train.lr or check the data.")
+            metrics.write("train", step=p.step, loss=loss, lr=p.lr, grad_norm=grad_norm, tokens_per_second=tps,
+                          data_position=p.position)
+        p = done[-1]
+        progress.update(task, info=f"loss {loss:.3f}  lr {p.lr:.2e}  {tps:,.0f} tok/s")
+        if p.step % cfg.log_every == 0:
+            log.info("step %d loss %.4f lr %.3e grad_norm %.3f %.0f tok/s", p.step, loss, p.lr, grad_norm, tps)
+
     model.train()
     stop = StopFlag()
     try:
@@ -273,25 +315,9 @@ def train(
                 # Ctrl-C mid-step resumes at the start of that step.
                 micro_batches = [sampler.batch(position + micro * cfg.batch_size, cfg.batch_size)
                                  for micro in range(cfg.grad_accum)]
-                # The mean over every target of the step, not a mean of micro-batch means: a micro-batch
-                # with few assistant tokens weighs as little as it holds.
-                step_targets = max(sum(int((y != IGNORE_INDEX).sum()) for _, y in micro_batches), 1)
-                train_loss = 0.0
-                for x, y in micro_batches:
-                    x, y = x.to(device, non_blocking=True), y.to(device, non_blocking=True)
-                    with autocast:
-                        out = train_model(x, y)
-                    loss = out.loss_sum / step_targets
-                    loss.backward()
-                    train_loss += float(loss.detach())
-                if not math.isfinite(train_loss):
-                    last = latest_valid_checkpoint(out_dir)
-                    metrics.write("diverged", step=step + 1, loss=train_loss)
-                    raise CodetteError(
-                        f"training loss became {train_loss} at step {step + 1}; stopping. The last good "
-                        f"checkpoint is {last or 'none (no checkpoint was saved yet)'}. Lower train.lr or "
-                        f"check the data.")
-                grad_norm = float(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
+                step_targets = max(sampler.count_targets(position, cfg.batch_size * cfg.grad_accum), 1)
+                shares = accumulate_gradients(train_model, micro_batches, step_targets, device, autocast)
+                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
@@ -299,15 +325,13 @@ def train(
                 dt = time.perf_counter() - t0
                 train_time += dt
                 train_tokens += tokens_per_step
-                tps = tokens_per_step / dt if dt > 0 else 0.0
-                metrics.write("train", step=step, loss=train_loss, lr=lr, grad_norm=grad_norm,
-                              tokens_per_second=tps, data_position=position)
-                progress.update(task, completed=step,
-                                info=f"loss {train_loss:.3f}  lr {lr:.2e}  {tps:,.0f} tok/s")
-                if step % cfg.log_every == 0:
-                    log.info("step %d loss %.4f lr %.3e grad_norm %.3f %.0f tok/s", step, train_loss, lr,
-                             grad_norm, tps)
-                if step % cfg.eval_every == 0 or step == cfg.max_steps:
+                pending.append(_Pending(step, lr, position, shares, grad_norm.detach(), dt))
+                progress.update(task, completed=step)
+                evaluating = step % cfg.eval_every == 0 or step == cfg.max_steps
+                saving = step % cfg.save_every == 0 and step < cfg.max_steps
+                if step % cfg.log_every == 0 or evaluating or saving or step == cfg.max_steps:
+                    flush()
+                if evaluating:
                     ev = run_eval()
                     if monitor is not None:
                         ev.update(monitor.on_eval(model, step, train_time))
@@ -318,11 +342,12 @@ def train(
                     best_val = min(best_val, ev["val_loss"])
                     if best.update(ev):
                         result.best_checkpoint = snapshot(out_dir / "model_best.pt")
-                if step % cfg.save_every == 0 and step < cfg.max_steps:
+                if saving:
                     snapshot(out_dir / f"model_step_{step}.pt")
                     prune_step_checkpoints(out_dir, cfg.keep_checkpoints)
             result.final_checkpoint = snapshot(out_dir / "model_final.pt")
     except KeyboardInterrupt:
+        flush()  # a diverged step since the last flush is reported, not saved
         path = snapshot(out_dir / f"model_step_{step}.pt")
         metrics.write("interrupted", step=step, checkpoint=str(path))
         raise TrainingInterrupted(f"interrupted at step {step}; saved {path}. Continue with --resume auto") from None
