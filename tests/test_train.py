@@ -11,6 +11,7 @@ import sys
 import time
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
 
@@ -26,6 +27,27 @@ def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A folder with data and tokenizer (copied per test so runs never share checkpoints)."""
     out = tmp_path_factory.mktemp("prepared")
     prepare(out)
+    return out
+
+
+WORDS = ("the river carries light over stone while old bridges remember every traveller who crossed "
+         "in winter and summer a quiet city keeps its lamps burning through the long night").split()
+
+
+@pytest.fixture(scope="module")
+def prepared_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Like ``prepared``, from a plain-text corpus only (no chat): a folder of .txt files."""
+    import random
+
+    rng = random.Random(0)
+    corpus = tmp_path_factory.mktemp("corpus")
+    for i in range(40):
+        paragraphs = [" ".join(rng.choice(WORDS) for _ in range(rng.randint(40, 120))) + "." for _ in range(3)]
+        (corpus / f"part{i:02d}.txt").write_text("\n\n".join(paragraphs) + "\n", encoding="utf-8")
+    out = tmp_path_factory.mktemp("prepared_text")
+    cfg = tiny_config(out, **{"data.synthetic": False, "data.sources": [str(corpus)]})
+    stages.run_data(cfg, QUIET)
+    stages.run_tokenizer(cfg, QUIET)
     return out
 
 
@@ -58,12 +80,22 @@ def test_training_learns_and_writes_checkpoints(prepared: Path, tmp_path: Path) 
     assert not list(out.glob("*.tmp")) and not list(out.glob(".*.tmp"))
 
 
-def test_resume_is_exact_in_process(prepared: Path, tmp_path: Path) -> None:
+def _windows(log_dir: Path) -> list[str]:
+    records = [json.loads(line) for f in log_dir.glob("metrics_*.jsonl") for line in f.read_text().splitlines()]
+    return [r["windows"] for r in records if r["kind"] == "start"]
+
+
+@pytest.mark.parametrize("corpus", ["chat", "text"])
+def test_resume_is_exact_in_process(corpus: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Chat reads document-aligned windows, plain text random-offset ones; both resume bit-identically."""
+    prepared = request.getfixturevalue("prepared" if corpus == "chat" else "prepared_text")
     full = _fresh(prepared, tmp_path, "full")
     stages.run_train(tiny_config(full), QUIET)
     part = _fresh(prepared, tmp_path, "part")
     shutil.copy(full / "model_step_20.pt", part / "model_step_20.pt")
     stages.run_train(tiny_config(part), QUIET, resume=str(part / "model_step_20.pt"))
+    want = "document-aligned" if corpus == "chat" else "random offsets"
+    assert _windows(full / "logs") == [want] and _windows(part / "logs") == [want]
     a, b = losses(full / "logs"), losses(part / "logs")
     assert sorted(b) == list(range(21, 41))
     assert all(a[s] == b[s] for s in b), [(s, a[s], b[s]) for s in b if a[s] != b[s]][:3]
@@ -146,6 +178,32 @@ def test_accumulated_gradient_equals_the_gradient_of_one_batch() -> None:
         out = model(xb, yb)
         (out.loss_sum / out.n_targets / 2).backward()
     assert not torch.allclose(whole["embed.weight"], model.embed.weight.grad, atol=1e-6, rtol=1e-4)
+
+
+def test_plain_text_windows_start_at_seeded_random_offsets(prepared_text: Path, prepared: Path) -> None:
+    from codette.data.build import ensure_packed
+    from codette.data.loader import IGNORE_INDEX, BatchSampler
+    from codette.data.pack import PackedSplit
+    from codette.tokenizer import CodetteTokenizer
+
+    seq = TINY["model"]["max_seq_len"]
+    split, chat = (PackedSplit(ensure_packed(out, CodetteTokenizer.load(out)), "train") for out in (prepared_text, prepared))
+    assert split.plain_text and not chat.plain_text
+    a, b = (BatchSampler(split, seq, seed=7, random_offsets=True) for _ in range(2))
+    n = a.n_blocks
+    starts = [a._position_start(p) for p in range(3 * n)]
+    assert all(0 <= s <= len(split) - seq - 1 for s in starts)
+    assert sum(s % seq == 0 for s in starts) < len(starts) / 4  # not the block grid
+    assert len(set(starts[:n]) & set(starts[n:2 * n])) < n / 4  # each epoch draws new offsets
+    tokens = np.asarray(split.tokens, dtype=np.int64)
+    positions = [2 * n + 3, 5, n - 2, 0]  # other order, other epochs, a batch across an epoch boundary
+    for p in positions:
+        x, y = a.batch(p, 4)
+        assert torch.equal(x, b.batch(p, 4)[0])  # a pure function of (seed, position)
+        assert x[0].tolist() == tokens[starts[p]:starts[p] + seq].tolist()
+        assert a.count_targets(p, 4) == int((y != IGNORE_INDEX).sum())
+    other = BatchSampler(split, seq, seed=8, random_offsets=True)
+    assert not torch.equal(other.batch(0, 4)[0], a.batch(0, 4)[0])
 
 
 def test_ctrl_c_saves_checkpoint_and_exits_cleanly(prepared: Path, tmp_path: Path) -> None:

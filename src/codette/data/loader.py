@@ -37,15 +37,28 @@ def document_aligned_starts(doc_starts: np.ndarray, n_tokens: int, seq_len: int)
 
 
 class BatchSampler:
-    """Shuffles ``seq_len+1`` windows, reshuffled every epoch with seed+epoch.
+    """``seq_len+1`` windows in a seeded order that changes every epoch (seed + epoch).
 
-    ``aligned=False`` (evaluation): non-overlapping windows at multiples of ``seq_len``, each token
-    scored once. ``aligned=True`` (training): :func:`document_aligned_starts` when the split records
-    where its documents start.
+    Three kinds of window, one per use:
+
+    - default (evaluation): non-overlapping windows at multiples of ``seq_len``, each token scored
+      once; training visits them in a new permutation each epoch.
+    - ``aligned=True`` (chat training): :func:`document_aligned_starts` when the split records where
+      its documents start, so a conversation is seen from its first token.
+    - ``random_offsets=True`` (plain-text training): windows start anywhere in the token stream, drawn
+      uniformly per epoch as nanoGPT does, so a model never sees the same cut of a text twice. An
+      epoch has as many windows as the non-overlapping layout.
+
+    The window at data position ``i`` depends only on (seed, i), however the positions are visited:
+    that is what makes resume exact and lets processes share out positions without overlap.
     """
 
-    def __init__(self, split: PackedSplit, seq_len: int, seed: int, aligned: bool = False) -> None:
+    def __init__(self, split: PackedSplit, seq_len: int, seed: int, aligned: bool = False,
+                 random_offsets: bool = False) -> None:
+        if aligned and random_offsets:
+            raise ValueError("a sampler's windows are document-aligned or at random offsets, not both")
         self.split, self.seq_len, self.seed = split, seq_len, seed
+        self.random_offsets = random_offsets
         self.n_blocks = split.num_blocks(seq_len)
         if self.n_blocks < 1:
             raise CodetteError(
@@ -61,20 +74,32 @@ class BatchSampler:
         self._perm_epoch = -1
         self._perm = np.arange(self.n_blocks)
 
-    def _block(self, index: int) -> int:
-        epoch, offset = divmod(index, self.n_blocks)
+    def _epoch_order(self, epoch: int) -> np.ndarray:
+        """Epoch ``epoch``'s window starts at random offsets, or its permutation of the blocks."""
         if epoch != self._perm_epoch:
-            self._perm = np.random.default_rng(self.seed + epoch).permutation(self.n_blocks)
+            rng = np.random.default_rng(self.seed + epoch)
+            if self.random_offsets:  # a start s needs tokens s .. s + seq_len
+                self._perm = rng.integers(0, len(self.split) - self.seq_len, size=self.n_blocks)
+            else:
+                self._perm = rng.permutation(self.n_blocks)
             self._perm_epoch = epoch
-        return int(self._perm[offset])
+        return self._perm
+
+    def _position_start(self, position: int) -> int:
+        """The first token of the window at data position ``position``."""
+        epoch, offset = divmod(position, self.n_blocks)
+        picked = int(self._epoch_order(epoch)[offset])
+        return picked if self.random_offsets else self._start(picked)
 
     def _start(self, block: int) -> int:
         return int(self.starts[block]) if self.starts is not None else block * self.seq_len
 
     def window(self, block: int) -> tuple[torch.Tensor, torch.Tensor]:
         """Inputs and targets (masked positions set to IGNORE_INDEX) of one block."""
+        return self._window_at(self._start(block))
+
+    def _window_at(self, start: int) -> tuple[torch.Tensor, torch.Tensor]:
         t = self.seq_len
-        start = self._start(block)
         tokens = np.asarray(self.split.tokens[start : start + t + 1], dtype=np.int64)
         mask = np.asarray(self.split.mask[start + 1 : start + t + 1], dtype=bool)
         x = torch.from_numpy(tokens[:-1].copy())
@@ -83,7 +108,7 @@ class BatchSampler:
 
     def batch(self, position: int, batch_size: int) -> tuple[torch.Tensor, torch.Tensor]:
         """The ``batch_size`` sequences starting at data position ``position``."""
-        pairs = [self.window(self._block(position + j)) for j in range(batch_size)]
+        pairs = [self._window_at(self._position_start(position + j)) for j in range(batch_size)]
         return torch.stack([p[0] for p in pairs]), torch.stack([p[1] for p in pairs])
 
     def count_targets(self, position: int, count: int) -> int:
@@ -91,7 +116,7 @@ class BatchSampler:
         alone): the denominator of a step's token mean, known to every process without communication."""
         t = self.seq_len
         return sum(int(np.count_nonzero(self.split.mask[s + 1 : s + t + 1]))
-                   for s in (self._start(self._block(position + j)) for j in range(count)))
+                   for s in (self._position_start(position + j) for j in range(count)))
 
     def sequential(self, batch_size: int, max_batches: int | None = None):
         """Every block in order (for evaluation), in batches."""

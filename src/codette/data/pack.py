@@ -29,6 +29,7 @@ class PackStats:
     documents: int
     tokens: int
     target_tokens: int
+    chat_documents: int = 0  # the rest are plain text: training reads a text-only split at random offsets
 
 
 def token_dtype(vocab_size: int) -> np.dtype:
@@ -71,6 +72,7 @@ def pack(docs: Iterable[Document], tok: CodetteTokenizer, out_dir: Path, name: s
             buf_ids.extend(ids)
             buf_mask.extend(mask)
             stats.documents += 1
+            stats.chat_documents += doc.messages is not None
             stats.tokens += len(ids)
             stats.target_tokens += sum(mask)
             if len(buf_ids) >= chunk_tokens:
@@ -79,7 +81,7 @@ def pack(docs: Iterable[Document], tok: CodetteTokenizer, out_dir: Path, name: s
         if stats.tokens == 0:
             raise CodetteError(f"no tokens to write for split {name!r}: the corpus is empty")
     meta = {"dtype": dtype.name, "tokens": stats.tokens, "documents": stats.documents,
-            "target_tokens": stats.target_tokens, "vocab_size": len(tok)}
+            "target_tokens": stats.target_tokens, "chat_documents": stats.chat_documents, "vocab_size": len(tok)}
     atomic_write_text(out_dir / f"{name}.json", json.dumps(meta, indent=2))
     return stats
 
@@ -114,6 +116,12 @@ class PackedSplit:
 
     def __len__(self) -> int:
         return len(self.tokens)
+
+    @property
+    def plain_text(self) -> bool:
+        """Whether every document is plain text (no chat), as recorded when packing; older packs say nothing
+        and count as chat."""
+        return self.meta.get("chat_documents", self.meta.get("documents")) == 0
 
     def num_blocks(self, seq_len: int) -> int:
         return (len(self.tokens) - 1) // seq_len

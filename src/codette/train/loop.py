@@ -209,7 +209,9 @@ def train(
     vocab_needed = int(train_split.meta["vocab_size"])
     if vocab_needed > model_cfg.vocab_size:
         raise CodetteError(f"the data uses {vocab_needed} token ids but the model has only {model_cfg.vocab_size} rows")
-    sampler = BatchSampler(train_split, seq_len, cfg.seed, aligned=True)
+    # Chat is read in windows that start where conversations start; plain text at random offsets.
+    text = train_split.plain_text
+    sampler = BatchSampler(train_split, seq_len, cfg.seed, aligned=not text, random_offsets=text)
     val_sampler = BatchSampler(val_split, seq_len, cfg.seed)
 
     torch.manual_seed(cfg.seed)
@@ -243,7 +245,8 @@ def train(
              model_cfg.extra.get("preset", "custom"), n_params, device, precision, seq_len, cfg.batch_size,
              cfg.grad_accum)
     metrics.write("start", step=step, params=n_params, device=str(device), precision=precision, seq_len=seq_len,
-                  train_tokens=len(train_split), val_tokens=len(val_split), resumed_from=str(resume_path or ""))
+                  train_tokens=len(train_split), val_tokens=len(val_split), resumed_from=str(resume_path or ""),
+                  windows="random offsets" if text else "document-aligned")
 
     def snapshot(path: Path) -> Path:
         return save_checkpoint({
