@@ -32,7 +32,7 @@ class MarkupFilter:
                 self._buf = self._buf[start + len(TOOL_CALL_OPEN):]
                 self._inside = True
                 continue
-            keep = _partial_tail(self._buf, TOOL_CALL_OPEN)
+            keep = partial_tail(self._buf, TOOL_CALL_OPEN)
             out.append(self._buf[: len(self._buf) - keep])
             self._buf = self._buf[len(self._buf) - keep:]
             break
@@ -45,7 +45,7 @@ class MarkupFilter:
         return rest
 
 
-def _partial_tail(text: str, tag: str) -> int:
+def partial_tail(text: str, tag: str) -> int:
     """Length of the longest suffix of ``text`` that is a proper prefix of ``tag``."""
     for n in range(min(len(tag) - 1, len(text)), 0, -1):
         if tag.startswith(text[-n:]):

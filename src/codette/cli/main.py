@@ -2,8 +2,9 @@
 
 ``data``, ``tokenizer``, ``train`` and ``quickstart`` accept ``--config FILE`` (TOML/YAML/JSON) and
 ``--out-dir``; flags override the file. ``export`` takes ``--out-dir``, ``report`` ``--out`` and ``eval``
-``--output`` (each with a default beside its input); ``generate``, ``presets``, ``inspect``, ``chat`` and
-``ask`` write no files. User mistakes end with a one-line ``error:`` message (exit 2), never a traceback.
+``--output`` (each with a default beside its input); ``generate``, ``presets``, ``inspect``, ``chat``,
+``ask`` and ``serve`` write no files (``serve``'s tools write only in their workspace).
+User mistakes end with a one-line ``error:`` message (exit 2), never a traceback.
 """
 
 from __future__ import annotations
@@ -297,3 +298,34 @@ def ask(
 
     with make_agent(model, tools, python, workspace, max_new_tokens, temperature, max_rounds, device) as agent:
         run_ask(agent, prompt, json_out, list(image or []), list(perspective or []))
+
+
+@app.command()
+def serve(
+    model: str = ModelArg,
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
+    port: int = typer.Option(8080, "--port", help="TCP port."),
+    api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CODETTE_API_KEY",
+                                          help="Require 'Authorization: Bearer KEY' on /v1/ (env CODETTE_API_KEY)."),
+    tools: Optional[str] = ToolsOpt,
+    python: bool = PythonOpt,
+    workspace: Optional[Path] = WorkspaceOpt,
+    allow_host: Optional[list[str]] = typer.Option(None, "--allow-host", help="Another Host name to accept "
+                                                                              "(repeatable)."),
+    allow_origin: Optional[list[str]] = typer.Option(None, "--allow-origin", help="A web page origin that may call "
+                                                                                  "the API, e.g. http://localhost:3000 "
+                                                                                  "(repeatable)."),
+    max_queue: int = typer.Option(8, "--max-queue", help="Requests that may wait for the model; more get a 503."),
+    timeout: float = typer.Option(300.0, "--timeout", help="Deadline of each request in seconds."),
+    max_tokens: int = typer.Option(512, "--max-tokens", help="Reply limit when a request sets none."),
+    device: str = DeviceOpt,
+) -> None:
+    """Serve a model over HTTP: OpenAI's /v1/chat/completions, Codette's agent, and a chat page at /."""
+    from codette.cli.chat import parse_tools
+    from codette.serve import ServeConfig, serve as run_server
+
+    cfg = ServeConfig(host=host, workspace=workspace, enable_python=python, agent_tools=parse_tools(tools),
+                      api_key=api_key,
+                      allow_hosts=list(allow_host or []), allow_origins=list(allow_origin or []),
+                      max_queue=max_queue, timeout_s=timeout, max_tokens=max_tokens)
+    run_server(model, port, cfg, device=device)

@@ -1,0 +1,114 @@
+"""The model's text as OpenAI chat-completion objects: tool-call markup parsed, stop sequences applied.
+
+A reply is the model's raw text. With tools offered (and ``tool_choice`` not ``none``), its Hermes
+``<tool_call>`` blocks become structured ``tool_calls`` (ids ``call_...``, arguments as JSON text, as
+OpenAI sends them) and the prose around them is the ``content``. A block that does not parse is left
+in ``content`` as the model wrote it, so the client sees what happened. ``stop`` sequences end the
+reply where the first one begins, and are not part of it (OpenAI's rule).
+"""
+
+from __future__ import annotations
+
+import json
+import re
+import time
+import uuid
+from typing import Any
+
+from codette.agent.markup import partial_tail
+from codette.tools import ToolCallParseError, split_tool_calls
+from codette.tools.calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
+
+_BLOCKS = re.compile(re.escape(TOOL_CALL_OPEN) + r".*?(?:" + re.escape(TOOL_CALL_CLOSE) + r"|$)", re.DOTALL)
+
+
+def new_id(prefix: str) -> str:
+    return f"{prefix}{uuid.uuid4().hex[:24]}"
+
+
+class StopScan:
+    """Cut streamed text at the first stop sequence; text that may begin one is held back."""
+
+    def __init__(self, stops: list[str] | None) -> None:
+        self.stops = list(stops or [])
+        self._held = ""
+        self.stopped = False
+
+    def feed(self, text: str) -> str:
+        if self.stopped:
+            return ""
+        if not self.stops:
+            return text
+        buf = self._held + text
+        hits = [i for i in (buf.find(s) for s in self.stops) if i >= 0]
+        if hits:
+            self.stopped, self._held = True, ""
+            return buf[: min(hits)]
+        keep = max(partial_tail(buf, s) for s in self.stops)
+        self._held = buf[len(buf) - keep:] if keep else ""
+        return buf[: len(buf) - keep]
+
+    def flush(self) -> str:
+        rest, self._held = self._held, ""
+        return "" if self.stopped else rest
+
+
+def split_reply(text: str, tools_on: bool) -> tuple[str | None, list[dict[str, Any]]]:
+    """``(content, tool_calls)`` of a whole reply, in OpenAI's message form."""
+    if not tools_on or TOOL_CALL_OPEN not in text:
+        return text, []
+    try:
+        prose, calls = split_tool_calls(text)
+    except ToolCallParseError:
+        return text, []
+    wire = [{"id": new_id("call_"), "type": "function",
+             "function": {"name": c.name, "arguments": json.dumps(c.arguments, ensure_ascii=False)}} for c in calls]
+    return (prose or None), wire
+
+
+def hidden_blocks(text: str) -> str:
+    """The ``<tool_call>`` blocks of ``text`` (what a streamed reply held back), for a reply whose calls
+    did not parse."""
+    return "".join(_BLOCKS.findall(text))
+
+
+def finish_reason(calls: list[dict[str, Any]], backend_reason: str | None, stopped: bool) -> str:
+    if calls:
+        return "tool_calls"
+    if stopped:
+        return "stop"
+    return "length" if backend_reason == "length" else "stop"
+
+
+def usage(prompt_tokens: int | None, completion_tokens: int | None) -> dict[str, int] | None:
+    if prompt_tokens is None or completion_tokens is None:
+        return None
+    return {"prompt_tokens": prompt_tokens, "completion_tokens": completion_tokens,
+            "total_tokens": prompt_tokens + completion_tokens}
+
+
+def completion(cid: str, model: str, content: str | None, calls: list[dict[str, Any]], reason: str,
+               use: dict[str, int] | None) -> dict[str, Any]:
+    message: dict[str, Any] = {"role": "assistant", "content": content}
+    if calls:
+        message["tool_calls"] = calls
+    return {"id": cid, "object": "chat.completion", "created": int(time.time()), "model": model,
+            "choices": [{"index": 0, "message": message, "finish_reason": reason, "logprobs": None}],
+            "usage": use}
+
+
+def chunk(cid: str, model: str, delta: dict[str, Any] | None, reason: str | None = None,
+          use: dict[str, int] | None = None) -> dict[str, Any]:
+    """One ``chat.completion.chunk``; ``delta=None`` is the usage-only chunk (no choices)."""
+    out: dict[str, Any] = {"id": cid, "object": "chat.completion.chunk", "created": int(time.time()),
+                           "model": model, "choices": []}
+    if delta is not None:
+        out["choices"] = [{"index": 0, "delta": delta, "finish_reason": reason, "logprobs": None}]
+    if use is not None:
+        out["usage"] = use
+    return out
+
+
+def call_deltas(calls: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Each call as a ``tool_calls`` delta (whole: the calls are known once the reply has ended)."""
+    return [{"tool_calls": [{"index": i, **c}]} for i, c in enumerate(calls)]

@@ -1,0 +1,137 @@
+"""One model, many requests: a bounded queue in front of it, a deadline on each request, and a bridge
+that runs the (blocking) generation in a thread and stops it when the client goes away.
+
+A backend serves one generation at a time (llama.cpp's context is not thread-safe, and two torch
+generations would only halve each other's speed), so requests wait for :meth:`ModelWorker.slot`.
+At most ``max_queue`` wait; the next one is refused at once (:class:`Busy`, a 503 with
+``Retry-After``) instead of piling up. The slot is held until the generation thread has really
+finished, so a cancelled request never overlaps the next one.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import threading
+import time
+from collections.abc import AsyncIterator, Callable, Iterator
+from typing import Any, TypeVar
+
+from codette.errors import CodetteError
+
+log = logging.getLogger(__name__)
+T = TypeVar("T")
+
+
+class Busy(CodetteError):
+    """Every queue place is taken."""
+
+
+class DeadlineExceeded(CodetteError):
+    """The request ran past its deadline (waiting or generating)."""
+
+
+class ModelWorker:
+    """The gate in front of one backend: one request generates, at most ``max_queue`` wait."""
+
+    def __init__(self, backend: Any, max_queue: int = 8, timeout_s: float = 300.0) -> None:
+        if max_queue < 0:
+            raise CodetteError(f"--max-queue must be 0 or more, got {max_queue}")
+        if timeout_s <= 0:
+            raise CodetteError(f"--timeout must be more than 0 seconds, got {timeout_s}")
+        self.backend = backend
+        self.max_queue = max_queue
+        self.timeout_s = timeout_s
+        self._gate: asyncio.Lock | None = None
+        self.waiting = 0
+        self.running = 0
+
+    def deadline(self) -> float:
+        return time.monotonic() + self.timeout_s
+
+    def check_room(self) -> None:
+        """Refuse now (:class:`Busy`) when a new request could only wait beyond the queue."""
+        if self._gate is not None and self._gate.locked() and self.waiting >= self.max_queue:
+            raise Busy(f"the server is busy: {self.running} request generating and {self.waiting} waiting "
+                       f"(the queue holds {self.max_queue}); try again shortly")
+
+    @contextlib.asynccontextmanager
+    async def slot(self, deadline: float) -> AsyncIterator[None]:
+        """Wait for the model (or fail at once with :class:`Busy` when the queue is full)."""
+        if self._gate is None:
+            self._gate = asyncio.Lock()
+        self.check_room()
+        self.waiting += 1
+        try:
+            await asyncio.wait_for(self._gate.acquire(), timeout=max(0.0, deadline - time.monotonic()))
+        except asyncio.TimeoutError:
+            raise DeadlineExceeded(f"the request waited in the queue past its {self.timeout_s:g} s deadline") from None
+        finally:
+            self.waiting -= 1
+        self.running += 1
+        try:
+            yield
+        finally:
+            self.running -= 1
+            self._gate.release()
+
+    async def iterate(self, make: Callable[[threading.Event], Iterator[T]], deadline: float) -> AsyncIterator[T]:
+        """Items of ``make(stop)``, produced in a thread, as they come.
+
+        The thread stops at its next item once the consumer leaves (a disconnect cancels it) or the
+        deadline passes (:class:`DeadlineExceeded`); ``stop`` lets ``make``'s iterator stop sooner.
+        """
+        loop = asyncio.get_running_loop()
+        queue: asyncio.Queue = asyncio.Queue()
+        stop = threading.Event()
+        end = object()
+
+        def work() -> None:
+            it = None
+            try:
+                it = make(stop)
+                for item in it:
+                    if stop.is_set():
+                        break
+                    loop.call_soon_threadsafe(queue.put_nowait, item)
+            except BaseException as exc:  # handed to the consumer
+                loop.call_soon_threadsafe(queue.put_nowait, exc)
+            finally:
+                close = getattr(it, "close", None)
+                if callable(close):
+                    close()
+                loop.call_soon_threadsafe(queue.put_nowait, end)
+
+        worker = loop.run_in_executor(None, work)
+        try:
+            while True:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise DeadlineExceeded(f"the request ran past its {self.timeout_s:g} s deadline")
+                try:
+                    item = await asyncio.wait_for(queue.get(), timeout=left)
+                except asyncio.TimeoutError:
+                    raise DeadlineExceeded(f"the request ran past its {self.timeout_s:g} s deadline") from None
+                if item is end:
+                    return
+                if isinstance(item, BaseException):
+                    raise item
+                yield item
+        finally:
+            stop.set()
+            await _finish(worker)
+
+
+async def _finish(worker: asyncio.Future) -> None:
+    """Wait for the generation thread to end, even when this task is being cancelled (then re-cancel)."""
+    cancelled = False
+    while not worker.done():
+        try:
+            await asyncio.shield(worker)
+        except asyncio.CancelledError:
+            cancelled = True
+        except BaseException:  # the thread's own errors were handed over already
+            break
+    if cancelled:
+        raise asyncio.CancelledError

@@ -1,0 +1,422 @@
+"""`codette serve`: the OpenAI API (with the official `openai` client as the peer), the agent endpoint,
+the queue, deadlines and disconnects, the Host/Origin/API-key guard, and bad requests.
+
+Most tests run a scripted backend behind a real uvicorn server on loopback, so every reply is known;
+the tests at the end use tiny models trained in this run (test_serve_browser.py drives the page).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import socket
+import threading
+import time
+from collections.abc import Iterator
+from contextlib import contextmanager
+
+import httpx
+import openai
+import pytest
+import uvicorn
+
+from codette.backends.base import Chunk
+from codette.serve import ServeConfig, create_app
+from codette.serve.completions import StopScan, split_reply
+from codette.serve.guard import Guard
+
+CALC = {"type": "function", "function": {"name": "calculator", "description": "Exact arithmetic",
+                                         "parameters": {"type": "object",
+                                                        "properties": {"expression": {"type": "string"}}}}}
+
+
+def call(name: str, **arguments: object) -> str:
+    return "<tool_call>\n" + json.dumps({"name": name, "arguments": arguments}) + "\n</tool_call>"
+
+
+class Scripted:
+    """Answers from a list (the last entry repeats); records prompts and sampling; optional delay per piece."""
+
+    name = "scripted"
+
+    def __init__(self, replies: list[str], delay: float = 0.0, context_length: int | None = None) -> None:
+        self.replies = list(replies)
+        self.delay = delay
+        self.prompts: list[tuple[list[dict], list[dict] | None]] = []
+        self.samplings: list = []
+        self.pieces_sent = 0
+        self.finished = 0
+        if context_length is not None:
+            self.context_length = context_length
+
+    def count_tokens(self, messages: list[dict], tools: list[dict] | None = None) -> int:
+        return len(json.dumps(messages)) // 4 + len(json.dumps(tools or [])) // 4
+
+    def stream(self, messages, tools=None, sampling=None) -> Iterator[Chunk]:
+        self.prompts.append((messages, tools))
+        self.samplings.append(sampling)
+        reply = self.replies.pop(0) if len(self.replies) > 1 else self.replies[0]
+        for i in range(0, len(reply), 3):  # small pieces: tags and stop strings split across chunks
+            if self.delay:
+                time.sleep(self.delay)
+            self.pieces_sent += 1
+            yield Chunk(reply[i:i + 3])
+        self.finished += 1
+        yield Chunk("", prompt_tokens=11, completion_tokens=max(1, len(reply) // 4), finish_reason="stop")
+
+    def chat(self, messages, tools=None, sampling=None) -> str:
+        return "".join(c.text for c in self.stream(messages, tools, sampling))
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@contextmanager
+def running(backend, **config) -> Iterator[str]:
+    """A real server on loopback for ``backend``; yields its base URL."""
+    port = free_port()
+    app = create_app(backend, ServeConfig(**config))
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=port, log_level="warning"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not server.started:
+        assert time.time() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    try:
+        yield f"http://127.0.0.1:{port}"
+    finally:
+        server.should_exit = True
+        thread.join(timeout=10)
+
+
+def client(url: str, key: str = "none") -> openai.OpenAI:
+    return openai.OpenAI(base_url=url + "/v1", api_key=key, max_retries=0, timeout=30)
+
+
+# -- the OpenAI API with the official client ---------------------------------------------------------
+def test_openai_client_chat_models_and_usage():
+    backend = Scripted(["Hello! I am Codette."])
+    with running(backend, model_name="codette-test") as url:
+        c = client(url)
+        assert [m.id for m in c.models.list().data] == ["codette-test"]
+        r = c.chat.completions.create(model="codette-test", messages=[
+            {"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}])
+        assert r.object == "chat.completion" and r.id.startswith("chatcmpl-") and r.model == "codette-test"
+        assert r.choices[0].message.content == "Hello! I am Codette." and r.choices[0].finish_reason == "stop"
+        assert r.choices[0].message.tool_calls is None
+        assert (r.usage.prompt_tokens, r.usage.completion_tokens, r.usage.total_tokens) == (11, 5, 16)
+        assert backend.prompts[0] == ([{"role": "system", "content": "Be brief."}, {"role": "user", "content": "Hi"}],
+                                      None)
+        assert httpx.get(url + "/health").json()["status"] == "ok"
+
+
+def test_tool_calls_come_back_structured_and_the_history_renders_back():
+    backend = Scripted(["Let me work that out.\n" + call("calculator", expression="37 * 91"), "37 * 91 = 3367."])
+    with running(backend) as url:
+        c = client(url)
+        msgs = [{"role": "user", "content": "What is 37 * 91?"}]
+        r = c.chat.completions.create(model="codette", messages=msgs, tools=[CALC])
+        choice = r.choices[0]
+        assert choice.finish_reason == "tool_calls" and choice.message.content == "Let me work that out."
+        (tc,) = choice.message.tool_calls
+        assert tc.type == "function" and tc.id.startswith("call_") and tc.function.name == "calculator"
+        assert json.loads(tc.function.arguments) == {"expression": "37 * 91"}
+        assert backend.prompts[0][1] == [CALC]  # the client's tools reach the chat template as sent
+        # The client sends the call and its result back, as OpenAI's docs show.
+        msgs += [choice.message.model_dump(exclude_none=True),
+                 {"role": "tool", "tool_call_id": tc.id, "content": '{"result": 3367}'}]
+        r2 = c.chat.completions.create(model="codette", messages=msgs, tools=[CALC])
+        assert r2.choices[0].message.content == "37 * 91 = 3367."
+        sent = backend.prompts[1][0]
+        assert sent[1]["tool_calls"] == [{"type": "function", "function": {"name": "calculator",
+                                                                           "arguments": {"expression": "37 * 91"}}}]
+        assert sent[2] == {"role": "tool", "content": '{"result": 3367}'}
+
+
+def test_streaming_text_and_tool_call_deltas_with_usage():
+    backend = Scripted(["Sure. " + call("calculator", expression="2 ** 10") + " Done."])
+    with running(backend) as url:
+        stream = client(url).chat.completions.create(
+            model="codette", messages=[{"role": "user", "content": "2 to the 10th?"}], tools=[CALC], stream=True,
+            stream_options={"include_usage": True})
+        chunks = list(stream)
+    text = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert "<tool_call>" not in text and text.replace(" ", "") == "Sure.Done."
+    deltas = [tc for ch in chunks if ch.choices for tc in (ch.choices[0].delta.tool_calls or [])]
+    assert len(deltas) == 1 and deltas[0].index == 0 and deltas[0].function.name == "calculator"
+    assert json.loads(deltas[0].function.arguments) == {"expression": "2 ** 10"}
+    reasons = [ch.choices[0].finish_reason for ch in chunks if ch.choices and ch.choices[0].finish_reason]
+    assert reasons == ["tool_calls"]
+    assert chunks[0].choices[0].delta.role == "assistant"
+    assert not chunks[-1].choices and chunks[-1].usage.prompt_tokens == 11  # the usage-only chunk comes last
+
+
+def test_tool_choice_none_sends_no_tools_and_parses_nothing():
+    reply = "Here: " + call("calculator", expression="1 + 1")
+    backend = Scripted([reply])
+    with running(backend) as url:
+        r = client(url).chat.completions.create(model="codette", messages=[{"role": "user", "content": "x"}],
+                                                tools=[CALC], tool_choice="none")
+    assert backend.prompts[0][1] is None
+    assert r.choices[0].message.content == reply and r.choices[0].message.tool_calls is None
+
+
+def test_markup_that_does_not_parse_is_returned_as_written():
+    reply = 'Trying. <tool_call>{"name": "calculator", "arguments": {"expression": </tool_call>'
+    backend = Scripted([reply])
+    with running(backend) as url:
+        c = client(url)
+        r = c.chat.completions.create(model="codette", messages=[{"role": "user", "content": "x"}], tools=[CALC])
+        assert r.choices[0].message.content == reply and r.choices[0].finish_reason == "stop"
+        chunks = list(c.chat.completions.create(model="codette", messages=[{"role": "user", "content": "x"}],
+                                                tools=[CALC], stream=True))
+    streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert "Trying." in streamed and '"expression":' in streamed  # nothing silently dropped
+
+
+def test_stop_sequences_sampling_and_seed_reach_the_backend():
+    backend = Scripted(["one two STOP three four"])
+    with running(backend) as url:
+        c = client(url)
+        r = c.chat.completions.create(model="codette", messages=[{"role": "user", "content": "count"}], stop=["STOP"],
+                                      temperature=0.2, top_p=0.9, seed=42, max_tokens=33)
+        assert r.choices[0].message.content == "one two" and r.choices[0].finish_reason == "stop"
+        s = backend.samplings[-1]
+        assert (s.temperature, s.top_p, s.seed, s.max_new_tokens) == (0.2, 0.9, 42, 33)
+        chunks = list(c.chat.completions.create(model="codette", messages=[{"role": "user", "content": "count"}],
+                                                stop="o STO", stream=True))
+        assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "one tw"
+
+
+def test_stop_scan_holds_back_a_possible_start():
+    scan = StopScan(["</end>"])
+    assert scan.feed("abc</e") == "abc" and scan.feed("x") == "</ex" and scan.feed("</en") == ""
+    assert scan.feed("d> tail") == "" and scan.stopped and scan.flush() == ""
+    assert split_reply("plain", True) == ("plain", [])
+
+
+def test_a_prompt_over_the_context_is_a_400_with_both_counts():
+    backend = Scripted(["never"], context_length=64)
+    with running(backend) as url:
+        with pytest.raises(openai.BadRequestError) as info:
+            client(url).chat.completions.create(model="codette", messages=[{"role": "user", "content": "x" * 2000}])
+    err = info.value.body
+    assert err["code"] == "context_length_exceeded" and "this model's context is 64 tokens" in err["message"]
+    assert f"the prompt is {backend.count_tokens([{'role': 'user', 'content': 'x' * 2000}])} tokens" in err["message"]
+    assert backend.prompts == []
+
+
+# -- bad requests: each answered clearly, and the server keeps serving --------------------------------
+GOOD = {"model": "codette", "messages": [{"role": "user", "content": "Hi"}]}
+
+
+@pytest.mark.parametrize(("body", "status", "needle"), [
+    (b'{"messages": [', 400, "not valid JSON"),
+    (b"", 400, "the body is empty"),
+    ({**GOOD, "temperature": "hot"}, 400, "temperature:"),
+    ({**GOOD, "messages": []}, 400, "messages:"),
+    ({**GOOD, "messages": [{"role": "wizard", "content": "hi"}]}, 400, "messages.0.role:"),
+    ({**GOOD, "messages": [{"role": "tool", "content": "42"}]}, 400, "messages.0: a tool message must follow"),
+    ({**GOOD, "messages": [{"role": "user", "content": "a"}, {"role": "system", "content": "b"}]}, 400,
+     "messages.1: a system message may only come first"),
+    ({**GOOD, "max_tokens": 0}, 400, "max_tokens:"),
+    ({**GOOD, "max_tokens": -5}, 400, "max_tokens:"),
+    ({**GOOD, "tool_choice": "required"}, 400, "tool_choice:"),
+    ({**GOOD, "n": 3}, 400, "n:"),
+    ({**GOOD, "messages": [{"role": "user"}]}, 400, "messages.0.content: a user message needs content"),
+    ({**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop:"),
+])
+def test_bad_bodies_get_a_400_naming_the_field(body, status, needle):
+    backend = Scripted(["ok"])
+    with running(backend) as url:
+        content = body if isinstance(body, bytes) else json.dumps(body).encode()
+        r = httpx.post(url + "/v1/chat/completions", content=content, headers={"Content-Type": "application/json"})
+        assert r.status_code == status, r.text
+        assert needle in r.json()["error"]["message"], r.json()
+        assert backend.prompts == []
+        assert httpx.post(url + "/v1/chat/completions", json=GOOD).status_code == 200  # still serving
+
+
+def test_unknown_fields_are_ignored_oversized_and_non_json_bodies_refused():
+    with running(Scripted(["ok"]), max_body=4096) as url:
+        r = httpx.post(url + "/v1/chat/completions", json={**GOOD, "frequency_penalty": 0.5, "user": "u1",
+                                                            "logit_bias": {}, "messages": [{"role": "user",
+                                                                                            "content": "Hi", "x": 1}]})
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "ok"
+        big = httpx.post(url + "/v1/chat/completions", json={**GOOD, "messages": [{"role": "user", "content": "x" * 9000}]})
+        assert big.status_code == 413 and "larger than 4,096 bytes" in big.json()["error"]["message"]
+        form = httpx.post(url + "/v1/chat/completions", content=b"messages=hi",
+                          headers={"Content-Type": "application/x-www-form-urlencoded"})
+        assert form.status_code == 415 and "must be JSON" in form.json()["error"]["message"]
+        assert httpx.post(url + "/v1/chat/completions", json=GOOD).status_code == 200
+
+
+# -- one model, many clients ---------------------------------------------------------------------------
+def test_requests_beyond_the_queue_get_503_and_none_is_dropped():
+    backend = Scripted(["x" * 30], delay=0.02)  # 10 pieces, about 0.2 s per request
+    with running(backend, max_queue=2) as url:
+        async def burst() -> list[httpx.Response]:
+            async with httpx.AsyncClient(timeout=30) as http:
+                return await asyncio.gather(*[http.post(url + "/v1/chat/completions", json=GOOD) for _ in range(8)])
+
+        responses = asyncio.run(burst())
+        codes = sorted(r.status_code for r in responses)
+        assert len(codes) == 8 and set(codes) <= {200, 503}, codes
+        assert codes.count(200) >= 3 and codes.count(503) >= 1, codes  # 1 generating + 2 waiting at least
+        for r in responses:
+            if r.status_code == 503:
+                assert r.headers["Retry-After"] == "2" and "busy" in r.json()["error"]["message"]
+        assert backend.finished == codes.count(200)  # every accepted request ran to its end
+        assert httpx.get(url + "/health").json()["waiting"] == 0
+        assert httpx.post(url + "/v1/chat/completions", json=GOOD).status_code == 200
+
+
+def test_a_request_past_its_deadline_is_stopped_with_504():
+    backend = Scripted(["y" * 300], delay=0.02)  # 100 pieces: 2 s
+    with running(backend, timeout_s=0.4) as url:
+        t0 = time.monotonic()
+        r = httpx.post(url + "/v1/chat/completions", json=GOOD, timeout=30)
+        assert r.status_code == 504 and "deadline" in r.json()["error"]["message"]
+        assert time.monotonic() - t0 < 1.5
+        sent = backend.pieces_sent
+        time.sleep(0.2)
+        assert backend.pieces_sent - sent <= 1 and backend.finished == 0  # the generation stopped too
+
+
+def test_a_client_that_disconnects_mid_stream_stops_its_generation():
+    backend = Scripted(["z" * 600], delay=0.01)  # 200 pieces: 2 s if nobody stops it
+    with running(backend) as url:
+        with httpx.Client(timeout=30) as http:
+            with http.stream("POST", url + "/v1/chat/completions", json={**GOOD, "stream": True}) as r:
+                assert r.status_code == 200
+                lines = r.iter_lines()
+                for line in lines:
+                    if '"content": "zzz"' in line:
+                        break
+        deadline = time.time() + 3
+        while httpx.get(url + "/health").json()["generating"] and time.time() < deadline:
+            time.sleep(0.05)
+        assert httpx.get(url + "/health").json()["generating"] == 0
+        stopped_at = backend.pieces_sent
+        time.sleep(0.2)
+        assert backend.pieces_sent == stopped_at < 150 and backend.finished == 0
+        backend.replies = ["next"]
+        assert httpx.post(url + "/v1/chat/completions", json=GOOD).json()["choices"][0]["message"]["content"] == "next"
+
+
+# -- who may call ---------------------------------------------------------------------------------------
+def test_dns_rebinding_and_cross_site_pages_are_refused():
+    with running(Scripted(["ok"]), allow_origins=["http://localhost:3000"]) as url:
+        port = url.rsplit(":", 1)[1]
+        rebound = httpx.post(url + "/v1/chat/completions", json=GOOD, headers={"Host": f"evil.example:{port}"})
+        assert rebound.status_code == 403 and "--allow-host" in rebound.json()["error"]["message"]
+        assert httpx.get(url + "/", headers={"Host": f"attacker.test:{port}"}).status_code == 403
+        evil = httpx.post(url + "/v1/agent", json={"prompt": "read my files"}, headers={"Origin": "http://evil.example"})
+        assert evil.status_code == 403 and "access-control-allow-origin" not in evil.headers
+        pre = httpx.options(url + "/v1/chat/completions", headers={"Origin": "http://evil.example",
+                                                                  "Access-Control-Request-Method": "POST"})
+        assert pre.status_code == 403 and "access-control-allow-origin" not in pre.headers
+        assert httpx.post(url + "/v1/chat/completions", json=GOOD, headers={"Origin": "null"}).status_code == 403
+        same = httpx.post(url + "/v1/chat/completions", json=GOOD, headers={"Origin": url})
+        assert same.status_code == 200
+        allowed = httpx.post(url + "/v1/chat/completions", json=GOOD, headers={"Origin": "http://localhost:3000"})
+        assert allowed.status_code == 200 and allowed.headers["access-control-allow-origin"] == "http://localhost:3000"
+        pre = httpx.options(url + "/v1/chat/completions", headers={"Origin": "http://localhost:3000",
+                                                                  "Access-Control-Request-Method": "POST"})
+        assert pre.status_code == 204 and "POST" in pre.headers["access-control-allow-methods"]
+        assert httpx.get(url.replace("127.0.0.1", "localhost") + "/health").status_code == 200
+
+
+def test_host_rules_for_a_server_on_every_interface():
+    open_guard = Guard(None, bind_host="0.0.0.0", allow_hosts=["codette.lan"])
+    assert open_guard.host_ok("192.168.1.20") and open_guard.host_ok("codette.lan") and open_guard.host_ok("localhost")
+    assert not open_guard.host_ok("evil.example") and not open_guard.host_ok("")
+    local = Guard(None)
+    assert local.host_ok("127.0.0.1") and local.host_ok("::1") and not local.host_ok("192.168.1.20")
+
+
+def test_api_key():
+    with running(Scripted(["ok"]), api_key="s3cret") as url:
+        with pytest.raises(openai.AuthenticationError):
+            client(url, "wrong").chat.completions.create(model="codette", messages=GOOD["messages"])
+        assert httpx.post(url + "/v1/chat/completions", json=GOOD).status_code == 401
+        r = client(url, "s3cret").chat.completions.create(model="codette", messages=GOOD["messages"])
+        assert r.choices[0].message.content == "ok"
+        assert httpx.get(url + "/health").status_code == 200 and httpx.get(url + "/").status_code == 200
+
+
+# -- Codette's agent over HTTP ------------------------------------------------------------------------
+def agent_events(url: str, body: dict) -> list[dict]:
+    events = []
+    with httpx.stream("POST", url + "/v1/agent", json=body, timeout=30) as r:
+        assert r.status_code == 200, r.read()
+        for line in r.iter_lines():
+            if line.startswith("data: "):
+                events.append(json.loads(line[6:]))
+    return events
+
+
+def test_agent_endpoint_runs_tools_on_the_server_and_streams_the_loop(tmp_path):
+    backend = Scripted([call("calculator", expression="12 * 34"), "12 * 34 = 408."])
+    with running(backend, workspace=tmp_path / "ws", agent_tools=["calculator", "read_file"]) as url:
+        info = httpx.get(url + "/v1/agent/info").json()
+        assert info["tools"] == ["calculator", "read_file"] and "newton" in info["perspectives"]
+        events = agent_events(url, {"prompt": "What is 12 * 34?", "perspectives": ["newton"]})
+        kinds = [e["type"] for e in events]
+        assert kinds[0] == "tool_call" and "tool_result" in kinds and kinds[-1] == "done"
+        result = next(e for e in events if e["type"] == "tool_result")
+        assert result["ok"] and json.loads(result["result"])["result"] == 408 and result["seconds"] >= 0
+        done = events[-1]["response"]
+        assert done["text"] == "12 * 34 = 408." and done["error"] is None
+        assert done["perspectives"]["asked"] == ["newton"]
+        assert backend.prompts[0][0][-1]["content"].startswith("From the Newton perspective:")
+        # tools off: none offered to the model
+        backend.replies = ["Hello."]
+        agent_events(url, {"prompt": "Hi", "tools": False, "history": done["messages"]})
+        assert backend.prompts[-1][1] is None and len(backend.prompts[-1][0]) > 3  # history went along
+        bad = httpx.post(url + "/v1/agent", json={"prompt": "x", "perspectives": ["yoda"]})
+        assert bad.status_code == 400 and "unknown perspective 'yoda'" in bad.json()["error"]["message"]
+
+
+def test_the_page_is_served_with_a_strict_policy():
+    with running(Scripted(["ok"])) as url:
+        r = httpx.get(url + "/")
+    assert r.status_code == 200 and "<title>Codette</title>" in r.text
+    assert "default-src 'self'" in r.headers["content-security-policy"] and r.headers["x-frame-options"] == "DENY"
+    assert "innerHTML" not in r.text  # model and tool text is shown with textContent only
+
+
+# -- a model trained in this run -----------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def tiny(tmp_path_factory):
+    from tests._export_models import trained_models
+
+    return trained_models(tmp_path_factory)["llama"]
+
+
+@pytest.mark.slow
+def test_a_trained_checkpoint_through_the_openai_client(tiny):
+    from codette.backends.local import LocalBackend
+
+    backend = LocalBackend.from_checkpoint(tiny.checkpoint)
+    msgs = [{"role": "user", "content": "Who are you?"}]
+    with running(backend) as url:
+        c = client(url)
+        r = c.chat.completions.create(model="codette", messages=msgs, temperature=0, max_tokens=20)
+        chunks = list(c.chat.completions.create(model="codette", messages=msgs, temperature=0, max_tokens=20,
+                                                stream=True, stream_options={"include_usage": True}))
+    streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
+    assert r.choices[0].message.content and streamed.strip() == r.choices[0].message.content
+    assert r.choices[0].message.content == backend.chat(msgs, None, _greedy(20))
+    assert r.usage.prompt_tokens == backend.count_tokens(msgs) and 0 < r.usage.completion_tokens <= 20
+    assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
+
+
+def _greedy(n: int):
+    from codette.model.generate import SamplingConfig
+
+    return SamplingConfig(max_new_tokens=n, temperature=0.0)
