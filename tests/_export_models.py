@@ -3,7 +3,9 @@
 Three 2-layer, d_model=64 models trained 300 steps on the same data and tokenizer (so logits are
 far from uniform): ``codette`` blocks (-> GGUF starcoder2), ``llama`` blocks (-> GGUF llama) and
 ``llama`` blocks with grouped-query attention (4 query heads, 2 KV heads). The tokenizer has 500
-tokens, so the 512-row embedding has 12 padding rows. About 35 s on a shared 2-core CPU.
+tokens, so the 512-row embedding has 12 padding rows. About 35 s on a shared 2-core CPU. A fourth,
+one-layer d_model=256 model (:func:`trained_wide_model`, for the K-quants) is trained only when a test
+asks for it.
 """
 
 from __future__ import annotations
@@ -36,6 +38,12 @@ VARIANTS = {
     "gqa": {**SHAPE, "block_style": "llama", "n_kv_heads": 2},
 }
 ARCH = {"codette": "starcoder2", "llama": "llama", "gqa": "llama"}
+# K-quants need rows of whole 256-value blocks: d_model and d_ff 256. One layer and 120 steps keep it
+# near 20 s on a shared 2-core CPU (val loss ~3.3: a weak model, so its top-2 logit margins are small
+# and top-1 agreement is a demanding measure of quantization error).
+WIDE = {"preset": "tiny", "d_model": 256, "d_ff": 256, "n_layers": 1, "n_heads": 4, "max_seq_len": 128,
+        "block_style": "llama"}
+WIDE_TRAIN = {"max_steps": 120, "eval_every": 120, "save_every": 120, "warmup_steps": 10}
 
 
 @dataclass
@@ -64,31 +72,46 @@ class Trained:
         return ModelConfig(**torch.load(self.checkpoint, mmap=True, weights_only=True)["model_config"])
 
 
-_CACHE: dict[str, dict[str, Trained]] = {}
+_CACHE: dict = {}
+
+
+def _shared_data(tmp_path_factory) -> Path:
+    """The data and tokenizer every trained model uses, built once per session."""
+    if "shared" not in _CACHE:
+        shared = tmp_path_factory.mktemp("export_models") / "shared"
+        cfg = build_config(None, {"out_dir": str(shared), "log_dir": str(shared / "logs")},
+                           defaults={**BASE, "model": VARIANTS["codette"]})
+        stages.run_data(cfg, QUIET)
+        stages.run_tokenizer(cfg, QUIET)
+        _CACHE["shared"] = shared
+    return _CACHE["shared"]
+
+
+def _train(shared: Path, name: str, model: dict, train: dict | None = None) -> Trained:
+    out = shared.parent / name
+    out.mkdir()
+    for f in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(shared / f, out / f)
+    shutil.copytree(shared / "data", out / "data")
+    defaults = {**BASE, "model": model, "train": {**BASE["train"], **(train or {})}}
+    cfg = build_config(None, {"out_dir": str(out), "log_dir": str(out / "logs")}, defaults=defaults)
+    result = stages.run_train(cfg, QUIET)
+    return Trained(name, out, Path(result.final_checkpoint), ARCH.get(name, "llama"))
 
 
 def trained_models(tmp_path_factory) -> dict[str, Trained]:
     """Build (first call) or return the session's trained models."""
-    if "models" in _CACHE:
-        return _CACHE["models"]
-    root = tmp_path_factory.mktemp("export_models")
-    shared = root / "shared"
-    cfg = build_config(None, {"out_dir": str(shared), "log_dir": str(shared / "logs")},
-                       defaults={**BASE, "model": VARIANTS["codette"]})
-    stages.run_data(cfg, QUIET)
-    stages.run_tokenizer(cfg, QUIET)
-    models = {}
-    for name, model in VARIANTS.items():
-        out = root / name
-        out.mkdir()
-        for f in ("tokenizer.json", "tokenizer_config.json"):
-            shutil.copy(shared / f, out / f)
-        shutil.copytree(shared / "data", out / "data")
-        cfg = build_config(None, {"out_dir": str(out), "log_dir": str(out / "logs")}, defaults={**BASE, "model": model})
-        result = stages.run_train(cfg, QUIET)
-        models[name] = Trained(name, out, Path(result.final_checkpoint), ARCH[name])
-    _CACHE["models"] = models
-    return models
+    if "models" not in _CACHE:
+        shared = _shared_data(tmp_path_factory)
+        _CACHE["models"] = {name: _train(shared, name, model) for name, model in VARIANTS.items()}
+    return _CACHE["models"]
+
+
+def trained_wide_model(tmp_path_factory) -> Trained:
+    """The K-quant test model (:data:`WIDE`), on the same data and tokenizer; built on first use."""
+    if "wide" not in _CACHE:
+        _CACHE["wide"] = _train(_shared_data(tmp_path_factory), "wide", WIDE, WIDE_TRAIN)
+    return _CACHE["wide"]
 
 
 def random_checkpoint(folder: Path, tokenizer_from: Path, **overrides: object) -> Path:

@@ -30,9 +30,10 @@ from codette.export import export_gguf, read_gguf
 from codette.export.arch import rope_halves_to_pairs
 from codette.export.gguf_export import encode
 from codette.export.gguf_vocab import GPT2_REGEX
+from codette.export.kquant import KQUANTS
 from codette.export.source import expected_shapes
 from codette.tokenizer import CHAT_TEMPLATE, CONTROL_TOKENS, MARKER_TOKENS, SPECIAL_TOKENS, render
-from tests._export_models import random_checkpoint, trained_models
+from tests._export_models import random_checkpoint, trained_models, trained_wide_model
 from tests._runtimes import require
 
 llama_cpp = require("llama_cpp")
@@ -184,6 +185,111 @@ def test_rows_not_whole_blocks_fall_back_to_f16_with_a_warning(trained, tmp_path
             assert np.abs(cpp_logits(llm, ids) - torch_logits(model, ids)).max() <= bound
 
 
+# ---- K-quants, made by llama.cpp's quantizer ----------------------------------------------------------
+# Top-1 agreement with the checkpoint over the wide model's 1,536 val positions, measured on the 2-core
+# CPU machine: F16 100%, Q8_0 99.4%, Q6_K 98.5%, Q5_K_M 97.9%, Q4_K_M 97.4%, Q4_0 96.6%. The model is
+# weakly trained (val loss ~3.3, median top-2 logit margin 0.44), so small weight errors flip the top
+# token more often than on a trained model. The floors sit 2.5-3.5 points under the measured values
+# (the binomial standard error at 1,536 positions is 0.4 points): other CPUs may round differently,
+# while a broken file (wrong tensor order, rows or types) agrees far less.
+KQUANT_AGREEMENT = {"q6_k": 0.96, "q5_k_m": 0.95, "q4_k_m": 0.94}
+KQUANT_MAIN = {"q6_k": "Q6_K", "q5_k_m": "Q5_K", "q4_k_m": "Q4_K"}
+
+
+@pytest.fixture(scope="session")
+def wide(tmp_path_factory):
+    return trained_wide_model(tmp_path_factory)
+
+
+@pytest.fixture(scope="module")
+def wide_exported(wide, tmp_path_factory):
+    root = tmp_path_factory.mktemp("kquant")
+    return {q: export_gguf(wide.checkpoint, root, q, modelfile=False) for q in KQUANT_AGREEMENT}
+
+
+def test_kquant_tensor_types_and_metadata(wide_exported) -> None:
+    for quant, result in wide_exported.items():
+        assert list(result.path.parent.glob(".*.tmp")) == []  # the F16 intermediate is gone
+        reader = gguf.GGUFReader(result.path)
+        types = {t.name: t.tensor_type.name for t in reader.tensors}
+        matrices = {n: t for n, t in types.items() if len(reader.get_tensor(list(types).index(n)).shape) >= 2}
+        assert set(matrices.values()) <= {"Q4_K", "Q5_K", "Q6_K"}, (quant, matrices)
+        assert types["blk.0.attn_q.weight"] == types["blk.0.ffn_gate.weight"] == KQUANT_MAIN[quant]
+        assert types["token_embd.weight"] == "Q6_K"  # tied: llama.cpp gives the logits matrix Q6_K
+        assert all(t == "F32" for n, t in types.items() if n not in matrices)
+        fields = {k: v.contents() for k, v in reader.fields.items() if not k.startswith("GGUF.")}
+        assert fields["general.file_type"] == KQUANTS[quant].file_type
+        assert fields["general.description"].endswith(f", {quant}")
+        assert fields["tokenizer.chat_template"] == CHAT_TEMPLATE and len(fields["tokenizer.ggml.tokens"]) == 512
+    q4km = {t.name: t.tensor_type.name for t in gguf.GGUFReader(wide_exported["q4_k_m"].path).tensors}
+    assert q4km["blk.0.ffn_down.weight"] == "Q6_K"  # the _M mix: more bits for ffn_down of the edge layers
+
+
+def test_kquant_top1_agreement_in_llama_cpp(wide, wide_exported) -> None:
+    model = wide.model()
+    seqs = wide.val_sequences(12)
+    positions = sum(map(len, seqs))
+    assert positions >= 1024
+    reference = [torch_logits(model, s).argmax(-1) for s in seqs]
+    report = {}
+    for quant, floor in KQUANT_AGREEMENT.items():
+        result = wide_exported[quant]
+        with runtime(result.path) as llm:
+            agree = sum(int((cpp_logits(llm, s).argmax(-1) == ref).sum()) for s, ref in zip(seqs, reference, strict=True))
+        report[quant] = (agree / positions, result.n_bytes)
+        assert agree / positions >= floor, f"{quant}: top-1 agreement {agree / positions:.2%} < {floor:.0%}"
+    print(f"\nwide model top-1 agreement over {positions} positions: "
+          + ", ".join(f"{q} {a:.2%} ({b / 1e3:.0f} kB)" for q, (a, b) in report.items()))
+
+
+@pytest.mark.parametrize(("shape", "rows", "fitting"), [
+    ({"d_model": 64}, "64", "f32, f16, bf16, q8_0, q4_0"),
+    ({"d_model": 256, "d_ff": 100}, "100", "f32, f16, bf16"),
+])
+def test_kquant_refuses_rows_that_are_not_whole_256_blocks(wide, tmp_path, shape, rows, fitting) -> None:
+    ck = random_checkpoint(tmp_path / "ck", wide.folder, n_layers=1, block_style="llama", **shape)
+    out = tmp_path / "out"
+    with pytest.raises(CodetteError, match=rf"--quant q5_k_m needs every matrix row to be a multiple of 256 values, "
+                                           rf"but this model has rows of {rows} \(.*\); .* Quant types that fit "
+                                           rf"this model: {fitting}$"):
+        export_gguf(ck, out, "q5_k_m")
+    assert not out.exists() or list(out.iterdir()) == []
+
+
+def test_kquant_fallback_by_llama_cpp_is_reported(wide, tmp_path) -> None:
+    """llama.cpp itself stores a K-quant matrix with rows of 64 as another type; check_types says so."""
+    from codette.export.kquant import check_types, quantize
+
+    ck = random_checkpoint(tmp_path / "ck", wide.folder, n_layers=1, block_style="llama", d_model=64)
+    f16 = export_gguf(ck, tmp_path, "f16", modelfile=False).path
+    quantize(f16, tmp_path / "q4km.gguf", "q4_k_m")
+    types = {t.name: t.type for t in read_gguf(tmp_path / "q4km.gguf").tensors}
+    assert types["blk.0.attn_q.weight"] not in {"Q4_K", "Q5_K", "Q6_K", "F16"}  # e.g. Q5_0: quietly another type
+    with pytest.raises(CodetteError, match=r"llama.cpp did not store every matrix as a K-quant for q4_k_m: "
+                                           r"blk\.0\.attn_q\.weight as \w+"):
+        check_types(tmp_path / "q4km.gguf", "q4_k_m", ["blk.0.attn_q.weight", "blk.0.ffn_down.weight"])
+
+
+def test_kquant_failure_leaves_nothing(wide, tmp_path, monkeypatch) -> None:
+    import codette.export.gguf_export as ge
+
+    def failing(f16, out, quant):
+        assert f16.stat().st_size > 0 and f16.parent == tmp_path  # the F16 intermediate, beside the target
+        raise CodetteError("quantizer failed (simulated)")
+
+    monkeypatch.setattr(ge, "quantize", failing)
+    with pytest.raises(CodetteError, match="simulated"):
+        export_gguf(wide.checkpoint, tmp_path, "q6_k")
+    assert list(tmp_path.iterdir()) == []  # no final file, no temporaries, no Modelfile
+
+
+def test_cli_export_kquant(wide, tmp_path) -> None:
+    res = CliRunner().invoke(app, ["export", str(wide.checkpoint), "--quant", "Q4_K_M", "-o", str(tmp_path)])
+    assert res.exit_code == 0, res.output
+    assert "GGUF (llama, q4_k_m)" in res.output and (tmp_path / "codette_tiny-q4_k_m.gguf").is_file()
+    assert "FROM ./codette_tiny-q4_k_m.gguf" in (tmp_path / "Modelfile").read_text()
+
+
 # ---- tokenizer ---------------------------------------------------------------------------------------
 def _parity_strings(trained) -> list[str]:
     import random
@@ -322,7 +428,8 @@ def test_missing_and_corrupt_checkpoints(trained, tmp_path) -> None:
 
 
 def test_unknown_quant_type_is_refused_before_loading(tmp_path) -> None:
-    with pytest.raises(CodetteError, match="unknown quant type 'q3_k'; choose one of: f32, f16, bf16, q8_0, q4_0"):
+    with pytest.raises(CodetteError, match="unknown quant type 'q3_k'; choose one of: f32, f16, bf16, q8_0, q4_0, "
+                                           "q4_k_m, q5_k_m, q6_k$"):
         export_gguf(tmp_path / "missing.pt", quant="q3_k")
 
 

@@ -121,10 +121,13 @@ def eval_(
                                                         "beside the checkpoint)."),
     split: str = typer.Option("test", help="Held-out split to score: test (never used in training or to pick "
                                            "model_best.pt) or val (the split that picked it)."),
+    natural: bool = typer.Option(False, "--natural/--no-natural",
+                                 help="Also run the hand-written natural-prompt set through the agent's tool loop "
+                                      "(eval.json's natural section; minutes on a CPU)."),
 ) -> None:
     """Held-out LM metrics (loss, perplexity, accuracy, bits/byte) and behavioral probes with 95% intervals."""
     stages.run_eval(checkpoint, console, data_dir=data_dir, output=output, max_batches=max_batches,
-                    probes=None if probes < 0 else probes, probe_dir=probe_dir, split=split)
+                    probes=None if probes < 0 else probes, probe_dir=probe_dir, split=split, natural=natural)
 
 
 @app.command()
@@ -217,7 +220,9 @@ def export(
     checkpoint: Path = typer.Argument(..., help="A model_*.pt checkpoint (tokenizer files beside it)."),
     fmt: str = typer.Option("gguf", "--format", "-f", help="gguf (llama.cpp, Ollama) or hf (Hugging Face)."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q",
-                                        help="gguf: f32, f16, bf16, q8_0, q4_0 (default f16); hf: f32, f16, bf16."),
+                                        help="gguf: f32, f16, bf16, q8_0, q4_0 (default f16), or the K-quants "
+                                             "q4_k_m, q5_k_m, q6_k (llama.cpp's quantizer; d_model and FFN width "
+                                             "multiples of 256); hf: f32, f16, bf16."),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Output folder (default: the checkpoint's)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     arch: Optional[str] = typer.Option(None, help="GGUF architecture (default: llama or starcoder2 by block style)."),

@@ -59,6 +59,23 @@ def atomic_path(path: Path) -> Iterator[Path]:
 
 
 @contextlib.contextmanager
+def scratch_path(path: Path) -> Iterator[Path]:
+    """Yield a temporary file name beside ``path`` for an intermediate file; it is always removed.
+
+    Named like :func:`atomic_path`'s temporaries, so one left by a killed process is recognised as stale.
+    """
+    path = Path(path)
+    ensure_writable_dir(path.parent)
+    fd, tmp_name = tempfile.mkstemp(prefix=temp_prefix(path), suffix=TMP_SUFFIX, dir=path.parent)
+    os.close(fd)
+    try:
+        yield Path(tmp_name)
+    finally:
+        with contextlib.suppress(FileNotFoundError):
+            os.unlink(tmp_name)
+
+
+@contextlib.contextmanager
 def atomic_dir(path: Path) -> Iterator[Path]:
     """Yield a temporary folder beside ``path``; on success its files are fsynced and it replaces ``path``."""
     path = Path(path)

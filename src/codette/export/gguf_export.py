@@ -6,6 +6,9 @@ and appended, and its source pages are released, so at most one converted tensor
 time. Norms, biases and other 1-D tensors stay F32
 (as llama.cpp's own converter does); a matrix whose rows are not a whole number of quantization
 blocks falls back to F16, with a warning naming it.
+
+K-quants (``q4_k_m``, ``q5_k_m``, ``q6_k``) are made by llama.cpp's own quantizer from an F16 file
+written this way (:mod:`codette.export.kquant`); a model whose rows do not fit them is refused.
 """
 
 from __future__ import annotations
@@ -25,8 +28,9 @@ import torch
 
 from codette.errors import CodetteError
 from codette.export.arch import WEIGHT, TensorPlan, add_arch_metadata, plan_tensors, resolve_arch
-from codette.export.files import atomic_path, refuse_existing
+from codette.export.files import atomic_path, refuse_existing, scratch_path
 from codette.export.gguf_vocab import add_tokenizer_metadata
+from codette.export.kquant import KQUANTS, check_rows, check_types, misfit_rows, quantize
 from codette.export.modelfile import MODELFILE_NAME, write_modelfile
 from codette.export.source import ExportSource, open_checkpoint
 
@@ -42,6 +46,7 @@ QUANT_TYPES: dict[str, tuple[gguf.GGMLQuantizationType, gguf.LlamaFileType]] = {
     "q4_0": (Q.Q4_0, gguf.LlamaFileType.MOSTLY_Q4_0),
 }
 DEFAULT_QUANT = "f16"
+QUANT_CHOICES = [*QUANT_TYPES, *KQUANTS]  # the first written by gguf-py, the K-quants by llama.cpp
 
 
 @dataclass
@@ -54,8 +59,8 @@ class GGUFExport:
     quant: str
     n_tensors: int
     n_bytes: int
-    seconds: float  # converting and writing, including the final fsync
-    write_seconds: float  # the same without the fsync (disk speed)
+    seconds: float  # converting, writing (and for K-quants llama.cpp's quantizing), including the fsyncs
+    write_seconds: float  # writing the gguf-py file (F16 for K-quants) without the fsync (disk speed)
     fallbacks: list[str] = field(default_factory=list)
 
     @property
@@ -65,9 +70,16 @@ class GGUFExport:
 
 def check_quant(quant: str) -> str:
     q = str(quant).lower()
-    if q not in QUANT_TYPES:
-        raise CodetteError(f"unknown quant type {quant!r}; choose one of: {', '.join(QUANT_TYPES)}")
+    if q not in QUANT_CHOICES:
+        raise CodetteError(f"unknown quant type {quant!r}; choose one of: {', '.join(QUANT_CHOICES)}")
     return q
+
+
+def fitting_quants(rows: dict[str, int]) -> list[str]:
+    """The quant types that store every matrix as asked (no F16 fallback, no refusal) for these rows."""
+    blocks = {q: gguf.GGML_QUANT_SIZES[t][0] for q, (t, _) in QUANT_TYPES.items()}
+    blocks.update({q: gguf.GGML_QUANT_SIZES[k.main_type][0] for q, k in KQUANTS.items()})
+    return [q for q in QUANT_CHOICES if not misfit_rows(rows, blocks[q])]
 
 
 def gguf_file_name(preset: str, quant: str) -> str:
@@ -126,40 +138,23 @@ def _nbytes(shape: tuple[int, ...], qtype: gguf.GGMLQuantizationType) -> int:
     return math.prod(shape[:-1]) * (shape[-1] // block) * size
 
 
-def _general_metadata(writer: gguf.GGUFWriter, src: ExportSource, arch: str, quant: str) -> None:
+def _general_metadata(writer: gguf.GGUFWriter, src: ExportSource, arch: str, quant: str, label: str) -> None:
     cfg = src.cfg
     writer.add_type(gguf.GGUFType.MODEL)
     writer.add_name(f"Codette {src.preset}")
     writer.add_basename("codette")
     step = f", trained {src.step} steps" if src.step is not None else ""
-    writer.add_description(f"Codette {src.preset}: {cfg.block_style}-style blocks as GGUF {arch}{step}, {quant}")
-    writer.add_file_type(QUANT_TYPES[quant][1])
+    writer.add_description(f"Codette {src.preset}: {cfg.block_style}-style blocks as GGUF {arch}{step}, {label}")
+    writer.add_file_type(QUANT_TYPES[quant][1])  # llama.cpp's quantizer sets its own when it rewrites the file
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def export_gguf(
-    checkpoint: Path | str,
-    out_dir: Path | str | None = None,
-    quant: str = DEFAULT_QUANT,
-    force: bool = False,
-    arch: str | None = None,
-    modelfile: bool = True,
-    system: str | None = None,
-) -> GGUFExport:
-    """Write ``<out_dir>/codette_<preset>-<quant>.gguf`` (and a ``Modelfile``) from ``checkpoint``."""
-    quant = check_quant(quant)
+def _write_gguf(src: ExportSource, plans: list[TensorPlan], arch: str, quant: str, label: str,
+                tmp: Path) -> tuple[list[gguf.GGMLQuantizationType], list[str], float]:
+    """Write the GGUF of ``quant`` (a gguf-py type) to ``tmp``; (tensor types, F16 fallbacks, seconds before fsync)."""
     target_type = QUANT_TYPES[quant][0]
-    src = open_checkpoint(checkpoint)
-    arch = resolve_arch(src.cfg, arch)
-    out = Path(out_dir) if out_dir is not None else src.path.parent
-    path = out / gguf_file_name(src.preset, quant)
-    mf_path = out / MODELFILE_NAME if modelfile else None
-    refuse_existing([path] + ([mf_path] if mf_path else []), force)
-    logging.getLogger("gguf").setLevel(logging.WARNING)  # gguf-py logs an endianness banner at INFO
-
-    plans = plan_tensors(src, arch)
     writer = gguf.GGUFWriter(path=None, arch=arch)
-    _general_metadata(writer, src, arch, quant)
+    _general_metadata(writer, src, arch, quant, label)
     add_arch_metadata(writer, arch, src.cfg)
     add_tokenizer_metadata(writer, src.tokenizer, src.cfg.vocab_size)
 
@@ -176,7 +171,7 @@ def export_gguf(
         writer.add_tensor_info(p.name, p.shape, np.dtype(np.float32), _nbytes(p.shape, qtype), raw_dtype=qtype)
 
     t0 = time.perf_counter()
-    with atomic_path(path) as tmp, _one_torch_thread():
+    with _one_torch_thread():
         try:
             writer.write_header_to_file(path=tmp)
             writer.write_kv_data_to_file()
@@ -194,6 +189,41 @@ def export_gguf(
             os.fsync(writer.fout[0].fileno())
         finally:
             writer.close()
+    return types, fallbacks, write_seconds
+
+
+def export_gguf(
+    checkpoint: Path | str,
+    out_dir: Path | str | None = None,
+    quant: str = DEFAULT_QUANT,
+    force: bool = False,
+    arch: str | None = None,
+    modelfile: bool = True,
+    system: str | None = None,
+) -> GGUFExport:
+    """Write ``<out_dir>/codette_<preset>-<quant>.gguf`` (and a ``Modelfile``) from ``checkpoint``."""
+    quant = check_quant(quant)
+    src = open_checkpoint(checkpoint)
+    arch = resolve_arch(src.cfg, arch)
+    out = Path(out_dir) if out_dir is not None else src.path.parent
+    path = out / gguf_file_name(src.preset, quant)
+    mf_path = out / MODELFILE_NAME if modelfile else None
+    refuse_existing([path] + ([mf_path] if mf_path else []), force)
+    logging.getLogger("gguf").setLevel(logging.WARNING)  # gguf-py logs an endianness banner at INFO
+
+    plans = plan_tensors(src, arch)
+    t0 = time.perf_counter()
+    if quant in KQUANTS:
+        matrices = [p for p in plans if p.kind == WEIGHT and len(p.shape) >= 2]
+        rows = {p.name: p.shape[-1] for p in matrices}
+        check_rows(quant, rows, fitting_quants(rows))
+        with atomic_path(path) as tmp, scratch_path(path) as f16:
+            _, fallbacks, write_seconds = _write_gguf(src, plans, arch, "f16", quant, f16)
+            quantize(f16, tmp, quant)
+            check_types(tmp, quant, [p.name for p in matrices])
+    else:
+        with atomic_path(path) as tmp:
+            _, fallbacks, write_seconds = _write_gguf(src, plans, arch, quant, quant, tmp)
     seconds = time.perf_counter() - t0
     n_bytes = path.stat().st_size
     log.info("wrote %s (%s, %s, %d tensors, %.1f MB in %.2f s, %.2f s before fsync)", path, arch, quant, len(plans),
@@ -204,4 +234,5 @@ def export_gguf(
                       seconds=seconds, write_seconds=write_seconds, fallbacks=fallbacks)
 
 
-__all__ = ["DEFAULT_QUANT", "GGUFExport", "QUANT_TYPES", "check_quant", "export_gguf", "gguf_file_name"]
+__all__ = ["DEFAULT_QUANT", "QUANT_CHOICES", "GGUFExport", "QUANT_TYPES", "check_quant", "export_gguf",
+           "fitting_quants", "gguf_file_name"]
