@@ -156,7 +156,9 @@ def test_figures_carry_n_and_the_wilson_interval():
     assert copy["value"] == pytest.approx(2 / 3) and copy["n"] == 3 and copy["method"] == "wilson"
     # Wilson for 2 of 3 written out: centre (p + z^2/2n) / (1 + z^2/n), half-width z sqrt(p(1-p)/n + z^2/4n^2) / (...)
     z, n, p = 1.959963984540054, 3, 2 / 3
-    centre, half = (p + z * z / (2 * n)) / (1 + z * z / n), z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / (1 + z * z / n)
+    denominator = 1 + z * z / n
+    centre = (p + z * z / (2 * n)) / denominator
+    half = z * math.sqrt(p * (1 - p) / n + z * z / (4 * n * n)) / denominator
     assert (copy["low"], copy["high"]) == pytest.approx((centre - half, centre + half)) == wilson(2, 3)
     assert figs["figures"]["abstain"]["value"] == 1.0 and figs["figures"]["abstain"]["n"] == 1
     assert math.isnan(figs["figures"]["identity"]["value"]) and figs["figures"]["identity"]["n"] == 0
@@ -189,11 +191,13 @@ class Oracle:
             return "Here is what I found: " + " ".join(leaves)
         calls = [c for c in item.calls if c.turn == turn]
         if calls:
-            return format_tool_calls([ToolCall(c.tool, BAD_ARGS[c.tool] if self.mangle else c.arguments) for c in calls])
+            return format_tool_calls([ToolCall(c.tool, BAD_ARGS[c.tool] if self.mangle else c.arguments)
+                                      for c in calls])
         if item.category == "identity":
             return f"{CONSCIOUSNESS_MARK} " + {"yes": "Yes. ", "no": "No. "}.get(item.polarity or "", "") + FACTS
         if item.category == "perspective":
-            return f"{PERSPECTIVE_MARK} {item.perspective} " + " ".join(sorted(PERSPECTIVE_VOCABULARY[item.perspective]))
+            words = sorted(PERSPECTIVE_VOCABULARY[item.perspective or ""])
+            return f"{PERSPECTIVE_MARK} {item.perspective} " + " ".join(words)
         return "Happy to help, no tool needed for that."
 
     def stream(self, messages, tools=None, sampling=None):
@@ -340,3 +344,61 @@ def test_the_data_stage_never_reads_the_set():
     modules, opened = json.loads(proc.stdout.splitlines()[-1])
     assert modules == [] and len(opened) > 10
     assert not [p for p in opened if nat.SET_FILE in p or "codette/evaluate" in p]
+
+
+# ------------------------------------------------------------------------------------------------
+# Wired into `codette eval`
+# ------------------------------------------------------------------------------------------------
+def test_eval_report_gets_a_natural_section_and_its_tables(natural_set, tmp_path):
+    from rich.console import Console
+
+    from codette.evaluate.run import _add_behavior
+    from codette.evaluate.summary import console_tables, markdown
+
+    report: dict = {}
+    seen = []
+    _add_behavior(report, PerItem(natural_set.items), tmp_path / "model.pt", None, 0, 64, 0, None, "test",
+                  natural=True, on_natural=lambda i, n, r: seen.append((i, n)))
+    section = report["natural"]
+    assert section["set"]["items"] == len(natural_set.items) == len(report["natural_results"]) == len(seen)
+    assert section["set"]["sha256"] == natural_set.sha256 and section["figures"]["task_success"]["value"] == 1.0
+    json.dumps(section, allow_nan=True)  # eval.json-ready
+    md = markdown({"checkpoint": "m.pt", **report})
+    assert "## Natural prompts" in md and "| parallel_multiple | task_success | 100.0%" in md
+    console = Console(record=True, width=120)
+    for table in console_tables(report):
+        console.print(table)
+    assert "Natural prompts" in console.export_text()
+
+
+def test_codette_eval_offers_the_natural_flag():
+    from typer.testing import CliRunner
+
+    from codette.cli.main import app
+
+    result = CliRunner().invoke(app, ["eval", "--help"])
+    assert result.exit_code == 0 and "--natural" in result.output
+
+
+def test_a_real_checkpoint_backend_runs_the_items_and_a_short_context_is_reported_not_fatal(natural_set, tokenizer):
+    """A PyTorch model (random weights) behind LocalBackend: token counting and context fitting apply."""
+    import torch
+
+    from codette.backends.local import LocalBackend
+    from codette.model import ModelConfig
+    from codette.model.config import padded_vocab
+    from codette.model.transformer import CodetteModel
+
+    picked = tuple(next(i for i in natural_set.items if i.category == c) for c in nat.CATEGORIES)
+    for ctx, fits in ((1024, True), (64, False)):
+        torch.manual_seed(0)
+        cfg = ModelConfig(vocab_size=padded_vocab(len(tokenizer)), d_model=32, n_layers=1, n_heads=2, max_seq_len=ctx)
+        results = run_natural(LocalBackend(CodetteModel(cfg).eval(), tokenizer), picked, max_new_tokens=6)
+        assert [r["id"] for r in results] == [i.id for i in picked]
+        assert all(isinstance(r["final"], str) and r["seconds"] > 0 and "score" in r for r in results)
+        errors = [r.get("error") or "" for r in results]
+        if fits:
+            assert not any("context" in e for e in errors), errors
+        else:
+            assert all("context is 64 tokens" in e for e in errors), errors
+            assert all(r["score"].get("task_success", 0) == 0 for r in results)

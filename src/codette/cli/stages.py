@@ -145,10 +145,11 @@ def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> Tr
 
 def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, output: Path | None = None,
              max_batches: int | None = None, extra: dict | None = None, probes: int | None = DEFAULT_PROBES_PER_KIND,
-             probe_dir: Path | None = None, markdown: bool = True, split: str = "test") -> dict:
+             probe_dir: Path | None = None, markdown: bool = True, split: str = "test", natural: bool = False) -> dict:
     """`codette eval` on a checkpoint or a .gguf: eval.json, eval_probes.jsonl (per probe), eval.md.
 
-    ``split`` is the held-out split scored: ``test`` by default, never ``train``.
+    ``split`` is the held-out split scored: ``test`` by default, never ``train``. ``natural`` adds the
+    hand-written natural-prompt set (eval.json's ``natural``, eval_natural.jsonl per item).
     """
     from rich.progress import Progress
 
@@ -158,10 +159,13 @@ def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, o
     checkpoint = Path(checkpoint)
     with Progress(console=console, transient=True) as progress:
         task = progress.add_task("behavioral probes", total=None)
+        nat_task = progress.add_task("natural prompts", total=None, visible=natural)
         report = evaluate_path(checkpoint, packed_dir=data_dir, max_batches=max_batches, probe_dir=probe_dir,
-                               probes_per_kind=probes, split=split,
-                               on_result=lambda i, n, r: progress.update(task, completed=i + 1, total=n))
+                               probes_per_kind=probes, split=split, natural=natural,
+                               on_result=lambda i, n, r: progress.update(task, completed=i + 1, total=n),
+                               on_natural=lambda i, n, r: progress.update(nat_task, completed=i + 1, total=n))
     probe_results = report.pop("probe_results", None)
+    natural_results = report.pop("natural_results", None)
     report.update(extra or {})
     output = output or checkpoint.parent / "eval.json"
     atomic_write_text(output, json.dumps(report, indent=2, ensure_ascii=False))
@@ -169,6 +173,10 @@ def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, o
     if probe_results is not None:
         path = output.with_name(output.stem + "_probes.jsonl")
         atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in probe_results))
+        written.append(path)
+    if natural_results is not None:
+        path = output.with_name(output.stem + "_natural.jsonl")
+        atomic_write_text(path, "".join(json.dumps(r, ensure_ascii=False) + "\n" for r in natural_results))
         written.append(path)
     if markdown:
         path = output.with_suffix(".md")
@@ -178,6 +186,9 @@ def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, o
         console.print(table)
     for chat in report["samples"]:
         console.print(Panel(Text(chat["assistant"]), title=Text(f"user: {chat['user']}"), title_align="left"))
+    if not natural:
+        console.print("natural-prompt set not run (add --natural: hand-written requests through the agent's tool "
+                      "loop, minutes on a CPU)")
     console.print(f"written: {', '.join(map(str, written))}")
     return report
 

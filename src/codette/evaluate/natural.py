@@ -44,6 +44,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import re
+from collections import Counter
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from importlib import resources
@@ -52,7 +53,7 @@ from typing import Any
 
 from codette.errors import CodetteError
 from codette.evaluate import tool_metric as tm
-from codette.evaluate.stats import Figure, proportion
+from codette.evaluate.stats import proportion
 from codette.persona import PERSPECTIVES, TOOL_SCHEMAS
 
 SET_FILE = "natural_set.yaml"
@@ -281,17 +282,10 @@ def load_set(path: Path | str | None = None) -> NaturalSet:
     if doc.get("version") != SET_VERSION:
         raise CodetteError(f"{source}: version must be {SET_VERSION}, got {doc.get('version')!r}")
     items = tuple(parse_item(raw, f"{source} item {i + 1}") for i, raw in enumerate(doc["items"]))
-    dup = [k for k, n in _count(i.id for i in items).items() if n > 1]
+    dup = [k for k, n in Counter(i.id for i in items).items() if n > 1]
     if dup:
         raise CodetteError(f"{source}: item id {dup[0]!r} occurs twice")
     return NaturalSet(items, SET_VERSION, hashlib.sha256(text.encode("utf-8")).hexdigest(), source)
-
-
-def _count(keys: Iterable[str]) -> dict[str, int]:
-    out: dict[str, int] = {}
-    for k in keys:
-        out[k] = out.get(k, 0) + 1
-    return out
 
 
 # ------------------------------------------------------------------------------------------------
@@ -353,7 +347,7 @@ def summarize(results: list[dict[str, Any]], items: tuple[Item, ...]) -> dict[st
     """Headline figures, per-category and per-tool tables (each figure with n and a 95% interval)."""
     by_id = {i.id: i for i in items}
     tool = [r for r in results if r["kind"] == "tool"]
-    fig: dict[str, Figure | dict] = {}
+    fig: dict[str, dict[str, Any]] = {}
     for key in ("right_tool", "copy", "task_success"):
         fig[key] = _fig([r["score"][key] for r in tool])
     fig["abstain"] = _fig([r["score"]["abstained"] for r in results if r["kind"] == "abstain"])

@@ -18,6 +18,7 @@ from __future__ import annotations
 import copy
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
@@ -162,9 +163,7 @@ def natural_report(backend: ChatBackend, max_new_tokens: int = MAX_NEW_TOKENS,
     log.info("natural-prompt set v%d: %d items", natural_set.version, len(natural_set.items))
     results = run_natural(backend, natural_set.items, max_new_tokens, on_result)
     summary = nat.summarize(results, natural_set.items)
-    counts: dict[str, int] = {}
-    for item in natural_set.items:
-        counts[item.category] = counts.get(item.category, 0) + 1
+    counts = dict(Counter(item.category for item in natural_set.items))
     return {"natural": {"set": {"source": natural_set.source, "version": natural_set.version,
                                 "sha256": natural_set.sha256, "items": len(natural_set.items),
                                 "by_category": counts}, **summary},

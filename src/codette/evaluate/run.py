@@ -6,7 +6,8 @@ during training or checkpoint selection, so its figures were not tuned on (``val
 (``packed/<split>.*``), the behavioral probes come from its conversations (``data/<split>.jsonl``)
 through :mod:`codette.evaluate.probes`. The result is one flat JSON object (``eval.json``): ``split``,
 the LM metrics (:func:`lm_figures`), every behavioral metric as a top-level number, and ``figures``
-with each metric's n and 95% interval.
+with each metric's n and 95% interval. With ``natural=True`` the hand-written natural-prompt set
+(:mod:`codette.evaluate.natural`) runs too, through the agent's tool loop, as the ``natural`` section.
 """
 
 from __future__ import annotations
@@ -89,8 +90,10 @@ def behavior_report(backend: ChatBackend, probe_dir: Path | str, probes_per_kind
 
 
 def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path, probe_dir: Path | str | None,
-                  probes_per_kind: int | None, max_new_tokens: int, samples: int, on_result: Any, split: str) -> None:
-    """The behavioral probes (from ``probe_dir`` or data/ beside the model) and sample chats, into ``report``."""
+                  probes_per_kind: int | None, max_new_tokens: int, samples: int, on_result: Any, split: str,
+                  natural: bool = False, on_natural: Any = None) -> None:
+    """The behavioral probes (from ``probe_dir`` or data/ beside the model), the natural-prompt set when asked
+    for, and sample chats, into ``report``."""
     default = model_path.parent / "data"
     source = _probe_source(probe_dir, default, split) if probes_per_kind != 0 else None
     if source is not None:
@@ -98,6 +101,10 @@ def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path
                                       split=split))
     elif probes_per_kind != 0:
         report["probes"] = {"skipped": f"no {default / f'{split}.jsonl'}"}
+    if natural:
+        from codette.evaluate.natural_run import natural_report
+
+        report.update(natural_report(backend, max_new_tokens, on_result=on_natural))
     report["samples"] = _sample_chats(backend, samples)
 
 
@@ -105,10 +112,12 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
                         batch_size: int = 16, max_batches: int | None = None, samples: int = 3,
                         device: str = "cpu", probe_dir: Path | str | None = None,
                         probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND, max_new_tokens: int = 128,
-                        on_result: Callable[[int, int, dict], None] | None = None, split: str = "test") -> dict:
+                        on_result: Callable[[int, int, dict], None] | None = None, split: str = "test",
+                        natural: bool = False, on_natural: Callable[[int, int, dict], None] | None = None) -> dict:
     """LM metrics over the held-out ``split`` (or ``max_batches``), its behavioral probes, and sample chats.
 
-    ``probes_per_kind=0`` skips the probes; ``None`` runs every probe.
+    ``probes_per_kind=0`` skips the probes; ``None`` runs every probe. ``natural`` adds the natural-prompt
+    set (:mod:`codette.evaluate.natural`): ``natural`` in the report, ``natural_results`` per item.
     """
     _check_split(split)
     checkpoint = Path(checkpoint)
@@ -123,7 +132,8 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
     m = evaluate_lm(backend.model, sampler.sequential(batch_size, max_batches), device, token_bytes=token_bytes)
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "backend": "local", "step": backend.step,
                               **lm_figures(m, split)}
-    _add_behavior(report, backend, checkpoint, probe_dir, probes_per_kind, max_new_tokens, samples, on_result, split)
+    _add_behavior(report, backend, checkpoint, probe_dir, probes_per_kind, max_new_tokens, samples, on_result, split,
+                  natural, on_natural)
     return report
 
 
@@ -175,7 +185,8 @@ def gguf_lm_metrics(backend: GGUFBackend, packed_dir: Path | str, max_sequences:
 def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_dir: Path | str | None = None,
                   tokenizer_dir: Path | str | None = None, probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND,
                   max_new_tokens: int = 128, samples: int = 3, lm_sequences: int | None = 64,
-                  on_result: Callable[[int, int, dict], None] | None = None, split: str = "test") -> dict:
+                  on_result: Callable[[int, int, dict], None] | None = None, split: str = "test",
+                  natural: bool = False, on_natural: Callable[[int, int, dict], None] | None = None) -> dict:
     """The same probes (and, when ``packed/`` is there, LM metrics) for an exported GGUF."""
     _check_split(split)
     from codette.backends.gguf import GGUFBackend
@@ -190,7 +201,8 @@ def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_
             report.update(gguf_lm_metrics(backend, packed, lm_sequences, split=split))
         else:
             log.info("no packed %s split at %s: LM metrics skipped for the GGUF", split, packed)
-        _add_behavior(report, backend, path, probe_dir, probes_per_kind, max_new_tokens, samples, on_result, split)
+        _add_behavior(report, backend, path, probe_dir, probes_per_kind, max_new_tokens, samples, on_result, split,
+                      natural, on_natural)
     finally:
         backend.close()
     return report

@@ -92,6 +92,8 @@ def markdown(report: dict[str, Any], probe_results: list[dict] | None = None, ex
         if beh.get("backend_errors"):
             out.append(f"{beh['backend_errors']} probe(s) could not be generated (e.g. prompt longer than the "
                        "context); they count as failures.\n")
+    if report.get("natural"):
+        out += natural_markdown(report["natural"])
     if probe_results:
         out += ["## Failure examples", ""]
         for kind in ("tool", "no_tool", "identity", "perspective"):
@@ -105,6 +107,32 @@ def markdown(report: dict[str, Any], probe_results: list[dict] | None = None, ex
         for chat in report["samples"]:
             out.append(f"- **user:** {_esc(chat['user'])}<br>**assistant:** {_esc(chat['assistant'], 400)}")
     return "\n".join(out) + "\n"
+
+
+NATURAL_ROWS = [("right_tool", "tool items: the calls name exactly the expected tools"),
+                ("copy", "tool items: the calls carry the values the user wrote"),
+                ("task_success", "tool items: right tool, and the answer holds the real result"),
+                ("abstain", "relevance and chat items: no tool call"),
+                ("identity", "identity questions answered truthfully"),
+                ("perspective", "the perspective asked for (marker and style)")]
+
+
+def natural_markdown(section: dict[str, Any]) -> list[str]:
+    """The natural-prompt section of eval.md: headline figures, then by category and by tool."""
+    info = section["set"]
+    out = ["## Natural prompts", "", f"{info['items']} hand-written items from `{info['source']}` (version "
+           f"{info['version']}, sha256 {info['sha256'][:12]}), through the agent's tool loop.", "",
+           "| metric | value | 95% CI | n | meaning |", "|---|---|---|---|---|"]
+    for key, meaning in NATURAL_ROWS:
+        f = section["figures"][key]
+        out.append(f"| `{key}` | {_pct(f['value'])} | [{_pct(f['low'])}, {_pct(f['high'])}] | {f['n']} | {meaning} |")
+    for title, table in (("category", section["by_category"]), ("tool", section["by_tool"])):
+        out += ["", f"| {title} | metric | value | 95% CI | n |", "|---|---|---|---|---|"]
+        for name, figs in table.items():
+            for key, f in figs.items():
+                ci = f"[{_pct(f['low'])}, {_pct(f['high'])}]"
+                out.append(f"| {name} | {key} | {_pct(f['value'])} | {ci} | {f['n']} |")
+    return out + [""]
 
 
 def _passed(r: dict) -> bool:
@@ -138,5 +166,14 @@ def console_tables(report: dict[str, Any]) -> list:
                 f = figures.get(key)
                 if f:
                     t.add_row(key, _pct(f["value"]), f"[{_pct(f['low'])}, {_pct(f['high'])}]", str(f["n"]))
+        tables.append(t)
+    natural = report.get("natural")
+    if natural:
+        t = Table(title=f"Natural prompts ({natural['set']['items']} hand-written items, 95% CI)")
+        for col in ("metric", "value", "95% CI", "n"):
+            t.add_column(col, justify="left" if col == "metric" else "right")
+        for key, _meaning in NATURAL_ROWS:
+            f = natural["figures"][key]
+            t.add_row(key, _pct(f["value"]), f"[{_pct(f['low'])}, {_pct(f['high'])}]", str(f["n"]))
         tables.append(t)
     return tables
