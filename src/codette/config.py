@@ -104,6 +104,7 @@ class TrainConfig:
     probes: int = 8  # behavioral probes per kind at each evaluation (0: none); see codette.evaluate.training
     probe_budget: float = 0.10  # probes may take at most this fraction of the training time
     tensorboard: bool = False  # also write TensorBoard events to <log_dir>/tensorboard/
+    parallel: str = "auto"  # under torchrun: ddp | fsdp (FSDP2, sharded) | auto (fsdp from 500M parameters)
 
     def __post_init__(self) -> None:
         check_fields(self, "train")
@@ -170,7 +171,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "beta1": _real(0.0, 1.0), "beta2": _real(0.0, 1.0), "seed": _int_at_least(0),
         "dtype": _one_of("auto", "fp32", "bf16"), "eval_batches": _POSITIVE, "log_every": _POSITIVE,
         "keep_checkpoints": _int_at_least(0), "threads": _int_at_least(0), "probes": _int_at_least(0),
-        "probe_budget": _real(0.0, 1.0, high_open=False),
+        "probe_budget": _real(0.0, 1.0, high_open=False), "parallel": _one_of("auto", "ddp", "fsdp"),
     },
 }
 

@@ -6,7 +6,8 @@ A training checkpoint is a dict of tensors and plain Python values:
 CUDA states: :func:`codette.rng.rng_state`), ``best_val_loss``, ``best_metric``, ``train_config`` and
 ``run_config`` (dicts), ``tokenizer_sha256``. Metrics go to the run's metrics JSONL, not here.
 Export and evaluation read only ``model`` and ``model_config`` (with ``mmap=True``, so the
-optimizer state is never paged in).
+optimizer state is never paged in). A run sharded with FSDP2 writes its resumable checkpoints as
+folders instead (:mod:`codette.checkpoint.sharded`), and its best and final weights as such files.
 """
 
 from __future__ import annotations
@@ -15,6 +16,7 @@ import logging
 import os
 import pickle
 import re
+import shutil
 import zipfile
 from pathlib import Path
 from typing import Any
@@ -32,7 +34,7 @@ FORMAT = f"codette-checkpoint-v{FORMAT_VERSION}"
 FORMAT_RE = re.compile(r"codette-checkpoint-v(\d+)")
 ZIP_MAGIC = b"PK\x03\x04"  # torch.save's (zip) format; anything else would need a pickle loader
 NEVER_PICKLE = "Codette loads only tensors and plain values, never pickled Python objects"
-STEP_RE = re.compile(r"model_step_(\d+)\.pt$")
+STEP_RE = re.compile(r"model_step_(\d+)\.(pt|dcp)$")  # .dcp: a sharded checkpoint folder
 
 
 def save_checkpoint(state: dict[str, Any], path: Path | str) -> Path:
@@ -116,9 +118,9 @@ def load_model(path: Path | str, device: str | torch.device = "cpu", mmap: bool 
 
 
 def step_checkpoints(folder: Path | str) -> list[tuple[int, Path]]:
-    """Periodic checkpoints in ``folder``, oldest first."""
+    """Periodic checkpoints in ``folder`` (files and sharded folders), oldest first."""
     out = []
-    for p in Path(folder).glob("model_step_*.pt"):
+    for p in Path(folder).glob("model_step_*"):
         m = STEP_RE.search(p.name)
         if m:
             out.append((int(m.group(1)), p))
@@ -127,18 +129,21 @@ def step_checkpoints(folder: Path | str) -> list[tuple[int, Path]]:
 
 def latest_valid_checkpoint(folder: Path | str) -> Path | None:
     """The resumable checkpoint with the highest step in ``folder``; broken ones are skipped with a warning."""
+    from codette.checkpoint.sharded import is_sharded, load_state
+
     folder = Path(folder)
     candidates = [p for _, p in step_checkpoints(folder)]
-    candidates += [p for p in (folder / "model_final.pt",) if p.is_file()]
+    candidates += [p for p in (folder / "model_final.pt", folder / "model_final.dcp") if p.exists()]
     best: tuple[int, Path] | None = None
     for p in candidates:
         try:
-            state = load_checkpoint(p, mmap=True)
+            state = load_state(p) if is_sharded(p) else load_checkpoint(p, mmap=True)
         except CodetteError as exc:
             log.warning("skipping %s", exc)
             continue
         step = int(state.get("step", 0))
-        if "optimizer" in state and (best is None or step > best[0]):
+        resumable = "optimizer" in state or state.get("sharded")
+        if resumable and (best is None or step > best[0]):
             best = (step, p)
     return best[1] if best else None
 
@@ -149,6 +154,9 @@ def prune_step_checkpoints(folder: Path | str, keep: int) -> None:
         return
     for _, p in step_checkpoints(folder)[:-keep]:
         try:
-            os.unlink(p)
+            if p.is_dir():
+                shutil.rmtree(p)
+            else:
+                os.unlink(p)
         except FileNotFoundError:
             pass

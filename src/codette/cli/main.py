@@ -98,13 +98,14 @@ def train(
     resume: Optional[str] = typer.Option(None, help="Checkpoint to continue from, or 'auto' for the newest valid one."),
     tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard",
                                                help="Also write TensorBoard events to <log_dir>/tensorboard/."),
+    parallel: Optional[str] = typer.Option(None, help="Under torchrun: ddp, fsdp (sharded) or auto (by model size)."),
 ) -> None:
-    """Train (or resume training) a model on the packed data."""
+    """Train (or resume training) a model on the packed data; under torchrun, on every process it starts."""
     cfg = _config(config, out_dir=out_dir, **{
         "model.preset": preset, "model.block_style": block_style, "train.max_steps": max_steps, "train.lr": lr,
         "train.warmup_steps": warmup_steps, "train.batch_size": batch_size, "train.grad_accum": grad_accum,
         "train.seq_len": seq_len, "train.eval_every": eval_every, "train.save_every": save_every,
-        "train.device": device, "train.seed": seed, "train.tensorboard": tensorboard})
+        "train.device": device, "train.seed": seed, "train.tensorboard": tensorboard, "train.parallel": parallel})
     stages.run_train(cfg, console, resume=resume)
 
 

@@ -122,7 +122,10 @@ def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> Tr
     from codette.tokenizer import CodetteTokenizer
     from codette.tokenizer.bpe import TOKENIZER_FILE
     from codette.train import train
+    from codette.train.distributed import world_from_env
 
+    if not world_from_env().main:  # under torchrun, rank 0 reports for the run
+        console = Console(quiet=True)
     out = _out(cfg)
     _model_config(cfg, vocab_tokens=None)  # a bad preset or shape fails before anything is loaded
     tok = CodetteTokenizer.load(out)

@@ -35,16 +35,34 @@ from codette.checkpoint import (
     prune_step_checkpoints,
     save_checkpoint,
 )
+from codette.checkpoint.sharded import SUFFIX as SHARDED_SUFFIX
+from codette.checkpoint.sharded import full_model_state, is_sharded, load_sharded, save_sharded
+from codette.checkpoint.sharded import load_state as load_sharded_state
 from codette.config import TrainConfig
 from codette.data.loader import BatchSampler
 from codette.data.pack import PackedSplit
 from codette.errors import CodetteError, TrainingInterrupted
 from codette.evaluate import evaluate_lm
-from codette.evaluate.selection import BestTracker
+from codette.evaluate.selection import BestTracker, needs_probes
 from codette.fileio import ensure_writable_dir, remove_stale_temporaries
-from codette.model import CodetteModel, ModelConfig
+from codette.model import CodetteModel, ModelConfig, count_parameters
 from codette.rng import rng_state, set_rng_state
 from codette.train.device import autocast_for, pick_device, resolve_dtype
+from codette.train.distributed import (
+    World,
+    any_rank,
+    barrier,
+    choose_strategy,
+    ddp_wrap,
+    fsdp_shard,
+    init_from_env,
+    local_value,
+    no_sync_for,
+    share_rng_state,
+    shutdown,
+    sum_over_ranks,
+    uses_fsdp_autocast,
+)
 from codette.train.schedule import build_optimizer, lr_at
 from codette.train.step import accumulate_gradients
 
@@ -174,6 +192,63 @@ def _no_stray_torch_cache() -> Iterator[None]:
                 folder.rmdir()  # only if empty: a cache that torch.compile filled stays
 
 
+class _NoMetrics:
+    """What a process other than rank 0 writes its records to: nothing (rank 0 logs for the run)."""
+
+    jsonl_path = None
+    listener = None
+
+    def write(self, kind: str, **values: Any) -> None:
+        pass
+
+    def close(self) -> None:
+        pass
+
+
+def _build_model(model_cfg: ModelConfig, device: torch.device, strategy: str, precision: str,
+                 world: World) -> CodetteModel:
+    """The model with its seeded initial weights, on ``device``: FSDP2-sharded for ``fsdp``.
+
+    Sharded, it is built on the meta device (no process holds it whole on the GPU); rank 0 builds the
+    weights on its CPU exactly as one process would and they are scattered from there, so every run
+    starts from the same weights whatever its layout.
+    """
+    if strategy != "fsdp":
+        return CodetteModel(model_cfg).to(device)
+    from torch.distributed.checkpoint.state_dict import StateDictOptions, set_model_state_dict
+
+    full = CodetteModel(model_cfg).state_dict() if world.main else {}
+    with torch.device("meta"):
+        model = CodetteModel(model_cfg)
+    fsdp_shard(model, device, precision)
+    model.to_empty(device=device)
+    model.rotary.reset_parameters()  # not in the state dict (a non-persistent buffer)
+    set_model_state_dict(model, full, options=StateDictOptions(full_state_dict=True, broadcast_from_rank0=True))
+    share_rng_state(world)  # only rank 0 drew the weights: all ranks continue from its random state
+    return model
+
+
+def _load_resume(path: Path, model: CodetteModel, optimizer: torch.optim.Optimizer, model_cfg: ModelConfig,
+                 strategy: str, device: torch.device) -> dict:
+    """Weights and optimizer state from checkpoint ``path`` into ``model``; returns the rest of it."""
+    if strategy == "fsdp":
+        if not is_sharded(path):
+            raise CodetteError(f"cannot resume from {path}: a train.parallel=fsdp run resumes from a sharded "
+                               f"checkpoint folder (model_step_N.dcp)")
+        _check_same_model(model_config_of(load_sharded_state(path), path), model_cfg, path)
+        return load_sharded(model, optimizer, path)
+    if is_sharded(path):
+        raise CodetteError(f"cannot resume from {path}: it is a sharded (FSDP) checkpoint; resume it under "
+                           f"torchrun with train.parallel=fsdp")
+    state = load_checkpoint(path, map_location=device)
+    _check_same_model(model_config_of(state, path), model_cfg, path)
+    if "optimizer" not in state:
+        raise CodetteError(f"{path} holds weights only (no optimizer state); it cannot be resumed")
+    model.load_state_dict(state["model"])
+    optimizer.load_state_dict(state["optimizer"])
+    return state
+
+
 @_no_stray_torch_cache()
 def train(
     cfg: TrainConfig,
@@ -191,19 +266,48 @@ def train(
 
     ``monitor`` (a :class:`codette.evaluate.training.TrainingMonitor`) adds behavioral figures to each
     evaluation and sees every metrics record; ``train.best_metric`` picks the best checkpoint.
+    Started by ``torchrun``, each process trains its share of every batch (see
+    :mod:`codette.train.distributed`); only rank 0 logs, shows progress, probes and writes files.
     """
-    out_dir, data_dir, log_dir = Path(out_dir), Path(data_dir), Path(log_dir)
+    world, rank_device = init_from_env(cfg.device)
+    if not world.main:  # rank 0 speaks for the run
+        logging.getLogger("codette").setLevel(logging.WARNING)
+    try:
+        return _train(cfg, model_cfg, Path(data_dir), Path(out_dir), Path(log_dir), resume, run_config,
+                      tokenizer_sha256, console, monitor, world, rank_device)
+    finally:
+        if world.distributed:
+            shutdown()
+
+
+def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out_dir: Path, log_dir: Path,
+           resume: str | None, run_config: dict | None, tokenizer_sha256: str | None, console: Console | None,
+           monitor: Any | None, world: World, rank_device: torch.device | None) -> TrainResult:
     ensure_writable_dir(out_dir)
-    remove_stale_temporaries(out_dir)  # left by a run killed while writing a checkpoint
+    if world.main:
+        remove_stale_temporaries(out_dir)  # left by a run killed while writing a checkpoint
+    barrier(world)
     console = console or Console(stderr=True)
     if cfg.threads:
         torch.set_num_threads(cfg.threads)
-    device = pick_device(cfg.device)
+    device = rank_device or pick_device(cfg.device)
     precision = resolve_dtype(device, cfg.dtype)
-    autocast = autocast_for(device, precision)
     seq_len = cfg.seq_len or model_cfg.max_seq_len
     if seq_len > model_cfg.max_seq_len:
         raise CodetteError(f"train.seq_len={seq_len} exceeds the model's context max_seq_len={model_cfg.max_seq_len}")
+    strategy = choose_strategy(cfg.parallel, count_parameters(model_cfg), world)
+    # FSDP2's mixed-precision policy computes in bf16 on CUDA by itself; elsewhere autocast does it.
+    autocast = contextlib.nullcontext() if strategy == "fsdp" and uses_fsdp_autocast(device, precision) \
+        else autocast_for(device, precision)
+    if strategy == "fsdp" and monitor is not None and needs_probes(cfg.best_metric):
+        raise CodetteError(f"train.best_metric={cfg.best_metric!r} needs behavioral probes, which a sharded "
+                           f"(train.parallel=fsdp) run does not run; use val_loss, perplexity or token_accuracy")
+    if not world.main or strategy == "fsdp":
+        if monitor is not None and world.main and monitor.probes:
+            log.warning("behavioral probes are not run in a sharded (fsdp) run; evaluate the final checkpoint")
+        probing = None
+    else:
+        probing = monitor
 
     train_split, val_split = PackedSplit(data_dir, "train"), PackedSplit(data_dir, "val")
     vocab_needed = int(train_split.meta["vocab_size"])
@@ -216,19 +320,14 @@ def train(
 
     torch.manual_seed(cfg.seed)
     random.seed(cfg.seed)
-    model = CodetteModel(model_cfg).to(device)
-    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda")
+    model = _build_model(model_cfg, device, strategy, precision, world)
+    optimizer = build_optimizer(model, cfg, fused=device.type == "cuda" and strategy != "fsdp")
     step, position, best_val = 0, 0, math.inf
     best = BestTracker(cfg.best_metric)
 
     resume_path = _resolve_resume(resume, out_dir)
     if resume_path is not None:
-        state = load_checkpoint(resume_path, map_location=device)
-        _check_same_model(model_config_of(state, resume_path), model_cfg, resume_path)
-        if "optimizer" not in state:
-            raise CodetteError(f"{resume_path} holds weights only (no optimizer state); it cannot be resumed")
-        model.load_state_dict(state["model"])
-        optimizer.load_state_dict(state["optimizer"])
+        state = _load_resume(resume_path, model, optimizer, model_cfg, strategy, device)
         step, position = int(state["step"]), int(state["data_position"])
         best_val = float(state.get("best_val_loss", math.inf))
         best = BestTracker(cfg.best_metric, state.get("best_metric"), best_val)
@@ -237,51 +336,74 @@ def train(
         if step >= cfg.max_steps:
             log.info("checkpoint is already at max_steps=%d", cfg.max_steps)
 
-    train_model: torch.nn.Module = torch.compile(model) if cfg.compile else model
-    metrics = MetricsLog(log_dir)
-    metrics.listener = monitor.on_record if monitor is not None else None
-    n_params = model.num_parameters()
-    log.info("model %s: %d parameters, device %s (%s), seq_len %d, batch %dx%d",
+    wrapped: torch.nn.Module = ddp_wrap(model, device) if strategy == "ddp" else model
+    no_sync = no_sync_for(strategy, wrapped)
+    train_model: torch.nn.Module = torch.compile(wrapped) if cfg.compile else wrapped
+    eval_model = train_model if strategy == "none" else model  # DDP's wrapper adds nothing to a forward pass
+    metrics: MetricsLog | _NoMetrics = MetricsLog(log_dir) if world.main else _NoMetrics()
+    metrics.listener = monitor.on_record if monitor is not None and world.main else None
+    n_params = count_parameters(model_cfg)
+    per_step = cfg.batch_size * cfg.grad_accum * world.size  # sequences of one optimizer step, all ranks
+    log.info("model %s: %d parameters, device %s (%s), seq_len %d, batch %dx%dx%d (%s)",
              model_cfg.extra.get("preset", "custom"), n_params, device, precision, seq_len, cfg.batch_size,
-             cfg.grad_accum)
+             cfg.grad_accum, world.size, strategy if world.distributed else "one process")
     metrics.write("start", step=step, params=n_params, device=str(device), precision=precision, seq_len=seq_len,
                   train_tokens=len(train_split), val_tokens=len(val_split), resumed_from=str(resume_path or ""),
-                  windows="random offsets" if text else "document-aligned")
+                  windows="random offsets" if text else "document-aligned", world_size=world.size,
+                  parallel=strategy)
 
-    def snapshot(path: Path) -> Path:
-        return save_checkpoint({
-            "model": model.state_dict(), "model_config": dataclasses.asdict(model_cfg),
-            "optimizer": optimizer.state_dict(),
+    def train_state() -> dict:
+        return {
+            "model_config": dataclasses.asdict(model_cfg),
             "scheduler": {"kind": "warmup_cosine", "step": step, "lr": lr_at(max(step - 1, 0), cfg),
                           "warmup_steps": cfg.warmup_steps, "max_steps": cfg.max_steps},
             "step": step, "data_position": position, "rng": rng_state(), "best_val_loss": best_val,
-            "best_metric": best.state(),
+            "best_metric": best.state(), "world_size": world.size,
             "train_config": dataclasses.asdict(cfg), "run_config": run_config or {},
             "tokenizer_sha256": tokenizer_sha256 or "",
-        }, path)
+        }
+
+    def snapshot(path: Path, resumable: bool = True) -> Path:
+        """A single-file checkpoint at ``path``; sharded (FSDP2), a ``.dcp`` folder when ``resumable``
+        and the consolidated weights in ``path`` when not (best) or at the end (final)."""
+        if strategy == "fsdp":
+            if resumable:
+                saved = save_sharded(model, optimizer, train_state(), path.with_suffix(SHARDED_SUFFIX), world.main)
+                if path.name != "model_final.pt":
+                    return saved
+            weights = full_model_state(model)
+            if world.main:
+                save_checkpoint({**train_state(), "model": weights}, path)
+            barrier(world)
+            return path
+        if world.main:
+            save_checkpoint({**train_state(), "model": model.state_dict(), "optimizer": optimizer.state_dict()},
+                            path)
+        return path
 
     def run_eval() -> dict:
-        m = evaluate_lm(train_model, val_sampler.sequential(cfg.batch_size, cfg.eval_batches), device, autocast)
+        m = evaluate_lm(eval_model, val_sampler.sequential(cfg.batch_size, cfg.eval_batches), device, autocast)
         return {"val_loss": m.val_loss, "perplexity": m.perplexity, "token_accuracy": m.token_accuracy,
                 "val_tokens": m.tokens}
 
-    tokens_per_step = cfg.batch_size * cfg.grad_accum * seq_len
+    tokens_per_step = per_step * seq_len
     result = TrainResult(steps=step, final_checkpoint=None, best_checkpoint=None, best_val_loss=best_val,
                          metrics_path=metrics.jsonl_path)
     train_time, train_tokens = 0.0, 0
     progress = Progress(
         TextColumn("[bold]train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"),
-        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False,
+        TimeElapsedColumn(), TimeRemainingColumn(), console=console, transient=False, disable=not world.main,
     )
     pending: list[_Pending] = []
 
     def flush() -> None:
-        """Read the steps since the last flush back from the device (the loop's one host sync), write their
-        records, and stop if a loss is not finite. Runs at log steps and before every evaluation or checkpoint,
-        so a diverged step is never saved."""
+        """Read the steps since the last flush back from the device (the loop's one host sync; distributed,
+        one all-reduce of the losses, so a NaN on any rank stops every rank here), write their records, and
+        stop if a loss is not finite. Runs at log steps and before every evaluation or checkpoint, so a
+        diverged step is never saved."""
         if not pending:
             return
-        shares = torch.stack([p.shares for p in pending]).double().cpu().tolist()
+        shares = sum_over_ranks(torch.stack([p.shares for p in pending]), world).double().cpu().tolist()
         norms = torch.stack([p.grad_norm for p in pending]).double().cpu().tolist()
         seconds = sum(p.seconds for p in pending)
         tps = tokens_per_step * len(pending) / seconds if seconds > 0 else 0.0
@@ -299,32 +421,35 @@ def train(
                           data_position=p.position)
         p = done[-1]
         progress.update(task, info=f"loss {loss:.3f}  lr {p.lr:.2e}  {tps:,.0f} tok/s")
-        if p.step % cfg.log_every == 0:
+        if p.step % cfg.log_every == 0 and world.main:
             log.info("step %d loss %.4f lr %.3e grad_norm %.3f %.0f tok/s", p.step, loss, p.lr, grad_norm, tps)
 
     model.train()
     stop = StopFlag()
+    stopping_together = not world.distributed  # distributed, a stop is agreed on at a flush (else no save)
     try:
         with progress, stop:
             task = progress.add_task("train", total=cfg.max_steps, completed=step, info="")
             while step < cfg.max_steps:
-                if stop.requested:
+                if stop.requested and not world.distributed:
                     raise KeyboardInterrupt
                 t0 = time.perf_counter()
                 lr = lr_at(step, cfg)
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 # ``position`` only advances once the step is applied, so a checkpoint taken on
-                # Ctrl-C mid-step resumes at the start of that step.
-                micro_batches = [sampler.batch(position + micro * cfg.batch_size, cfg.batch_size)
-                                 for micro in range(cfg.grad_accum)]
-                step_targets = max(sampler.count_targets(position, cfg.batch_size * cfg.grad_accum), 1)
-                shares = accumulate_gradients(train_model, micro_batches, step_targets, device, autocast)
-                grad_norm = torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm)
+                # Ctrl-C mid-step resumes at the start of that step. Rank r reads every world.size-th
+                # micro-batch of the step's sequences: together the ranks read each sequence once.
+                micro_batches = [sampler.batch(position + (micro * world.size + world.rank) * cfg.batch_size,
+                                               cfg.batch_size) for micro in range(cfg.grad_accum)]
+                step_targets = max(sampler.count_targets(position, per_step), 1)
+                shares = accumulate_gradients(train_model, micro_batches, step_targets, device, autocast,
+                                              world.size, no_sync)
+                grad_norm = local_value(torch.nn.utils.clip_grad_norm_(model.parameters(), cfg.max_grad_norm))
                 optimizer.step()
                 optimizer.zero_grad(set_to_none=True)
                 step += 1
-                position += cfg.batch_size * cfg.grad_accum
+                position += per_step
                 dt = time.perf_counter() - t0
                 train_time += dt
                 train_tokens += tokens_per_step
@@ -334,22 +459,31 @@ def train(
                 saving = step % cfg.save_every == 0 and step < cfg.max_steps
                 if step % cfg.log_every == 0 or evaluating or saving or step == cfg.max_steps:
                     flush()
+                    if world.distributed and any_rank(stop.requested, world, device):
+                        stopping_together = True
+                        raise KeyboardInterrupt
                 if evaluating:
                     ev = run_eval()
-                    if monitor is not None:
-                        ev.update(monitor.on_eval(model, step, train_time))
+                    if probing is not None:
+                        ev.update(probing.on_eval(model, step, train_time))
                     result.last_eval = ev
                     metrics.write("eval", step=step, **ev)
-                    log.info("step %d val_loss %.4f ppl %.2f acc %.4f", step, ev["val_loss"], ev["perplexity"],
-                             ev["token_accuracy"])
+                    if world.main:
+                        log.info("step %d val_loss %.4f ppl %.2f acc %.4f", step, ev["val_loss"], ev["perplexity"],
+                                 ev["token_accuracy"])
                     best_val = min(best_val, ev["val_loss"])
                     if best.update(ev):
-                        result.best_checkpoint = snapshot(out_dir / "model_best.pt")
+                        result.best_checkpoint = snapshot(out_dir / "model_best.pt", resumable=False)
                 if saving:
                     snapshot(out_dir / f"model_step_{step}.pt")
-                    prune_step_checkpoints(out_dir, cfg.keep_checkpoints)
+                    if world.main:
+                        prune_step_checkpoints(out_dir, cfg.keep_checkpoints)
             result.final_checkpoint = snapshot(out_dir / "model_final.pt")
     except KeyboardInterrupt:
+        if not stopping_together:  # one rank was stopped alone: the others cannot join in a checkpoint
+            last = latest_valid_checkpoint(out_dir)
+            raise TrainingInterrupted(f"interrupted at step {step} without a checkpoint; the last one is "
+                                      f"{last or 'none'}. Continue with --resume auto") from None
         flush()  # a diverged step since the last flush is reported, not saved
         path = snapshot(out_dir / f"model_step_{step}.pt")
         metrics.write("interrupted", step=step, checkpoint=str(path))
