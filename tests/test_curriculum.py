@@ -62,7 +62,7 @@ def test_every_tool_call_validates_against_its_schema(data: list[dict], tmp_path
     n = 0
     for rec in _by(data, "tools"):
         shown = {t["function"]["name"]: t["function"]["parameters"] for t in rec["tools"]}
-        assert 1 <= len(shown) <= 2
+        assert 1 <= len(shown) == len(rec["tools"]) <= len(TOOL_NAMES)  # no tool shown twice
         calls = [c["function"] for m in rec["messages"] for c in m.get("tool_calls") or []]
         if rec["tool"] is None:
             assert not calls and rec["tool_arguments"] is None
@@ -77,6 +77,28 @@ def test_every_tool_call_validates_against_its_schema(data: list[dict], tmp_path
         assert [(c.name, c.arguments) for c in parsed] == [(rec["tool"], rec["tool_arguments"])]
         n += 1
     assert n > 200
+
+
+def test_tool_lists_are_the_ones_deployed_prompts_send(data: list[dict]) -> None:
+    """Most tool conversations show exactly the list the agent sends (its default tools, in order, as
+    the persona describes them); some all eleven, some a client's few, some reworded descriptions."""
+    from codette.agent.core import default_tools
+    from codette.persona import tool_schema
+
+    agent_list = [tool_schema(n) for n in default_tools()]
+    every = [tool_schema(n) for n in default_tools(enable_python=True)]
+    lists = [rec["tools"] for rec in _by(data, "tools")]
+    share = {"agent": sum(t == agent_list for t in lists) / len(lists), "all": sum(t == every for t in lists) / len(lists),
+             "few": sum(len(t) <= 4 for t in lists) / len(lists)}
+    assert 0.35 <= share["agent"] <= 0.6 and 0.08 <= share["all"] <= 0.25 and 0.2 <= share["few"] <= 0.45, share
+    names = [[t["function"]["name"] for t in tl] for tl in lists]
+    reworded = [tl for tl, ns in zip(lists, names) if tl != [tool_schema(n) for n in ns]]
+    assert 0.08 <= len(reworded) / len(lists) <= 0.25
+    # Reworded lists keep the names and parameters; only descriptions change.
+    assert all([t["function"]["parameters"] for t in tl] == [tool_schema(n)["function"]["parameters"] for n in ns]
+               for tl, ns in zip(lists, names))
+    others = [rec for rec in data if rec["category"] != "tools"]
+    assert 0.2 <= sum(bool(rec.get("tools")) for rec in others) / len(others) <= 0.4
 
 
 def test_tool_conversations_cover_errors_and_no_tool_questions(data: list[dict]) -> None:

@@ -138,10 +138,10 @@ def ollama_request(messages: list[dict], default_system: str | None) -> list[dic
     return out
 
 
-def jinja_json_pieces(messages: list[dict], tools: list[dict] | None) -> list[str]:
-    """The JSON texts the Jinja template writes, in the order it writes them: each tool, then each
-    tool call's arguments (a string verbatim, an object through ``tojson``)."""
-    pieces = [json.dumps(t, ensure_ascii=False) for t in tools or []]
+def jinja_json_pieces(messages: list[dict]) -> list[str]:
+    """The JSON texts the Jinja template writes, in the order it writes them: each tool call's
+    arguments (a string verbatim, an object through ``tojson``). Tools are signature lines, not JSON."""
+    pieces = []
     for m in messages:
         for tc in m.get("tool_calls") or []:
             args = tc.get("function", tc)["arguments"]
@@ -183,6 +183,12 @@ CASES = {
                                                                   "arguments": '{"path": "notes.txt"}'}}]},
          {"role": "tool", "content": '{"result": 42}'}, {"role": "tool", "content": '{"text": "hi"}'},
          {"role": "assistant", "content": "Done: 42 and hi."}, {"role": "user", "content": "thanks"}], TOOLS),
+    # What other clients send: types as lists and anyOf, integer, no type, keys out of order.
+    "client schema types": ([{"role": "user", "content": "x"}], [{"type": "function", "function": {
+        "name": "lookup", "description": "Find a record.", "parameters": {"type": "object", "properties": {
+            "zeta": {"type": ["string", "null"]}, "alpha": {"anyOf": [{"type": "integer"}, {"type": "string"}]},
+            "mid": {}, "flags": {"type": "array", "items": {"type": "string"}}, "opts": {"type": "object"}}}}},
+        {"type": "function", "function": {"name": "ping", "parameters": {"type": "object", "properties": {}}}}]),
     "assistant prefill": ([{"role": "user", "content": "Count to three."},
                            {"role": "assistant", "content": "One, two"}], None),
 }
@@ -200,8 +206,9 @@ CASES["persona tools, call and result"] = (
 @pytest.mark.parametrize("case", list(CASES))
 @pytest.mark.parametrize("default_system", [None, DEFAULT_SYSTEM])
 def test_go_template_renders_like_the_jinja_template(go_render, case, default_system) -> None:
-    """Byte for byte, except the JSON values: Go's ``json`` writes them compact, with sorted object keys,
-    Ollama's field order and ``<>&`` escaped; those are checked to be the same values."""
+    """Byte for byte, tool signatures included, except the tool calls' JSON arguments: Go's ``json``
+    writes them compact, with sorted object keys and ``<>&`` escaped; those are checked to be the same
+    values."""
     messages, tools = CASES[case]
     request = ollama_request(messages, default_system)
     go = go_render(GO_TEMPLATE, request, tools)
@@ -212,8 +219,8 @@ def test_go_template_renders_like_the_jinja_template(go_render, case, default_sy
         jinja = jinja[: -len("<|im_end|>\n")]
     else:
         jinja = render(with_system, tools, add_generation_prompt=True)
-    ours = jinja_json_pieces(messages, tools)
-    theirs = go["tools_json"] + [a for calls in go["arguments_json"] for a in calls or []]
+    ours = jinja_json_pieces(messages)
+    theirs = [a for calls in go["arguments_json"] for a in calls or []]
     assert len(theirs) == len(ours)
     for a, b in zip(ours, theirs, strict=True):
         assert json.loads(a) == json.loads(b), "Ollama's types lose or change part of a tool or its arguments"

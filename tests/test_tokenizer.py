@@ -251,10 +251,7 @@ def test_render_with_tools_matches_the_hand_written_string() -> None:
                 {"role": "assistant", "content": "Hello!"}]
     expected = (
         "<bos><|im_start|>system\nBe brief.\n\n# Tools\n\n"
-        "You can call these functions. Their signatures are inside <tools></tools>:\n<tools>\n"
-        '{"type": "function", "function": {"name": "calculator", "description": "Évalue l\'arithmétique.", '
-        '"parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, '
-        '"required": ["expression"]}}}\n</tools>\n\n'
+        "You can call these functions:\n- calculator(expression: string): Évalue l'arithmétique.\n\n"
         "To call a function, answer with a JSON object inside <tool_call></tool_call> tags:\n"
         '<tool_call>\n{"name": <function-name>, "arguments": <arguments-json-object>}\n</tool_call><|im_end|>\n'
         "<|im_start|>user\nHi<|im_end|>\n"

@@ -26,7 +26,7 @@ from codette.data.curriculum.mixed import mixed_sample
 from codette.data.curriculum.perspectives import perspective_sample, pick_perspective
 from codette.data.curriculum.styles import STYLES
 from codette.data.curriculum.toolrun import ToolRunner
-from codette.data.curriculum.tools import pick_tool, tool_sample
+from codette.data.curriculum.tools import pick_tool, tool_sample, tools_for
 from codette.data.split import split_of
 from codette.persona import PERSPECTIVES
 from codette.errors import CodetteError
@@ -125,12 +125,21 @@ def _pick_kind(cat: str, rng: random.Random) -> str | None:
     return None
 
 
+# Share of the other categories' conversations shown with a tool list (no call is made): the agent
+# and `codette serve` send their tools with every question, identity and perspective ones included.
+TOOLS_SHOWN_SHARE = 0.3
+
+
 def _draw(cat: str, rng: random.Random, runner: ToolRunner, kind: str | None = None) -> Sample:
     if cat == "tools":
         return tool_sample(rng, runner, kind)
     if cat == "perspectives":
-        return perspective_sample(rng, kind)
-    return {"consciousness": consciousness_sample, "mixed": mixed_sample}[cat](rng)
+        sample = perspective_sample(rng, kind)
+    else:
+        sample = {"consciousness": consciousness_sample, "mixed": mixed_sample}[cat](rng)
+    if sample.tools is None and rng.random() < TOOLS_SHOWN_SHARE:
+        sample.tools = tools_for(rng, None)
+    return sample
 
 
 def check_shares(shares: dict) -> dict[str, float]:

@@ -3,11 +3,12 @@
 :data:`GO_TEMPLATE` renders what :data:`codette.tokenizer.chat_template.CHAT_TEMPLATE` renders, for
 the way Ollama calls a template: ``.System`` is the system message, ``.Messages`` the conversation,
 ``.Tools`` the tool list, and the prompt always ends ready for the assistant (a final assistant
-message is left open so Ollama can continue it, as its own templates do). One unavoidable difference:
-Ollama's ``json`` function writes Go's ``json.Marshal`` (``{"a":1}``: compact, object keys sorted, its
-tool type's field order, ``<>&`` escaped) where our Jinja ``tojson`` writes ``{"a": 1}`` in the
-schema's order, so tool signatures and past tool-call arguments are the same JSON values spelled
-differently. tests/test_modelfile.py renders this template with Go's own ``text/template``.
+message is left open so Ollama can continue it, as its own templates do). Tools are written as one
+signature line each, the same text in both templates. One unavoidable difference: Ollama's ``json``
+function writes Go's ``json.Marshal`` (``{"a":1}``: compact, object keys sorted, ``<>&`` escaped)
+where our Jinja ``tojson`` writes ``{"a": 1}`` in the call's order, so past tool-call arguments are the
+same JSON values spelled differently. tests/test_modelfile.py renders this template with Go's own
+``text/template``.
 
 The template has no trim markers: every character outside ``{{ }}`` is output as written. Inside
 ``range .ToolCalls`` the first text is ``<tool_call>``: Ollama reads its tool-call tag from there.
@@ -27,9 +28,14 @@ from codette.tokenizer.chat_template import BOS, EOS, IM_END
 MODELFILE_NAME = "Modelfile"
 DEFAULT_TEMPERATURE = 0.7
 
+# One line per tool, `name(param: type, ...): description`, parameters in key order (Go ranges over a map
+# sorted by key; the Jinja template sorts them the same way) and types through Ollama's toTypeScriptType.
 _TOOLS_PREAMBLE = (
-    "# Tools\n\nYou can call these functions. Their signatures are inside <tools></tools>:\n<tools>"
-    "{{ range .Tools }}\n{{ json . }}{{ end }}\n</tools>\n\n"
+    "# Tools\n\nYou can call these functions:"
+    "{{ range .Tools }}\n- {{ .Function.Name }}({{ $first := true }}"
+    "{{ range $k, $p := .Function.Parameters.Properties }}{{ if not $first }}, {{ end }}{{ $first = false }}"
+    "{{ $k }}: {{ toTypeScriptType $p }}{{ end }})"
+    "{{ if .Function.Description }}: {{ .Function.Description }}{{ end }}{{ end }}\n\n"
     "To call a function, answer with a JSON object inside <tool_call></tool_call> tags:\n"
     '<tool_call>\n{"name": <function-name>, "arguments": <arguments-json-object>}\n</tool_call>'
 )

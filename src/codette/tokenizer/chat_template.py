@@ -39,14 +39,38 @@ SPECIAL_TOKENS = CONTROL_TOKENS + MARKER_TOKENS
 
 ROLES = ("system", "user", "assistant", "tool")
 
+# How a tool's parameter type is written in its signature (TypeScript's names, as Ollama's
+# toTypeScriptType writes them, so the Modelfile's Go template renders the same text).
+TS_TYPES = {"string": "string", "number": "number", "integer": "number", "boolean": "boolean", "array": "any[]",
+            "object": "Record<string, any>", "null": "null"}
+
 CHAT_TEMPLATE = (
+    "{%- macro ts(p) %}"
+    "{%- set names = " + json.dumps(TS_TYPES) + " %}"
+    "{%- if p.anyOf is defined and p.anyOf %}{%- for a in p.anyOf %}{{- (' | ' if not loop.first else '') + ts(a) }}"
+    "{%- endfor %}"
+    "{%- elif p.type is not defined or not p.type %}{{- 'any' }}"
+    "{%- elif p.type is string %}{{- names.get(p.type, 'any') }}"
+    "{%- else %}{%- for t in p.type %}{{- (' | ' if not loop.first else '') + names.get(t, 'any') }}{%- endfor %}"
+    "{%- endif %}"
+    "{%- endmacro %}"
     "{{- bos_token }}"
     "{%- if tools %}"
     "{{- '<|im_start|>system\\n' }}"
     "{%- if messages and messages[0].role == 'system' %}{{- messages[0].content + '\\n\\n' }}{%- endif %}"
-    "{{- '# Tools\\n\\nYou can call these functions. Their signatures are inside <tools></tools>:\\n<tools>' }}"
-    "{%- for tool in tools %}{{- '\\n' + (tool | tojson) }}{%- endfor %}"
-    "{{- '\\n</tools>\\n\\nTo call a function, answer with a JSON object inside <tool_call></tool_call> tags:\\n"
+    "{{- '# Tools\\n\\nYou can call these functions:' }}"
+    "{%- for tool in tools %}"
+    "{%- set f = tool.function if tool.function is defined else tool %}"
+    "{{- '\\n- ' + f.name + '(' }}"
+    "{%- if f.parameters is defined and f.parameters.properties is defined %}"
+    "{%- for name, p in f.parameters.properties | dictsort(true) %}"
+    "{{- (', ' if not loop.first else '') + name + ': ' + ts(p) }}"
+    "{%- endfor %}"
+    "{%- endif %}"
+    "{{- ')' }}"
+    "{%- if f.description %}{{- ': ' + f.description }}{%- endif %}"
+    "{%- endfor %}"
+    "{{- '\\n\\nTo call a function, answer with a JSON object inside <tool_call></tool_call> tags:\\n"
     "<tool_call>\\n{\"name\": <function-name>, \"arguments\": <arguments-json-object>}\\n</tool_call><|im_end|>\\n' }}"
     "{%- elif messages and messages[0].role == 'system' %}"
     "{{- '<|im_start|>system\\n' + messages[0].content + '<|im_end|>\\n' }}"

@@ -12,7 +12,7 @@ import json
 import random
 from dataclasses import dataclass, field
 
-from codette.persona import SYSTEM_PROMPTS
+from codette.persona import DEFAULT_SYSTEM, SYSTEM_PROMPTS
 
 @dataclass
 class Sample:
@@ -72,6 +72,17 @@ def assistant(content: str) -> dict:
 def with_system(rng: random.Random, turns: list[dict], p: float = 0.4) -> list[dict]:
     """Optionally prepend one of the system prompts (decoration, not part of the key)."""
     if rng.random() < p:
+        return [{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}, *turns]
+    return turns
+
+
+def with_agent_system(rng: random.Random, turns: list[dict]) -> list[dict]:
+    """The system prompt as deployed: mostly the agent's own (:data:`DEFAULT_SYSTEM`), sometimes another
+    of the persona's, sometimes none (a client that sends none)."""
+    r = rng.random()
+    if r < 0.7:
+        return [{"role": "system", "content": DEFAULT_SYSTEM}, *turns]
+    if r < 0.85:
         return [{"role": "system", "content": rng.choice(SYSTEM_PROMPTS)}, *turns]
     return turns
 

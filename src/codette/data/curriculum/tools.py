@@ -20,7 +20,7 @@ from collections.abc import Callable
 from typing import Any
 
 from codette.data.curriculum.common import (NAMES, Sample, assistant, cap, fmt, fmt_big, join_words, user,
-                                            with_system)
+                                            with_agent_system)
 from codette.data.curriculum.toolrun import CANONICAL_BASE, ToolRunner, compact_schema
 from codette.persona import TOOL_PURPOSES, TOOLS
 from codette.tools.image import NAMED_COLORS
@@ -69,7 +69,25 @@ IMAGE_FILES = ["photo.png", "logo.png", "chart.png", "scan.bmp", "icon.gif", "ba
 SIZES = [(16, 16), (32, 24), (64, 48), (48, 64), (100, 50), (120, 80), (80, 80), (200, 100)]
 
 CALL_ERROR_SHARE = 0.17
-DISTRACTOR_SHARE = 0.6  # tool samples whose tool list also shows one unrelated tool
+# Which tool list a conversation shows, as deployed prompts show them (shares of tool samples):
+DEFAULT_SET_SHARE = 0.55  # the agent's defaults: every tool but execute_python, in the persona's order
+ALL_TOOLS_SHARE = 0.15  # all eleven (execute_python switched on)
+SUBSET_SHARE = 0.2  # a client's few tools (1 to 4, shuffled); the rest: one or two tools
+REWORDED_SHARE = 0.15  # of the lists: descriptions worded as another client words them
+# The same tools (names and parameters) described in other words, as other clients send them.
+REWORDED: dict[str, list[str]] = {
+    "read_file": ["Return the contents of a file in the workspace.", "Open a file and read its text."],
+    "write_file": ["Create or overwrite a file; append adds to its end.", "Save text to a file."],
+    "list_directory": ["Show the entries of a directory.", "List the files and folders at a path."],
+    "search_files": ["Search file names (pattern) or file contents (query).", "Look for files."],
+    "execute_python": ["Execute a Python snippet and return its output.", "Run a Python program."],
+    "calculator": ["Compute a math expression exactly.", "A calculator for arithmetic expressions."],
+    "analyze_data": ["Compute a statistic of one column of a CSV file.", "Analyze tabular data."],
+    "query_knowledge_base": ["Look up entries in the local knowledge base.", "Knowledge base search."],
+    "http_request": ["Send a GET request to an allowed local URL.", "Fetch a URL from a local service."],
+    "web_search": ["Search an offline web index for pages.", "Find web pages about a topic."],
+    "analyze_image": ["Report an image's size and colours.", "Look at a picture file and describe it."],
+}
 
 
 def _call(name: str, arguments: dict[str, Any]) -> dict:
@@ -85,17 +103,28 @@ def _q(text: str) -> str:
     return f'"{text}"'
 
 
-def _tools_for(rng: random.Random, name: str | None) -> list[dict]:
-    """The relevant tool plus (usually) one distractor, in random order (decoration, not in the key).
+def tools_for(rng: random.Random, name: str | None) -> list[dict]:
+    """The tool list the conversation shows: mostly what the agent sends (its default tools in order),
+    sometimes all eleven, a client's few, or one or two; ``name`` is always among them.
 
-    Not all eleven tools: the quickstart model's context is 512 tokens and the chat template's tool
-    preamble alone takes about 75 of them. A no-tool question shows one tool it must not call.
+    A no-tool question (``name`` None) gets the same lists, and must not call any of them.
     """
-    others = [t for t in TOOLS if t != name]
-    chosen = rng.sample(others, 1 if not name or rng.random() < DISTRACTOR_SHARE else 0)
-    if name:
-        chosen.insert(rng.randrange(len(chosen) + 1), name)
-    return [compact_schema(t) for t in chosen]
+    defaults = [t for t in TOOLS if t != "execute_python"]
+    r = rng.random()
+    if r < DEFAULT_SET_SHARE and name != "execute_python":
+        chosen = defaults
+    elif r < DEFAULT_SET_SHARE + ALL_TOOLS_SHARE or (r < DEFAULT_SET_SHARE and name == "execute_python"):
+        chosen = list(TOOLS)
+    else:
+        k = rng.randint(1, 4) if r < DEFAULT_SET_SHARE + ALL_TOOLS_SHARE + SUBSET_SHARE else rng.randint(1, 2)
+        others = [t for t in TOOLS if t != name]
+        chosen = rng.sample(others, k - 1 if name else k) + ([name] if name else [])
+        rng.shuffle(chosen)
+    schemas = [compact_schema(t) for t in chosen]
+    if rng.random() < REWORDED_SHARE:
+        for sch in schemas:
+            sch["function"]["description"] = rng.choice(REWORDED[sch["function"]["name"]])
+    return schemas
 
 
 class Scenario:
@@ -114,12 +143,12 @@ def _build(rng: random.Random, runner: ToolRunner, sc: Scenario) -> Sample:
     li = rng.randrange(len(LEADS))
     result = runner.run(sc.setup, sc.tool, sc.arguments)
     answer = sc.answer(json.loads(result.content), result.ok)
-    msgs = with_system(rng, [user(LEADS[li] + sc.prompt), _call(sc.tool, sc.arguments), _tool_msg(result.content),
-                             assistant(answer)], p=0.1)
+    msgs = with_agent_system(rng, [user(LEADS[li] + sc.prompt), _call(sc.tool, sc.arguments),
+                                   _tool_msg(result.content), assistant(answer)])
     meta = {"tool": sc.tool, "tool_arguments": sc.arguments, "expected_result": result.content,
             "tool_ok": result.ok, "setup": sc.setup, "scenario": sc.name}
     slots = (li, json.dumps(sc.setup, sort_keys=True), json.dumps(sc.arguments, sort_keys=True), *sc.slots)
-    return Sample("tools", f"{sc.name}-{sc.variant}", slots, msgs, meta, tools=_tools_for(rng, sc.tool))
+    return Sample("tools", f"{sc.name}-{sc.variant}", slots, msgs, meta, tools=tools_for(rng, sc.tool))
 
 
 def _pick(rng: random.Random, options: list[str]) -> tuple[int, str]:
@@ -671,10 +700,10 @@ def no_tool(rng: random.Random) -> Sample:
         prompt = prompt.format(l=line)
         text = f"{cap(line)}."
         slots = (line,)
-    msgs = with_system(rng, [user(prompt), assistant(text)], p=0.1)
+    msgs = with_agent_system(rng, [user(prompt), assistant(text)])
     meta = {"tool": None, "tool_arguments": None, "expected_result": None, "tool_ok": None, "setup": {},
             "scenario": f"no_tool_{kind}"}
-    return Sample("tools", f"none-{kind}-{pi}", slots, msgs, meta, tools=_tools_for(rng, None))
+    return Sample("tools", f"none-{kind}-{pi}", slots, msgs, meta, tools=tools_for(rng, None))
 
 
 def pick_tool(rng: random.Random) -> str:
