@@ -338,14 +338,15 @@ QUICKSTART = Recipe(
     "quickstart",
     {
         "tokenizer": {"vocab_size": 4096},
-        "model": {"preset": "tiny"},
-        # 900 steps x 8 sequences of the tiny preset's 512-token context: whole conversations fit one window
-        # (see data.loader); about 10 minutes on 2 cores with bf16 (twice that where the CPU lacks bf16, see
-        # train.device). Tool calls and identity facts are learned late: at lr 1e-3 the right tool was picked
+        # A 768-token context: the agent's prompt with all ten default tools takes about 280 tokens, and
+        # three tool rounds fit after it (docs/AGENT.md).
+        "model": {"preset": "tiny", "max_seq_len": 768},
+        # 900 steps x 6 sequences of 768 tokens: whole conversations fit one window (see data.loader);
+        # about 10 minutes on 2 cores with bf16 (twice that where the CPU lacks bf16, see train.device). Tool calls and identity facts are learned late: at lr 1e-3 the right tool was picked
         # on held-out prompts in 0% after 360 steps, 64% after 480 and 100% after 900. lr 3e-3 beat 1e-3, 2e-3
         # and 5e-3 in held-out loss and in calls that return the right result (docs/TRAINING_GUIDE.md).
         "train": {"lr": 3e-3, "warmup_steps": 30, "max_steps": 900, "eval_every": 300, "save_every": 300,
-                  "batch_size": 8, "eval_batches": 25, "log_every": 20, "probe_budget": 0.05},
+                  "batch_size": 6, "eval_batches": 25, "log_every": 20, "probe_budget": 0.05},
     },
     eval_probes=16,  # about a minute on a laptop CPU
 )
