@@ -134,24 +134,29 @@ def test_default_f16_kv_cache_stays_within_1e2(trained, exported) -> None:
 AGREEMENT = {"f16": 0.99, "bf16": 0.99, "q8_0": 0.97, "q4_0": 0.5}  # q4_0: a sanity floor, measured below
 
 
-@pytest.mark.parametrize("name", ["codette", "llama"])
-def test_quantized_top1_agreement(trained, exported, name) -> None:
-    t = trained[name]
+def check_top1_agreement(t, export, floors: dict[str, float], min_positions: int) -> str:
+    """Top-1 agreement of llama.cpp on ``export(quant)`` with PyTorch over 12 val conversations, each at
+    least its floor; returns a one-line report."""
     model = t.model()
     seqs = t.val_sequences(12)
     positions = sum(map(len, seqs))
-    assert positions >= 512
+    assert positions >= min_positions
     reference = [torch_logits(model, s).argmax(-1) for s in seqs]
     report = {}
-    for quant, floor in AGREEMENT.items():
-        result = exported(name, quant)
+    for quant, floor in floors.items():
+        result = export(quant)
         with runtime(result.path) as llm:
             agree = sum(int((cpp_logits(llm, s).argmax(-1) == ref).sum())
                         for s, ref in zip(seqs, reference, strict=True))
         report[quant] = (agree / positions, result.n_bytes)
-        assert agree / positions >= floor, f"{name} {quant}: top-1 agreement {agree / positions:.2%} < {floor:.0%}"
-    print(f"\n{name} top-1 agreement over {positions} positions: "
-          + ", ".join(f"{q} {a:.2%} ({b / 1e3:.0f} kB)" for q, (a, b) in report.items()))
+        assert agree / positions >= floor, f"{t.name} {quant}: top-1 agreement {agree / positions:.2%} < {floor:.0%}"
+    return (f"{t.name} top-1 agreement over {positions} positions: "
+            + ", ".join(f"{q} {a:.2%} ({b / 1e3:.0f} kB)" for q, (a, b) in report.items()))
+
+
+@pytest.mark.parametrize("name", ["codette", "llama"])
+def test_quantized_top1_agreement(trained, exported, name) -> None:
+    print("\n" + check_top1_agreement(trained[name], lambda q: exported(name, q), AGREEMENT, 512))
 
 
 def test_quantized_tensor_types(exported) -> None:
@@ -226,20 +231,7 @@ def test_kquant_tensor_types_and_metadata(wide_exported) -> None:
 
 
 def test_kquant_top1_agreement_in_llama_cpp(wide, wide_exported) -> None:
-    model = wide.model()
-    seqs = wide.val_sequences(12)
-    positions = sum(map(len, seqs))
-    assert positions >= 1024
-    reference = [torch_logits(model, s).argmax(-1) for s in seqs]
-    report = {}
-    for quant, floor in KQUANT_AGREEMENT.items():
-        result = wide_exported[quant]
-        with runtime(result.path) as llm:
-            agree = sum(int((cpp_logits(llm, s).argmax(-1) == ref).sum()) for s, ref in zip(seqs, reference, strict=True))
-        report[quant] = (agree / positions, result.n_bytes)
-        assert agree / positions >= floor, f"{quant}: top-1 agreement {agree / positions:.2%} < {floor:.0%}"
-    print(f"\nwide model top-1 agreement over {positions} positions: "
-          + ", ".join(f"{q} {a:.2%} ({b / 1e3:.0f} kB)" for q, (a, b) in report.items()))
+    print("\n" + check_top1_agreement(wide, wide_exported.get, KQUANT_AGREEMENT, 1024))
 
 
 @pytest.mark.parametrize(("shape", "rows", "fitting"), [
@@ -281,6 +273,13 @@ def test_kquant_failure_leaves_nothing(wide, tmp_path, monkeypatch) -> None:
     with pytest.raises(CodetteError, match="simulated"):
         export_gguf(wide.checkpoint, tmp_path, "q6_k")
     assert list(tmp_path.iterdir()) == []  # no final file, no temporaries, no Modelfile
+
+
+def test_kquant_without_llama_cpp_is_a_clear_error(wide, tmp_path, monkeypatch) -> None:
+    monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` now raises ImportError
+    with pytest.raises(CodetteError, match=r"--quant q4_k_m/q5_k_m/q6_k needs llama-cpp-python .*make install-dev"):
+        export_gguf(wide.checkpoint, tmp_path, "q4_k_m")
+    assert list(tmp_path.iterdir()) == []
 
 
 def test_cli_export_kquant(wide, tmp_path) -> None:

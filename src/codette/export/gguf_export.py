@@ -30,7 +30,7 @@ from codette.errors import CodetteError
 from codette.export.arch import WEIGHT, TensorPlan, add_arch_metadata, plan_tensors, resolve_arch
 from codette.export.files import atomic_path, refuse_existing, scratch_path
 from codette.export.gguf_vocab import add_tokenizer_metadata
-from codette.export.kquant import KQUANTS, check_rows, check_types, misfit_rows, quantize
+from codette.export.kquant import KQUANTS, check_rows, check_types, import_llama_cpp, misfit_rows, quantize
 from codette.export.modelfile import MODELFILE_NAME, write_modelfile
 from codette.export.source import ExportSource, open_checkpoint
 
@@ -150,8 +150,8 @@ def _general_metadata(writer: gguf.GGUFWriter, src: ExportSource, arch: str, qua
 
 
 def _write_gguf(src: ExportSource, plans: list[TensorPlan], arch: str, quant: str, label: str,
-                tmp: Path) -> tuple[list[gguf.GGMLQuantizationType], list[str], float]:
-    """Write the GGUF of ``quant`` (a gguf-py type) to ``tmp``; (tensor types, F16 fallbacks, seconds before fsync)."""
+                tmp: Path) -> tuple[list[str], float]:
+    """Write the GGUF of ``quant`` (a gguf-py type) to ``tmp``; returns (F16 fallbacks, seconds before the fsync)."""
     target_type = QUANT_TYPES[quant][0]
     writer = gguf.GGUFWriter(path=None, arch=arch)
     _general_metadata(writer, src, arch, quant, label)
@@ -189,7 +189,7 @@ def _write_gguf(src: ExportSource, plans: list[TensorPlan], arch: str, quant: st
             os.fsync(writer.fout[0].fileno())
         finally:
             writer.close()
-    return types, fallbacks, write_seconds
+    return fallbacks, write_seconds
 
 
 def export_gguf(
@@ -217,13 +217,14 @@ def export_gguf(
         matrices = [p for p in plans if p.kind == WEIGHT and len(p.shape) >= 2]
         rows = {p.name: p.shape[-1] for p in matrices}
         check_rows(quant, rows, fitting_quants(rows))
+        import_llama_cpp()  # a missing llama-cpp-python is reported before anything is written
         with atomic_path(path) as tmp, scratch_path(path) as f16:
-            _, fallbacks, write_seconds = _write_gguf(src, plans, arch, "f16", quant, f16)
+            fallbacks, write_seconds = _write_gguf(src, plans, arch, "f16", quant, f16)
             quantize(f16, tmp, quant)
             check_types(tmp, quant, [p.name for p in matrices])
     else:
         with atomic_path(path) as tmp:
-            _, fallbacks, write_seconds = _write_gguf(src, plans, arch, quant, quant, tmp)
+            fallbacks, write_seconds = _write_gguf(src, plans, arch, quant, quant, tmp)
     seconds = time.perf_counter() - t0
     n_bytes = path.stat().st_size
     log.info("wrote %s (%s, %s, %d tensors, %.1f MB in %.2f s, %.2f s before fsync)", path, arch, quant, len(plans),
