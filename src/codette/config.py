@@ -50,10 +50,16 @@ class DataConfig:
                                f"{self.val_fraction + self.test_fraction:g}; they must leave a share for training")
 
 
+# The pre-tokenizers of codette.tokenizer.bpe (named here too, so a config is checked without loading it):
+# gpt2 is GPT-2's regex; gpt2-digits also splits every digit off.
+PRE_TOKENIZERS = ("gpt2", "gpt2-digits")
+
+
 @dataclass
 class TokenizerConfig:
     vocab_size: int = 32768  # before padding the embedding table to a multiple of 64
     min_frequency: int = 2
+    pre_tokenizer: str = "gpt2"  # one of PRE_TOKENIZERS
 
     def __post_init__(self) -> None:
         check_fields(self, "tokenizer")
@@ -159,7 +165,8 @@ RULES: dict[str, dict[str, Rule]] = {
     "data": {"samples": _int_at_least(0), "seed": _int_at_least(0), "val_fraction": _real(0.0, 1.0, low_open=True),
              "test_fraction": _real(0.0, 1.0, low_open=True),
              "errors": _one_of("strict", "replace")},
-    "tokenizer": {"vocab_size": _POSITIVE, "min_frequency": _int_at_least(0)},
+    "tokenizer": {"vocab_size": _POSITIVE, "min_frequency": _int_at_least(0),
+                  "pre_tokenizer": _one_of(*PRE_TOKENIZERS)},
     "model": {**{k: _optional(_POSITIVE, _PRESET_VALUE)
                  for k in ("d_model", "n_layers", "n_heads", "n_kv_heads", "d_ff", "max_seq_len")},
               "dropout": _optional(_real(0.0, 1.0), _PRESET_VALUE)},

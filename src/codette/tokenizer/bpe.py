@@ -1,6 +1,10 @@
 """Byte-level BPE tokenizer (Hugging Face ``tokenizers``) plus the chat template.
 
-Byte-level means every UTF-8 string round-trips and nothing maps to ``<unk>``. Files written:
+Byte-level means every UTF-8 string round-trips and nothing maps to ``<unk>``. The pre-tokenizer (how
+text is cut before merges are learned) is one of :data:`PRE_TOKENIZERS`: ``gpt2`` is GPT-2's regex
+(``Ġ386`` is one piece); ``gpt2-digits`` splits every digit off first, as StarCoder's tokenizer does,
+so a number has the same tokens wherever it appears (``386`` is ``3 8 6`` after a space, a quote or a
+letter). Both are pre-tokenizers llama.cpp implements exactly (see :mod:`codette.export.gguf_vocab`). Files written:
 ``tokenizer.json`` (the HF fast-tokenizer file) and ``tokenizer_config.json`` (HF keys: special
 tokens, ``chat_template``, ``model_max_length``), so ``transformers.AutoTokenizer`` can load the
 folder too.
@@ -9,7 +13,7 @@ folder too.
 from __future__ import annotations
 
 import json
-from collections.abc import Iterable, Sequence
+from collections.abc import Callable, Iterable, Sequence
 from pathlib import Path
 
 from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
@@ -39,6 +43,26 @@ FORMAT_KEY = "codette_format_version"
 FORMAT_VERSION = 1
 
 
+def _byte_level() -> pre_tokenizers.PreTokenizer:
+    return pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+
+
+# Each pre-tokenizer by its config name (``tokenizer.pre_tokenizer``; codette.config lists the same names, so
+# that reading a config loads no tokenizer library, and a test keeps the two lists equal).
+_PRE_TOKENIZERS: dict[str, Callable[[], pre_tokenizers.PreTokenizer]] = {
+    "gpt2": _byte_level,
+    "gpt2-digits": lambda: pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True), _byte_level()]),
+}
+PRE_TOKENIZERS = tuple(_PRE_TOKENIZERS)
+
+
+def _pre_tokenizer_spec(name: str) -> dict:
+    """The ``pre_tokenizer`` object that pre-tokenizer ``name`` has in a tokenizer.json."""
+    tok = Tokenizer(models.BPE())
+    tok.pre_tokenizer = _PRE_TOKENIZERS[name]()
+    return json.loads(tok.to_str())["pre_tokenizer"]
+
+
 class CodetteTokenizer:
     """A trained byte-level BPE with Codette's special tokens and chat template."""
 
@@ -52,12 +76,15 @@ class CodetteTokenizer:
 
     # ---- construction -------------------------------------------------------------------------
     @classmethod
-    def train(cls, texts: Iterable[str], vocab_size: int = 32768, min_frequency: int = 2) -> "CodetteTokenizer":
+    def train(cls, texts: Iterable[str], vocab_size: int = 32768, min_frequency: int = 2,
+              pre_tokenizer: str = "gpt2") -> "CodetteTokenizer":
         """Learn merges from ``texts``; special tokens take ids 0..len(SPECIAL_TOKENS)-1."""
         if vocab_size < 256 + len(SPECIAL_TOKENS):
             raise CodetteError(f"vocab_size must be at least {256 + len(SPECIAL_TOKENS)} (bytes + specials)")
+        if pre_tokenizer not in _PRE_TOKENIZERS:
+            raise CodetteError(f"unknown pre-tokenizer {pre_tokenizer!r}; choose one of: {' | '.join(PRE_TOKENIZERS)}")
         tok = Tokenizer(models.BPE())
-        tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+        tok.pre_tokenizer = _PRE_TOKENIZERS[pre_tokenizer]()
         tok.decoder = decoders.ByteLevel()
         trainer = trainers.BpeTrainer(
             vocab_size=vocab_size,
@@ -106,6 +133,16 @@ class CodetteTokenizer:
             "chat_template": self.chat_template,
             FORMAT_KEY: FORMAT_VERSION,
         }
+
+    @property
+    def pre_tokenizer(self) -> str:
+        """The name (in :data:`PRE_TOKENIZERS`) of this tokenizer's pre-tokenizer, read from its spec."""
+        spec = json.loads(self.tok.to_str()).get("pre_tokenizer")
+        for name in PRE_TOKENIZERS:
+            if spec == _pre_tokenizer_spec(name):
+                return name
+        raise CodetteError(f"the tokenizer's pre-tokenizer is none of Codette's ({' | '.join(PRE_TOKENIZERS)}): "
+                           f"{json.dumps(spec)[:120]}")
 
     # ---- ids ----------------------------------------------------------------------------------
     def __len__(self) -> int:

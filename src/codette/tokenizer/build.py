@@ -11,7 +11,7 @@ from codette.tokenizer.bpe import CodetteTokenizer
 
 def train_tokenizer(texts: Iterable[str], cfg: TokenizerConfig, out_dir: Path | str,
                     model_max_length: int = 2048) -> CodetteTokenizer:
-    tok = CodetteTokenizer.train(texts, cfg.vocab_size, cfg.min_frequency)
+    tok = CodetteTokenizer.train(texts, cfg.vocab_size, cfg.min_frequency, cfg.pre_tokenizer)
     tok.model_max_length = model_max_length
     tok.save(out_dir)
     return tok
