@@ -20,6 +20,7 @@ from codette.checkpoint import latest_valid_checkpoint, load_checkpoint
 from codette.checkpoint.sharded import consolidate, load_state
 from codette.cli import stages
 from codette.data.build import ensure_packed
+from codette.errors import CodetteError
 from codette.tokenizer import CodetteTokenizer
 from tests._pipeline import QUIET, TINY, losses, prepare, tiny_config, write_config
 
@@ -122,6 +123,18 @@ def test_fsdp2_on_two_ranks_follows_the_one_rank_curve_and_exports(one_rank: Pat
     assert state["model"]["lm_head.weight"].data_ptr() == state["model"]["embed.weight"].data_ptr()
     assert not torch.equal(state["model"]["embed.weight"], final["model"]["embed.weight"])
     os.unlink(out)
+
+
+def test_sharded_checkpoint_errors_name_the_folder(prepared: Path, sharded: Path, tmp_path: Path) -> None:
+    out = _fresh(prepared, tmp_path, "single")
+    with pytest.raises(CodetteError, match=r"model_step_12\.dcp: it is a sharded \(FSDP\) checkpoint"):
+        stages.run_train(tiny_config(out), QUIET, resume=str(sharded / "model_step_12.dcp"))
+    broken = tmp_path / "model_step_4.dcp"
+    shutil.copytree(sharded / "model_step_4.dcp", broken)
+    os.unlink(broken / ".metadata")  # as a write killed before DCP finished would leave it
+    with pytest.raises(CodetteError, match=r"model_step_4\.dcp is incomplete"):
+        load_state(broken)
+    assert latest_valid_checkpoint(tmp_path) is None
 
 
 def test_sharded_run_resumes_after_kill_9(prepared: Path, sharded: Path, tmp_path: Path) -> None:

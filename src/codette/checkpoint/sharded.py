@@ -16,6 +16,7 @@ from __future__ import annotations
 import logging
 import os
 import shutil
+import warnings
 from pathlib import Path
 from typing import Any
 
@@ -29,6 +30,11 @@ log = logging.getLogger(__name__)
 SUFFIX = ".dcp"
 STATE_FILE = "train_state.pt"
 METADATA = ".metadata"  # written by DCP last, once every shard is complete
+
+
+def _first_line(exc: BaseException) -> str:
+    text = str(exc).strip()
+    return text.splitlines()[0] if text else type(exc).__name__
 
 
 def is_sharded(path: Path | str) -> bool:
@@ -85,8 +91,7 @@ def load_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path:
     try:
         dcp.load({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=str(path))
     except Exception as exc:  # DCP reports a missing or misshapen shard as a CheckpointException
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CodetteError(f"cannot load sharded checkpoint {path}: {first}") from None
+        raise CodetteError(f"cannot load sharded checkpoint {path}: {_first_line(exc)}") from None
     set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
     return state
 
@@ -113,10 +118,11 @@ def consolidate(path: Path | str, out: Path | str) -> Path:
         shapes = CodetteModel(cfg).state_dict()
     weights = {k: torch.empty(v.shape, dtype=v.dtype) for k, v in shapes.items()}
     try:
-        dcp.load({"model": weights}, checkpoint_id=str(path), no_dist=True)
+        with warnings.catch_warnings():  # "assuming the intent is to load in a single process": it is
+            warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+            dcp.load({"model": weights}, checkpoint_id=str(path), no_dist=True)
     except Exception as exc:
-        first = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise CodetteError(f"cannot read the weights of sharded checkpoint {path}: {first}") from None
+        raise CodetteError(f"cannot read the weights of sharded checkpoint {path}: {_first_line(exc)}") from None
     if cfg.tie_embeddings and "lm_head.weight" in weights:
         weights["lm_head.weight"] = weights["embed.weight"]  # one tensor, as the model holds it
     keep = {k: v for k, v in state.items() if k not in ("format", "sharded", "model", "optimizer")}
