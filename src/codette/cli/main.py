@@ -184,7 +184,7 @@ def presets(
     console.print(table)
     console.print("train state = fp32 weights + gradients + two AdamW moments (16 B/param), with or without bf16\n"
                   "autocast (it changes the compute, not the stored state). Activations are not included.\n"
-                  "Training runs on one device (CPU or one GPU); multi-GPU training is not implemented yet.")
+                  "One process trains on a CPU or one GPU; torchrun runs DDP or FSDP2 over several (docs/SCALING.md).")
 
 
 @app.command()

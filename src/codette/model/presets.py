@@ -31,9 +31,9 @@ PRESETS: dict[str, Preset] = {
         Preset("1.3b", 1.3e9, dict(d_model=2048, n_layers=24, n_heads=16, max_seq_len=2048, vocab_size=32768),
                "one GPU that holds its training state plus activations"),
         Preset("2.7b", 2.7e9, dict(d_model=2560, n_layers=33, n_heads=20, max_seq_len=2048, vocab_size=32768),
-               "one 80 GB GPU; multi-GPU training is not implemented yet"),
+               "one 80 GB GPU, or DDP/FSDP2 over several (docs/SCALING.md)"),
         Preset("5.3b", 5.3e9, dict(d_model=4096, n_layers=26, n_heads=32, max_seq_len=2048, vocab_size=32768),
-               "its training state exceeds one 80 GB GPU; multi-GPU training is not implemented yet"),
+               "its training state exceeds one 80 GB GPU: FSDP2 over several (docs/SCALING.md)"),
     )
 }
 
