@@ -187,7 +187,8 @@ def test_plain_text_windows_start_at_seeded_random_offsets(prepared_text: Path, 
     from codette.tokenizer import CodetteTokenizer
 
     seq = TINY["model"]["max_seq_len"]
-    split, chat = (PackedSplit(ensure_packed(out, CodetteTokenizer.load(out)), "train") for out in (prepared_text, prepared))
+    split, chat = (PackedSplit(ensure_packed(out, CodetteTokenizer.load(out)), "train")
+                   for out in (prepared_text, prepared))
     assert split.plain_text and not chat.plain_text
     a, b = (BatchSampler(split, seq, seed=7, random_offsets=True) for _ in range(2))
     n = a.n_blocks
