@@ -207,6 +207,69 @@ def test_plain_text_windows_start_at_seeded_random_offsets(prepared_text: Path, 
     assert not torch.equal(other.batch(0, 4)[0], a.batch(0, 4)[0])
 
 
+@pytest.mark.parametrize("world", [1, 2, 3])
+def test_ranks_share_each_step_without_repeating_or_skipping_a_sequence(world: int) -> None:
+    from codette.train.step import micro_batch_positions
+
+    batch, accum, position = 2, 3, 40
+    read = [p + j for rank in range(world) for p in micro_batch_positions(position, batch, accum, world, rank)
+            for j in range(batch)]
+    assert sorted(read) == list(range(position, position + batch * accum * world))  # next step starts after
+
+
+def test_accumulation_under_ddp_reduces_gradients_once_per_step(tmp_path: Path) -> None:
+    """DDP's no_sync keeps the micro-batches before the last one local: one all-reduce per bucket per step."""
+    import torch.distributed as dist
+
+    from codette.model import CodetteModel, ModelConfig
+    from codette.train.distributed import ddp_wrap, no_sync_for
+    from codette.train.step import accumulate_gradients
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'store'}", rank=0, world_size=1)
+    try:
+        model = ddp_wrap(CodetteModel(ModelConfig(vocab_size=64, d_model=32, n_layers=2, n_heads=4,
+                                                  max_seq_len=16)), torch.device("cpu"))
+        calls = []
+
+        def counting(state, bucket):
+            calls.append(bucket.index())
+            fut = torch.futures.Future()
+            fut.set_result(bucket.buffer())
+            return fut
+
+        model.register_comm_hook(None, counting)
+        batches = [(torch.randint(0, 64, (2, 16)), torch.randint(0, 64, (2, 16))) for _ in range(3)]
+        accumulate_gradients(model, batches, 96, torch.device("cpu"), no_sync=no_sync_for("ddp", model))
+        per_step = len(calls)
+        assert per_step >= 1
+        accumulate_gradients(model, batches, 96, torch.device("cpu"))  # without no_sync: every micro-batch
+        assert len(calls) - per_step == 3 * per_step
+    finally:
+        dist.destroy_process_group()
+
+
+def test_parallel_strategy_follows_the_config_and_the_model_size(monkeypatch: pytest.MonkeyPatch) -> None:
+    from codette.train.distributed import FSDP_AUTO_PARAMS, World, choose_strategy, world_from_env
+
+    two = World(2, 0, 0)
+    assert choose_strategy("auto", FSDP_AUTO_PARAMS, two) == "fsdp"
+    assert choose_strategy("auto", FSDP_AUTO_PARAMS - 1, two) == "ddp"
+    assert choose_strategy("fsdp", 10, two) == "fsdp" and choose_strategy("ddp", 10**10, two) == "ddp"
+    assert choose_strategy("fsdp", 10, World()) == "none"  # one process: no wrapper at all
+    monkeypatch.setenv("WORLD_SIZE", "2")
+    monkeypatch.setenv("RANK", "1")
+    monkeypatch.setenv("LOCAL_RANK", "1")
+    assert world_from_env() == World(2, 1, 1) and not world_from_env().main
+    monkeypatch.setenv("RANK", "2")
+    with pytest.raises(CodetteError, match="RANK=2 does not fit WORLD_SIZE=2"):
+        world_from_env()
+    monkeypatch.setenv("WORLD_SIZE", "two")
+    with pytest.raises(CodetteError, match="WORLD_SIZE='two': expected an integer"):
+        world_from_env()
+    with pytest.raises(CodetteError, match="config key 'train.parallel': expected auto | ddp | fsdp"):
+        tiny_config(Path("x"), **{"train.parallel": "zero3"})
+
+
 def test_ctrl_c_saves_checkpoint_and_exits_cleanly(prepared: Path, tmp_path: Path) -> None:
     out = _fresh(prepared, tmp_path)
     cfg = _config_file(tmp_path, out, max_steps=100000, eval_every=100000, save_every=50)

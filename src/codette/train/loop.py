@@ -64,7 +64,7 @@ from codette.train.distributed import (
     uses_fsdp_autocast,
 )
 from codette.train.schedule import build_optimizer, lr_at
-from codette.train.step import accumulate_gradients
+from codette.train.step import accumulate_gradients, micro_batch_positions
 
 log = logging.getLogger(__name__)
 
@@ -438,10 +438,9 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out_dir: Pa
                 for group in optimizer.param_groups:
                     group["lr"] = lr
                 # ``position`` only advances once the step is applied, so a checkpoint taken on
-                # Ctrl-C mid-step resumes at the start of that step. Rank r reads every world.size-th
-                # micro-batch of the step's sequences: together the ranks read each sequence once.
-                micro_batches = [sampler.batch(position + (micro * world.size + world.rank) * cfg.batch_size,
-                                               cfg.batch_size) for micro in range(cfg.grad_accum)]
+                # Ctrl-C mid-step resumes at the start of that step.
+                micro_batches = [sampler.batch(p, cfg.batch_size) for p in micro_batch_positions(
+                    position, cfg.batch_size, cfg.grad_accum, world.size, world.rank)]
                 step_targets = max(sampler.count_targets(position, per_step), 1)
                 shares = accumulate_gradients(train_model, micro_batches, step_targets, device, autocast,
                                               world.size, no_sync)

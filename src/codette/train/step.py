@@ -16,6 +16,17 @@ from typing import ContextManager
 import torch
 
 
+def micro_batch_positions(position: int, batch_size: int, grad_accum: int, world_size: int = 1,
+                          rank: int = 0) -> list[int]:
+    """Data positions of this rank's micro-batches in the step that starts at ``position``.
+
+    The step covers the ``batch_size * grad_accum * world_size`` sequences from ``position`` on, in the
+    order one process would read them; micro-batch ``m`` of rank ``r`` is slice ``m * world_size + r``,
+    so together the ranks read each sequence exactly once and the next step starts where this one ends.
+    """
+    return [position + (micro * world_size + rank) * batch_size for micro in range(grad_accum)]
+
+
 def accumulate_gradients(
     model: torch.nn.Module,
     micro_batches: Sequence[tuple[torch.Tensor, torch.Tensor]],
