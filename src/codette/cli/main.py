@@ -161,10 +161,17 @@ def generate(
 def presets(
     block_style: str = typer.Option("codette", help="Count parameters for this block style."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
+    fit: Optional[float] = typer.Option(None, "--fit", metavar="GPU_GB",
+                                        help="Plan training on GPUs of this many GB: what each mode keeps per GPU "
+                                             "and the largest batch x sequence length that fits."),
+    gpus: int = typer.Option(1, "--gpus", help="With --fit: GPUs (DDP and FSDP2 rows when more than 1)."),
 ) -> None:
     """List model presets with exact parameter counts and memory needs (nothing is allocated)."""
     from codette.model.presets import PRESETS, MemoryEstimate, preset_config
 
+    if fit is not None:
+        _presets_fit(fit, gpus, block_style, json_out)
+        return
     rows = []
     for name, p in PRESETS.items():
         cfg = preset_config(name, block_style=block_style)
@@ -185,6 +192,39 @@ def presets(
     console.print("train state = fp32 weights + gradients + two AdamW moments (16 B/param), with or without bf16\n"
                   "autocast (it changes the compute, not the stored state). Activations are not included.\n"
                   "One process trains on a CPU or one GPU; torchrun runs DDP or FSDP2 over several (docs/SCALING.md).")
+
+
+def _presets_fit(gpu_gb: float, gpus: int, block_style: str, json_out: bool) -> None:
+    from codette.model.memory import USABLE_FRACTION, fit_rows
+
+    try:
+        rows = fit_rows(gpu_gb, gpus, "bf16", block_style)
+    except ValueError as exc:
+        raise CodetteError(str(exc)) from None
+    if json_out:
+        console.print_json(json.dumps(rows))
+        return
+    table = Table(title=f"Training on {gpus} x {gpu_gb:g} GB GPU{'s' if gpus > 1 else ''} (bf16, per GPU)")
+    for col in ("preset", "mode", "fp32 weights", "grads", "AdamW", "weight copies", "act/seq", "act/seq ckpt",
+                "fits", "fits ckpt"):
+        table.add_column(col, no_wrap=True)
+    for r in rows:
+        fits = f"{r['batch']} x {r['seq_len']}" if r["batch"] else "no"
+        fits_ckpt = f"{r['batch_checkpointed']} x {r['seq_len_checkpointed']}" if r["batch_checkpointed"] else "no"
+        table.add_row(r["preset"], r["mode"], _gb(r["weights"]), _gb(r["grads"]), _gb(r["adamw"]),
+                      _gb(r["weight_copies"]), _gb(r["act_per_seq"]), _gb(r["act_per_seq_checkpointed"]), fits,
+                      fits_ckpt)
+    console.print(table)
+    fitting = [r for r in rows if r["batch"]]
+    if fitting:
+        best = max(fitting, key=lambda r: (r["params"], r["batch"] * r["seq_len"]))
+        console.print(f"largest preset that fits: {best['preset']} ({best['mode']}, micro-batch {best['batch']} x "
+                      f"{best['seq_len']} tokens per GPU)")
+    else:
+        console.print("no preset fits, not even at batch 1 x 64 tokens")
+    console.print(f"fits: the largest micro-batch x sequence length within {USABLE_FRACTION:.0%} of each GPU "
+                  f"(GB = 2^30 bytes); act/seq: one sequence of the preset's context.\n"
+                  f"ckpt: with activation checkpointing (not done by the trainer yet). Formulas: codette.model.memory.")
 
 
 @app.command()

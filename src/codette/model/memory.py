@@ -1,0 +1,189 @@
+"""Training memory per GPU, from the shape alone: what ``codette presets --fit GPU_GB`` plans with.
+
+Plain Python (no torch), so planning a 5.3B run allocates nothing. ``N`` is the parameter count,
+``g`` the number of GPUs, ``N_block`` one transformer block's parameters, ``N_root`` the rest
+(embedding / tied output projection and the final norm), ``N_mm`` the matrix parameters
+(:func:`codette.model.flops.matmul_parameters`). Bytes per GPU:
+
+======================  ===========================  =========================  ============================
+column                  one GPU                      DDP (``g`` GPUs)           FSDP2 (``g`` GPUs)
+======================  ===========================  =========================  ============================
+fp32 master weights     4 N                          4 N                        4 N / g
+gradients (fp32)        4 N                          4 N + 4 N (DDP's buckets)  4 N / g
+AdamW moments (fp32)    8 N                          8 N                        8 N / g
+weight copies           2 N_mm (autocast's casts,    2 N_mm                     2 (N_root + 2 N_block)
+                        kept for the backward)                                  + 4 N_block
+======================  ===========================  =========================  ============================
+
+FSDP2's bf16 copies are the gathered root unit (not freed between forward and backward), the block
+being computed and the one prefetched, and one block's fp32 gradients before their reduce-scatter.
+In fp32 (``dtype="fp32"``) there are no bf16 copies; what remains is the q/k/v weights, concatenated
+for one matmul and kept for the backward: 4·L·d·(d + 2·d_kv).
+
+Activations, for a micro-batch of ``b`` sequences of ``T`` tokens (``BT = b * T``), ``d`` the width,
+``d_kv = n_kv_heads * head_dim``, ``f`` the MLP width, ``a`` the compute bytes (2 in bf16, 4 in fp32)
+and ``r`` the residual stream's bytes (4 under autocast, whose residual stream stays fp32; 2 under
+FSDP2's bf16 parameters; 4 in fp32). What autograd keeps per block per token:
+
+- each norm: its input (r·d) and the next matmul's input (a·d); RMSNorm also keeps x·rsqrt (r·d);
+- attention: the q/k/v product a·(d + 2·d_kv), the rotated q and k a·(d + d_kv) and the attention
+  output a·d (the flash kernel keeps no T x T matrix, and its output's reshape is a view);
+- MLP: 2·a·f for GELU (up-projection and GELU output), 4·a·f for SwiGLU (gate, its SiLU, up, product).
+
+Plus one more norm (the final one) and the head: the logits (a·V), the fp32 log-probabilities the loss
+keeps (4·V) and, at the start of the backward, their gradient and the fp32 logits' gradient (4·V each).
+With activation checkpointing, each block keeps only its input (r·d per token) and one block's
+activations exist at a time, recomputed during the backward. The trainer does not checkpoint
+activations yet; that column says what it would allow. A test checks the per-block estimate against
+the tensors torch actually saves for the backward on the CPU (``saved_tensors_hooks``), and against
+``torch.cuda.max_memory_allocated`` where a GPU is present.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from codette.model.config import ModelConfig, count_parameters
+from codette.model.flops import matmul_parameters
+
+MODES = ("single", "ddp", "fsdp")
+GIB = 2**30
+USABLE_FRACTION = 0.9  # of the GPU's memory: the CUDA context, the allocator's fragmentation, workspaces
+
+
+@dataclass(frozen=True)
+class MemoryPlan:
+    """Bytes per GPU for training ``cfg`` in one mode; activations for ``batch`` x ``seq_len``."""
+
+    mode: str
+    gpus: int
+    batch: int
+    seq_len: int
+    weights: int
+    grads: int
+    adamw: int
+    weight_copies: int  # bf16 casts or gathered units; in fp32 the concatenated q/k/v weights
+    activations: int
+    activations_checkpointed: int
+
+    @property
+    def state(self) -> int:
+        """Everything but the activations."""
+        return self.weights + self.grads + self.adamw + self.weight_copies
+
+    def total(self, checkpointing: bool = False) -> int:
+        return self.state + (self.activations_checkpointed if checkpointing else self.activations)
+
+
+def block_parameters(cfg: ModelConfig) -> int:
+    """One transformer block's parameters (two norms, attention, MLP)."""
+    return (count_parameters(cfg) - cfg.vocab_size * cfg.d_model * (1 if cfg.tie_embeddings else 2)
+            - cfg.d_model) // cfg.n_layers
+
+
+def block_activation_bytes(cfg: ModelConfig, tokens: int, a: int, r: int) -> int:
+    """What autograd keeps for one block's backward over ``tokens`` tokens (see the module docstring)."""
+    d, kv, f = cfg.d_model, cfg.kv_heads * cfg.head_dim, cfg.ffn_dim
+    llama = cfg.block_style == "llama"
+    norm = r * d + a * d + (r * d if llama else 0)
+    attention = a * (d + 2 * kv) + a * (d + kv) + a * d
+    mlp = (4 if llama else 2) * a * f
+    return tokens * (2 * norm + attention + mlp)
+
+
+def head_activation_bytes(cfg: ModelConfig, tokens: int, a: int, r: int) -> int:
+    """The final norm and the loss's peak at the start of the backward (logits, log-probs, two gradients)."""
+    d, v = cfg.d_model, cfg.vocab_size
+    norm = r * d + a * d + (r * d if cfg.block_style == "llama" else 0)
+    return tokens * (norm + a * v + 3 * 4 * v)
+
+
+def plan(cfg: ModelConfig, mode: str = "single", gpus: int = 1, batch: int = 1, seq_len: int | None = None,
+         dtype: str = "bf16") -> MemoryPlan:
+    """The :class:`MemoryPlan` of training ``cfg`` with micro-batches of ``batch`` x ``seq_len`` tokens."""
+    if mode not in MODES:
+        raise ValueError(f"mode must be one of {MODES}, got {mode!r}")
+    if dtype not in ("bf16", "fp32"):
+        raise ValueError(f"dtype must be bf16 or fp32, got {dtype!r}")
+    if gpus < 1 or (mode == "single" and gpus != 1):
+        raise ValueError(f"gpus must be 1 for mode single and >= 1 otherwise, got {gpus}")
+    seq_len = seq_len or cfg.max_seq_len
+    n, n_block = count_parameters(cfg), block_parameters(cfg)
+    n_root = n - cfg.n_layers * n_block
+    shard = gpus if mode == "fsdp" else 1
+    bf16 = dtype == "bf16"
+    if not bf16:
+        copies = 4 * cfg.n_layers * cfg.d_model * (cfg.d_model + 2 * cfg.kv_heads * cfg.head_dim)
+    elif mode == "fsdp":
+        copies = 2 * (n_root + 2 * n_block) + 4 * n_block
+    else:
+        copies = 2 * matmul_parameters(cfg)
+    a = 2 if bf16 else 4
+    r = 2 if bf16 and mode == "fsdp" else 4
+    tokens = batch * seq_len
+    blocks = cfg.n_layers * block_activation_bytes(cfg, tokens, a, r)
+    head = head_activation_bytes(cfg, tokens, a, r)
+    checkpointed = cfg.n_layers * r * cfg.d_model * tokens + block_activation_bytes(cfg, tokens, a, r)
+    return MemoryPlan(mode=mode, gpus=gpus, batch=batch, seq_len=seq_len, weights=4 * n // shard,
+                      grads=4 * n // shard + (4 * n if mode == "ddp" else 0), adamw=8 * n // shard,
+                      weight_copies=copies, activations=blocks + head, activations_checkpointed=checkpointed + head)
+
+
+@dataclass(frozen=True)
+class Fit:
+    """The largest micro-batch that fits at the longest sequence that fits (batch 0: nothing fits)."""
+
+    plan: MemoryPlan  # at batch 1 x the longest sequence tried
+    batch: int
+    seq_len: int
+    batch_checkpointed: int
+    seq_len_checkpointed: int
+
+
+def largest_fit(cfg: ModelConfig, budget_bytes: float, mode: str, gpus: int, dtype: str = "bf16",
+                checkpointing: bool = False, max_batch: int = 1024) -> tuple[int, int]:
+    """(batch, seq_len): the longest power-of-two fraction of the context that fits at batch 1, then the
+    largest power-of-two batch at that length; (0, 0) when not even the training state fits."""
+    seq = cfg.max_seq_len
+    while seq >= 64 and plan(cfg, mode, gpus, 1, seq, dtype).total(checkpointing) > budget_bytes:
+        seq //= 2
+    if seq < 64:
+        return 0, 0
+    batch = 1
+    while batch * 2 <= max_batch and plan(cfg, mode, gpus, batch * 2, seq, dtype).total(checkpointing) <= budget_bytes:
+        batch *= 2
+    return batch, seq
+
+
+def fit(cfg: ModelConfig, gpu_gb: float, mode: str, gpus: int, dtype: str = "bf16") -> Fit:
+    """What fits on GPUs of ``gpu_gb`` GiB (of which :data:`USABLE_FRACTION` is planned with)."""
+    budget = gpu_gb * GIB * USABLE_FRACTION
+    b, t = largest_fit(cfg, budget, mode, gpus, dtype)
+    bc, tc = largest_fit(cfg, budget, mode, gpus, dtype, checkpointing=True)
+    return Fit(plan(cfg, mode, gpus, 1, cfg.max_seq_len, dtype), b, t, bc, tc)
+
+
+def fit_rows(gpu_gb: float, gpus: int = 1, dtype: str = "bf16", block_style: str = "codette") -> list[dict]:
+    """One row per preset and mode (one GPU, or DDP and FSDP2 on ``gpus``): bytes per GPU and what fits.
+
+    ``batch`` 0 means not even batch 1 at 64 tokens fits. Activations are per sequence of the preset's
+    context (``act_per_seq``, ``act_per_seq_checkpointed``).
+    """
+    from codette.model.presets import PRESETS, preset_config
+
+    if not gpu_gb > 0:
+        raise ValueError(f"--fit must be the GPU's memory in GB (> 0), got {gpu_gb}")
+    if gpus < 1:
+        raise ValueError(f"--gpus must be >= 1, got {gpus}")
+    rows = []
+    for name in PRESETS:
+        cfg = preset_config(name, block_style=block_style)
+        for mode in (("single",) if gpus == 1 else ("ddp", "fsdp")):
+            f = fit(cfg, gpu_gb, mode, gpus, dtype)
+            p = f.plan
+            rows.append({"preset": name, "mode": mode, "gpus": gpus, "dtype": dtype, "params": count_parameters(cfg),
+                         "weights": p.weights, "grads": p.grads, "adamw": p.adamw, "weight_copies": p.weight_copies,
+                         "act_per_seq": p.activations, "act_per_seq_checkpointed": p.activations_checkpointed,
+                         "batch": f.batch, "seq_len": f.seq_len, "batch_checkpointed": f.batch_checkpointed,
+                         "seq_len_checkpointed": f.seq_len_checkpointed})
+    return rows
