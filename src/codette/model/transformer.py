@@ -77,17 +77,18 @@ class Rotary(nn.Module):
             self.cos.copy_(emb.cos().float())
             self.sin.copy_(emb.sin().float())
 
-    @staticmethod
-    def _rotate_half(x: torch.Tensor) -> torch.Tensor:
-        x1, x2 = x.chunk(2, dim=-1)
-        return torch.cat([-x2, x1], dim=-1)
-
     def forward(self, x: torch.Tensor, offset: int) -> torch.Tensor:
-        """Rotate ``x`` of shape (B, H, T, D) for absolute positions offset .. offset+T-1."""
-        t = x.shape[-2]
-        cos = self.cos[offset : offset + t].to(x.dtype)
-        sin = self.sin[offset : offset + t].to(x.dtype)
-        return x * cos + self._rotate_half(x) * sin
+        """Rotate ``x`` of shape (B, T, H, D) for absolute positions offset .. offset+T-1.
+
+        rotate_half(x) * sin is written as [x2, x1] * [-sin1, sin2]: the same products (negation is
+        exact), one pass over ``x`` fewer. Queries and keys come in one tensor (one call per layer).
+        """
+        t, half = x.shape[1], self.head_dim // 2
+        cos = self.cos[offset : offset + t, None].to(x.dtype)
+        sin = self.sin[offset : offset + t, None].to(x.dtype)
+        signed_sin = torch.cat([-sin[..., :half], sin[..., half:]], dim=-1)
+        x1, x2 = x.chunk(2, dim=-1)
+        return x * cos + torch.cat([x2, x1], dim=-1) * signed_sin
 
 
 class KVCache:
@@ -114,11 +115,17 @@ class Attention(nn.Module):
     ) -> torch.Tensor:
         b, t, _ = x.shape
         cfg = self.cfg
-        q = self.q_proj(x).view(b, t, cfg.n_heads, cfg.head_dim).transpose(1, 2)
-        k = self.k_proj(x).view(b, t, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
-        v = self.v_proj(x).view(b, t, cfg.kv_heads, cfg.head_dim).transpose(1, 2)
+        h, kv = cfg.n_heads, cfg.kv_heads
+        projections = (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
+        if t > 1:  # one matmul for q, k and v (the weights are concatenated: small next to the activations)
+            qkv = F.linear(x, torch.cat(projections))
+        else:  # decoding one token: concatenating the weights would cost as much as the product itself
+            qkv = torch.cat([F.linear(x, w) for w in projections], dim=-1)
+        qkv = qkv.view(b, t, h + 2 * kv, cfg.head_dim)
         offset = cache.length if cache is not None else 0
-        q, k = rotary(q, offset), rotary(k, offset)
+        qk = rotary(qkv[:, :, : h + kv], offset)
+        q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
+        v = qkv[:, :, h + kv :].transpose(1, 2)
         if cache is not None:
             cache.k[layer][:, :, offset : offset + t] = k
             cache.v[layer][:, :, offset : offset + t] = v
