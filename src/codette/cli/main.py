@@ -125,10 +125,24 @@ def eval_(
     natural: bool = typer.Option(False, "--natural/--no-natural",
                                  help="Also run the hand-written natural-prompt set through the agent's tool loop "
                                       "(eval.json's natural section; minutes on a CPU)."),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or mps (checkpoints; a .gguf runs in llama.cpp)."),
 ) -> None:
     """Held-out LM metrics (loss, perplexity, accuracy, bits/byte) and behavioral probes with 95% intervals."""
+    _check_device(device)
     stages.run_eval(checkpoint, console, data_dir=data_dir, output=output, max_batches=max_batches,
-                    probes=None if probes < 0 else probes, probe_dir=probe_dir, split=split, natural=natural)
+                    probes=None if probes < 0 else probes, probe_dir=probe_dir, split=split, natural=natural,
+                    device=device)
+
+
+def _check_device(device: str) -> None:
+    """``--device`` names a device torch has here, or the user's one-line error (not torch's traceback)."""
+    if device not in ("cpu", "cuda", "mps"):
+        raise CodetteError(f"--device must be cpu, cuda or mps, got {device!r}")
+    import torch
+
+    mps = getattr(torch.backends, "mps", None)
+    if (device == "cuda" and not torch.cuda.is_available()) or (device == "mps" and not (mps and mps.is_available())):
+        raise CodetteError(f"--device {device}: no {device.upper()} device is available here; use --device cpu")
 
 
 @app.command()
@@ -141,6 +155,7 @@ def generate(
     top_k: int = typer.Option(0),
     top_p: float = typer.Option(1.0),
     seed: Optional[int] = typer.Option(None),
+    device: str = typer.Option("cpu", "--device", help="cpu, cuda or mps."),
 ) -> None:
     """Chat once with a trained checkpoint."""
     from codette.backends.local import LocalBackend
@@ -151,7 +166,8 @@ def generate(
     except SamplingError as exc:
         raise CodetteError("; ".join(f"--{name.replace('_', '-')} must be {rule}, got {value!r}"
                                      for name, rule, value in exc.problems)) from None
-    backend = LocalBackend.from_checkpoint(checkpoint)
+    _check_device(device)
+    backend = LocalBackend.from_checkpoint(checkpoint, device=device)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     reply = backend.chat(messages, sampling=sampling)
     console.print(reply, markup=False, highlight=False, soft_wrap=True)

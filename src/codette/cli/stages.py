@@ -148,7 +148,8 @@ def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> Tr
 
 def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, output: Path | None = None,
              max_batches: int | None = None, extra: dict | None = None, probes: int | None = DEFAULT_PROBES_PER_KIND,
-             probe_dir: Path | None = None, markdown: bool = True, split: str = "test", natural: bool = False) -> dict:
+             probe_dir: Path | None = None, markdown: bool = True, split: str = "test", natural: bool = False,
+             device: str = "cpu") -> dict:
     """`codette eval` on a checkpoint or a .gguf: eval.json, eval_probes.jsonl (per probe), eval.md.
 
     ``split`` is the held-out split scored: ``test`` by default, never ``train``. ``natural`` adds the
@@ -164,7 +165,7 @@ def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, o
         task = progress.add_task("behavioral probes", total=None)
         nat_task = progress.add_task("natural prompts", total=None, visible=natural)
         report = evaluate_path(checkpoint, packed_dir=data_dir, max_batches=max_batches, probe_dir=probe_dir,
-                               probes_per_kind=probes, split=split, natural=natural,
+                               probes_per_kind=probes, split=split, natural=natural, device=device,
                                on_result=lambda i, n, r: progress.update(task, completed=i + 1, total=n),
                                on_natural=lambda i, n, r: progress.update(nat_task, completed=i + 1, total=n))
     probe_results = report.pop("probe_results", None)
