@@ -22,7 +22,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 
 VERBS = ("data", "tokenizer", "train", "eval", "generate", "presets", "quickstart", "export", "inspect", "report",
-         "chat", "ask")
+         "chat", "ask", "serve")
 # The options each verb takes, as README.md and docs/TRAINING_GUIDE.md list them.
 CONFIG_VERBS = {"data", "tokenizer", "train", "quickstart"}  # --config FILE and --out-dir
 OUTPUT_OPTIONS = {"data": "--out-dir", "tokenizer": "--out-dir", "train": "--out-dir", "quickstart": "--out-dir",

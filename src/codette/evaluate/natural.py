@@ -54,7 +54,7 @@ from typing import Any
 from codette.errors import CodetteError
 from codette.evaluate import tool_metric as tm
 from codette.evaluate.stats import proportion
-from codette.persona import PERSPECTIVES, TOOL_SCHEMAS
+from codette.persona import PERSPECTIVES, TOOL_SCHEMAS, TOOLS
 
 SET_FILE = "natural_set.yaml"
 SET_VERSION = 1
@@ -204,7 +204,11 @@ def parse_item(raw: Any, where: str) -> Item:
     cat = raw.get("category")
     if cat not in CATEGORIES:
         raise _fail(where, f"category must be one of {', '.join(CATEGORIES)}, got {cat!r}")
-    tools = _strings(raw.get("tools", []), where, "tools") if raw.get("tools") else ()
+    if raw.get("tools") in ("default", "all"):  # what the agent offers: every tool (execute_python
+        # only with `all`, as when it is switched on), in the persona's order
+        tools: tuple[str, ...] = tuple(t for t in TOOLS if raw["tools"] == "all" or t != "execute_python")
+    else:
+        tools = _strings(raw.get("tools", []), where, "tools") if raw.get("tools") else ()
     bad = [t for t in tools if t not in TOOL_SCHEMAS]
     if bad:
         raise _fail(where, f"unknown tool {bad[0]!r}")

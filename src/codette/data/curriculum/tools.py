@@ -25,9 +25,62 @@ from codette.data.curriculum.toolrun import CANONICAL_BASE, ToolRunner, compact_
 from codette.persona import TOOL_PURPOSES, TOOLS
 from codette.tools.image import NAMED_COLORS
 
+# File and folder names come from a large space (about a million stems per extension), so a name in a
+# held-out request is almost never one seen in training: copying it from the request is the only way
+# to get it right. FILES/FOLDERS are kept for the everyday names people use most.
 FILES = ["notes.txt", "todo.md", "report.txt", "plan.md", "ideas.txt", "log.txt", "readme.md", "draft.txt",
          "shopping.txt", "meeting.md", "journal.txt", "tasks.txt", "recipes.md", "travel.txt"]
 FOLDERS = ["docs", "data", "archive", "photos", "drafts"]
+STEM_WORDS = ["budget", "garden", "invoice", "lecture", "recipe", "trip", "project", "client", "summer", "winter",
+              "notes", "draft", "review", "sprint", "minutes", "letter", "essay", "chapter", "thesis", "lab",
+              "grocery", "packing", "reading", "workout", "menu", "guest", "party", "wedding", "tax", "rent",
+              "car", "bike", "house", "kitchen", "school", "course", "exam", "story", "poem", "song",
+              "config", "server", "backup", "release", "bug", "feature", "design", "sketch", "survey", "interview",
+              "team", "board", "sales", "quarter", "annual", "weekly", "daily", "monthly", "old", "new",
+              "final", "v2", "copy", "misc", "personal", "work", "home", "family", "pets", "plants"]
+SYLLABLES = ["ka", "lo", "mi", "ra", "ten", "vo", "qu", "zel", "bri", "dan", "fo", "gu", "hal", "ji", "nor", "pe",
+             "sa", "tor", "ul", "wen", "xi", "yor", "mar", "lin", "ost", "ber"]
+TEXT_EXTS = [".txt", ".md"]
+
+
+def _stem(rng: random.Random) -> str:
+    """A file or folder stem: one to three words or made-up words, joined, maybe with a number."""
+    parts = []
+    for _ in range(rng.choice([1, 1, 2, 2, 2, 3])):
+        if rng.random() < 0.25:
+            parts.append("".join(rng.choice(SYLLABLES) for _ in range(rng.randint(2, 3))))
+        else:
+            parts.append(rng.choice(STEM_WORDS))
+    stem = rng.choice(["_", "-", "_", ""]).join(parts)
+    r = rng.random()
+    if r < 0.25:
+        stem += rng.choice(["_", "-", ""]) + str(rng.randint(1, 99))
+    elif r < 0.35:
+        stem += "_" + str(rng.randint(2015, 2030))
+    return stem
+
+
+def _file(rng: random.Random, exts: list[str] | None = None) -> str:
+    """A text file name: an everyday one (a quarter of the time) or a composed one."""
+    if rng.random() < 0.25 and exts is None:
+        return rng.choice(FILES)
+    return _stem(rng) + rng.choice(exts or TEXT_EXTS)
+
+
+def _files(rng: random.Random, n: int, exclude: str = "") -> list[str]:
+    """``n`` distinct file names, none equal to ``exclude``."""
+    names: list[str] = []
+    while len(names) < n:
+        f = _file(rng)
+        if f != exclude and f not in names:
+            names.append(f)
+    return names
+
+
+def _folder(rng: random.Random) -> str:
+    return rng.choice(FOLDERS) if rng.random() < 0.25 else _stem(rng)
+
+
 LINES = ["buy more coffee", "call the lab at noon", "finish the draft", "water the plants", "review the budget",
          "test the new sensor", "write the summary", "book the train", "email the landlord", "fix the bike brake",
          "pick up the parcel", "renew the passport", "plan the team lunch", "back up the laptop",
@@ -161,7 +214,7 @@ def _text_file(rng: random.Random, k: int | None = None) -> str:
 
 
 def _other_files(rng: random.Random, exclude: str, n: int) -> dict[str, str]:
-    names = rng.sample([f for f in FILES if f != exclude], n)
+    names = _files(rng, n, exclude)
     return {f: _text_file(rng, 1) for f in names}
 
 
@@ -215,7 +268,7 @@ def calculator(rng: random.Random) -> Scenario:
 
 
 def read_file(rng: random.Random) -> Scenario:
-    f = rng.choice(FILES)
+    f = _file(rng)
     missing = rng.random() < CALL_ERROR_SHARE
     files = _other_files(rng, f, rng.randint(0 if not missing else 1, 2))
     if not missing:
@@ -241,7 +294,7 @@ def read_file(rng: random.Random) -> Scenario:
 
 
 def write_file(rng: random.Random) -> Scenario:
-    f, line = rng.choice(FILES), rng.choice(LINES)
+    f, line = _file(rng), rng.choice(LINES)
     kind = rng.choice(["new", "new", "replace", "append"] + (["outside"] if rng.random() < 0.5 else []))
     files = _other_files(rng, f, rng.randint(0, 1))
     args: dict[str, Any] = {"path": f, "content": line + "\n"}
@@ -274,14 +327,14 @@ def write_file(rng: random.Random) -> Scenario:
 
 
 def list_directory(rng: random.Random) -> Scenario:
-    files = {f: _text_file(rng, 1) for f in rng.sample(FILES, rng.randint(1, 4))}
+    files = {f: _text_file(rng, 1) for f in _files(rng, rng.randint(1, 4))}
     dirs: list[str] = []
     kind = rng.choice(["root", "root", "folder", "missing"] if rng.random() < 2 * CALL_ERROR_SHARE else ["root", "folder"])
-    folder = rng.choice(FOLDERS)
+    folder = _folder(rng)
     if kind == "root" and rng.random() < 0.4:
         dirs.append(folder)
     if kind == "folder":
-        for g in rng.sample(FILES, rng.randint(1, 3)):
+        for g in _files(rng, rng.randint(1, 3)):
             files[f"{folder}/{g}"] = _text_file(rng, 1)
     if kind == "root":
         pi, prompt = _pick(rng, ["Which files are in my workspace?", "List the files here.", "What files do I have?",
@@ -310,7 +363,7 @@ def list_directory(rng: random.Random) -> Scenario:
 
 
 def search_files(rng: random.Random) -> Scenario:
-    names = rng.sample(FILES, rng.randint(2, 4))
+    names = _files(rng, rng.randint(2, 4))
     files = {f: _text_file(rng) for f in names}
     if rng.random() < 0.65:
         all_words = sorted({w for text in files.values() for w in re.findall(r"[a-z]{4,}", text)})
@@ -433,6 +486,8 @@ _OPS = {"mean": ("average", "the average"), "max": ("highest", "the highest"), "
 
 def analyze_data(rng: random.Random) -> Scenario:
     fname, label, cols = rng.choice(TABLES)
+    if rng.random() < 0.75:  # the same kind of table under a composed name
+        fname = _stem(rng) + ".csv"
     n = rng.randint(3, 7)
     labels = LABELS[label][:n]
     data_rows = [[rng.randint(1, 300) for _ in cols] for _ in labels]
@@ -604,7 +659,7 @@ def web_search(rng: random.Random) -> Scenario:
 
 
 def analyze_image(rng: random.Random) -> Scenario:
-    f = rng.choice(IMAGE_FILES)
+    f = rng.choice(IMAGE_FILES) if rng.random() < 0.25 else _stem(rng) + rng.choice([".png", ".png", ".bmp", ".gif"])
     fmt_name = {"png": "PNG", "bmp": "BMP", "gif": "GIF"}[f.rsplit(".", 1)[1]]
     colour = rng.choice(list(NAMED_COLORS))
     spec: dict[str, Any] = {"size": list(rng.choice(SIZES)), "fill": list(NAMED_COLORS[colour]), "format": fmt_name}
