@@ -20,6 +20,7 @@ from codette.data import synthetic
 from codette.data.card import write_card
 from codette.data.curriculum.styles import STYLES, VOCABULARY, dominant_style, style_hits
 from codette.data.curriculum.toolrun import CANONICAL_BASE, ToolRunner, replay
+from codette.evaluate.probes import probe_from_record
 from codette.persona import NAME, PERSPECTIVES, TOOLS, identity_contradictions
 from codette.model.presets import PRESETS
 from codette.tools import TOOL_NAMES, Toolbox, parse_tool_calls
@@ -64,6 +65,8 @@ def test_every_tool_call_validates_against_its_schema(data: list[dict], tmp_path
         shown = {t["function"]["name"]: t["function"]["parameters"] for t in rec["tools"]}
         assert 1 <= len(shown) == len(rec["tools"]) <= len(TOOL_NAMES)  # no tool shown twice
         calls = [c["function"] for m in rec["messages"] for c in m.get("tool_calls") or []]
+        if rec.get("chain"):
+            continue  # several calls: test_chains_and_follow_ups_replay_their_calls
         if rec["tool"] is None:
             assert not calls and rec["tool_arguments"] is None
             continue
@@ -77,6 +80,35 @@ def test_every_tool_call_validates_against_its_schema(data: list[dict], tmp_path
         assert [(c.name, c.arguments) for c in parsed] == [(rec["tool"], rec["tool_arguments"])]
         n += 1
     assert n > 200
+
+
+def test_chains_and_follow_ups_replay_their_calls(data: list[dict]) -> None:
+    """Two-call conversations: each call validates, replays to the recorded result, the second call
+    carries a value from the first result (the file listed, the total computed, the result referred to),
+    and the final answer states the last result."""
+    chains = [r for r in _by(data, "tools") if r.get("chain")]
+    assert len(chains) >= 20 and {r["scenario"] for r in chains} == {"followup", "list_then_read",
+                                                                    "table_then_calculate"}
+    runner = ToolRunner()
+    for rec in chains:
+        calls = [c["function"] for m in rec["messages"] for c in m.get("tool_calls") or []]
+        assert [(c["name"], c["arguments"]) for c in calls] == [(c["tool"], c["arguments"]) for c in rec["chain"]]
+        results = [m["content"] for m in rec["messages"] if m["role"] == "tool"]
+        assert results == [c["result"] for c in rec["chain"]]
+        for c in rec["chain"]:
+            setup = rec["setup"] if c["tool"] != "calculator" else {}
+            assert runner.run(setup, c["tool"], c["arguments"]).content == c["result"]
+        first, second = json.loads(results[0]), rec["chain"][1]["arguments"]
+        carried = {"followup": lambda: str(first["result"]) in second["expression"],
+                   "list_then_read": lambda: second["path"].endswith(first["entries"][0]),
+                   "table_then_calculate": lambda: second["expression"].startswith(
+                       str(first["result"]).removesuffix(".0"))}[rec["scenario"]]
+        assert carried(), rec
+        last = json.loads(results[-1])
+        answer = rec["messages"][-1]["content"]
+        if "result" in last:
+            assert str(last["result"]).removesuffix(".0") in answer.replace(",", ""), (answer, last)
+        assert probe_from_record(rec, "x:1") is None  # the one-call probes leave chains out
 
 
 def test_tool_lists_are_the_ones_deployed_prompts_send(data: list[dict]) -> None:
@@ -241,10 +273,12 @@ def test_cli_data_stats_writes_the_card(tmp_path: Path) -> None:
             for line in (out / "data" / f"{split}.jsonl").read_text().splitlines()]
     assert [card["splits"][s] for s in ("train", "val", "test")] == [len((out / "data" / f"{s}.jsonl").read_text()
                                                                       .splitlines()) for s in ("train", "val", "test")]
-    calls = Counter(r["tool"] for r in recs if r["category"] == "tools" and r["tool"])
+    called = [[c["function"]["name"] for m in r["messages"] for c in m.get("tool_calls") or []]
+              for r in recs if r["category"] == "tools"]  # a chain counts every call
+    calls = Counter(name for names in called for name in names)
     assert card["tool_coverage"] == {t: calls.get(t, 0) for t in TOOLS}
     assert card["tool_errors"] == sum(r.get("tool_ok") is False for r in recs)
-    assert card["no_tool_answers"] == sum(r["category"] == "tools" and not r["tool"] for r in recs)
+    assert card["no_tool_answers"] == sum(not names for names in called)
     # With the trained tokenizer beside the data, lengths are that tokenizer's exact counts.
     tok = CodetteTokenizer.train((render(r["messages"], r.get("tools")) for r in recs), vocab_size=600)
     tok.save(out)

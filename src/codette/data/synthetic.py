@@ -96,7 +96,7 @@ class StatsCollector:
         self.texts.add(_digest(_dialogue_text(s)))
         self.categories[s.category] += 1
         if s.category == "tools":
-            self.tools[s.meta.get("tool") or "none"] += 1
+            self.tools[s.meta.get("tool") or ("chain" if s.meta.get("chain") else "none")] += 1
             self.tool_errors += s.meta.get("tool_ok") is False
         return split
 

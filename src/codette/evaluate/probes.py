@@ -104,6 +104,8 @@ def probe_from_record(rec: dict, where: str) -> Probe | None:
     if not turns:
         raise CodetteError(f"{where}: field 'messages' has no assistant turn")
     pid = f"{rec.get('template', cat)}@{where.rsplit(':', 1)[-1]}"
+    if cat == "tools" and rec.get("chain"):  # several calls: scored by the natural set's multi-turn items
+        return None
     if cat == "tools":
         tool = _need(rec, "tool", where)
         if tool is None:

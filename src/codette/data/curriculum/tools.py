@@ -761,14 +761,116 @@ def no_tool(rng: random.Random) -> Sample:
     return Sample("tools", f"none-{kind}-{pi}", slots, msgs, meta, tools=tools_for(rng, None))
 
 
+# ------------------------------------------------------------------------------------------------
+# Several calls: a chain inside one turn, or a follow-up turn that refers back
+# ------------------------------------------------------------------------------------------------
+CHAIN_SHARE = 0.12  # of tool conversations
+FOLLOWUPS = [("Now double it.", "{r} * 2"), ("And times 3?", "{r} * 3"), ("now add 10 to that", "{r} + 10"),
+             ("What is half of that?", "{r} / 2"), ("Subtract 7 from the result.", "{r} - 7"),
+             ("and squared?", "{r} ** 2"), ("Divide that by 4.", "{r} / 4"), ("plus 100?", "{r} + 100")]
+
+
+def _result_text(r: Any) -> str:
+    return str(r) if isinstance(r, int) else fmt(r)
+
+
+def _calls_sample(rng: random.Random, name: str, variant: str, slots: tuple, turns: list[dict],
+                  calls: list[tuple[str, dict[str, Any], str]], setup: dict[str, Any]) -> Sample:
+    """A conversation with several calls; ``meta`` lists them all (``chain``), and carries no single
+    reference call, so the one-call probes leave it to the natural set's multi-turn items."""
+    meta = {"tool": None, "tool_arguments": None, "expected_result": None, "tool_ok": None, "setup": setup,
+            "scenario": name, "chain": [{"tool": t, "arguments": a, "result": r} for t, a, r in calls]}
+    msgs = with_agent_system(rng, turns)
+    return Sample("tools", f"{name}-{variant}", (json.dumps(setup, sort_keys=True),
+                                                 json.dumps([c[:2] for c in calls], sort_keys=True), *slots),
+                  msgs, meta, tools=[compact_schema(t) for t in TOOLS if t != "execute_python"])
+
+
+def followup(rng: random.Random, runner: ToolRunner) -> Sample:
+    """A calculation, then a follow-up that refers back to its result ("now double it")."""
+    a, b, op = rng.randint(2, 9999), rng.randint(2, 999), rng.choice(["+", "-", "*"])
+    expr = f"{a} {op} {b}"
+    pi, prompt = _pick(rng, ["What is {e}?", "Calculate {e}.", "{e} = ?", "how much is {e}", "Work out {e}, please."])
+    first = runner.run({}, "calculator", {"expression": expr})
+    r1 = json.loads(first.content)["result"]
+    fi, (ask, template) = _pick(rng, FOLLOWUPS)  # type: ignore[arg-type]
+    expr2 = template.format(r=_result_text(r1))
+    second = runner.run({}, "calculator", {"expression": expr2})
+    r2 = json.loads(second.content)["result"]
+    turns = [user(prompt.format(e=expr)), _call("calculator", {"expression": expr}), _tool_msg(first.content),
+             assistant(f"{expr} = {fmt_big(r1) if isinstance(r1, float) else r1}."), user(ask),
+             _call("calculator", {"expression": expr2}), _tool_msg(second.content),
+             assistant(f"{expr2} = {fmt_big(r2) if isinstance(r2, float) else r2}.")]
+    return _calls_sample(rng, "followup", f"{pi}-{fi}", (), turns,
+                         [("calculator", {"expression": expr}, first.content),
+                          ("calculator", {"expression": expr2}, second.content)], {})
+
+
+def list_then_read(rng: random.Random, runner: ToolRunner) -> Sample:
+    """Two calls in one turn: list a folder, then read the one file it holds."""
+    folder, name = _folder(rng), _file(rng)
+    path = f"{folder}/{name}"
+    setup = {"files": {path: _text_file(rng), **{f: _text_file(rng, 1) for f in _files(rng, rng.randint(0, 2))}}}
+    pi, prompt = _pick(rng, ["Read the file in the {d} folder.", "What does the file in {d} say?",
+                             "open whatever file is in {d}", "There is one file in {d}; what is in it?",
+                             "Show me the contents of the file inside {d}."])
+    listed = runner.run(setup, "list_directory", {"path": folder})
+    read = runner.run(setup, "read_file", {"path": path})
+    lines = [ln for ln in json.loads(read.content)["content"].splitlines() if ln.strip()]
+    answer = f"The {folder} folder holds {name}, which says: {join_words([_q(ln) for ln in lines])}."
+    turns = [user(prompt.format(d=folder)), _call("list_directory", {"path": folder}), _tool_msg(listed.content),
+             _call("read_file", {"path": path}), _tool_msg(read.content), assistant(answer)]
+    return _calls_sample(rng, "list_then_read", str(pi), (), turns,
+                         [("list_directory", {"path": folder}, listed.content),
+                          ("read_file", {"path": path}, read.content)], setup)
+
+
+def table_then_calculate(rng: random.Random, runner: ToolRunner) -> Sample:
+    """Two calls in one turn: a column's total from a table, then arithmetic on it."""
+    fname, label, cols = rng.choice(TABLES)
+    fname = _stem(rng) + ".csv"
+    labels = LABELS[label][: rng.randint(3, 6)]
+    col = rng.choice(cols)
+    csv = ",".join([label, *cols]) + "\n" + "".join(
+        ",".join([lab, *(str(rng.randint(1, 300)) for _ in cols)]) + "\n" for lab in labels)
+    setup = {"files": {fname: csv}}
+    k = rng.choice([2, 3, 4, 10, 12])
+    pi, prompt = _pick(rng, ["What is the total {c} in {f} times {k}?", "Add up {c} in {f} and multiply by {k}.",
+                             "sum the {c} column of {f}, then x{k}"])
+    stats = runner.run(setup, "analyze_data", {"path": fname, "column": col, "operation": "sum"})
+    total = json.loads(stats.content)["result"]
+    expr = f"{_result_text(total)} * {k}"
+    calc = runner.run({}, "calculator", {"expression": expr})
+    r = json.loads(calc.content)["result"]
+    turns = [user(prompt.format(c=col, f=fname, k=k)),
+             _call("analyze_data", {"path": fname, "column": col, "operation": "sum"}), _tool_msg(stats.content),
+             _call("calculator", {"expression": expr}), _tool_msg(calc.content),
+             assistant(f"The total {col} in {fname} is {_result_text(total)}, and {expr} = {_result_text(r)}.")]
+    return _calls_sample(rng, "table_then_calculate", f"{pi}-{k}", (), turns,
+                         [("analyze_data", {"path": fname, "column": col, "operation": "sum"}, stats.content),
+                          ("calculator", {"expression": expr}, calc.content)], setup)
+
+
+CHAINS: dict[str, Callable[[random.Random, ToolRunner], Sample]] = {
+    "followup": followup, "list_then_read": list_then_read, "table_then_calculate": table_then_calculate}
+
+
 def pick_tool(rng: random.Random) -> str:
-    """Which kind of tool conversation to make: a tool name, or ``"none"`` (a question that needs no tool)."""
-    return "none" if rng.random() < NO_TOOL_SHARE else rng.choice(list(SCENARIOS))
+    """Which kind of tool conversation to make: a tool name, ``"none"`` (a question that needs no tool)
+    or a chain of calls (a name in :data:`CHAINS`)."""
+    r = rng.random()
+    if r < NO_TOOL_SHARE:
+        return "none"
+    if r < NO_TOOL_SHARE + CHAIN_SHARE:
+        return rng.choice(list(CHAINS))
+    return rng.choice(list(SCENARIOS))
 
 
 def tool_sample(rng: random.Random, runner: ToolRunner, tool: str | None = None) -> Sample:
-    """One tool conversation; ``tool`` (a name or ``"none"``, see :func:`pick_tool`) fixes its kind."""
+    """One tool conversation; ``tool`` (a name, ``"none"`` or a chain, see :func:`pick_tool`) fixes its kind."""
     tool = tool or pick_tool(rng)
     if tool == "none":
         return no_tool(rng)
+    if tool in CHAINS:
+        return CHAINS[tool](rng, runner)
     return _build(rng, runner, SCENARIOS[tool](rng))
