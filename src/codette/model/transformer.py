@@ -121,11 +121,12 @@ class Attention(nn.Module):
             qkv = F.linear(x, torch.cat(projections))
         else:  # decoding one token: concatenating the weights would cost as much as the product itself
             qkv = torch.cat([F.linear(x, w) for w in projections], dim=-1)
-        qkv = qkv.view(b, t, h + 2 * kv, cfg.head_dim)
+        # split, not slicing: its backward is one concatenation, where each slice's would fill a zero
+        # tensor the size of the whole product and add the three up.
+        qk, v = qkv.view(b, t, h + 2 * kv, cfg.head_dim).split([h + kv, kv], dim=2)
         offset = cache.length if cache is not None else 0
-        qk = rotary(qkv[:, :, : h + kv], offset)
-        q, k = qk[:, :, :h].transpose(1, 2), qk[:, :, h:].transpose(1, 2)
-        v = qkv[:, :, h + kv :].transpose(1, 2)
+        q, k = (z.transpose(1, 2) for z in rotary(qk, offset).split([h, kv], dim=2))
+        v = v.transpose(1, 2)
         if cache is not None:
             cache.k[layer][:, :, offset : offset + t] = k
             cache.v[layer][:, :, offset : offset + t] = v
