@@ -256,21 +256,40 @@ def test_unknown_fields_are_ignored_oversized_and_non_json_bodies_refused():
 
 
 # -- one model, many clients ---------------------------------------------------------------------------
+class Gated(Scripted):
+    """A Scripted backend whose generations wait until ``gate`` is set (so requests pile up)."""
+
+    def __init__(self, replies: list[str]) -> None:
+        super().__init__(replies)
+        self.gate = threading.Event()
+
+    def stream(self, messages, tools=None, sampling=None):
+        self.gate.wait(30)
+        yield from super().stream(messages, tools, sampling)
+
+
 def test_requests_beyond_the_queue_get_503_and_none_is_dropped():
-    backend = Scripted(["x" * 30], delay=0.02)  # 10 pieces, about 0.2 s per request
+    backend = Gated(["done"])
     with running(backend, max_queue=2) as url:
         async def burst() -> list[httpx.Response]:
             async with httpx.AsyncClient(timeout=30) as http:
-                return await asyncio.gather(*[http.post(url + "/v1/chat/completions", json=GOOD) for _ in range(8)])
+                tasks = [asyncio.create_task(http.post(url + "/v1/chat/completions", json=GOOD)) for _ in range(8)]
+                deadline = time.monotonic() + 20
+                while sum(t.done() for t in tasks) < 5:  # 1 generating + 2 waiting; the other 5 refused at once
+                    assert time.monotonic() < deadline, [t.done() for t in tasks]
+                    await asyncio.sleep(0.02)
+                health = (await http.get(url + "/health")).json()
+                assert (health["generating"], health["waiting"]) == (1, 2), health
+                backend.gate.set()
+                return await asyncio.gather(*tasks)
 
         responses = asyncio.run(burst())
         codes = sorted(r.status_code for r in responses)
-        assert len(codes) == 8 and set(codes) <= {200, 503}, codes
-        assert codes.count(200) >= 3 and codes.count(503) >= 1, codes  # 1 generating + 2 waiting at least
+        assert codes == [200] * 3 + [503] * 5, codes
         for r in responses:
             if r.status_code == 503:
                 assert r.headers["Retry-After"] == "2" and "busy" in r.json()["error"]["message"]
-        assert backend.finished == codes.count(200)  # every accepted request ran to its end
+        assert backend.finished == 3  # every accepted request ran to its end
         assert httpx.get(url + "/health").json()["waiting"] == 0
         assert httpx.post(url + "/v1/chat/completions", json=GOOD).status_code == 200
 

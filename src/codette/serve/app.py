@@ -202,60 +202,44 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
             return StreamingResponse(_stream(cid, make, tools_on, body.stop, include_usage),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         deadline = worker.deadline()
-        scan = oc.StopScan(body.stop)
-        text, structured, prompt, completion, reason = [], [], None, None, None
+        reply = oc.Collected(body.stop)
         async with worker.slot(deadline):
             async for piece in worker.iterate(make, deadline):
-                text.append(scan.feed(piece.text))
-                structured.extend(piece.tool_calls)
-                prompt = piece.prompt_tokens if piece.prompt_tokens is not None else prompt
-                completion = piece.completion_tokens if piece.completion_tokens is not None else completion
-                reason = piece.finish_reason or reason
-                if scan.stopped:
+                reply.add(piece)
+                if reply.stopped:
                     break
-        text.append(scan.flush())
-        content, calls = oc.split_reply("".join(text).strip(), tools_on)
-        calls += _structured(structured)
-        return oc.completion(cid, cfg.model_name, content, calls, oc.finish_reason(calls, reason, scan.stopped),
-                             oc.usage(prompt, completion))
+        reply.end()
+        content, calls = reply.calls(tools_on, reply.text.strip())
+        return oc.completion(cid, cfg.model_name, content, calls, reply.finish(calls), reply.usage())
 
     async def _stream(cid: str, make: Any, tools_on: bool, stops: list[str] | None,
                       include_usage: bool) -> AsyncIterator[str]:
         from codette.agent.markup import MarkupFilter
 
         deadline = worker.deadline()
-        scan, hide = oc.StopScan(stops), (MarkupFilter() if tools_on else None)
-        raw, structured, prompt, completion, reason = [], [], None, None, None
+        reply, hide = oc.Collected(stops), (MarkupFilter() if tools_on else None)
         try:
             async with worker.slot(deadline):
                 yield _sse(oc.chunk(cid, cfg.model_name, {"role": "assistant", "content": ""}))
                 async for piece in worker.iterate(make, deadline):
-                    text = scan.feed(piece.text)
-                    raw.append(text)
+                    text = reply.add(piece)
                     shown = hide.feed(text) if hide else text
                     if shown:
                         yield _sse(oc.chunk(cid, cfg.model_name, {"content": shown}))
-                    structured.extend(piece.tool_calls)
-                    prompt = piece.prompt_tokens if piece.prompt_tokens is not None else prompt
-                    completion = piece.completion_tokens if piece.completion_tokens is not None else completion
-                    reason = piece.finish_reason or reason
-                    if scan.stopped:
+                    if reply.stopped:
                         break
-            tail = scan.flush()
-            raw.append(tail)
+            tail = reply.end()
             shown = (hide.feed(tail) + hide.flush()) if hide else tail
-            content, calls = oc.split_reply("".join(raw), tools_on)
-            calls += _structured(structured)
-            if tools_on and not calls and hide is not None:
-                shown += oc.hidden_blocks("".join(raw))  # markup that did not parse: show it as written
+            content, calls = reply.calls(tools_on)
+            if tools_on and not calls:
+                shown += oc.hidden_blocks(reply.text)  # markup that did not parse: show it as written
             if shown:
                 yield _sse(oc.chunk(cid, cfg.model_name, {"content": shown}))
             for delta in oc.call_deltas(calls):
                 yield _sse(oc.chunk(cid, cfg.model_name, delta))
-            use = oc.usage(prompt, completion)
-            yield _sse(oc.chunk(cid, cfg.model_name, {}, oc.finish_reason(calls, reason, scan.stopped)))
+            yield _sse(oc.chunk(cid, cfg.model_name, {}, reply.finish(calls)))
             if include_usage:
-                yield _sse(oc.chunk(cid, cfg.model_name, None, use=use))
+                yield _sse(oc.chunk(cid, cfg.model_name, None, use=reply.usage()))
         except (CodetteError, ValueError) as exc:  # after the headers went out: an error event ends the stream
             code = "server_busy" if isinstance(exc, Busy) else "timeout" if isinstance(exc, DeadlineExceeded) \
                 else "generation_failed"
@@ -317,13 +301,3 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
     return Guard(app, bind_host=cfg.host, allow_hosts=cfg.allow_hosts, allow_origins=cfg.allow_origins,
                  api_key=cfg.api_key, max_body=cfg.max_body)
 
-
-def _structured(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
-    """Structured calls a backend returned (an upstream HTTP server) in OpenAI's wire form."""
-    out = []
-    for tc in raw:
-        args = tc.get("arguments", {})
-        out.append({"id": oc.new_id("call_"), "type": "function",
-                    "function": {"name": tc.get("name", ""),
-                                 "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}})
-    return out

@@ -53,6 +53,66 @@ class StopScan:
         return "" if self.stopped else rest
 
 
+class Collected:
+    """A reply as its pieces arrive: text after the stop scan, structured calls, the token counts."""
+
+    def __init__(self, stops: list[str] | None) -> None:
+        self.scan = StopScan(stops)
+        self.parts: list[str] = []
+        self.structured: list[dict[str, Any]] = []
+        self.prompt_tokens: int | None = None
+        self.completion_tokens: int | None = None
+        self.reason: str | None = None
+
+    def add(self, piece: Any) -> str:
+        """Take one backend ``Chunk``; returns its text that is now final (held-back stop prefixes aside)."""
+        text = self.scan.feed(piece.text)
+        self.parts.append(text)
+        self.structured.extend(piece.tool_calls)
+        if piece.prompt_tokens is not None:
+            self.prompt_tokens = piece.prompt_tokens
+        if piece.completion_tokens is not None:
+            self.completion_tokens = piece.completion_tokens
+        self.reason = piece.finish_reason or self.reason
+        return text
+
+    @property
+    def stopped(self) -> bool:
+        return self.scan.stopped
+
+    def end(self) -> str:
+        """The reply has ended: the held-back tail, now final."""
+        tail = self.scan.flush()
+        self.parts.append(tail)
+        return tail
+
+    @property
+    def text(self) -> str:
+        return "".join(self.parts)
+
+    def calls(self, tools_on: bool, text: str | None = None) -> tuple[str | None, list[dict[str, Any]]]:
+        """``(content, tool_calls)``: the markup's calls, then any structured ones a backend returned."""
+        content, calls = split_reply(self.text if text is None else text, tools_on)
+        return content, calls + structured_calls(self.structured)
+
+    def finish(self, calls: list[dict[str, Any]]) -> str:
+        return finish_reason(calls, self.reason, self.stopped)
+
+    def usage(self) -> dict[str, int] | None:
+        return usage(self.prompt_tokens, self.completion_tokens)
+
+
+def structured_calls(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:
+    """Structured calls a backend returned (an upstream HTTP server) in OpenAI's wire form."""
+    out = []
+    for tc in raw:
+        args = tc.get("arguments", {})
+        out.append({"id": new_id("call_"), "type": "function",
+                    "function": {"name": tc.get("name", ""),
+                                 "arguments": args if isinstance(args, str) else json.dumps(args, ensure_ascii=False)}})
+    return out
+
+
 def split_reply(text: str, tools_on: bool) -> tuple[str | None, list[dict[str, Any]]]:
     """``(content, tool_calls)`` of a whole reply, in OpenAI's message form."""
     if not tools_on or TOOL_CALL_OPEN not in text:

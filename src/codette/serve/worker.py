@@ -52,7 +52,8 @@ class ModelWorker:
 
     def check_room(self) -> None:
         """Refuse now (:class:`Busy`) when a new request could only wait beyond the queue."""
-        if self._gate is not None and self._gate.locked() and self.waiting >= self.max_queue:
+        # Counted, not read off the lock: a burst of requests all pass before the first acquires it.
+        if self.waiting + self.running > self.max_queue:
             raise Busy(f"the server is busy: {self.running} request generating and {self.waiting} waiting "
                        f"(the queue holds {self.max_queue}); try again shortly")
 
