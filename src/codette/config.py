@@ -104,7 +104,8 @@ class TrainConfig:
     eval_batches: int = 50  # at most this many val batches per evaluation
     log_every: int = 10
     keep_checkpoints: int = 3  # periodic model_step_N.pt files kept
-    compile: bool = False
+    compile: bool = False  # torch.compile each transformer block (checkpoint keys stay plain)
+    activation_checkpointing: bool = False  # recompute block activations in the backward pass (less memory)
     threads: int = 0  # torch CPU threads; 0 leaves torch's default
     best_metric: str = "val_loss"  # model_best.pt by: val_loss | perplexity | token_accuracy | a behavioral metric
     probes: int = 8  # behavioral probes per kind at each evaluation (0: none); see codette.evaluate.training

@@ -99,13 +99,18 @@ def train(
     tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard",
                                                help="Also write TensorBoard events to <log_dir>/tensorboard/."),
     parallel: Optional[str] = typer.Option(None, help="Under torchrun: ddp, fsdp (sharded) or auto (by model size)."),
+    compile_: Optional[bool] = typer.Option(None, "--compile/--no-compile", help="torch.compile each block."),
+    activation_checkpointing: Optional[bool] = typer.Option(
+        None, "--activation-checkpointing/--no-activation-checkpointing",
+        help="Recompute block activations in the backward pass (less memory, more compute)."),
 ) -> None:
     """Train (or resume training) a model on the packed data; under torchrun, on every process it starts."""
     cfg = _config(config, out_dir=out_dir, **{
         "model.preset": preset, "model.block_style": block_style, "train.max_steps": max_steps, "train.lr": lr,
         "train.warmup_steps": warmup_steps, "train.batch_size": batch_size, "train.grad_accum": grad_accum,
         "train.seq_len": seq_len, "train.eval_every": eval_every, "train.save_every": save_every,
-        "train.device": device, "train.seed": seed, "train.tensorboard": tensorboard, "train.parallel": parallel})
+        "train.device": device, "train.seed": seed, "train.tensorboard": tensorboard, "train.parallel": parallel,
+        "train.compile": compile_, "train.activation_checkpointing": activation_checkpointing})
     stages.run_train(cfg, console, resume=resume)
 
 
@@ -240,7 +245,7 @@ def _presets_fit(gpu_gb: float, gpus: int, block_style: str, json_out: bool) -> 
         console.print("no preset fits, not even at batch 1 x 64 tokens")
     console.print(f"fits: the largest micro-batch x sequence length within {USABLE_FRACTION:.0%} of each GPU "
                   f"(GB = 2^30 bytes); act/seq: one sequence of the preset's context.\n"
-                  f"ckpt: with activation checkpointing (not done by the trainer yet). Formulas: codette.model.memory.")
+                  f"ckpt: with activation checkpointing (codette train --activation-checkpointing). Formulas: codette.model.memory.")
 
 
 @app.command()

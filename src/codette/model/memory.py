@@ -33,8 +33,7 @@ FSDP2's bf16 parameters; 4 in fp32). What autograd keeps per block per token:
 Plus one more norm (the final one) and the head: the logits (a·V), the fp32 log-probabilities the loss
 keeps (4·V) and, at the start of the backward, their gradient and the fp32 logits' gradient (4·V each).
 With activation checkpointing, each block keeps only its input (r·d per token) and one block's
-activations exist at a time, recomputed during the backward. The trainer does not checkpoint
-activations yet; that column says what it would allow. A test checks the per-block estimate against
+activations exist at a time, recomputed during the backward (``train.activation_checkpointing``). A test checks the per-block estimate against
 the tensors torch actually saves for the backward on the CPU (``saved_tensors_hooks``), and against
 ``torch.cuda.max_memory_allocated`` where a GPU is present.
 """

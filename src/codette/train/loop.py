@@ -339,9 +339,13 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out_dir: Pa
         if step >= cfg.max_steps:
             log.info("checkpoint is already at max_steps=%d", cfg.max_steps)
 
+    model.activation_checkpointing = cfg.activation_checkpointing
+    if cfg.compile:  # per block, as torchtitan does: in place, so state_dict keys have no _orig_mod prefix
+        for block in model.blocks:
+            block.compile()
     wrapped: torch.nn.Module = ddp_wrap(model, device) if strategy == "ddp" else model
     no_sync = no_sync_for(strategy, wrapped)
-    train_model: torch.nn.Module = torch.compile(wrapped) if cfg.compile else wrapped
+    train_model: torch.nn.Module = wrapped
     eval_model = train_model if strategy == "none" else model  # DDP's wrapper adds nothing to a forward pass
     metrics: MetricsLog | _NoMetrics = MetricsLog(log_dir) if world.main else _NoMetrics()
     metrics.listener = monitor.on_record if monitor is not None and world.main else None
