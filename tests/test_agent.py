@@ -7,8 +7,10 @@ import asyncio
 import json
 import os
 import pty
+import re
 import select
 import shutil
+import signal
 import socket
 import subprocess
 import sys
@@ -663,11 +665,19 @@ class Terminal:
                 os.execvpe(argv[0], argv, {**os.environ, "TERM": "dumb", "COLUMNS": "120"})
             finally:
                 os._exit(127)
-        self.screen = ""
+        self.screen, self.mark = "", 0
 
-    def read_until(self, text: str, timeout: float = 90) -> str:
+    def read_until(self, text: str, timeout: float = 180, pattern: bool = False) -> str:
+        """Read until ``text`` (a regular expression when ``pattern``) shows after what was already matched."""
+        def end() -> int | None:  # where the match ends on the screen, or None
+            if pattern:
+                m = re.compile(text).search(self.screen, self.mark)
+                return m.end() if m else None
+            at = self.screen.find(text, self.mark)
+            return None if at < 0 else at + len(text)
+
         deadline = time.time() + timeout
-        while text not in self.screen:
+        while end() is None:
             left = deadline - time.time()
             assert left > 0, f"{text!r} never appeared; the screen shows:\n{self.screen}"
             ready, _, _ = select.select([self.fd], [], [], min(left, 0.5))
@@ -675,14 +685,26 @@ class Terminal:
                 try:
                     self.screen += os.read(self.fd, 4096).decode("utf-8", "replace")
                 except OSError:  # the child closed the terminal
-                    assert text in self.screen, f"{text!r} never appeared:\n{self.screen}"
+                    assert end() is not None, f"{text!r} never appeared:\n{self.screen}"
+        self.mark = end()
         return self.screen
 
     def type(self, line: str) -> None:
         os.write(self.fd, (line + "\r").encode())
 
-    def close(self) -> int:
-        _, status = os.waitpid(self.pid, 0)
+    def close(self, grace: float = 30) -> int:
+        """The child's exit code; a child still running after ``grace`` seconds is killed (the test then
+        fails on its exit code instead of waiting forever)."""
+        deadline = time.time() + grace
+        while True:
+            pid, status = os.waitpid(self.pid, os.WNOHANG)
+            if pid:
+                break
+            if time.time() > deadline:
+                os.kill(self.pid, signal.SIGKILL)
+                _, status = os.waitpid(self.pid, 0)
+                break
+            time.sleep(0.1)
         os.close(self.fd)
         return os.waitstatus_to_exitcode(status)
 
@@ -697,8 +719,10 @@ def test_codette_chat_in_a_real_terminal(tiny, tmp_path):
         term.read_until("you> ")
         assert "tools: none" in term.screen
         term.type("Hello Codette")
-        screen = term.read_until("tokens/s")
-        assert "codette> " in screen and "you> " in screen[screen.index("codette> "):]
+        term.read_until("codette> ")
+        screen = term.read_until(r"\(\d+ tokens.*?[\d.]+ s\)", pattern=True)  # the footer, however long the reply
+        term.read_until("you> ")
+        assert "error:" not in screen[screen.index("codette> "):], screen
         term.type("/perspective newton")
         term.read_until("(perspectives: newton)")
         term.type("/perspective astrology")
