@@ -192,6 +192,23 @@ def test_stop_sequences_sampling_and_seed_reach_the_backend():
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "one tw"
 
 
+def test_a_stop_sequence_ends_the_generation_before_the_next_request():
+    """Stopping early closes the generation: its thread has ended when the answer comes back."""
+    backend = Scripted(["ab STOP " + "x" * 600], delay=0.005)  # 203 pieces, about 1 s if not stopped
+    with running(backend) as url:
+        c = client(url)
+        for stream in (False, True):
+            before = backend.pieces_sent
+            r = c.chat.completions.create(model="codette", messages=[{"role": "user", "content": "go"}],
+                                          stop=["STOP"], stream=stream)
+            text = "".join(ch.choices[0].delta.content or "" for ch in r if ch.choices) if stream else \
+                r.choices[0].message.content
+            assert text.strip() == "ab"
+            sent = backend.pieces_sent
+            time.sleep(0.2)
+            assert backend.pieces_sent == sent < before + 20 and backend.finished == 0
+
+
 def test_stop_scan_holds_back_a_possible_start():
     scan = StopScan(["</end>"])
     assert scan.feed("abc</e") == "abc" and scan.feed("x") == "</ex" and scan.feed("</en") == ""

@@ -170,7 +170,7 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
         return {"object": "list", "data": [card]}
 
     # -- OpenAI chat completions ----------------------------------------------------------------------
-    def prepared(body: ChatRequest) -> tuple[list[dict], list[dict] | None, Any, int | None]:
+    def prepared(body: ChatRequest) -> tuple[list[dict], list[dict] | None, Any]:
         from codette.model.generate import SamplingConfig
 
         messages = to_codette_messages(body.messages)
@@ -185,11 +185,11 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
         temperature = cfg.temperature if body.temperature is None else body.temperature
         sampling = SamplingConfig(max_new_tokens=limit, temperature=temperature, top_p=body.top_p or 1.0,
                                   seed=body.seed)
-        return messages, tools, sampling, prompt_tokens
+        return messages, tools, sampling
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest) -> Any:
-        messages, tools, sampling, _ = prepared(body)
+        messages, tools, sampling = prepared(body)
         cid = oc.new_id("chatcmpl-")
         tools_on = tools is not None
 
@@ -203,8 +203,8 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         deadline = worker.deadline()
         reply = oc.Collected(body.stop)
-        async with worker.slot(deadline):
-            async for piece in worker.iterate(make, deadline):
+        async with worker.slot(deadline), contextlib.aclosing(worker.iterate(make, deadline)) as pieces:
+            async for piece in pieces:  # a break (a stop sequence) closes the generation inside the slot
                 reply.add(piece)
                 if reply.stopped:
                     break
@@ -219,9 +219,9 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
         deadline = worker.deadline()
         reply, hide = oc.Collected(stops), (MarkupFilter() if tools_on else None)
         try:
-            async with worker.slot(deadline):
+            async with worker.slot(deadline), contextlib.aclosing(worker.iterate(make, deadline)) as pieces:
                 yield _sse(oc.chunk(cid, cfg.model_name, {"role": "assistant", "content": ""}))
-                async for piece in worker.iterate(make, deadline):
+                async for piece in pieces:
                     text = reply.add(piece)
                     shown = hide.feed(text) if hide else text
                     if shown:
@@ -285,12 +285,13 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
                         def make(stop: threading.Event) -> Iterator[Any]:
                             return agent.iter_events(body.prompt, perspectives=keys or None, history=history, stop=stop)
 
-                        async for event in worker.iterate(make, deadline):
-                            if event.type == "done":
-                                yield _sse({"type": "done", "response": event.data["response"].to_dict(),
-                                            "tools_note": agent.tools_note})
-                            else:
-                                yield _sse({"type": event.type, **event.data})
+                        async with contextlib.aclosing(worker.iterate(make, deadline)) as turn_events:
+                            async for event in turn_events:
+                                if event.type == "done":
+                                    yield _sse({"type": "done", "response": event.data["response"].to_dict(),
+                                                "tools_note": agent.tools_note})
+                                else:
+                                    yield _sse({"type": event.type, **event.data})
                     finally:
                         agent.close()
             except CodetteError as exc:
