@@ -774,7 +774,7 @@ def _result_text(r: Any) -> str:
     return str(r) if isinstance(r, int) else fmt(r)
 
 
-def _calls_sample(rng: random.Random, name: str, variant: str, slots: tuple, turns: list[dict],
+def _calls_sample(rng: random.Random, name: str, variant: str, turns: list[dict],
                   calls: list[tuple[str, dict[str, Any], str]], setup: dict[str, Any]) -> Sample:
     """A conversation with several calls; ``meta`` lists them all (``chain``), and carries no single
     reference call, so the one-call probes leave it to the natural set's multi-turn items."""
@@ -782,7 +782,7 @@ def _calls_sample(rng: random.Random, name: str, variant: str, slots: tuple, tur
             "scenario": name, "chain": [{"tool": t, "arguments": a, "result": r} for t, a, r in calls]}
     msgs = with_agent_system(rng, turns)
     return Sample("tools", f"{name}-{variant}", (json.dumps(setup, sort_keys=True),
-                                                 json.dumps([c[:2] for c in calls], sort_keys=True), *slots),
+                                                 json.dumps([c[:2] for c in calls], sort_keys=True)),
                   msgs, meta, tools=[compact_schema(t) for t in TOOLS if t != "execute_python"])
 
 
@@ -801,7 +801,7 @@ def followup(rng: random.Random, runner: ToolRunner) -> Sample:
              assistant(f"{expr} = {fmt_big(r1) if isinstance(r1, float) else r1}."), user(ask),
              _call("calculator", {"expression": expr2}), _tool_msg(second.content),
              assistant(f"{expr2} = {fmt_big(r2) if isinstance(r2, float) else r2}.")]
-    return _calls_sample(rng, "followup", f"{pi}-{fi}", (), turns,
+    return _calls_sample(rng, "followup", f"{pi}-{fi}", turns,
                          [("calculator", {"expression": expr}, first.content),
                           ("calculator", {"expression": expr2}, second.content)], {})
 
@@ -820,7 +820,7 @@ def list_then_read(rng: random.Random, runner: ToolRunner) -> Sample:
     answer = f"The {folder} folder holds {name}, which says: {join_words([_q(ln) for ln in lines])}."
     turns = [user(prompt.format(d=folder)), _call("list_directory", {"path": folder}), _tool_msg(listed.content),
              _call("read_file", {"path": path}), _tool_msg(read.content), assistant(answer)]
-    return _calls_sample(rng, "list_then_read", str(pi), (), turns,
+    return _calls_sample(rng, "list_then_read", str(pi), turns,
                          [("list_directory", {"path": folder}, listed.content),
                           ("read_file", {"path": path}, read.content)], setup)
 
@@ -846,7 +846,7 @@ def table_then_calculate(rng: random.Random, runner: ToolRunner) -> Sample:
              _call("analyze_data", {"path": fname, "column": col, "operation": "sum"}), _tool_msg(stats.content),
              _call("calculator", {"expression": expr}), _tool_msg(calc.content),
              assistant(f"The total {col} in {fname} is {_result_text(total)}, and {expr} = {_result_text(r)}.")]
-    return _calls_sample(rng, "table_then_calculate", f"{pi}-{k}", (), turns,
+    return _calls_sample(rng, "table_then_calculate", f"{pi}-{k}", turns,
                          [("analyze_data", {"path": fname, "column": col, "operation": "sum"}, stats.content),
                           ("calculator", {"expression": expr}, calc.content)], setup)
 
