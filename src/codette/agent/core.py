@@ -18,7 +18,7 @@ when none is given); execute_python is off unless ``enable_python=True``. One tu
 
 from __future__ import annotations
 
-import asyncio
+import contextlib
 import logging
 import shutil
 import tempfile
@@ -32,6 +32,7 @@ from codette.agent.images import stage_image
 from codette.agent.loop import Event, LoopConfig, Turn, run_call, run_turn
 from codette.agent.metrics import check_question_type
 from codette.agent.response import Response
+from codette.agent.threads import iterate_in_thread
 from codette.errors import CodetteError
 from codette.persona import DEFAULT_SYSTEM, TOOLS, tool_schema
 from codette.tools import Toolbox, ToolCall
@@ -203,35 +204,10 @@ class MultimodalCodette:
 
         Leaving the ``async for`` early stops the generation at its next token.
         """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        stop = threading.Event()
-        end = object()
-
-        def work() -> None:
-            try:
-                for event in self.iter_events(prompt, stop=stop, **kwargs):
-                    loop.call_soon_threadsafe(queue.put_nowait, event)
-            except BaseException as exc:  # handed to the consumer, raised there
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                loop.call_soon_threadsafe(queue.put_nowait, end)
-
-        worker = loop.run_in_executor(None, work)
-        try:
-            while True:
-                item = await queue.get()
-                if item is end:
-                    break
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            try:
-                await worker
-            except BaseException:  # the worker's own errors were already handed over
-                pass
+        events = iterate_in_thread(lambda stop: self.iter_events(prompt, stop=stop, **kwargs))
+        async with contextlib.aclosing(events):
+            async for event in events:
+                yield event
 
     async def generate_response(self, prompt: str, *, images: Iterable[Path | str] | None = None,
                                 perspectives: list[str] | None = None, history: list[dict] | None = None,

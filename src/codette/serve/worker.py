@@ -18,6 +18,7 @@ import time
 from collections.abc import AsyncIterator, Callable, Iterator
 from typing import Any, TypeVar
 
+from codette.agent.threads import iterate_in_thread
 from codette.errors import CodetteError
 
 log = logging.getLogger(__name__)
@@ -77,62 +78,9 @@ class ModelWorker:
             self.running -= 1
             self._gate.release()
 
-    async def iterate(self, make: Callable[[threading.Event], Iterator[T]], deadline: float) -> AsyncIterator[T]:
-        """Items of ``make(stop)``, produced in a thread, as they come.
-
-        The thread stops at its next item once the consumer leaves (a disconnect cancels it) or the
-        deadline passes (:class:`DeadlineExceeded`); ``stop`` lets ``make``'s iterator stop sooner.
-        """
-        loop = asyncio.get_running_loop()
-        queue: asyncio.Queue = asyncio.Queue()
-        stop = threading.Event()
-        end = object()
-
-        def work() -> None:
-            it = None
-            try:
-                it = make(stop)
-                for item in it:
-                    if stop.is_set():
-                        break
-                    loop.call_soon_threadsafe(queue.put_nowait, item)
-            except BaseException as exc:  # handed to the consumer
-                loop.call_soon_threadsafe(queue.put_nowait, exc)
-            finally:
-                close = getattr(it, "close", None)
-                if callable(close):
-                    close()
-                loop.call_soon_threadsafe(queue.put_nowait, end)
-
-        worker = loop.run_in_executor(None, work)
-        try:
-            while True:
-                left = deadline - time.monotonic()
-                if left <= 0:
-                    raise DeadlineExceeded(f"the request ran past its {self.timeout_s:g} s deadline")
-                try:
-                    item = await asyncio.wait_for(queue.get(), timeout=left)
-                except asyncio.TimeoutError:
-                    raise DeadlineExceeded(f"the request ran past its {self.timeout_s:g} s deadline") from None
-                if item is end:
-                    return
-                if isinstance(item, BaseException):
-                    raise item
-                yield item
-        finally:
-            stop.set()
-            await _finish(worker)
-
-
-async def _finish(worker: asyncio.Future) -> None:
-    """Wait for the generation thread to end, even when this task is being cancelled (then re-cancel)."""
-    cancelled = False
-    while not worker.done():
-        try:
-            await asyncio.shield(worker)
-        except asyncio.CancelledError:
-            cancelled = True
-        except BaseException:  # the thread's own errors were handed over already
-            break
-    if cancelled:
-        raise asyncio.CancelledError
+    def iterate(self, make: Callable[[threading.Event], Iterator[T]], deadline: float) -> AsyncIterator[T]:
+        """Items of ``make(stop)``, produced in a thread (:func:`codette.agent.threads.iterate_in_thread`);
+        past ``deadline`` the thread stops and :class:`DeadlineExceeded` is raised. Close the result with
+        ``contextlib.aclosing`` inside :meth:`slot`, so the slot is released only once the thread has ended."""
+        return iterate_in_thread(make, deadline, lambda: DeadlineExceeded(
+            f"the request ran past its {self.timeout_s:g} s deadline"))
