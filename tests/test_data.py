@@ -7,6 +7,7 @@ import math
 import os
 import random
 import re
+from collections import Counter
 from pathlib import Path
 
 import numpy as np
@@ -73,7 +74,10 @@ def test_all_eleven_perspectives_and_tools_are_covered(big) -> None:
     assert {p for s in samples if s.category == "mixed" for p in s.meta["perspectives"]} == set(synthetic.PERSPECTIVES)
     called = {s.meta["tool"] for s in samples if s.category == "tools"}
     assert called == set(TOOLS) | {None}
-    assert set(stats.tool_calls) == set(TOOLS) | {"none", "chain"} and min(stats.tool_calls.values()) >= 50
+    assert set(stats.tool_calls) == set(TOOLS) | {"none", "chain"} and min(stats.tool_calls.values()) >= 40
+    calls = Counter(c["function"]["name"] for s in samples if s.category == "tools" for m in s.messages
+                    for c in m.get("tool_calls") or [])  # chains and drills count every call
+    assert min(calls[t] for t in TOOLS) >= 40, calls
     assert {s.meta["aspect"] for s in samples if s.category == "consciousness"} == {
         "identity", "self_reference", "intentionality"}
 

@@ -775,15 +775,18 @@ def _result_text(r: Any) -> str:
 
 
 def _calls_sample(rng: random.Random, name: str, variant: str, turns: list[dict],
-                  calls: list[tuple[str, dict[str, Any], str]], setup: dict[str, Any]) -> Sample:
+                  calls: list[tuple], setup: dict[str, Any], tools: list[dict] | None = None) -> Sample:
     """A conversation with several calls; ``meta`` lists them all (``chain``), and carries no single
-    reference call, so the one-call probes leave it to the natural set's multi-turn items."""
+    reference call, so the one-call probes leave it to the natural set's multi-turn items. A call is
+    (tool, arguments, result) or, when each call has its own workspace, (tool, arguments, result, setup).
+    ``tools``: the list shown (default: the agent's ten default tools)."""
     meta = {"tool": None, "tool_arguments": None, "expected_result": None, "tool_ok": None, "setup": setup,
-            "scenario": name, "chain": [{"tool": t, "arguments": a, "result": r} for t, a, r in calls]}
+            "scenario": name, "chain": [{"tool": c[0], "arguments": c[1], "result": c[2],
+                                         **({"setup": c[3]} if len(c) > 3 else {})} for c in calls]}
     msgs = with_agent_system(rng, turns)
     return Sample("tools", f"{name}-{variant}", (json.dumps(setup, sort_keys=True),
-                                                 json.dumps([c[:2] for c in calls], sort_keys=True)),
-                  msgs, meta, tools=[compact_schema(t) for t in TOOLS if t != "execute_python"])
+                                                 json.dumps([list(c[:2]) for c in calls], sort_keys=True)),
+                  msgs, meta, tools=tools or [compact_schema(t) for t in TOOLS if t != "execute_python"])
 
 
 def followup(rng: random.Random, runner: ToolRunner) -> Sample:
@@ -851,18 +854,50 @@ def table_then_calculate(rng: random.Random, runner: ToolRunner) -> Sample:
                           ("calculator", {"expression": expr}, calc.content)], setup)
 
 
+# Copy drills: the tools whose calls carry the request's values verbatim and whose results are short.
+DRILL_TOOLS = ["read_file", "list_directory", "calculator", "write_file", "search_files", "analyze_data",
+               "analyze_image", "web_search"]
+DRILL_ROUNDS = (3, 5)
+
+
+def drill(rng: random.Random, runner: ToolRunner) -> Sample:
+    """Several unrelated requests in a row, each answered by its own call, result and answer.
+
+    A small model learns to copy the user's values into a call only from many examples of it; one
+    request per conversation spends most of a training window on the (unlearned) system prompt, so
+    these multi-turn conversations carry 3 to 5 copies each, under a client's short tool list.
+    """
+    turns: list[dict] = []
+    calls: list[tuple] = []
+    used: list[str] = []
+    for _ in range(rng.randint(*DRILL_ROUNDS)):
+        sc = SCENARIOS[rng.choice(DRILL_TOOLS)](rng)
+        result = runner.run(sc.setup, sc.tool, sc.arguments)
+        turns += [user(sc.prompt), _call(sc.tool, sc.arguments), _tool_msg(result.content),
+                  assistant(sc.answer(json.loads(result.content), result.ok))]
+        calls.append((sc.tool, sc.arguments, result.content, sc.setup))
+        used += [sc.tool] if sc.tool not in used else []
+    shown = used + rng.sample([t for t in TOOLS if t not in used], rng.randint(0, 2))
+    rng.shuffle(shown)
+    variant = "-".join(c[0] for c in calls)
+    return _calls_sample(rng, "drill", variant, turns, calls, {}, tools=[compact_schema(t) for t in shown])
+
+
 CHAINS: dict[str, Callable[[random.Random, ToolRunner], Sample]] = {
     "followup": followup, "list_then_read": list_then_read, "table_then_calculate": table_then_calculate}
+DRILL_SHARE = 0.3  # of tool conversations
 
 
 def pick_tool(rng: random.Random) -> str:
-    """Which kind of tool conversation to make: a tool name, ``"none"`` (a question that needs no tool)
-    or a chain of calls (a name in :data:`CHAINS`)."""
+    """Which kind of tool conversation to make: a tool name, ``"none"`` (a question that needs no tool),
+    a chain of calls (a name in :data:`CHAINS`) or ``"drill"`` (several requests in a row)."""
     r = rng.random()
     if r < NO_TOOL_SHARE:
         return "none"
     if r < NO_TOOL_SHARE + CHAIN_SHARE:
         return rng.choice(list(CHAINS))
+    if r < NO_TOOL_SHARE + CHAIN_SHARE + DRILL_SHARE:
+        return "drill"
     return rng.choice(list(SCENARIOS))
 
 
@@ -873,4 +908,6 @@ def tool_sample(rng: random.Random, runner: ToolRunner, tool: str | None = None)
         return no_tool(rng)
     if tool in CHAINS:
         return CHAINS[tool](rng, runner)
+    if tool == "drill":
+        return drill(rng, runner)
     return _build(rng, runner, SCENARIOS[tool](rng))
