@@ -189,7 +189,11 @@ def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, o
     for table in console_tables(report):
         console.print(table)
     for chat in report["samples"]:
-        console.print(Panel(Text(chat["assistant"]), title=Text(f"user: {chat['user']}"), title_align="left"))
+        body = Text("".join(f"[tool] {c['name']} {json.dumps(c['arguments'], ensure_ascii=False)} -> "
+                            f"{c['result'][:120]}\n" for c in chat.get("tool_calls", [])) + chat["assistant"])
+        mark = "right" if chat.get("right") else "wrong"
+        console.print(Panel(body, title=Text(f"user: {chat['user']}"), title_align="left",
+                            subtitle=Text(f"{mark}: {chat.get('why', '')}"), subtitle_align="left"))
     if not natural:
         console.print("natural-prompt set not run (add --natural: hand-written requests through the agent's tool "
                       "loop, minutes on a CPU)")

@@ -29,32 +29,12 @@ from codette.errors import CodetteError
 from codette.evaluate.behavior import flat, run_probes, summarize
 from codette.evaluate.lm import LMMetrics, LMTally, evaluate_lm, token_byte_lengths
 from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND, probe_set
-from codette.model.generate import SamplingConfig
+from codette.evaluate.showcase import sample_chats
 
 if TYPE_CHECKING:
     from codette.backends.gguf import GGUFBackend
 
 log = logging.getLogger(__name__)
-
-SAMPLE_PROMPTS = [
-    "Who are you?",
-    "Explain a lighthouse from the Newton perspective.",
-    "What is 144 * 12?",
-    "Think about a thunderstorm from several perspectives.",
-]
-
-
-def _sample_chats(backend: ChatBackend, samples: int) -> list[dict]:
-    chats = []
-    for prompt in SAMPLE_PROMPTS[:samples]:
-        try:
-            reply = backend.chat([{"role": "user", "content": prompt}],
-                                 sampling=SamplingConfig(max_new_tokens=96, temperature=0.0))
-        except CodetteError as exc:
-            reply = f"(no reply: {exc})"
-        chats.append({"user": prompt, "assistant": reply})
-    return chats
-
 
 def lm_figures(m: LMMetrics, split: str) -> dict[str, Any]:
     """The LM metrics as ``eval.json`` keys, with the split they were measured on."""
@@ -105,7 +85,7 @@ def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path
         from codette.evaluate.natural_run import natural_report
 
         report.update(natural_report(backend, max_new_tokens, on_result=on_natural))
-    report["samples"] = _sample_chats(backend, samples)
+    report["samples"] = sample_chats(backend, samples)
 
 
 def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenizer_dir: Path | str | None = None,

@@ -6,6 +6,7 @@ reports shows what changed between checkpoints. The definitions live in docs/EVA
 
 from __future__ import annotations
 
+import json
 import math
 from typing import Any
 
@@ -103,9 +104,14 @@ def markdown(report: dict[str, Any], probe_results: list[dict] | None = None, ex
                 out.append(f"- **{kind}** `{r['id']}`: {_esc(str(why), 120)}<br>reply: `{_esc(r['reply'])}`")
         out.append("")
     if report.get("samples"):
-        out += ["## Sample chats (greedy)", ""]
+        out += ["## Sample chats (greedy, through the agent's tool loop with its default tools)", ""]
         for chat in report["samples"]:
-            out.append(f"- **user:** {_esc(chat['user'])}<br>**assistant:** {_esc(chat['assistant'], 400)}")
+            calls = "".join(f"<br>**tool:** `{_esc(c['name'])}` {_esc(json.dumps(c['arguments']), 120)}"
+                            for c in chat.get("tool_calls", []))
+            verdict = f" ({'right' if chat['right'] else 'wrong'}: {_esc(chat.get('why', ''), 120)})" \
+                if "right" in chat else ""
+            out.append(f"- **user:** {_esc(chat['user'])}{calls}<br>**assistant:** "
+                       f"{_esc(chat['assistant'], 400)}{verdict}")
     return "\n".join(out) + "\n"
 
 

@@ -1,0 +1,115 @@
+"""The sample chats ``codette eval`` and the quickstart print, as a user would meet them, each checked.
+
+Every prompt goes through the agent's tool loop (:func:`codette.agent.loop.run_turn`) with the
+persona's system prompt and the agent's default tools, on a real toolbox in a scratch workspace,
+greedy. A chat is ``right`` when its check holds:
+
+* ``identity``: the identity score of :mod:`codette.evaluate.identity` is 1 (the facts asked for, no
+  contradiction);
+* ``perspective``: the reply is in the asked perspective (marker and style, :mod:`.perspective`);
+* ``calculator``: the model called ``calculator`` with the request's expression and the reply states
+  its result;
+* ``several``: at least two perspectives marked in the reply, and no tool called.
+"""
+
+from __future__ import annotations
+
+import re
+import tempfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from codette.backends.base import ChatBackend
+from codette.errors import CodetteError
+from codette.evaluate import identity as idm
+from codette.evaluate import perspective as pm
+from codette.model.generate import SamplingConfig
+from codette.persona import DEFAULT_SYSTEM, PERSPECTIVE_MARK, TOOLS, tool_schema
+
+PYTHON_TOOL = "execute_python"  # off by default in the agent, so off here
+
+
+@dataclass(frozen=True)
+class Showcase:
+    prompt: str
+    check: str  # identity | perspective | calculator | several
+    expected: str = ""  # the perspective, or the calculator's expression
+
+
+SHOWCASE = [
+    Showcase("Who are you?", "identity"),
+    Showcase("Explain a lighthouse from the Newton perspective.", "perspective", "newton"),
+    Showcase("What is 144 * 12?", "calculator", "144 * 12"),
+    Showcase("Think about a thunderstorm from several perspectives.", "several"),
+]
+SAMPLE_PROMPTS = [s.prompt for s in SHOWCASE]
+_MARKED = re.compile(re.escape(PERSPECTIVE_MARK) + r"\s*([a-z_]+)")
+
+
+def _number(text: str) -> str:
+    return text.replace(",", "")
+
+
+def verdict(case: Showcase, reply: str, calls: list[dict[str, Any]]) -> tuple[bool, str]:
+    """(right, why) for one chat."""
+    if case.check == "identity":
+        s = idm.score_identity(reply, "identity", "")
+        return bool(s.score), "identity facts present" if s.score else f"missing {s.missing or s.contradictions}"
+    if case.check == "perspective":
+        s = pm.score_perspective(reply, case.expected, case.prompt)
+        return bool(s.adherent), f"marker {s.marker}, style {s.style}"
+    if case.check == "calculator":
+        call = next((c for c in calls if c["name"] == "calculator"), None)
+        if call is None:
+            return False, "no calculator call"
+        if call["arguments"].get("expression", "").replace(" ", "") != case.expected.replace(" ", ""):
+            return False, f"calculator called with {call['arguments']}"
+        result = str(call.get("result_value", ""))
+        return (bool(result) and result in _number(reply)), f"result {result or 'missing'}"
+    marked = {m for m in _MARKED.findall(reply)}
+    if calls:
+        return False, f"called {calls[0]['name']}"
+    return len(marked) >= 2, f"perspectives marked: {', '.join(sorted(marked)) or 'none'}"
+
+
+def sample_chats(backend: ChatBackend, samples: int, max_new_tokens: int = 96) -> list[dict]:
+    """The first ``samples`` showcase chats: reply, the calls made, and the verdict."""
+    import json
+
+    from codette.agent.loop import LoopConfig, Turn, run_turn
+    from codette.tools import Toolbox
+
+    names = [t for t in TOOLS if t != PYTHON_TOOL]
+    cfg = LoopConfig(max_rounds=3, repair_tries=1,
+                     sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0))
+    chats = []
+    with tempfile.TemporaryDirectory(prefix="codette-showcase-") as ws, \
+            Toolbox(Path(ws), enabled=names) as toolbox:
+        schemas = [tool_schema(n) for n in names]
+        for case in SHOWCASE[:samples]:
+            turn = Turn([{"role": "system", "content": DEFAULT_SYSTEM}], [],
+                        [{"role": "user", "content": case.prompt}], [], schemas, case.prompt, [])
+            response = None
+            try:
+                for event in run_turn(backend, toolbox, turn, cfg):
+                    if event.type == "done":
+                        response = event.data["response"]
+            except CodetteError as exc:
+                chats.append({"user": case.prompt, "assistant": f"(no reply: {exc})", "tool_calls": [],
+                              "check": case.check, "right": False, "why": str(exc)})
+                continue
+            calls = []
+            for c in response.tool_calls if response else []:
+                entry = {"name": c.name, "arguments": c.arguments, "ok": c.ok, "result": c.result}
+                try:
+                    entry["result_value"] = json.loads(c.result).get("result", "")
+                except (ValueError, AttributeError):
+                    pass
+                calls.append(entry)
+            reply = (response.text if response else "") or (response.error if response and response.error else "")
+            right, why = verdict(case, reply, calls)
+            chats.append({"user": case.prompt, "assistant": reply,
+                          "tool_calls": [{k: v for k, v in c.items() if k != "result_value"} for c in calls],
+                          "check": case.check, "right": right, "why": why})
+    return chats
