@@ -299,3 +299,30 @@ def test_cli_data_stats_writes_the_card(tmp_path: Path) -> None:
     assert exact["length"]["max"] == lengths[-1] and exact["length"]["mean"] == pytest.approx(sum(lengths) / 400)
     assert exact["length"]["over_512"] == sum(n > 512 for n in lengths)
     assert PRESETS["tiny"].config["max_seq_len"] == 512  # the card's CONTEXT is the quickstart's context
+
+
+def test_some_user_messages_are_roughened_and_every_value_survives(data: list[dict]) -> None:
+    """About a fifth of user messages are lower-case, unpunctuated or carry a typo; what a call or an
+    answer repeats stays verbatim, and a key always gives the same text."""
+    import random as _random
+
+    from codette.data.curriculum.common import Sample
+    from codette.data.curriculum.rough import ROUGH_SHARE, roughen, roughen_text
+
+    rough = [r for r in data if r.get("rough")]
+    assert 0.5 * ROUGH_SHARE <= len(rough) / len(data) <= 2 * ROUGH_SHARE
+    assert {s for r in rough for s in r["rough"]} == {"lower", "bare", "typo", "lower_bare"}
+    for rec in rough:
+        asked = " ".join(m["content"] for m in rec["messages"] if m["role"] == "user")
+        for m in rec["messages"]:
+            for c in m.get("tool_calls") or []:
+                for v in c["function"]["arguments"].values():
+                    if isinstance(v, str) and len(v) > 2 and v.lower() in asked.lower():
+                        assert v in asked, (v, asked)  # a value the user wrote is still written exactly
+    text = "Please calculate 12 * 7 for my budget_2024.csv file."
+    assert roughen_text(_random.Random(0), text, set(), "lower_bare") == "please calculate 12 * 7 for my budget_2024.csv file"
+    typo = roughen_text(_random.Random(0), text, {"Please"}, "typo")
+    assert typo != text and sorted(typo) == sorted(text) and "12 * 7" in typo and "budget_2024.csv" in typo
+    sample = Sample("tools", "t", (1,), [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}])
+    again = Sample("tools", "t", (1,), [{"role": "user", "content": text}, {"role": "assistant", "content": "ok"}])
+    assert roughen(sample, share=1.0).messages == roughen(again, share=1.0).messages  # seeded by the key

@@ -24,6 +24,7 @@ from codette.data.curriculum.common import SYSTEM_PROMPTS, Sample
 from codette.data.curriculum.identity import consciousness_sample
 from codette.data.curriculum.mixed import mixed_sample
 from codette.data.curriculum.perspectives import perspective_sample, pick_perspective
+from codette.data.curriculum.rough import roughen
 from codette.data.curriculum.styles import STYLES
 from codette.data.curriculum.toolrun import ToolRunner
 from codette.data.curriculum.tools import pick_tool, tool_sample, tools_for
@@ -132,14 +133,14 @@ TOOLS_SHOWN_SHARE = 0.3
 
 def _draw(cat: str, rng: random.Random, runner: ToolRunner, kind: str | None = None) -> Sample:
     if cat == "tools":
-        return tool_sample(rng, runner, kind)
+        return roughen(tool_sample(rng, runner, kind))
     if cat == "perspectives":
         sample = perspective_sample(rng, kind)
     else:
         sample = {"consciousness": consciousness_sample, "mixed": mixed_sample}[cat](rng)
     if sample.tools is None and rng.random() < TOOLS_SHOWN_SHARE:
         sample.tools = tools_for(rng, None)
-    return sample
+    return roughen(sample)
 
 
 def check_shares(shares: dict) -> dict[str, float]:
