@@ -863,9 +863,10 @@ DRILL_ROUNDS = (3, 5)
 def drill(rng: random.Random, runner: ToolRunner) -> Sample:
     """Several unrelated requests in a row, each answered by its own call, result and answer.
 
-    A small model learns to copy the user's values into a call only from many examples of it; one
-    request per conversation spends most of a training window on the (unlearned) system prompt, so
-    these multi-turn conversations carry 3 to 5 copies each, under a client's short tool list.
+    One request per conversation spends most of a training window on the (unlearned) system prompt;
+    these multi-turn conversations carry 3 to 5 requests and their calls each, under a client's short
+    tool list. (Measured by benchmarks/copy_probe.py, this chat form alone does not teach copying;
+    see docs/TRAINING_GUIDE.md.)
     """
     turns: list[dict] = []
     calls: list[tuple] = []
