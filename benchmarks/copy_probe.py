@@ -16,6 +16,13 @@ per run; the details go to ``<out>/copy_probe.json``.
 
     python benchmarks/copy_probe.py                                   # gpt2, the default tokenizer
     python benchmarks/copy_probe.py --pre-tokenizer gpt2-digits
+    python benchmarks/copy_probe.py --copy-docs 3000 --steps 2000     # with copy-dense documents
+
+``--copy-docs N`` adds N plain-text documents dense in copying, learned on every token: ``calls``
+(20-30 lines of a request and its call's JSON, about 25 copies per window) or ``repeat`` (a list of
+fresh values written twice, the classic induction task) or ``drill`` (chat conversations of 3-5
+requests in a row, as the curriculum's copy drills, learned like any conversation). ``--all-tokens`` learns the conversations'
+every token, not only the assistant's.
 
 The defaults (the tiny preset at d_model 128 and 2 layers, 1024-token vocabulary, 3000 conversations,
 600 steps of 8 x 384 tokens, 90 requests) took 23.5 minutes a run on the 2-core CPU while it was shared
@@ -148,6 +155,44 @@ def conversations(n: int, seed: int, workspace: Path) -> list[dict]:
     return out
 
 
+def copy_documents(n: int, seed: int, form: str) -> list[dict]:
+    """``n`` plain-text documents dense in copying, learned on every token (text records have no mask).
+
+    ``calls``: 20-30 lines of a request and the call that carries its value, in the call markup's JSON, so
+    a 384-token window holds about 25 copies where a conversation holds one. ``repeat``: a list of fresh
+    values, then the same list again (the classic induction task, nothing of the tool format).
+    """
+    rng = random.Random(seed)
+    docs = []
+    for _ in range(n):
+        if form == "repeat":
+            values = [request(rng, rng.choice(TOOLS))[1] for _ in range(rng.randint(8, 14))]
+            flat = [next(iter(v.values())) for v in values]
+            docs.append({"text": " ".join(flat) + "\n" + " ".join(flat)})
+            continue
+        lines = []
+        for _ in range(rng.randint(20, 30)):
+            tool = rng.choice(TOOLS)
+            text, args = request(rng, tool)
+            lines.append(f"{text}\n{json.dumps({'name': tool, 'arguments': args}, ensure_ascii=False)}")
+        docs.append({"text": "\n".join(lines)})
+    return docs
+
+
+def drills(singles: list[dict], seed: int) -> list[dict]:
+    """Chat drills as the curriculum makes them: 3-5 one-call conversations in a row under one system
+    prompt (assistant-only loss, like every conversation), about ``len(singles) / 4`` of them."""
+    rng = random.Random(seed)
+    out, i = [], 0
+    while i < len(singles):
+        k = rng.randint(3, 5)
+        part = singles[i:i + k]
+        i += k
+        out.append({"messages": [part[0]["messages"][0]] + [m for r in part for m in r["messages"][1:]],
+                    "tools": part[0]["tools"]})
+    return out
+
+
 # ---- scoring -------------------------------------------------------------------------------------
 def first_call(agent: MultimodalCodette, prompt: str) -> tuple[str | None, dict | None, str]:
     """The agent's first tool call (name, arguments), or (None, None, its reply); the turn stops at the call."""
@@ -199,10 +244,24 @@ def run(args: argparse.Namespace) -> dict:
         records = conversations(args.samples, args.seed, Path(ws))
     source = out / "copy_task.jsonl"
     source.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in records), encoding="utf-8")
+    sources = [str(source)]
+    if args.copy_docs and args.copy_form == "drill":
+        with tempfile.TemporaryDirectory(prefix="copy-probe-ws-") as ws:
+            singles = conversations(args.copy_docs * 4, args.seed + 7, Path(ws))
+        dense = out / "copy_drills.jsonl"
+        dense.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n" for r in drills(singles, args.seed + 7)),
+                         encoding="utf-8")
+        sources.append(str(dense))
+    elif args.copy_docs:
+        dense = out / "copy_dense.jsonl"
+        dense.write_text("".join(json.dumps(r, ensure_ascii=False) + "\n"
+                                 for r in copy_documents(args.copy_docs, args.seed + 7, args.copy_form)),
+                         encoding="utf-8")
+        sources.append(str(dense))
     heads = max(1, args.d_model // 32)
     model = {"preset": "tiny", "d_model": args.d_model, "n_layers": args.n_layers, "n_heads": heads}
     cfg = build_config(None, {"out_dir": str(out / "run"), "log_dir": str(out / "run" / "logs")}, defaults={
-        "data": {"sources": [str(source)], "synthetic": False, "val_fraction": 0.02, "test_fraction": 0.02,
+        "data": {"sources": sources, "synthetic": False, "assistant_only_loss": not args.all_tokens, "val_fraction": 0.02, "test_fraction": 0.02,
                  "seed": args.seed},
         "tokenizer": {"vocab_size": args.vocab_size, "pre_tokenizer": args.pre_tokenizer},
         "model": model,
@@ -220,6 +279,7 @@ def run(args: argparse.Namespace) -> dict:
     seen = {json.dumps(r["messages"][2]["tool_calls"][0]["function"]["arguments"], sort_keys=True) for r in records}
     result["seen_in_training"] = sum(json.dumps(i["expected"], sort_keys=True) in seen for i in result["items"])
     result.update({"steps": trained.steps, "pre_tokenizer": args.pre_tokenizer, "samples": args.samples,
+                   "copy_docs": args.copy_docs, "copy_form": args.copy_form, "all_tokens": args.all_tokens,
                    "lr": args.lr, "seed": args.seed, "val_loss": (trained.last_eval or {}).get("val_loss"),
                    "train_minutes": train_minutes, "minutes": (time.perf_counter() - t0) / 60,
                    "checkpoint": str(trained.final_checkpoint)})
@@ -241,11 +301,19 @@ def main() -> None:
     ap.add_argument("--n-layers", type=int, default=2, help="the tiny preset's depth (6)")
     ap.add_argument("--threads", type=int, default=1, help="torch CPU threads (0: torch's default)")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--copy-docs", type=int, default=0,
+                    help="add this many copy-dense plain-text documents (learned on every token)")
+    ap.add_argument("--copy-form", default="calls", choices=("calls", "repeat", "drill"),
+                    help="calls: request and call lines; repeat: a value list written twice; drill: chat "
+                         "conversations of 3-5 requests in a row (--copy-docs x 4 requests)")
+    ap.add_argument("--all-tokens", action="store_true",
+                    help="learn every token of the conversations, not only the assistant's")
     ap.add_argument("--out", default="copy_probe_out")
     ap.add_argument("--quiet", action="store_true", help="no stage tables, only the result line")
     args = ap.parse_args()
     r = run(args)
-    print(f"steps {r['steps']}  tokenizer {r['pre_tokenizer']}  right tool {r['right_tool']}/{r['n']}  "
+    print(f"steps {r['steps']}  tokenizer {r['pre_tokenizer']}  copy docs {r['copy_docs']} {r['copy_form']}  "
+          f"all tokens {r['all_tokens']}  right tool {r['right_tool']}/{r['n']}  "
           f"copied {r['copied']}/{r['n']}  "
           + "  ".join(f"{t} {b['copied']}/{b['n']}" for t, b in r["by_tool"].items())
           + f"  similarity {r['similarity']:.3f}  val_loss {r['val_loss']:.3f}  minutes {r['minutes']:.1f}")
