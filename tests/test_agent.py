@@ -19,6 +19,7 @@ import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 
+import httpx
 import pytest
 from PIL import Image
 
@@ -618,14 +619,17 @@ def test_openai_backend_against_llama_cpp_server(tiny_gguf, tmp_path):
             r = agent.respond("Who are you?")
             assert r.error is None and r.text, r
             assert r.metrics["completion_tokens"] is None or r.metrics["completion_tokens"] <= 16
-            # The server renders the GGUF's own template: its prompt has exactly our token count, and its
-            # reply opens as ours does (after that its default repeat penalty makes greedy decoding differ).
+            # The server renders the GGUF's own template: its prompt has exactly our token count, and with
+            # its repeat penalty (llama.cpp's default 1.1, not part of OpenAI's API) turned off its greedy
+            # reply opens as ours does.
             with MultimodalCodette(str(tiny_gguf), tools=[], workspace=tmp_path / "ws2", max_new_tokens=16) as local:
                 ours = local.respond("Who are you?").text
                 sent = [{"role": "system", "content": DEFAULT_SYSTEM}, {"role": "user", "content": "Who are you?"}]
                 reply = agent.backend.complete(sent, sampling=SamplingConfig(max_new_tokens=16, temperature=0.0))
                 assert reply.prompt_tokens == local.backend.count_tokens(sent)
-            assert ours.splitlines()[0] == r.text.splitlines()[0]
+            plain = httpx.post(f"{url}/v1/chat/completions", timeout=60, json={
+                "messages": sent, "max_tokens": 16, "temperature": 0.0, "repeat_penalty": 1.0}).json()
+            assert ours.splitlines()[0] == plain["choices"][0]["message"]["content"].strip().splitlines()[0]
             assert 0 < reply.completion_tokens <= 16 and agent.backend.chat([{"role": "user", "content": "Hi"}])
     finally:
         proc.terminate()
