@@ -14,6 +14,7 @@ greedy. A chat is ``right`` when its check holds:
 
 from __future__ import annotations
 
+import json
 import re
 import tempfile
 from dataclasses import dataclass
@@ -67,7 +68,7 @@ def verdict(case: Showcase, reply: str, calls: list[dict[str, Any]]) -> tuple[bo
             return False, f"calculator called with {call['arguments']}"
         result = str(call.get("result_value", ""))
         return (bool(result) and result in _number(reply)), f"result {result or 'missing'}"
-    marked = {m for m in _MARKED.findall(reply)}
+    marked = set(_MARKED.findall(reply))
     if calls:
         return False, f"called {calls[0]['name']}"
     return len(marked) >= 2, f"perspectives marked: {', '.join(sorted(marked)) or 'none'}"
@@ -75,8 +76,6 @@ def verdict(case: Showcase, reply: str, calls: list[dict[str, Any]]) -> tuple[bo
 
 def sample_chats(backend: ChatBackend, samples: int, max_new_tokens: int = 96) -> list[dict]:
     """The first ``samples`` showcase chats: reply, the calls made, and the verdict."""
-    import json
-
     from codette.agent.loop import LoopConfig, Turn, run_turn
     from codette.tools import Toolbox
 
