@@ -12,7 +12,6 @@ so 200,000 samples never sit in memory at once); :func:`generate` collects them 
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import random
@@ -20,7 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
-from codette.data.curriculum.common import SYSTEM_PROMPTS, Sample
+from codette.data.curriculum.common import SYSTEM_PROMPTS, Sample, digest64
 from codette.data.curriculum.identity import consciousness_sample
 from codette.data.curriculum.mixed import mixed_sample
 from codette.data.curriculum.perspectives import perspective_sample, pick_perspective
@@ -40,9 +39,6 @@ __all__ = ["CATEGORY_SHARES", "PERSPECTIVES", "STYLES", "SYSTEM_PROMPTS", "Datas
 CATEGORY_SHARES = {"perspectives": 0.30, "tools": 0.25, "consciousness": 0.25, "mixed": 0.20}
 
 
-def _digest(text: str) -> int:
-    """64-bit fingerprint: sets of these stay small where sets of keys or texts would not."""
-    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
 
 
 def _dialogue_text(s: Sample) -> str:
@@ -93,8 +89,8 @@ class StatsCollector:
     def add(self, s: Sample) -> str:
         """Record ``s``; returns its split (``train``, ``val`` or ``test``)."""
         split = split_of(s.key, self.val_fraction, self.test_fraction)
-        self.keys[split].add(_digest(s.key))
-        self.texts.add(_digest(_dialogue_text(s)))
+        self.keys[split].add(digest64(s.key))
+        self.texts.add(digest64(_dialogue_text(s)))
         self.categories[s.category] += 1
         if s.category == "tools":
             self.tools[s.meta.get("tool") or ("chain" if s.meta.get("chain") else "none")] += 1
@@ -193,7 +189,7 @@ def iter_samples(n: int, seed: int = 0, shares: dict[str, float] | None = None, 
                 s = _draw(cat, rng, runner, kind)
                 if collector is not None:
                     collector.generated += 1
-                k, d = _digest(s.key), _digest(_said(s))
+                k, d = digest64(s.key), digest64(_said(s))
                 if k not in seen and d not in seen:
                     break
                 misses[cat] += 1

@@ -44,7 +44,6 @@ SHOWCASE = [
     Showcase("What is 144 * 12?", "calculator", "144 * 12"),
     Showcase("Think about a thunderstorm from several perspectives.", "several"),
 ]
-SAMPLE_PROMPTS = [s.prompt for s in SHOWCASE]
 _MARKED = re.compile(re.escape(PERSPECTIVE_MARK) + r"\s*([a-z_]+)")
 
 
@@ -66,7 +65,10 @@ def verdict(case: Showcase, reply: str, calls: list[dict[str, Any]]) -> tuple[bo
             return False, "no calculator call"
         if call["arguments"].get("expression", "").replace(" ", "") != case.expected.replace(" ", ""):
             return False, f"calculator called with {call['arguments']}"
-        result = str(call.get("result_value", ""))
+        try:
+            result = str(json.loads(call["result"]).get("result", ""))
+        except (ValueError, AttributeError):
+            result = ""
         return (bool(result) and result in _number(reply)), f"result {result or 'missing'}"
     marked = set(_MARKED.findall(reply))
     if calls:
@@ -98,17 +100,11 @@ def sample_chats(backend: ChatBackend, samples: int, max_new_tokens: int = 96) -
                 chats.append({"user": case.prompt, "assistant": f"(no reply: {exc})", "tool_calls": [],
                               "check": case.check, "right": False, "why": str(exc)})
                 continue
-            calls = []
-            for c in response.tool_calls if response else []:
-                entry = {"name": c.name, "arguments": c.arguments, "ok": c.ok, "result": c.result}
-                try:
-                    entry["result_value"] = json.loads(c.result).get("result", "")
-                except (ValueError, AttributeError):
-                    pass
-                calls.append(entry)
+            calls = [{"name": c.name, "arguments": c.arguments, "ok": c.ok, "result": c.result}
+                     for c in (response.tool_calls if response else [])]
             reply = (response.text if response else "") or (response.error if response and response.error else "")
             right, why = verdict(case, reply, calls)
             chats.append({"user": case.prompt, "assistant": reply,
-                          "tool_calls": [{k: v for k, v in c.items() if k != "result_value"} for c in calls],
+                          "tool_calls": calls,
                           "check": case.check, "right": right, "why": why})
     return chats

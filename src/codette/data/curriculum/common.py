@@ -8,11 +8,17 @@ held-out combination is never in training merely dressed differently.
 
 from __future__ import annotations
 
+import hashlib
 import json
 import random
 from dataclasses import dataclass, field
 
 from codette.persona import DEFAULT_SYSTEM, SYSTEM_PROMPTS
+
+def digest64(text: str) -> int:
+    """64-bit fingerprint of a text (sets of these stay small where sets of keys or texts would not)."""
+    return int.from_bytes(hashlib.blake2b(text.encode("utf-8"), digest_size=8).digest(), "big")
+
 
 @dataclass
 class Sample:

@@ -10,12 +10,11 @@ verbatim. The choice is seeded by the sample's key, so a key always gives the sa
 
 from __future__ import annotations
 
-import hashlib
 import json
 import random
 import re
 
-from codette.data.curriculum.common import Sample
+from codette.data.curriculum.common import Sample, digest64
 
 ROUGH_SHARE = 0.2  # of user messages
 STYLES = ("lower", "bare", "typo", "lower_bare")
@@ -67,7 +66,7 @@ def roughen_text(rng: random.Random, text: str, protected: set[str], style: str)
 
 def roughen(sample: Sample, share: float = ROUGH_SHARE) -> Sample:
     """``sample`` with about ``share`` of its user messages roughened (in place; returned for chaining)."""
-    rng = random.Random(int.from_bytes(hashlib.blake2b(sample.key.encode("utf-8"), digest_size=8).digest(), "big"))
+    rng = random.Random(digest64(sample.key))
     protected = None
     for m in sample.messages:
         if m["role"] != "user" or not isinstance(m.get("content"), str) or rng.random() >= share:
