@@ -39,8 +39,6 @@ __all__ = ["CATEGORY_SHARES", "PERSPECTIVES", "STYLES", "SYSTEM_PROMPTS", "Datas
 CATEGORY_SHARES = {"perspectives": 0.30, "tools": 0.25, "consciousness": 0.25, "mixed": 0.20}
 
 
-
-
 def _dialogue_text(s: Sample) -> str:
     """The conversation without its system prompt, for counting truly different samples."""
     return json.dumps([m for m in s.messages if m["role"] != "system"], ensure_ascii=False, sort_keys=True)
