@@ -3,10 +3,20 @@
 from __future__ import annotations
 
 import pytest
+import torch
 
 from codette.data import synthetic
 from codette.data.synthetic import Sample
 from codette.tokenizer import CodetteTokenizer, render
+
+
+def pytest_report_header() -> str:
+    """Which precision training's ``auto`` picks in this run: bf16 or fp32 depends on the CPU unless
+    CODETTE_DTYPE forces it, and a failure report should say which one the suite ran with."""
+    from codette.train.device import DTYPE_ENV, forced_dtype, resolve_dtype
+
+    how = f"forced by {DTYPE_ENV}" if forced_dtype() else "picked by this CPU"
+    return f"codette training precision (train.dtype=auto): {resolve_dtype(torch.device('cpu'))}, {how}"
 
 
 @pytest.fixture(scope="session")

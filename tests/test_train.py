@@ -136,7 +136,8 @@ def test_gradient_accumulation_averages_over_tokens_not_micro_batches(prepared: 
     runs = {}
     for name, batch, accum in (("whole", 8, 1), ("accum", 4, 2)):
         out = _fresh(prepared, tmp_path, name)
-        stages.run_train(tiny_config(out, **{"train.max_steps": 3, "train.batch_size": batch,
+        # fp32: the check is exact equality of two summation orders, which bf16's 8 mantissa bits break
+        stages.run_train(tiny_config(out, **{"train.max_steps": 3, "train.batch_size": batch, "train.dtype": "fp32",
                                              "train.grad_accum": accum, "train.eval_every": 100}), QUIET)
         runs[name] = out
     sampler = BatchSampler(PackedSplit(runs["whole"] / "packed", "train"), TINY["model"]["max_seq_len"],
@@ -406,6 +407,7 @@ def test_atomic_writes_get_normal_file_permissions(tmp_path: Path) -> None:
 
 def test_precision_auto_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) -> None:
     cpu = torch.device("cpu")
+    monkeypatch.delenv(device_mod.DTYPE_ENV, raising=False)
     monkeypatch.setattr(device_mod, "native_bf16", lambda d: True)
     assert device_mod.resolve_dtype(cpu, "auto") == "bf16"
     with device_mod.autocast_for(cpu, "auto"):
@@ -417,6 +419,22 @@ def test_precision_auto_follows_the_hardware(monkeypatch: pytest.MonkeyPatch) ->
     assert device_mod.resolve_dtype(cpu, "bf16") == "bf16" and device_mod.resolve_dtype(cpu, "fp32") == "fp32"
     with pytest.raises(CodetteError, match="unknown dtype 'fp8'; use auto, fp32 or bf16"):
         device_mod.resolve_dtype(cpu, "fp8")
+
+
+def test_codette_dtype_decides_what_auto_means_and_never_overrides_a_named_dtype(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """CODETTE_DTYPE makes the machine-dependent choice explicit (the suite runs forced both ways)."""
+    cpu = torch.device("cpu")
+    for hardware in (True, False):
+        monkeypatch.setattr(device_mod, "native_bf16", lambda d, h=hardware: h)
+        for forced in ("bf16", "fp32", " BF16 "):
+            monkeypatch.setenv(device_mod.DTYPE_ENV, forced)
+            assert device_mod.resolve_dtype(cpu, "auto") == forced.strip().lower()
+            assert device_mod.resolve_dtype(cpu, "fp32") == "fp32"
+            assert device_mod.resolve_dtype(cpu, "bf16") == "bf16"
+    monkeypatch.setenv(device_mod.DTYPE_ENV, "fp16")
+    with pytest.raises(CodetteError, match="CODETTE_DTYPE='fp16': expected fp32 or bf16"):
+        device_mod.resolve_dtype(cpu, "auto")
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])

@@ -1,8 +1,15 @@
-"""Device and precision choice: CUDA, then Apple MPS, then CPU; bf16 autocast where the hardware has bf16."""
+"""Device and precision choice: CUDA, then Apple MPS, then CPU; bf16 autocast where the hardware has bf16.
+
+``auto`` depends on the machine (a CPU with AVX512-BF16 or AMX trains in bf16, an AVX2-only CPU in
+fp32), so the environment variable ``CODETTE_DTYPE`` (``fp32`` or ``bf16``) can make that choice
+explicit: it decides what ``auto`` means, for a whole test suite or a benchmark, on any machine. A
+config that names ``fp32`` or ``bf16`` is never overridden.
+"""
 
 from __future__ import annotations
 
 import contextlib
+import os
 
 import torch
 
@@ -35,10 +42,24 @@ def native_bf16(device: torch.device) -> bool:
     return False
 
 
+DTYPE_ENV = "CODETTE_DTYPE"
+
+
+def forced_dtype() -> str | None:
+    """``CODETTE_DTYPE`` when set (``fp32`` or ``bf16``): what ``auto`` resolves to on every machine."""
+    value = os.environ.get(DTYPE_ENV, "").strip().lower()
+    if not value:
+        return None
+    if value not in ("fp32", "bf16"):
+        raise CodetteError(f"environment variable {DTYPE_ENV}={value!r}: expected fp32 or bf16 (or unset)")
+    return value
+
+
 def resolve_dtype(device: torch.device, dtype: str = "auto") -> str:
-    """``auto`` -> ``bf16`` where the hardware has it (weights and optimizer stay fp32), else ``fp32``."""
+    """``auto`` -> ``$CODETTE_DTYPE`` if set, else ``bf16`` where the hardware has it (weights and
+    optimizer stay fp32), else ``fp32``."""
     if dtype == "auto":
-        return "bf16" if native_bf16(device) else "fp32"
+        return forced_dtype() or ("bf16" if native_bf16(device) else "fp32")
     if dtype in ("fp32", "bf16"):
         return dtype
     raise CodetteError(f"unknown dtype {dtype!r}; use auto, fp32 or bf16")
