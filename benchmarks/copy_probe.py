@@ -47,7 +47,8 @@ from rich.console import Console
 from codette.agent import MultimodalCodette
 from codette.cli import stages
 from codette.config import PRE_TOKENIZERS, build_config
-from codette.persona import DEFAULT_SYSTEM, tool_schema
+from codette.persona import DEFAULT_SYSTEM
+from codette.tooltable import tool_schema
 from codette.tools import Toolbox
 
 TOOLS = ("read_file", "calculator", "list_directory")

@@ -210,3 +210,39 @@ def test_missing_file_names_it(tmp_path: Path) -> None:
 def test_empty_yaml_is_an_empty_config(tmp_path: Path) -> None:
     assert load_config_file(_write(tmp_path, "empty.yaml", "")) == {}
     assert build_config(tmp_path / "empty.yaml") == RunConfig()
+
+
+def test_tool_mix_defaults_are_the_generator_s_shares() -> None:
+    """The shares the tool conversations have always had (docs/DATA.md), so one seed keeps giving one dataset."""
+    mix = RunConfig().data.tool_mix
+    assert (mix.no_tool, mix.chain, mix.drill, mix.call_error) == (0.08, 0.12, 0.3, 0.17)
+    assert (mix.default_list, mix.all_list, mix.few_list, mix.reworded) == (0.55, 0.15, 0.2, 0.15)
+
+
+def test_tool_mix_from_a_file_and_flags(tmp_path: Path) -> None:
+    cfg = build_config(_write(tmp_path, "c.toml", "[data.tool_mix]\ndrill = 0.1\nreworded = 0\n"),
+                       {"data.tool_mix.chain": "0.2"})
+    assert (cfg.data.tool_mix.drill, cfg.data.tool_mix.reworded, cfg.data.tool_mix.chain) == (0.1, 0.0, 0.2)
+    assert cfg.data.tool_mix.no_tool == 0.08  # the others keep their defaults
+    assert to_dict(cfg)["data"]["tool_mix"]["drill"] == 0.1
+
+
+@pytest.mark.parametrize(("key", "value", "expected"), [
+    ("data.tool_mix.drill", 1.5, "'data.tool_mix.drill'"),
+    ("data.tool_mix.call_error", -0.1, "'data.tool_mix.call_error'"),
+    ("data.tool_mix.few_list", "many", "'data.tool_mix.few_list'"),
+    ("data.tool_mix.chains", 0.1, "'data.tool_mix.chains'"),
+    ("data.tool_mix", 3, "'data.tool_mix'"),
+])
+def test_a_bad_tool_mix_value_names_its_key(key: str, value: object, expected: str) -> None:
+    msg = _error(None, {key: value})
+    assert expected in msg, msg
+
+
+def test_tool_mix_shares_of_one_choice_may_not_exceed_one() -> None:
+    msg = _error(None, {"data.tool_mix.drill": 0.9})
+    assert "'data.tool_mix.no_tool' + 'data.tool_mix.chain' + 'data.tool_mix.drill'" in msg and "1.1" in msg
+    msg = _error(None, {"data.tool_mix.all_list": 0.5})
+    assert "'data.tool_mix.default_list' + 'data.tool_mix.all_list' + 'data.tool_mix.few_list'" in msg
+    cfg = build_config(None, {"data.tool_mix.no_tool": 0.58})  # exactly 1: every tool conversation is a kind
+    assert cfg.data.tool_mix.no_tool == 0.58

@@ -21,11 +21,12 @@ from codette.data.card import write_card
 from codette.data.curriculum.styles import STYLES, VOCABULARY, dominant_style, style_hits
 from codette.data.curriculum.toolrun import CANONICAL_BASE, ToolRunner, replay
 from codette.evaluate.probes import probe_from_record
-from codette.persona import NAME, PERSPECTIVES, TOOLS, identity_contradictions
+from codette.persona import NAME, PERSPECTIVES, identity_contradictions
 from codette.model.presets import PRESETS
-from codette.tools import TOOL_NAMES, Toolbox, parse_tool_calls
+from codette.tools import Toolbox, parse_tool_calls
 from codette.tokenizer import CodetteTokenizer
 from codette.tokenizer.chat_template import assistant_spans, render
+from codette.tooltable import TOOL_NAMES
 from tests._pipeline import codette
 
 
@@ -49,7 +50,7 @@ def _answer(rec: dict) -> str:
 # ------------------------------------------------------------------------------------------------
 def test_every_tool_result_equals_a_rerun_on_a_fresh_workspace(data: list[dict], tmp_path: Path) -> None:
     calls = [r for r in _by(data, "tools") if r["tool"]]
-    assert {r["tool"] for r in calls} == set(TOOLS)
+    assert {r["tool"] for r in calls} == set(TOOL_NAMES)
     with ToolRunner(tmp_path / "replay") as runner:  # a different folder from the generator's
         for rec in calls:
             result = replay(rec, runner)
@@ -124,7 +125,7 @@ def test_tool_lists_are_the_ones_deployed_prompts_send(data: list[dict]) -> None
     """Most tool conversations show exactly the list the agent sends (its default tools, in order, as
     the persona describes them); some all eleven, some a client's few, some reworded descriptions."""
     from codette.agent.core import default_tools
-    from codette.persona import tool_schema
+    from codette.tooltable import tool_schema
 
     agent_list = [tool_schema(n) for n in default_tools()]
     every = [tool_schema(n) for n in default_tools(enable_python=True)]
@@ -275,7 +276,7 @@ def test_cli_data_stats_writes_the_card(tmp_path: Path) -> None:
     assert card["records"] == 400 and card["length_unit"] == "tokens" and card["length_tokenizer"] == "provisional"
     assert set(card["shares"]) == {"perspectives", "tools", "consciousness", "mixed"}
     assert abs(card["shares"]["tools"] - 0.25) <= 0.01 and card["distinct_ratio"] >= 0.95
-    assert set(card["tool_coverage"]) == set(TOOLS) and card["synthetic"]["overlap"] == 0
+    assert set(card["tool_coverage"]) == set(TOOL_NAMES) and card["synthetic"]["overlap"] == 0
     assert sum(card["histogram"]["counts"]) == card["length_sampled"] == 400
     assert "fixture server" in card["network_results"] and "recorded offline pages" in card["network_results"]
     assert re.search(r"tokens per sample \(mean / p90 / max\)", proc.stdout)
@@ -287,7 +288,7 @@ def test_cli_data_stats_writes_the_card(tmp_path: Path) -> None:
     called = [[c["function"]["name"] for m in r["messages"] for c in m.get("tool_calls") or []]
               for r in recs if r["category"] == "tools"]  # a chain counts every call
     calls = Counter(name for names in called for name in names)
-    assert card["tool_coverage"] == {t: calls.get(t, 0) for t in TOOLS}
+    assert card["tool_coverage"] == {t: calls.get(t, 0) for t in TOOL_NAMES}
     assert card["tool_errors"] == sum(r.get("tool_ok") is False for r in recs)
     assert card["no_tool_answers"] == sum(not names for names in called)
     # With the trained tokenizer beside the data, lengths are that tokenizer's exact counts.

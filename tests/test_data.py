@@ -18,13 +18,13 @@ from codette.config import DataConfig
 from codette.data import synthetic
 from codette.data.build import build_dataset, read_split
 from codette.data.split import SPLITS, split_of
-from codette.persona import TOOLS
 from codette.data.loader import IGNORE_INDEX, BatchSampler
 from codette.data.pack import PackedSplit, encode_document, pack, token_dtype
 from codette.data.sources import Document, iter_documents
 from codette.errors import CodetteError
 from codette.tokenizer import CodetteTokenizer
 from codette.tokenizer.chat_template import ROLES, validate_messages
+from codette.tooltable import TOOL_NAMES
 
 
 def _dump(samples: list) -> str:
@@ -67,17 +67,36 @@ def test_build_dataset_is_deterministic_by_seed(tmp_path: Path) -> None:
     assert a["train.jsonl"] != c["train.jsonl"]
 
 
+def test_data_tool_mix_sets_the_mixture_of_tool_conversations(tmp_path: Path) -> None:
+    """`data.tool_mix` written out with today's values gives the same bytes as no setting; other values
+    change what the tool conversations are (here: only no-tool questions, always under all eleven tools)."""
+    from codette.config import ToolMixConfig, build_config
+
+    def files(cfg: DataConfig, name: str) -> dict[str, bytes]:
+        build_dataset(cfg, tmp_path / name)
+        return {f: (tmp_path / name / f).read_bytes() for f in ("train.jsonl", "val.jsonl", "test.jsonl")}
+
+    explicit = build_config(None, {"data.samples": 200, "data.seed": 4,
+                                   **{f"data.tool_mix.{k}": str(v) for k, v in vars(ToolMixConfig()).items()}})
+    assert files(DataConfig(samples=200, seed=4), "a") == files(explicit.data, "b")
+    only = ToolMixConfig(no_tool=1.0, chain=0.0, drill=0.0, default_list=0.0, all_list=1.0, few_list=0.0, reworded=0.0)
+    train, val, _ = synthetic.generate(200, seed=4, tool_mix=only)
+    tools = [s for s in train + val if s.category == "tools"]
+    assert tools and all(s.meta["tool"] is None and not s.meta.get("chain") for s in tools)
+    assert all([t["function"]["name"] for t in s.tools] == list(TOOL_NAMES) for s in tools)
+
+
 def test_all_eleven_perspectives_and_tools_are_covered(big) -> None:
     train, val, stats = big
     samples = train + val
     assert {s.meta["perspective"] for s in samples if s.category == "perspectives"} == set(synthetic.PERSPECTIVES)
     assert {p for s in samples if s.category == "mixed" for p in s.meta["perspectives"]} == set(synthetic.PERSPECTIVES)
     called = {s.meta["tool"] for s in samples if s.category == "tools"}
-    assert called == set(TOOLS) | {None}
-    assert set(stats.tool_calls) == set(TOOLS) | {"none", "chain"} and min(stats.tool_calls.values()) >= 40
+    assert called == set(TOOL_NAMES) | {None}
+    assert set(stats.tool_calls) == set(TOOL_NAMES) | {"none", "chain"} and min(stats.tool_calls.values()) >= 40
     calls = Counter(c["function"]["name"] for s in samples if s.category == "tools" for m in s.messages
                     for c in m.get("tool_calls") or [])  # chains and drills count every call
-    assert min(calls[t] for t in TOOLS) >= 40, calls
+    assert min(calls[t] for t in TOOL_NAMES) >= 40, calls
     assert {s.meta["aspect"] for s in samples if s.category == "consciousness"} == {
         "identity", "self_reference", "intentionality"}
 

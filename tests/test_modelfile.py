@@ -20,7 +20,7 @@ from pathlib import Path
 import pytest
 
 from codette.export.modelfile import DEFAULT_SYSTEM, GO_TEMPLATE, render_modelfile
-from codette.persona import TOOL_SCHEMAS, tool_schema
+from codette.tooltable import TOOL_NAMES, tool_schema
 from codette.tokenizer import render
 
 # ---- Ollama's Modelfile parser (state machine of parser/parser.go) ----------------------------------
@@ -194,7 +194,7 @@ CASES = {
 }
 
 
-PERSONA_TOOLS = [tool_schema(name, required=True) for name in TOOL_SCHEMAS]
+PERSONA_TOOLS = [tool_schema(name, required=True) for name in TOOL_NAMES]
 CASES["persona tools, call and result"] = (
     [{"role": "user", "content": "Append hi to notes.txt"},
      {"role": "assistant", "content": None, "tool_calls": [{"type": "function", "function": {

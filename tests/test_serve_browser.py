@@ -14,7 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from codette.persona import DEFAULT_SYSTEM, tool_schema
+from codette.persona import DEFAULT_SYSTEM
+from codette.tooltable import tool_schema
 from tests._pipeline import QUIET
 from tests.test_serve import running
 

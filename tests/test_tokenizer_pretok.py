@@ -20,7 +20,8 @@ from codette.config import build_config
 from codette.errors import CodetteError
 from codette.export import export_gguf
 from codette.export.gguf_vocab import GGUF_PRE_TOKENIZERS, GPT2_DIGITS_REGEX, GPT2_REGEX, OLLAMA_PRETOKENIZER_KEY
-from codette.persona import DEFAULT_SYSTEM, tool_schema
+from codette.persona import DEFAULT_SYSTEM
+from codette.tooltable import tool_schema
 from codette.tokenizer import SPECIAL_TOKENS, CodetteTokenizer, render
 from codette.tokenizer.bpe import PRE_TOKENIZERS
 from codette.tokenizer.build import train_tokenizer

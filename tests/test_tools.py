@@ -20,7 +20,6 @@ from codette.errors import CodetteError
 from codette.tools import (
     TOOL_CALL_CLOSE,
     TOOL_CALL_OPEN,
-    TOOL_NAMES,
     FixtureServer,
     KnowledgeBase,
     PythonWorker,
@@ -35,6 +34,7 @@ from codette.tools import (
     split_tool_calls,
 )
 from codette.tools.knowledge import sanitize_query
+from codette.tooltable import TOOL_NAMES
 
 
 # ------------------------------------------------------------------------------------------------

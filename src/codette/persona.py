@@ -1,11 +1,11 @@
 """The Codette persona: who the model says it is, and what it is shown. Every stage reads it from here.
 
-Name and facts, the system prompts, the eleven perspectives and the marker that opens each one,
-and the tool schemas exactly as the model sees them in its prompt. The data generator writes
-conversations from these; the evaluation scores answers against the same facts; the exporter's
-Modelfile and the agent send the same system prompt and tool schemas. Change something here and
-every stage follows. Dependency-free on purpose (standard library only), so reading a constant
-never imports another stage.
+Name and facts, the system prompts, the eleven perspectives and the marker that opens each one.
+The data generator writes conversations from these; the evaluation scores answers against the same
+facts; the exporter's Modelfile and the agent send the same system prompt. Change something here and
+every stage follows. The tools, their purposes and their schemas as the model sees them are the tool
+table's (:mod:`codette.tooltable`). Dependency-free on purpose (standard library only), so reading a
+constant never imports another stage.
 """
 
 from __future__ import annotations
@@ -62,62 +62,6 @@ PERSPECTIVE_VOCABULARY: dict[str, frozenset[str]] = {k: frozenset(v.split(",")) 
                     "calculation",
     "symbolic": "rule,rules,symbol,symbols,logic,logical,premise,premises,conclusion,implies,follows,inference",
 }.items()}
-
-# The tools Codette's agent offers (implemented in codette.tools).
-TOOLS: list[str] = [
-    "read_file", "write_file", "list_directory", "search_files", "execute_python", "calculator",
-    "analyze_data", "query_knowledge_base", "http_request", "web_search", "analyze_image",
-]
-
-# The tool schemas as the model sees them: short descriptions and only the parameters the data uses
-# (name -> (description, {parameter: JSON type}, required)). The tiny model's context is 512 tokens
-# and the Toolbox's full schemas take over a thousand. Each is a subset of the Toolbox's real schema,
-# so a call that validates against it also validates against the Toolbox.
-TOOL_SCHEMAS: dict[str, tuple[str, dict[str, str], list[str]]] = {
-    "read_file": ("Read a text file.", {"path": "string"}, ["path"]),
-    "write_file": ("Write a text file.", {"path": "string", "content": "string", "append": "boolean"},
-                   ["path", "content"]),
-    "list_directory": ("List a folder.", {"path": "string"}, []),
-    "search_files": ("Find files by name or text.", {"pattern": "string", "query": "string"}, []),
-    "execute_python": ("Run Python code.", {"code": "string"}, ["code"]),
-    "calculator": ("Evaluate arithmetic.", {"expression": "string"}, ["expression"]),
-    "analyze_data": ("Statistics of a CSV table.", {"path": "string", "column": "string", "operation": "string"},
-                     ["path"]),
-    "query_knowledge_base": ("Search the knowledge base.", {"query": "string", "top_k": "integer"}, ["query"]),
-    "http_request": ("HTTP GET to a local service.", {"url": "string", "params": "object"}, ["url"]),
-    "web_search": ("Search the web.", {"query": "string", "max_results": "integer"}, ["query"]),
-    "analyze_image": ("Describe an image file.", {"path": "string"}, ["path"]),
-}
-
-
-def tool_schema(name: str, required: bool = False) -> dict:
-    """The OpenAI-style schema of tool ``name`` as the model sees it.
-
-    ``required`` lists are left out unless asked for (about 7 tokens per tool that a 512-token
-    context cannot spare); the calls in the data still satisfy the full schema, required arguments
-    included.
-    """
-    desc, props, req = TOOL_SCHEMAS[name]
-    params: dict = {"type": "object", "properties": {k: {"type": t} for k, t in props.items()}}
-    if required and req:
-        params["required"] = list(req)
-    return {"type": "function", "function": {"name": name, "description": desc, "parameters": params}}
-
-
-# What each tool is for, in the words identity answers use.
-TOOL_PURPOSES: dict[str, str] = {
-    "read_file": "read a file in the workspace",
-    "write_file": "write a file in the workspace",
-    "list_directory": "list the files in a folder",
-    "search_files": "search files by name or text",
-    "execute_python": "run a short Python program",
-    "calculator": "do exact arithmetic",
-    "analyze_data": "compute statistics of a CSV or JSON table",
-    "query_knowledge_base": "look things up in my local knowledge base",
-    "http_request": "call an allowed local web service",
-    "web_search": "search the web (an offline collection unless a local search service is set up)",
-    "analyze_image": "describe an image's size and colours",
-}
 
 # Honest limits, each a complete clause usable after "I ..." style openers.
 LIMITS: list[str] = [

@@ -20,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-from codette.persona import TOOLS
+from codette.tooltable import TOOL_NAMES
 from codette.data.split import SPLITS
 from codette.errors import CodetteError
 from codette.fileio import atomic_open, atomic_write_text
@@ -162,8 +162,9 @@ def build_card(data_dir: Path | str, tokenizer_dir: Path | str | None = None) ->
                    "p90": float(np.percentile(arr, 90)), "p99": float(np.percentile(arr, 99)), "max": int(arr.max()),
                    f"over_{CONTEXT}": int((arr > CONTEXT).sum())},
         "histogram": {"edges": [float(e) for e in edges], "counts": [int(c) for c in counts]},
-        "tool_coverage": {t: tools.get(t, 0) for t in TOOLS} | {t: n for t, n in tools.items() if t not in TOOLS},
-        "tools_never_called": [t for t in TOOLS if not tools.get(t)],
+        "tool_coverage": {t: tools.get(t, 0) for t in TOOL_NAMES} | {t: n for t, n in tools.items()
+                                                                     if t not in TOOL_NAMES},
+        "tools_never_called": [t for t in TOOL_NAMES if not tools.get(t)],
         "tool_records": tool_records,
         "tool_errors": tool_errors,
         "no_tool_answers": no_tool,

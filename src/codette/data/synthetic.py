@@ -19,6 +19,7 @@ from collections import Counter
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 
+from codette.config import ToolMixConfig
 from codette.data.curriculum.common import SYSTEM_PROMPTS, Sample, digest64
 from codette.data.curriculum.identity import consciousness_sample
 from codette.data.curriculum.mixed import mixed_sample
@@ -26,7 +27,8 @@ from codette.data.curriculum.perspectives import perspective_sample, pick_perspe
 from codette.data.curriculum.rough import roughen
 from codette.data.curriculum.styles import STYLES
 from codette.data.curriculum.toolrun import ToolRunner
-from codette.data.curriculum.tools import pick_tool, tool_sample, tools_for
+from codette.data.curriculum.tools.dispatch import pick_tool, tool_sample
+from codette.data.curriculum.tools.lists import tools_for
 from codette.data.split import split_of
 from codette.persona import PERSPECTIVES
 from codette.errors import CodetteError
@@ -112,9 +114,9 @@ class StatsCollector:
 STICKY_REDRAWS = 25
 
 
-def _pick_kind(cat: str, rng: random.Random) -> str | None:
+def _pick_kind(cat: str, rng: random.Random, mix: ToolMixConfig) -> str | None:
     if cat == "tools":
-        return pick_tool(rng)
+        return pick_tool(rng, mix)
     if cat == "perspectives":
         return pick_perspective(rng)
     return None
@@ -125,15 +127,15 @@ def _pick_kind(cat: str, rng: random.Random) -> str | None:
 TOOLS_SHOWN_SHARE = 0.3
 
 
-def _draw(cat: str, rng: random.Random, runner: ToolRunner, kind: str | None = None) -> Sample:
+def _draw(cat: str, rng: random.Random, runner: ToolRunner, mix: ToolMixConfig, kind: str | None = None) -> Sample:
     if cat == "tools":
-        return roughen(tool_sample(rng, runner, kind))
+        return roughen(tool_sample(rng, runner, mix, kind))
     if cat == "perspectives":
         sample = perspective_sample(rng, kind)
     else:
         sample = {"consciousness": consciousness_sample, "mixed": mixed_sample}[cat](rng)
     if sample.tools is None and rng.random() < TOOLS_SHOWN_SHARE:
-        sample.tools = tools_for(rng, None)
+        sample.tools = tools_for(rng, None, mix)
     return roughen(sample)
 
 
@@ -154,7 +156,8 @@ def check_shares(shares: dict) -> dict[str, float]:
 
 
 def iter_samples(n: int, seed: int = 0, shares: dict[str, float] | None = None, runner: ToolRunner | None = None,
-                 collector: StatsCollector | None = None) -> Iterator[Sample]:
+                 collector: StatsCollector | None = None,
+                 tool_mix: ToolMixConfig | None = None) -> Iterator[Sample]:
     """``n`` distinct conversations in the configured category shares, in a shuffled order.
 
     Categories follow an exact quota schedule (shuffled, not sampled), so shares are exact up to
@@ -162,9 +165,11 @@ def iter_samples(n: int, seed: int = 0, shares: dict[str, float] | None = None, 
     (:data:`STICKY_REDRAWS` times) so that the mix inside a category holds at large N; when the
     template space of a category is too small for its quota the error says so instead of looping
     forever. Tool samples run their
-    tools in ``runner`` (a scratch workspace is made and removed when none is given).
+    tools in ``runner`` (a scratch workspace is made and removed when none is given); ``tool_mix`` is the
+    mixture inside the tool conversations (default: :class:`~codette.config.ToolMixConfig`'s).
     """
     shares = check_shares(shares or CATEGORY_SHARES)
+    mix = tool_mix or ToolMixConfig()
     if n <= 0:
         raise CodetteError("number of samples must be positive")
     rng = random.Random(seed)
@@ -179,12 +184,12 @@ def iter_samples(n: int, seed: int = 0, shares: dict[str, float] | None = None, 
     runner = runner or ToolRunner(cache=True)
     try:
         for i, cat in enumerate(schedule):
-            kind, tries = _pick_kind(cat, rng), 0
+            kind, tries = _pick_kind(cat, rng, mix), 0
             while True:
                 if tries == STICKY_REDRAWS:  # this kind looks exhausted: let another one fill the slot
-                    kind, tries = _pick_kind(cat, rng), 0
+                    kind, tries = _pick_kind(cat, rng, mix), 0
                 tries += 1
-                s = _draw(cat, rng, runner, kind)
+                s = _draw(cat, rng, runner, mix, kind)
                 if collector is not None:
                     collector.generated += 1
                 k, d = digest64(s.key), digest64(_said(s))
@@ -205,8 +210,8 @@ def iter_samples(n: int, seed: int = 0, shares: dict[str, float] | None = None, 
 
 
 def generate(n: int, seed: int = 0, val_fraction: float = 0.1, shares: dict[str, float] | None = None,
-             runner: ToolRunner | None = None,
-             test_fraction: float = 0.0) -> tuple[list[Sample], list[Sample], DatasetStats]:
+             runner: ToolRunner | None = None, test_fraction: float = 0.0,
+             tool_mix: ToolMixConfig | None = None) -> tuple[list[Sample], list[Sample], DatasetStats]:
     """:func:`iter_samples` collected into the train and val splits by key, with the dataset statistics.
 
     ``codette data`` also writes a test split; here ``test_fraction`` is 0 unless asked for, and the
@@ -215,6 +220,6 @@ def generate(n: int, seed: int = 0, val_fraction: float = 0.1, shares: dict[str,
     shares = check_shares(shares or CATEGORY_SHARES)
     collector = StatsCollector(n, shares, val_fraction, test_fraction)
     out: dict[str, list[Sample]] = {"train": [], "val": [], "test": []}
-    for s in iter_samples(n, seed, shares, runner, collector):
+    for s in iter_samples(n, seed, shares, runner, collector, tool_mix):
         out[collector.add(s)].append(s)
     return out["train"], out["val"], collector.stats()

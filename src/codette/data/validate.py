@@ -17,6 +17,7 @@ import jsonschema
 
 from codette.errors import CodetteError
 from codette.tokenizer.chat_template import validate_messages
+from codette.tooltable import SPECS
 
 
 def _tool_name(tool: Any, where: str, i: int) -> tuple[str, dict | None]:
@@ -61,9 +62,7 @@ def call_arguments(call: Any, where: str) -> tuple[str, dict]:
 
 
 def _codette_schemas() -> dict[str, dict]:
-    from codette.tools.registry import SCHEMAS
-
-    return {name: params for name, (_desc, params) in SCHEMAS.items()}
+    return {name: spec.parameters for name, spec in SPECS.items()}
 
 
 def validate_tool_calls(messages: list[dict], tools: Any, where: str) -> None:

@@ -3,8 +3,8 @@
 Why one module: the data generator (categories, tools, perspectives, question wordings) keeps
 growing. Everything the metrics need from a record is read here, from the record's own fields
 (``category``, ``perspective``, ``aspect``, ``question_type``, ``tool``, ``tool_arguments``,
-``expected_result``, ``setup``) and from :mod:`codette.persona`, so a new tool or perspective in the data becomes a
-probe without touching the metrics.
+``expected_result``, ``setup``) and from :mod:`codette.persona` and :mod:`codette.tooltable`, so a new
+tool or perspective in the data becomes a probe without touching the metrics.
 
 A probe is the conversation up to (not including) the assistant turn the model must write, plus
 what the scorer needs. Probes come from a held-out split, whose (template, slots) combinations never
@@ -28,7 +28,8 @@ from typing import Any
 from codette.data.split import HELD_OUT
 from codette.errors import CodetteError
 from codette.jsonl import read_jsonl
-from codette.persona import PERSPECTIVE_MARK, PERSPECTIVES, TOOLS
+from codette.persona import PERSPECTIVE_MARK, PERSPECTIVES
+from codette.tooltable import TOOL_NAMES
 
 log = logging.getLogger(__name__)
 
@@ -112,8 +113,8 @@ def probe_from_record(rec: dict, where: str) -> Probe | None:
             i = turns[-1]
             return Probe(pid, "no_tool", messages[:i], messages[i].get("content") or "", rec.get("tools"),
                          {"scenario": rec.get("scenario")})
-        if tool not in TOOLS:
-            raise CodetteError(f"{where}: field 'tool' names {tool!r}, which is not one of persona.TOOLS")
+        if tool not in TOOL_NAMES:
+            raise CodetteError(f"{where}: field 'tool' names {tool!r}, which is not one of tooltable.TOOL_NAMES")
         first, last = turns[0], turns[-1]
         meta = {"tool": tool, "tool_arguments": _need(rec, "tool_arguments", where),
                 "expected_result": _need(rec, "expected_result", where), "tool_ok": rec.get("tool_ok"),

@@ -1,4 +1,5 @@
-"""Codette's tools: the 11 tools the agent can call, their schemas, and the one tool-call text format.
+"""Codette's tools: the 11 tools the agent can call (their table: :mod:`codette.tooltable`), and the one
+tool-call text format.
 
 Typical use::
 
@@ -24,10 +25,10 @@ from codette.tools.calls import (
 from codette.tools.fixture_server import FixtureServer
 from codette.tools.knowledge import CODETTE_KNOWLEDGE, KnowledgeBase
 from codette.tools.python_exec import ExecutionResult, PythonWorker, run_python_once
-from codette.tools.registry import SCHEMAS, TOOL_NAMES, Toolbox, ToolRegistry
+from codette.tools.registry import CHANGES_FILES, Toolbox, ToolRegistry
 
 __all__ = [
-    "CODETTE_KNOWLEDGE", "SCHEMAS", "TOOL_CALL_CLOSE", "TOOL_CALL_OPEN", "TOOL_NAMES",
+    "CHANGES_FILES", "CODETTE_KNOWLEDGE", "TOOL_CALL_CLOSE", "TOOL_CALL_OPEN",
     "ExecutionResult", "FixtureServer", "KnowledgeBase", "PythonWorker", "Tool", "ToolCall", "ToolCallParseError",
     "ToolError", "ToolFailure", "ToolRegistry", "ToolResult", "Toolbox",
     "format_tool_call", "format_tool_calls", "parse_tool_calls", "run_python_once", "split_tool_calls",

@@ -15,8 +15,8 @@ from collections.abc import Callable
 from typing import Any
 
 from codette.tools.base import ToolFailure
+from codette.tooltable import MAX_EXPRESSION_CHARS
 
-MAX_EXPRESSION_CHARS = 500
 MAX_INT_BITS = 4096          # about 1233 decimal digits
 MAX_FACTORIAL = 500
 SIGNIFICANT_DIGITS = 12      # floats are shown as a person would read them: 0.1 + 0.2 -> 0.3

@@ -1,7 +1,7 @@
 """The Toolbox: Codette's 11 tools, their JSON schemas, argument validation and execution.
 
-One place defines each tool's model-facing name, description and schema (OpenAI function-calling
-format, which the chat template renders into the system prompt) and wires it to its implementation.
+The tool table (:mod:`codette.tooltable`) gives each tool's name, description and full JSON schema;
+the Toolbox wires each to its implementation and validates every call against that schema.
 The data generator, the agent loop and the evaluation all run tools through :meth:`Toolbox.run`,
 so what the model sees in training is exactly what it sees at inference.
 
@@ -24,108 +24,17 @@ from codette.tools import bounded, data_analysis, files, image, knowledge, limit
 from codette.tools import calculator as calc_mod
 from codette.tools.base import Tool, ToolError, ToolFailure, ToolResult
 from codette.tools.calls import ToolCall
+from codette.tooltable import DEFAULT_TOOLS, SPECS, TOOL_NAMES
 
 log = logging.getLogger(__name__)
 
-TOOL_NAMES: tuple[str, ...] = (
-    "read_file", "write_file", "list_directory", "search_files", "execute_python", "calculator",
-    "analyze_data", "query_knowledge_base", "http_request", "web_search", "analyze_image",
-)
-# execute_python runs code the model wrote: a caller enables it explicitly (``enabled=TOOL_NAMES``).
-DEFAULT_ENABLED: tuple[str, ...] = tuple(n for n in TOOL_NAMES if n != "execute_python")
+# The tools that change files in the workspace: an agent working in a user's folder asks before running them.
+CHANGES_FILES: frozenset[str] = frozenset({"write_file", "execute_python"})
+# The only functions the analysis process runs: the parsers of a workspace file's bytes (docs/SECURITY.md).
+BOUNDED_OPERATIONS = (data_analysis.table_summary, image.describe_image)
 MAX_ARGUMENT_CHARS = 2 * 1024 * 1024
 MAX_ARGUMENT_DEPTH = 32
 MAX_ERROR_CHARS = 300
-
-
-def _obj(properties: dict[str, Any], required: Iterable[str] = (), **extra: Any) -> dict[str, Any]:
-    return {"type": "object", "properties": properties, "required": list(required), "additionalProperties": False,
-            **extra}
-
-
-_PATH = {"type": "string", "minLength": 1, "maxLength": 1024}
-
-SCHEMAS: dict[str, tuple[str, dict[str, Any]]] = {
-    "read_file": (
-        "Read a text file from the workspace. Large files are truncated at 64 KiB.",
-        _obj({"path": {**_PATH, "description": "File path relative to the workspace."}}, ["path"]),
-    ),
-    "write_file": (
-        "Create or overwrite a text file in the workspace (or append to it).",
-        _obj({"path": {**_PATH, "description": "File path relative to the workspace."},
-              "content": {"type": "string", "maxLength": files.MAX_WRITE_CHARS, "description": "Text to write."},
-              "append": {"type": "boolean", "description": "Append instead of overwriting (default false)."}},
-             ["path", "content"]),
-    ),
-    "list_directory": (
-        "List the files and folders in a workspace folder. Folder names end with '/'.",
-        _obj({"path": {**_PATH, "description": "Folder relative to the workspace (default '.')."},
-              "recursive": {"type": "boolean", "description": "Include sub-folders (default false)."}}),
-    ),
-    "search_files": (
-        "Find files in the workspace by glob pattern (e.g. '*.py') and/or by text they contain.",
-        _obj({"pattern": {"type": "string", "minLength": 1, "maxLength": 256,
-                          "description": "Glob on file names, or on paths when it contains '/'."},
-              "query": {"type": "string", "minLength": 1, "maxLength": 256,
-                        "description": "Case-insensitive text to find in file lines."},
-              "path": {**_PATH, "description": "Folder to search (default '.')."},
-              "max_results": {"type": "integer", "minimum": 1, "maximum": 200}},
-             anyOf=[{"required": ["pattern"]}, {"required": ["query"]}]),
-    ),
-    "execute_python": (
-        "Run a Python 3 snippet in a separate process (time and memory limited) and return stdout, stderr "
-        "and the exit code. Use print() to show results.",
-        _obj({"code": {"type": "string", "minLength": 1, "maxLength": python_exec.MAX_CODE_CHARS,
-                       "description": "Python source code."}}, ["code"]),
-    ),
-    "calculator": (
-        "Evaluate an arithmetic expression exactly: + - * / // % ** and parentheses, functions such as "
-        "sqrt, sin, cos, tan, log, log10, exp, abs, round, factorial, and constants pi, e.",
-        _obj({"expression": {"type": "string", "minLength": 1, "maxLength": calc_mod.MAX_EXPRESSION_CHARS,
-                             "description": "For example '2 * (3 + 4) ** 2' or 'sqrt(2) * pi'."}},
-             ["expression"]),
-    ),
-    "analyze_data": (
-        "Summarise a CSV or JSON table in the workspace: rows, columns and statistics (count, mean, std, "
-        "min, max, median) of numeric columns, or one operation on one column.",
-        _obj({"path": {**_PATH, "description": "CSV, JSON (list of records) or JSON Lines file."},
-              "column": {"type": "string", "minLength": 1, "description": "Column to analyse."},
-              "operation": {"type": "string", "enum": list(data_analysis.OPERATIONS),
-                            "description": "One statistic of 'column'."}},
-             ["path"]),
-    ),
-    "query_knowledge_base": (
-        "Search Codette's local knowledge base (about Codette, its perspectives and tools) and return the "
-        "best matching entries.",
-        _obj({"query": {"type": "string", "minLength": 1, "maxLength": 500, "description": "What to look for."},
-              "top_k": {"type": "integer", "minimum": 1, "maximum": 10,
-                        "description": "How many results (default 3)."}},
-             ["query"]),
-    ),
-    "http_request": (
-        "Send an HTTP GET or POST request to an allowed host and return the status, headers and body.",
-        _obj({"url": {"type": "string", "minLength": 1, "maxLength": 2048, "description": "http(s) URL."},
-              "method": {"type": "string", "enum": ["GET", "POST"], "description": "Default GET."},
-              "params": {"type": "object", "additionalProperties": {"type": ["string", "number", "boolean"]},
-                         "description": "Query parameters."},
-              "headers": {"type": "object", "additionalProperties": {"type": "string"}},
-              "body": {"type": "string", "maxLength": web.MAX_REQUEST_BODY_CHARS, "description": "Raw body text."},
-              "json": {"description": "JSON body (POST)."}},
-             ["url"]),
-    ),
-    "web_search": (
-        "Search the web and return result titles, URLs and snippets.",
-        _obj({"query": {"type": "string", "minLength": 1, "maxLength": 500, "description": "Search terms."},
-              "max_results": {"type": "integer", "minimum": 1, "maximum": 10,
-                              "description": "How many results (default 5)."}},
-             ["query"]),
-    ),
-    "analyze_image": (
-        "Describe an image file in the workspace: format, size, colour mode, mean colour, dominant colour "
-        "and whether it is grayscale.",
-        _obj({"path": {**_PATH, "description": "Image path relative to the workspace."}}, ["path"]),
-    ),
-}
 
 
 def _field_of(error: jsonschema.ValidationError) -> str:
@@ -199,7 +108,7 @@ class Toolbox:
         self.python_disk_mb = python_disk_mb
         self.python_max_processes = python_max_processes
         self.persistent_python = persistent_python
-        self._analysis = bounded.BoundedWorker(timeout_s=analysis_timeout)
+        self._analysis = bounded.BoundedWorker(BOUNDED_OPERATIONS, timeout_s=analysis_timeout)
         self.search_endpoint = search_endpoint
         self.max_read_bytes = max_read_bytes
         self._kb = knowledge_base
@@ -207,12 +116,13 @@ class Toolbox:
         self._worker_lock = threading.Lock()
         self._sandbox_lock = threading.Lock()
         impls = self._implementations()
-        names = list(DEFAULT_ENABLED) if enabled is None else list(enabled)
-        unknown = [n for n in names if n not in SCHEMAS]
+        names = list(DEFAULT_TOOLS) if enabled is None else list(enabled)
+        unknown = [n for n in names if n not in SPECS]
         if unknown:
             raise ToolError(f"unknown tool {unknown[0]!r}; available: {', '.join(TOOL_NAMES)}")
         self.tools: dict[str, Tool] = {
-            n: Tool(name=n, description=SCHEMAS[n][0], parameters=SCHEMAS[n][1], func=impls[n]) for n in names
+            n: Tool(name=n, description=SPECS[n].description, parameters=SPECS[n].parameters, func=impls[n])
+            for n in names
         }
         self._validators = {n: jsonschema.Draft202012Validator(t.parameters) for n, t in self.tools.items()}
 

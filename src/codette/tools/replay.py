@@ -25,7 +25,8 @@ from PIL import Image
 
 from codette.tools.base import ToolResult
 from codette.tools.fixture_server import FixtureServer
-from codette.tools.registry import TOOL_NAMES, Toolbox
+from codette.tools.registry import Toolbox
+from codette.tooltable import TOOL_NAMES
 
 # Where calls and results say the local fixture service lives; the workspace maps it to the real port.
 CANONICAL_BASE = "http://localhost:8000"

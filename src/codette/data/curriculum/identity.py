@@ -17,7 +17,8 @@ import random
 from codette.data.curriculum.common import NAMES, TOPICS, Sample, assistant, cap, join_words, user, with_system
 from codette.data.curriculum.perspectives import marker, perspective_body
 from codette.data.curriculum.styles import STYLES
-from codette.persona import CAPABILITIES, CONSCIOUSNESS_MARK, KIND, LIMITS, NAME, PURPOSE, TOOL_PURPOSES, TOOLS
+from codette.persona import CAPABILITIES, CONSCIOUSNESS_MARK, KIND, LIMITS, NAME, PURPOSE
+from codette.tooltable import SPECS, TOOL_NAMES
 
 MARK = CONSCIOUSNESS_MARK + " "
 PREFIXES = ["", "Hi! ", "Quick question: ", "I'm curious. ", "Hello Codette. ", "Be honest: ", "Hey, ",
@@ -45,7 +46,7 @@ def _identity_extra(rng: random.Random) -> tuple[str, tuple]:
     if i == 1:
         return "I look at questions from several perspectives and use tools when a fact needs checking.", (i,)
     if i == 2:
-        t1, t2 = rng.sample(TOOLS, 2)
+        t1, t2 = rng.sample(TOOL_NAMES, 2)
         return f"I can call tools such as {t1} and {t2}, and I say when I am unsure.", (i, t1, t2)
     return "", (i,)
 
@@ -92,11 +93,11 @@ def _self_reference(rng: random.Random) -> tuple[str, str, tuple]:
         qi = rng.randrange(len(TOOL_ASKS))
         vi = rng.randrange(2)
         if vi == 0:
-            text = f"As {NAME}, I can call eleven tools: {join_words(TOOLS)}."
+            text = f"As {NAME}, I can call eleven tools: {join_words(list(TOOL_NAMES))}."
             return TOOL_ASKS[qi], text, (kind, qi, vi)
-        t1, t2 = rng.sample(TOOLS, 2)
-        text = (f"I am {NAME} and I can call eleven tools; for example {t1} to {TOOL_PURPOSES[t1]} and {t2} to "
-                f"{TOOL_PURPOSES[t2]}.")
+        t1, t2 = rng.sample(TOOL_NAMES, 2)
+        text = (f"I am {NAME} and I can call eleven tools; for example {t1} to {SPECS[t1].purpose} and {t2} to "
+                f"{SPECS[t2].purpose}.")
         return TOOL_ASKS[qi], text, (kind, qi, vi, t1, t2)
     if kind == "limits":
         qi = rng.randrange(len(LIMIT_ASKS))

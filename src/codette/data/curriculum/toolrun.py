@@ -4,7 +4,7 @@ Every tool conversation records its *setup* (the files and images its workspace 
 clock) next to the call, and :class:`ToolRunner` rebuilds exactly that workspace before running the
 call (:class:`codette.tools.replay.ReplayWorkspace`). So a result in the data is what the tool really
 returned, and anyone can replay it (:func:`replay`) on a fresh workspace. On top of the replay, the
-generator's calls are checked against the schemas the model is shown (:mod:`codette.persona`), and
+generator's calls are checked against the schemas the model is shown (:mod:`codette.tooltable`), and
 results of calls already made are reused.
 """
 
@@ -17,31 +17,26 @@ from typing import Any
 import jsonschema
 
 from codette.errors import CodetteError
-from codette.persona import TOOL_SCHEMAS, tool_schema
 from codette.tools import ToolResult
-from codette.tools.registry import SCHEMAS
 from codette.tools.replay import CANONICAL_BASE, ReplayWorkspace
+from codette.tooltable import SPECS, tool_schema
 
-__all__ = ["CANONICAL_BASE", "ToolRunner", "check_call", "compact_schema", "replay"]
+__all__ = ["CANONICAL_BASE", "ToolRunner", "check_call", "replay"]
 
 CACHE_SIZE = 50_000  # results kept for repeated calls (cleared when full)
 
-_COMPACT = TOOL_SCHEMAS
-compact_schema = tool_schema  # the schemas shown to the model live in the persona
-
-
-_VALIDATORS = {n: jsonschema.Draft202012Validator(compact_schema(n, required=True)["function"]["parameters"])
-               for n in _COMPACT}
+_VALIDATORS = {n: jsonschema.Draft202012Validator(tool_schema(n, required=True)["function"]["parameters"])
+               for n in SPECS}
 
 
 def check_call(name: str, arguments: dict[str, Any]) -> None:
     """Raise CodetteError unless ``arguments`` satisfy both the compact and the full schema of ``name``."""
-    if name not in _COMPACT:
+    if name not in SPECS:
         raise CodetteError(f"generated a call to unknown tool {name!r}")
     err = jsonschema.exceptions.best_match(_VALIDATORS[name].iter_errors(arguments))
     if err is not None:
         raise CodetteError(f"generated call to {name} does not match its compact schema: {err.message}")
-    err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SCHEMAS[name][1]).iter_errors(arguments))
+    err = jsonschema.exceptions.best_match(jsonschema.Draft202012Validator(SPECS[name].parameters).iter_errors(arguments))
     if err is not None:
         raise CodetteError(f"generated call to {name} does not match its schema: {err.message}")
 
