@@ -1,4 +1,5 @@
-"""The small types every tool shares: a tool's definition, its result and its two kinds of error.
+"""The small types every tool shares: a tool's definition, its result, its two kinds of error, and
+the :class:`BoundedRunner` protocol the file parsers are run through.
 
 Two kinds of error, on purpose:
 
@@ -14,7 +15,7 @@ from __future__ import annotations
 import json
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol
 
 from codette.errors import CodetteError
 
@@ -79,6 +80,18 @@ class Tool:
             "type": "function",
             "function": {"name": self.name, "description": self.description, "parameters": self.parameters},
         }
+
+
+class BoundedRunner(Protocol):
+    """Where a parser of untrusted bytes runs: a child process bounded in memory and time.
+
+    :class:`codette.tools.bounded.BoundedWorker` is the one the Toolbox makes; the parsers take this
+    protocol instead, so they never import the worker (which runs them in its child).
+    """
+
+    def call(self, func: Callable[..., dict[str, Any]], data: bytes, what: str, **args: Any) -> dict[str, Any]:
+        """``func(data, **args)``'s result; ToolFailure naming ``what`` for its errors, a timeout or a crash."""
+        ...
 
 
 def to_json(payload: Any) -> str:

@@ -15,19 +15,16 @@ import json
 import math
 import statistics
 import posixpath
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from codette.tools import limits
-from codette.tools.base import ToolFailure
+from codette.tools.base import BoundedRunner, ToolFailure
 from codette.tools.files import Workspace
-
-if TYPE_CHECKING:
-    from codette.tools.bounded import BoundedWorker
+from codette.tooltable import ANALYSIS_OPERATIONS
 
 MAX_DATA_BYTES = 10 * 1024 * 1024
 MAX_CSV_FIELD_CHARS = 1024 * 1024
 DECIMALS = 6
-OPERATIONS = ("mean", "sum", "min", "max", "median", "std", "count")
 _MISSING = {"", "na", "n/a", "nan", "null", "none", "-"}
 
 
@@ -172,7 +169,7 @@ def _operation(values: list[float | int], op: str) -> float | int | None:
         return max(values)
     if op == "std":
         return _round(statistics.stdev(values)) if len(values) > 1 else None
-    raise ToolFailure(f"unknown operation '{op}'; use one of {', '.join(OPERATIONS)}")
+    raise ToolFailure(f"unknown operation '{op}'; use one of {', '.join(ANALYSIS_OPERATIONS)}")
 
 
 def table_summary(data: bytes, shown: str, rel: str, column: str | None = None,
@@ -217,9 +214,9 @@ def _summarise(data: bytes, shown: str, rel: str, column: str | None, operation:
 
 
 def analyze_data(ws: Workspace, path: str, column: str | None = None, operation: str | None = None,
-                 worker: BoundedWorker | None = None) -> dict[str, Any]:
+                 worker: BoundedRunner | None = None) -> dict[str, Any]:
     """Tool entry point: the file read through the workspace, summarised in ``worker`` (or in process)."""
     data, rel = ws.read_bytes(path, MAX_DATA_BYTES, "file", not_file=f"file '{path}' does not exist")
     if worker is None:
         return table_summary(data, path, rel, column, operation)
-    return worker.call("table", data, f"'{path}'", shown=path, rel=rel, column=column, operation=operation)
+    return worker.call(table_summary, data, f"'{path}'", shown=path, rel=rel, column=column, operation=operation)

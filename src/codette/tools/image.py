@@ -12,15 +12,12 @@ from __future__ import annotations
 import io
 import warnings
 from collections import Counter
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from PIL import Image, ImageChops, ImageStat, UnidentifiedImageError
 
-from codette.tools.base import ToolFailure
+from codette.tools.base import BoundedRunner, ToolFailure
 from codette.tools.files import Workspace
-
-if TYPE_CHECKING:
-    from codette.tools.bounded import BoundedWorker
 
 MAX_IMAGE_BYTES = 32 * 1024 * 1024
 MAX_PIXELS = 25_000_000
@@ -102,9 +99,9 @@ def describe_image(data: bytes, shown: str, rel: str) -> dict[str, Any]:
     }
 
 
-def analyze_image(ws: Workspace, path: str, worker: BoundedWorker | None = None) -> dict[str, Any]:
+def analyze_image(ws: Workspace, path: str, worker: BoundedRunner | None = None) -> dict[str, Any]:
     """Tool entry point: the file read through the workspace, decoded in ``worker`` (or in process)."""
     data, rel = ws.read_bytes(path, MAX_IMAGE_BYTES, "image", not_file=f"file '{path}' does not exist")
     if worker is None:
         return describe_image(data, path, rel)
-    return worker.call("image", data, f"image '{path}'", shown=path, rel=rel)
+    return worker.call(describe_image, data, f"image '{path}'", shown=path, rel=rel)

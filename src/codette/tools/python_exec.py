@@ -23,7 +23,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import select
 import signal
 import subprocess
 import sys
@@ -34,7 +33,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import IO, Any
 
+from codette.tools import proc
 from codette.tools.base import ToolFailure
+from codette.tooltable import MAX_CODE_CHARS
 
 log = logging.getLogger(__name__)
 
@@ -42,11 +43,11 @@ DEFAULT_TIMEOUT_S = 5.0
 DEFAULT_MEMORY_MB = 512
 DEFAULT_FILE_SIZE_MB = 16
 MAX_OUTPUT_CHARS = 8000
-MAX_CODE_CHARS = 20000
 
 # The program every child runs. Stdlib only, no imports from codette, so it starts fast under -I.
-_CHILD_SOURCE = r'''
-import json, os, resource, sys, traceback, types
+# traceback is imported up front: a MemoryError's traceback must not need an import to be printed.
+_CHILD_SOURCE = proc.EXEC_MAIN_SOURCE + r'''
+import json, os, resource, sys, traceback
 
 def _limit(which, soft, hard=None):
     try:
@@ -77,37 +78,7 @@ def _run(code, cwd):
     if dict(os.environ) != _ENVIRON:
         os.environ.clear()
         os.environ.update(_ENVIRON)
-    main = types.ModuleType("__main__")
-    main.__dict__["__builtins__"] = __builtins__
-    sys.modules["__main__"] = main
-    sys.argv[:] = ["-c"]
-    try:
-        exec(compile(code, "<string>", "exec"), main.__dict__)
-        return 0, False
-    except SystemExit as exc:
-        c = exc.code
-        if c is None:
-            return 0, False
-        if isinstance(c, int):
-            return c & 0xFF, False
-        try:
-            print(c, file=sys.stderr)
-        except Exception:
-            pass
-        return 1, False
-    except BaseException as exc:
-        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
-        try:
-            traceback.print_exception(type(exc), exc, tb)
-        except BaseException:
-            pass
-        return 1, isinstance(exc, MemoryError)
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
+    return _exec_main(code)
 
 def _reset_streams():
     sys.stdout, sys.stderr = sys.__stdout__, sys.__stderr__
@@ -174,10 +145,7 @@ class ExecutionResult:
         if self.exit_code == 0:
             return None
         if self.exit_code is not None and self.exit_code < 0:
-            try:
-                name = signal.Signals(-self.exit_code).name
-            except ValueError:
-                name = f"signal {-self.exit_code}"
+            name = proc.signal_name(-self.exit_code)
             hint = {"SIGXFSZ": " (file size limit)", "SIGKILL": ""}.get(name, "")
             return f"the Python process was killed by {name}{hint}"
         last = [ln for ln in self.stderr.strip().splitlines() if ln.strip()]
@@ -198,29 +166,8 @@ def _child_env() -> dict[str, str]:
     return env
 
 
-def _read_output(fh: IO[bytes], limit: int = MAX_OUTPUT_CHARS) -> str:
-    fh.seek(0)
-    raw = fh.read(limit * 4 + 4)
-    text = raw.decode("utf-8", errors="replace")
-    more = fh.read(1) != b""
-    if len(text) > limit or more:
-        text = text[:limit] + f"\n... [output truncated after {limit} characters]"
-    return text
-
-
-def _kill_group(proc: subprocess.Popen) -> None:
-    try:
-        os.killpg(proc.pid, signal.SIGKILL)
-    except (ProcessLookupError, PermissionError):
-        pass
-    try:
-        proc.kill()
-    except ProcessLookupError:
-        pass
-    proc.wait()
-
-
-def _check_code(code: str) -> None:
+def check_code(code: str) -> None:
+    """Refuse a snippet over :data:`MAX_CODE_CHARS` before any process starts (both ways of running it)."""
     if len(code) > MAX_CODE_CHARS:
         raise ToolFailure(f"code is longer than {MAX_CODE_CHARS} characters")
 
@@ -233,32 +180,24 @@ def run_python_once(
     file_size_mb: int = DEFAULT_FILE_SIZE_MB,
 ) -> ExecutionResult:
     """Run ``code`` in a fresh ``python -I`` process; kill its whole process group at the timeout."""
-    _check_code(code)
-    cpu_s = max(1, int(timeout_s + 0.999))
+    check_code(code)
     args = [sys.executable, "-I", "-X", "utf8", "-c", _CHILD_SOURCE, "once", str(cwd), str(memory_mb),
-            str(file_size_mb), str(cpu_s)]
+            str(file_size_mb), str(proc.cpu_seconds(timeout_s))]
     start = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
-        proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=str(cwd),
-                                env=_child_env(), start_new_session=True, close_fds=True)
+        child = proc.start(args, stdin=subprocess.PIPE, stdout=out, stderr=err, cwd=str(cwd), env=_child_env(),
+                           close_fds=True)
         timed_out = False
         try:
-            proc.communicate(code.encode("utf-8"), timeout=timeout_s)
+            child.communicate(code.encode("utf-8"), timeout=timeout_s)
         except subprocess.TimeoutExpired:
             timed_out = True
-            _kill_group(proc)
-        except BaseException:
-            _kill_group(proc)
-            raise
-        else:
-            # Grandchildren the snippet started must not outlive it.
-            try:
-                os.killpg(proc.pid, signal.SIGKILL)
-            except (ProcessLookupError, PermissionError):
-                pass
+        finally:
+            proc.kill_group(child)  # at the timeout, on an error, and always for grandchildren the snippet left
         duration = time.monotonic() - start
-        return ExecutionResult(stdout=_read_output(out), stderr=_read_output(err),
-                               exit_code=None if timed_out else proc.returncode,
+        return ExecutionResult(stdout=proc.read_output(out, MAX_OUTPUT_CHARS),
+                               stderr=proc.read_output(err, MAX_OUTPUT_CHARS),
+                               exit_code=None if timed_out else child.returncode,
                                timed_out=timed_out, duration_s=duration)
 
 
@@ -300,13 +239,11 @@ class PythonWorker:
         self._err = tempfile.TemporaryFile()
         req_r, req_w = os.pipe()
         resp_r, resp_w = os.pipe()
-        cpu_s = max(1, int(self.timeout_s + 0.999))
         args = [sys.executable, "-I", "-X", "utf8", "-c", _CHILD_SOURCE, "worker", self.cwd, str(self.memory_mb),
-                str(self.file_size_mb), str(cpu_s), str(req_r), str(resp_w)]
+                str(self.file_size_mb), str(proc.cpu_seconds(self.timeout_s)), str(req_r), str(resp_w)]
         try:
-            self._proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
-                                          cwd=self.cwd, env=_child_env(), start_new_session=True,
-                                          pass_fds=(req_r, resp_w))
+            self._proc = proc.start(args, stdin=subprocess.DEVNULL, stdout=self._out, stderr=self._err,
+                                    cwd=self.cwd, env=_child_env(), pass_fds=(req_r, resp_w))
         finally:
             os.close(req_r)
             os.close(resp_w)
@@ -318,7 +255,7 @@ class PythonWorker:
 
     def _stop(self) -> None:
         if self._proc is not None:
-            _kill_group(self._proc)
+            proc.kill_group(self._proc)
         for fh in (self._req, self._out, self._err):
             if fh is not None:
                 try:
@@ -355,23 +292,17 @@ class PythonWorker:
     def _read_response(self, deadline: float) -> dict[str, Any] | None:
         """The child's one-line reply, or None on timeout / EOF (child died)."""
         assert self._resp_fd is not None
-        while b"\n" not in self._buf:
-            remaining = deadline - time.monotonic()
-            if remaining <= 0:
-                return None
-            ready, _, _ = select.select([self._resp_fd], [], [], remaining)
-            if not ready:
-                return None
-            chunk = os.read(self._resp_fd, 65536)
-            if not chunk:
-                return None
-            self._buf += chunk
-        line, self._buf = self._buf.split(b"\n", 1)
-        return json.loads(line)
+        line, self._buf = proc.read_line(self._resp_fd, deadline, self._buf)
+        return None if line is None else json.loads(line)
+
+    def _outputs(self) -> tuple[str, str]:
+        """This snippet's stdout and stderr as the model sees them (the child empties the files per snippet)."""
+        assert self._out is not None and self._err is not None
+        return proc.read_output(self._out, MAX_OUTPUT_CHARS), proc.read_output(self._err, MAX_OUTPUT_CHARS)
 
     def run(self, code: str) -> ExecutionResult:
         """Run one snippet; same result fields and texts as :func:`run_python_once`."""
-        _check_code(code)
+        check_code(code)
         with self._lock:
             if self._proc is None or self._proc.poll() is not None:
                 if self._proc is not None:
@@ -388,7 +319,7 @@ class PythonWorker:
             reply = self._read_response(start + self.timeout_s)
             duration = time.monotonic() - start
             if reply is not None:
-                stdout, stderr = _read_output(self._out), _read_output(self._err)
+                stdout, stderr = self._outputs()
                 self._count += 1
                 if reply.get("memory_error") or self._count >= self.max_snippets:
                     self._stop()
@@ -402,8 +333,8 @@ class PythonWorker:
                 except subprocess.TimeoutExpired:
                     timed_out = True
             if timed_out:
-                _kill_group(self._proc)
-            stdout, stderr = _read_output(self._out), _read_output(self._err)
+                proc.kill_group(self._proc)
+            stdout, stderr = self._outputs()
             exit_code = None if timed_out else self._proc.returncode
             self._stop()
             self.restarts += 1

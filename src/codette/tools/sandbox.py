@@ -26,9 +26,7 @@ import logging
 import marshal
 import os
 import platform
-import select
 import shutil
-import signal
 import struct
 import subprocess
 import sys
@@ -39,9 +37,10 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from codette.tools import proc
 from codette.tools.base import ToolFailure
 from codette.tools.files import Workspace
-from codette.tools.python_exec import ExecutionResult, _check_code, _kill_group, _read_output
+from codette.tools.python_exec import MAX_OUTPUT_CHARS, ExecutionResult, check_code
 from codette.tools.safeopen import check_regular, read_fd
 
 log = logging.getLogger(__name__)
@@ -107,7 +106,7 @@ def seccomp_program(machine: str | None = None) -> bytes:
 
 
 # -- the program that runs inside the sandbox ----------------------------------------------------------
-_BOOT = r'''
+_BOOT = proc.EXEC_MAIN_SOURCE + r'''
 import ctypes, marshal, os, resource, select, signal, stat, sys, time
 
 def _drop_root(uid):
@@ -139,38 +138,7 @@ def _receive(inp):
 def _run(code, path):
     sys.path[:] = path  # the interpreter's own path; site (and its .pth files) is not run
     __builtins__.exit = __builtins__.quit = sys.exit  # what site would have added
-    main = type(sys)("__main__")
-    main.__dict__["__builtins__"] = __builtins__
-    sys.modules["__main__"] = main
-    sys.argv[:] = ["-c"]
-    try:
-        exec(compile(code, "<string>", "exec"), main.__dict__)
-        return 0
-    except SystemExit as exc:
-        c = exc.code
-        if c is None:
-            return 0
-        if isinstance(c, int):
-            return c & 0xFF
-        try:
-            print(c, file=sys.stderr)
-        except Exception:
-            pass
-        return 1
-    except BaseException as exc:
-        tb = exc.__traceback__.tb_next if exc.__traceback__ is not None else None
-        try:
-            import traceback
-            traceback.print_exception(type(exc), exc, tb)
-        except BaseException:
-            pass
-        return 1
-    finally:
-        for stream in (sys.stdout, sys.stderr):
-            try:
-                stream.flush()
-            except BaseException:
-                pass
+    return _exec_main(code)[0]
 
 def _child(code, path, out_fd, cpu_s, mem_mb, fsize_mb, nproc):
     try:
@@ -291,8 +259,8 @@ def _root_userns() -> int:
     unshare = shutil.which("unshare")
     if unshare is None:
         raise ToolFailure("execute_python's sandbox needs util-linux's 'unshare' when run as root; install util-linux")
-    helper = subprocess.Popen([unshare, "--user", "--", "cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
-                              stderr=subprocess.DEVNULL, close_fds=True)
+    helper = proc.start([unshare, "--user", "--", "cat"], stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                        stderr=subprocess.DEVNULL, close_fds=True)
     try:
         assert helper.stdin is not None and helper.stdout is not None
         helper.stdin.write(b"x")
@@ -308,14 +276,7 @@ def _root_userns() -> int:
             raise ToolFailure(f"execute_python's sandbox could not map its user namespace ({exc.strerror}); as root "
                               "it needs CAP_SETUID, or run the agent as an ordinary user") from None
     finally:
-        try:
-            helper.kill()
-        except ProcessLookupError:
-            pass
-        helper.wait()
-        for fh in (helper.stdin, helper.stdout):
-            if fh is not None:
-                fh.close()
+        proc.stop(helper)
 
 
 SYSTEM_DIRS = ("/usr", "/bin", "/sbin", "/lib", "/lib64", "/lib32", "/libx32")
@@ -546,7 +507,7 @@ def run_sandboxed(
     file_size_mb: int = DEFAULT_FILE_SIZE_MB,
 ) -> ExecutionResult:
     """Run ``code`` in a fresh sandbox on a copy of ``ws``; write back what it changed; kill all it started."""
-    _check_code(code)
+    check_code(code)
     bwrap = bwrap_path()
     if bwrap is None:
         raise ToolFailure(INSTALL_HINT)
@@ -565,22 +526,24 @@ def run_sandboxed(
     start = time.monotonic()
     with tempfile.TemporaryFile() as out, tempfile.TemporaryFile() as err:
         try:
-            proc = subprocess.Popen(args, stdin=subprocess.PIPE, stdout=out, stderr=err, start_new_session=True,
-                                    pass_fds=tuple(fd for fd in (seccomp_r, out_w, userns_fd) if fd is not None),
-                                    env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
+            child = proc.start(args, stdin=subprocess.PIPE, stdout=out, stderr=err,
+                               pass_fds=tuple(fd for fd in (seccomp_r, out_w, userns_fd) if fd is not None),
+                               env={"PATH": os.environ.get("PATH", "/usr/bin:/bin")})
         finally:
             for fd in (seccomp_r, out_w, userns_fd):
                 if fd is not None:
                     os.close(fd)
-        feeder = threading.Thread(target=_stream_in, args=(proc.stdin, code, entries), daemon=True)
+        feeder = threading.Thread(target=_stream_in, args=(child.stdin, code, entries), daemon=True)
         feeder.start()
-        raw, overflow = _collect(out_r, start + timeout_s + RETURN_GRACE_S, limit)
+        # Everything the sandbox writes to its result pipe until it closes it, the deadline, or the quota.
+        raw, overflow = proc.read_all(out_r, start + timeout_s + RETURN_GRACE_S, limit)
         os.close(out_r)
-        _kill(proc)
+        # bwrap's group dies, its namespace's init with it (--die-with-parent), and so does all inside.
+        proc.stop(child)
         feeder.join(timeout=1.0)
         records, result = _parse_out(raw)
         duration = time.monotonic() - start
-        stdout, stderr = _read_output(out), _read_output(err)
+        stdout, stderr = proc.read_output(out, MAX_OUTPUT_CHARS), proc.read_output(err, MAX_OUTPUT_CHARS)
     if result is None:
         first = next((ln for ln in stderr.splitlines() if ln.startswith("bwrap:")), "")
         if first:
@@ -595,9 +558,7 @@ def run_sandboxed(
         raise ToolFailure(f"the code changed more than {MAX_WORKSPACE_ENTRIES} files and folders; none of the "
                           "changes were saved", {"stdout": stdout, "stderr": stderr})
     problems = _apply(ws, records)
-    exit_code = result.get("exit") if isinstance(result.get("exit"), int) else None
-    if exit_code is None and isinstance(result.get("signal"), int):
-        exit_code = -int(result["signal"])
+    exit_code = proc.reported_returncode(result.get("exit"), result.get("signal"))
     timed_out = bool(result.get("timed_out"))
     if problems:
         stderr += f"\n[execute_python: {len(problems)} changed file(s) were not saved: {problems[0]}]"
@@ -607,36 +568,6 @@ def run_sandboxed(
         raise ToolFailure(f"the code left {leftover} background process{'es' if leftover > 1 else ''} running; "
                           "they were stopped (no process may outlive the call)", run.payload())
     return run
-
-
-def _collect(fd: int, deadline: float, limit: int) -> tuple[bytes, bool]:
-    """Everything the sandbox writes to its result pipe until it closes it, the deadline, or ``limit`` bytes."""
-    chunks: list[bytes] = []
-    size = 0
-    while True:
-        left = deadline - time.monotonic()
-        if left <= 0:
-            return b"".join(chunks), False
-        ready, _, _ = select.select([fd], [], [], left)
-        if not ready:
-            return b"".join(chunks), False
-        chunk = os.read(fd, 1 << 20)
-        if not chunk:
-            return b"".join(chunks), False
-        size += len(chunk)
-        if size > limit:
-            return b"", True
-        chunks.append(chunk)
-
-
-def _kill(proc: subprocess.Popen) -> None:
-    """Kill bwrap's process group; its namespace's init dies with it (--die-with-parent), and so does all inside."""
-    _kill_group(proc)
-    if proc.stdin is not None:
-        try:
-            proc.stdin.close()
-        except (OSError, ValueError):
-            pass
 
 
 def available() -> str | None:
