@@ -189,3 +189,33 @@ def test_nan_on_one_rank_stops_every_rank(prepared: Path, tmp_path: Path) -> Non
     assert not list(out.glob("model_*"))
     diverged = [r for r in _records(out / "logs") if r["kind"] == "diverged"]
     assert [r["step"] for r in diverged] == [4]
+
+
+def test_init_from_under_fsdp2_and_from_a_sharded_folder(prepared: Path, one_rank: Path, sharded: Path,
+                                                         tmp_path: Path) -> None:
+    """--init-from in a sharded run: rank 0 reads the weights and scatters them, so the first steps follow
+    one process's from the same weights; and one process starts from a sharded folder's weights."""
+    from codette.checkpoint.sharded import read_weights
+    from codette.fileio import file_sha256
+    from codette.tokenizer.bpe import TOKENIZER_FILE
+    from codette.train.trainer import Trainer
+
+    start = one_rank / "model_final.pt"
+    few = {"max_steps": 2, "eval_every": 2}
+    alone = _fresh(prepared, tmp_path, "alone")
+    train = {**ONE, **few, "init_from": str(start)}
+    stages.run_train(tiny_config(alone, **{f"train.{k}": v for k, v in train.items()}), QUIET)
+    out = _fresh(prepared, tmp_path, "fsdp_init")
+    proc = _torchrun("train", "-c", str(_config(out, **{**TWO, **few}, parallel="fsdp")), "--init-from", str(start))
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    a, b = losses(alone / "logs"), losses(out / "logs")
+    assert sorted(a) == sorted(b) == [1, 2]
+    assert all(b[s] == pytest.approx(a[s], rel=1e-5) for s in a), (a, b)
+    assert a[1] < losses(one_rank / "logs")[1] - 0.2  # it did start from the trained weights
+    cfg = tiny_config(out, **{"train.init_from": str(sharded / "model_step_12.dcp")})
+    tok = CodetteTokenizer.load(out)
+    trainer = Trainer(cfg.train, stages._model_config(cfg, len(tok)), ensure_packed(out, tok), out,
+                      init_from=cfg.train.init_from, tokenizer_sha256=file_sha256(out / TOKENIZER_FILE))
+    _, want = read_weights(sharded / "model_step_12.dcp")
+    got = trainer.model.state_dict()
+    assert got.keys() == want.keys() and all(torch.equal(got[k], want[k]) for k in got)

@@ -7,7 +7,8 @@ CUDA states: :func:`codette.rng.rng_state`), ``best_val_loss``, ``best_metric``,
 ``run_config`` (dicts), ``tokenizer_sha256``. Metrics go to the run's metrics JSONL, not here.
 Export and evaluation read only ``model`` and ``model_config`` (with ``mmap=True``, so the
 optimizer state is never paged in). A run sharded with FSDP2 writes its resumable checkpoints as
-folders instead (:mod:`codette.checkpoint.sharded`), and its best and final weights as such files.
+folders instead (:mod:`codette.checkpoint.sharded`), and its best and final weights as such files;
+:class:`codette.checkpoint.manager.CheckpointManager` is where a run chooses between the two.
 """
 
 from __future__ import annotations
@@ -146,6 +147,45 @@ def latest_valid_checkpoint(folder: Path | str) -> Path | None:
         if resumable and (best is None or step > best[0]):
             best = (step, p)
     return best[1] if best else None
+
+
+RUN_CHECKPOINTS = ("model_best.pt", "model_final.pt")  # what a run folder stands for, in this order
+
+
+def run_folder_model(folder: Path | str, gguf: bool = True) -> Path | None:
+    """The model file a run folder stands for: ``model_best.pt``, ``model_final.pt`` or the newest
+    ``model_step_N.pt``; else, when ``gguf``, its one ``.gguf`` (several are an error). None if it holds none.
+
+    Every verb that names a model (``eval``, ``export``, ``generate``, ``chat``, ``ask``, ``serve``) takes
+    a run folder through this, so ``codette_model`` means the same model everywhere.
+    """
+    folder = Path(folder)
+    for name in RUN_CHECKPOINTS:
+        if (folder / name).is_file():
+            return folder / name
+    steps = [p for _, p in step_checkpoints(folder) if p.suffix == ".pt" and p.is_file()]
+    if steps:
+        return steps[-1]
+    if not gguf:
+        return None
+    ggufs = sorted(folder.glob("*.gguf"))
+    if len(ggufs) > 1:
+        raise CodetteError(f"{folder} holds {len(ggufs)} GGUF files ({', '.join(p.name for p in ggufs)}); "
+                           f"name one of them")
+    return ggufs[0] if ggufs else None
+
+
+def model_file(path: Path | str, gguf: bool = True) -> Path:
+    """``path`` itself, or for a run folder the model file it stands for (:func:`run_folder_model`);
+    a folder without one is a one-line error that lists what was looked for."""
+    path = Path(path)
+    if not path.is_dir():
+        return path
+    found = run_folder_model(path, gguf)
+    if found is None:
+        names = [*RUN_CHECKPOINTS, "model_step_N.pt", *([".gguf"] if gguf else [])]
+        raise CodetteError(f"{path} holds no model: no {', '.join(names[:-1])} or {names[-1]}")
+    return found
 
 
 def prune_step_checkpoints(folder: Path | str, keep: int) -> None:

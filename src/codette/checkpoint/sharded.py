@@ -41,23 +41,38 @@ def is_sharded(path: Path | str) -> bool:
     return Path(path).suffix == SUFFIX and Path(path).is_dir()
 
 
-def save_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any],
-                 path: Path, main: bool) -> Path:
-    """Write a sharded checkpoint of ``model`` and ``optimizer`` with ``state`` beside it (collective:
-    every process calls this). ``main`` is the process that writes the state file and renames."""
+def sharded_weights(model: torch.nn.Module, optimizer: torch.optim.Optimizer) -> dict[str, Any]:
+    """``model`` and ``optimizer`` of an FSDP2 run as this process's shards, keyed by parameter name (not
+    by position, as ``optimizer.state_dict()`` is), so a checkpoint loads on another number of processes."""
+    from torch.distributed.checkpoint.state_dict import get_state_dict
+
+    model_sd, optim_sd = get_state_dict(model, optimizer)
+    return {"model": model_sd, "optimizer": optim_sd}
+
+
+def set_sharded_weights(model: torch.nn.Module, optimizer: torch.optim.Optimizer, state: dict[str, Any]) -> None:
+    """Put what :func:`sharded_weights` returned (and :func:`load_sharded` filled) back into the run."""
+    from torch.distributed.checkpoint.state_dict import set_state_dict
+
+    set_state_dict(model, optimizer, model_state_dict=state["model"], optim_state_dict=state["optimizer"])
+
+
+def save_sharded(state: dict[str, Any], path: Path, main: bool) -> Path:
+    """Write a sharded checkpoint (collective: every process calls this): ``state["model"]`` and
+    ``state["optimizer"]`` (:func:`sharded_weights`) as DCP shards, the rest as the state file.
+    ``main`` is the process that writes the state file and renames."""
     import torch.distributed as dist
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict
 
     from codette.checkpoint import save_checkpoint
 
     names = [temp_prefix(path) + "shards" + TMP_SUFFIX]  # rank 0's pid, so a dead run's folder is recognised
     dist.broadcast_object_list(names, src=0)
     tmp = path.parent / names[0]
-    model_sd, optim_sd = get_state_dict(model, optimizer)
-    dcp.save({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=str(tmp))
+    dcp.save({"model": state["model"], "optimizer": state["optimizer"]}, checkpoint_id=str(tmp))
     if main:
-        save_checkpoint({**state, "sharded": True, "model": {}}, tmp / STATE_FILE)
+        rest = {k: v for k, v in state.items() if k not in ("model", "optimizer")}
+        save_checkpoint({**rest, "sharded": True, "model": {}}, tmp / STATE_FILE)
         old = path.parent / (temp_prefix(path) + "old" + TMP_SUFFIX)
         if path.exists():
             os.replace(path, old)
@@ -80,20 +95,17 @@ def load_state(path: Path | str) -> dict:
     return state
 
 
-def load_sharded(model: torch.nn.Module, optimizer: torch.optim.Optimizer, path: Path | str) -> dict:
-    """Load a sharded checkpoint into an FSDP2 ``model`` and its ``optimizer`` (collective); returns the
-    train state."""
+def load_sharded(path: Path | str, shards: dict[str, Any]) -> dict:
+    """Read sharded checkpoint ``path`` into ``shards`` (:func:`sharded_weights` of the run, filled in
+    place; collective); returns the whole state, weights included."""
     import torch.distributed.checkpoint as dcp
-    from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     state = load_state(path)
-    model_sd, optim_sd = get_state_dict(model, optimizer)
     try:
-        dcp.load({"model": model_sd, "optimizer": optim_sd}, checkpoint_id=str(path))
+        dcp.load({"model": shards["model"], "optimizer": shards["optimizer"]}, checkpoint_id=str(path))
     except Exception as exc:  # DCP reports a missing or misshapen shard as a CheckpointException
         raise CodetteError(f"cannot load sharded checkpoint {path}: {_first_line(exc)}") from None
-    set_state_dict(model, optimizer, model_state_dict=model_sd, optim_state_dict=optim_sd)
-    return state
+    return {**state, "model": shards["model"], "optimizer": shards["optimizer"]}
 
 
 def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
@@ -103,12 +115,12 @@ def full_model_state(model: torch.nn.Module) -> dict[str, torch.Tensor]:
     return get_model_state_dict(model, options=StateDictOptions(full_state_dict=True, cpu_offload=True))
 
 
-def consolidate(path: Path | str, out: Path | str) -> Path:
-    """Write the single-file checkpoint of sharded checkpoint ``path`` to ``out`` (weights, configs and
-    step; no optimizer state): what ``codette eval`` and ``codette export`` read. One process, no GPU."""
+def read_weights(path: Path | str) -> tuple[dict, dict[str, torch.Tensor]]:
+    """The train state and the whole model's weights of sharded checkpoint ``path``, read by one process
+    without a process group or GPU (no optimizer state)."""
     import torch.distributed.checkpoint as dcp
 
-    from codette.checkpoint import model_config_of, save_checkpoint
+    from codette.checkpoint import model_config_of
     from codette.model import CodetteModel
 
     path = Path(path)
@@ -125,5 +137,14 @@ def consolidate(path: Path | str, out: Path | str) -> Path:
         raise CodetteError(f"cannot read the weights of sharded checkpoint {path}: {_first_line(exc)}") from None
     if cfg.tie_embeddings and "lm_head.weight" in weights:
         weights["lm_head.weight"] = weights["embed.weight"]  # one tensor, as the model holds it
+    return state, weights
+
+
+def consolidate(path: Path | str, out: Path | str) -> Path:
+    """Write the single-file checkpoint of sharded checkpoint ``path`` to ``out`` (weights, configs and
+    step; no optimizer state): what ``codette eval`` and ``codette export`` read. One process, no GPU."""
+    from codette.checkpoint import save_checkpoint
+
+    state, weights = read_weights(path)
     keep = {k: v for k, v in state.items() if k not in ("format", "sharded", "model", "optimizer")}
     return save_checkpoint({**keep, "model": weights}, out)

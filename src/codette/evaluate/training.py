@@ -124,22 +124,22 @@ class TrainingMonitor:
             self._writer = None
 
 
-def build_monitor(train_cfg: Any, data_dir: Path, tokenizer: CodetteTokenizer, log_dir: Path) -> TrainingMonitor | None:
-    """The monitor ``train.probes``, ``train.best_metric`` and ``train.tensorboard`` ask for (None: nothing to do)."""
+def build_monitor(train_cfg: Any, data_dir: Path, tokenizer: CodetteTokenizer, log_dir: Path,
+                  required: bool = False) -> TrainingMonitor | None:
+    """The monitor ``train.probes`` and ``train.tensorboard`` ask for (None: nothing to do). ``required``:
+    ``train.best_metric`` is a behavioral metric (the trainer's ``needs_probes``), so no probes is an error."""
     from codette.errors import CodetteError
     from codette.evaluate.probes import probe_set
-    from codette.evaluate.selection import direction, needs_probes
 
-    direction(train_cfg.best_metric)  # an unknown metric fails before training starts
     probes: list[Probe] = []
     if train_cfg.probes > 0:
         try:
             probes, _ = probe_set(data_dir, per_kind=train_cfg.probes, split="val")  # may select: never test
         except CodetteError as exc:
-            if needs_probes(train_cfg.best_metric):
+            if required:
                 raise
             log.warning("no behavioral probes during training: %s", exc)
-    if needs_probes(train_cfg.best_metric) and (not probes or train_cfg.probe_budget <= 0):
+    if required and (not probes or train_cfg.probe_budget <= 0):
         raise CodetteError(f"config key 'train.best_metric' is {train_cfg.best_metric!r}, a behavioral metric, but "
                            f"'train.probes' is {train_cfg.probes} and 'train.probe_budget' {train_cfg.probe_budget}; "
                            f"enable the probes or select by val_loss")

@@ -34,6 +34,8 @@ def direction(metric: str) -> str:
 
 
 def needs_probes(metric: str) -> bool:
+    """Whether selecting by ``metric`` needs the behavioral probes (a CodetteError for an unknown metric)."""
+    direction(metric)
     return metric in BEHAVIOR_METRICS
 
 
