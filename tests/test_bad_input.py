@@ -11,12 +11,13 @@ import json
 import os
 import re
 import sys
+import time
 from pathlib import Path
 
 import pytest
 
 from codette.errors import CodetteError
-from codette.jsonl import MAX_DEPTH, read_jsonl
+from codette.jsonl import MAX_DEPTH, nesting_depth, read_jsonl
 
 DEEP = "[" * 100_000 + "]" * 100_000  # json.loads alone raises RecursionError on this
 
@@ -59,6 +60,23 @@ def test_jsonl_brackets_inside_strings_do_not_count_as_nesting(tmp_path: Path) -
     text = "[" * 5000 + "{" * 5000  # in a string: text, not structure
     path.write_text(json.dumps({"text": text, "n": [[1]]}) + "\n\n" + json.dumps({"text": "b"}) + "\n")
     assert [(n, r["text"][:3]) for n, r in read_jsonl(path)] == [(1, "[[["), (3, "b")]
+
+
+@pytest.mark.timeout(120)  # the quadratic scan took hours here: fail, never hang the run
+def test_jsonl_line_of_escaped_quotes_is_refused_in_linear_time(tmp_path: Path) -> None:
+    """An unterminated string of escaped quotes, with enough brackets after it to make the depth scan run."""
+    path = tmp_path / "quotes.jsonl"
+    path.write_text('{"text": "' + '\\"' * (1024 * 1024) + "[" * 100 + "\n")  # 2 MiB
+    start = time.monotonic()
+    with pytest.raises(CodetteError, match=r"quotes.jsonl:1: not valid JSON \("):
+        list(read_jsonl(path))
+    assert time.monotonic() - start < 10
+
+
+def test_nesting_depth_reads_strings_as_json_does() -> None:
+    assert [nesting_depth(t) for t in ('[]', '{"a": "[[["}', '["\\\\", [[]]]', '["a\\"[[', '["abc[[[', '"')] == \
+        [1, 1, 3, 1, 1, 0]
+    assert nesting_depth("[" * 1000, stop_above=64) == 65  # stops as soon as the limit is passed
 
 
 def test_jsonl_line_over_the_size_limit_is_refused_without_reading_it_whole(tmp_path: Path) -> None:
@@ -148,6 +166,20 @@ def test_sampling_config_refuses_what_torch_would_fail_on() -> None:
         SamplingConfig(temperature=float("nan"), top_p=0.0)
     assert [name for name, _, _ in exc.value.problems] == ["temperature", "top_p"]
     assert SamplingConfig(max_new_tokens=0, temperature=0.0, top_k=0, top_p=1.0).top_p == 1.0
+
+
+def test_sampling_config_refuses_a_seed_outside_64_bits() -> None:
+    """torch's generator raises mid-generation on such a seed (a 500 from `codette serve`)."""
+    import torch
+
+    from codette.model.generate import SamplingConfig, SamplingError
+
+    for seed in (2 ** 64, -(2 ** 63) - 1, "7"):
+        with pytest.raises(SamplingError, match="seed must be None or an integer from -2"):
+            SamplingConfig(seed=seed)
+    for seed in (2 ** 64 - 1, -(2 ** 63), 0, None):  # the whole range torch takes
+        if SamplingConfig(seed=seed).seed is not None:
+            torch.Generator().manual_seed(seed)
 
 
 # ------------------------------------------------------------------------------------------------

@@ -39,17 +39,24 @@ def test_the_device_reaches_the_checkpoint_loader(verb: list[str], seen_device: 
     assert seen_device == ["cpu", "cpu"]
 
 
-@pytest.mark.parametrize("verb", [["eval", "x.pt"], ["generate", "x.pt", "-p", "hi"]])
+# ask, chat and serve check the flag before the model (here a missing one) is looked for or loaded
+CHECKED = [["eval", "x.pt"], ["generate", "x.pt", "-p", "hi"], ["ask", "hi", "x.pt"], ["chat", "x.pt"],
+           ["serve", "x.pt"]]
+
+
+@pytest.mark.parametrize("verb", CHECKED, ids=lambda v: v[0])
 def test_a_bad_device_is_one_line_naming_the_flag(verb: list[str]) -> None:
     proc = codette(*verb, "--device", "tpu", timeout=120)
     assert proc.returncode == 2 and "--device must be cpu, cuda or mps, got 'tpu'" in proc.stderr
-    assert "Traceback" not in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 @pytest.mark.skipif(torch.cuda.is_available(), reason="checks the message where CUDA is missing")
-def test_cuda_where_there_is_none_says_so() -> None:
-    proc = codette("generate", "x.pt", "-p", "hi", "--device", "cuda", timeout=120)
+@pytest.mark.parametrize("verb", CHECKED[1:], ids=lambda v: v[0])
+def test_cuda_where_there_is_none_says_so(verb: list[str]) -> None:
+    proc = codette(*verb, "--device", "cuda", timeout=120)
     assert proc.returncode == 2 and "no CUDA device is available here" in proc.stderr
+    assert "Traceback" not in proc.stderr and len(proc.stderr.strip().splitlines()) == 1, proc.stderr
 
 
 def test_the_check_is_a_codette_error() -> None:

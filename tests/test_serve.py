@@ -246,6 +246,15 @@ GOOD = {"model": "codette", "messages": [{"role": "user", "content": "Hi"}]}
     ({**GOOD, "n": 3}, 400, "n:"),
     ({**GOOD, "messages": [{"role": "user"}]}, 400, "messages.0.content: a user message needs content"),
     ({**GOOD, "stop": ["a", "b", "c", "d", "e"]}, 400, "stop:"),
+    ({**GOOD, "seed": 2 ** 64}, 400, "seed:"),  # torch's generator takes 64 bits; was a 500 mid-generation
+    ({**GOOD, "seed": -(2 ** 63) - 1}, 400, "seed:"),
+    ({**GOOD, "messages": [{"role": "user", "content": "a\ud800b"}]}, 400,
+     "messages.0.content: not valid Unicode: a lone surrogate \\ud800 at character 1"),
+    ({**GOOD, "messages": [{"role": "user", "content": [{"type": "text", "text": "\udfff"}]}]}, 400,
+     "messages.0.content.0.text: not valid Unicode"),
+    ({**GOOD, "messages": [{"role": "user", "content": "2+2?"}, {"role": "assistant", "tool_calls": [
+        {"type": "function", "function": {"name": "calculator", "arguments": {"expression": "\ud83d"}}}]}]}, 400,
+     "messages.1.tool_calls.0.function.arguments.expression: not valid Unicode"),
 ])
 def test_bad_bodies_get_a_400_naming_the_field(body, status, needle):
     backend = Scripted(["ok"])
@@ -270,6 +279,124 @@ def test_unknown_fields_are_ignored_oversized_and_non_json_bodies_refused():
                           headers={"Content-Type": "application/x-www-form-urlencoded"})
         assert form.status_code == 415 and "must be JSON" in form.json()["error"]["message"]
         assert httpx.post(url + "/v1/chat/completions", json=GOOD).status_code == 200
+
+
+def post_raw(url: str, body: dict) -> httpx.Response:
+    """POST ``body`` as JSON with every non-ASCII character escaped (so lone surrogates can be sent)."""
+    return httpx.post(url, content=json.dumps(body).encode(), headers={"Content-Type": "application/json"})
+
+
+def test_the_agent_refuses_text_that_is_not_unicode_and_keeps_serving(tmp_path):
+    backend = Scripted(["Hello."])
+    with running(backend, workspace=tmp_path / "ws", agent_tools=["calculator"]) as url:
+        for body, field in (({"prompt": "Hi", "history": [{"role": "user", "content": "x\ud800"},
+                                                          {"role": "assistant", "content": "ok"}]}, "history.0.content"),
+                            ({"prompt": "a\udc00"}, "prompt")):
+            r = post_raw(url + "/v1/agent", body)
+            assert r.status_code == 400, r.text
+            error = r.json()["error"]
+            assert error["message"].startswith(f"{field}: not valid Unicode") and error["param"] == field
+        assert backend.prompts == []
+        assert agent_events(url, {"prompt": "Hi"})[-1]["type"] == "done"  # still serving
+
+
+class Failing(Scripted):
+    """A backend whose generation fails with an error that is not the user's (a bug, a runtime failure)."""
+
+    def stream(self, messages, tools=None, sampling=None) -> Iterator[Chunk]:
+        self.prompts.append((messages, tools))
+        raise RuntimeError("the runtime broke")
+        yield  # a generator, like every backend's stream
+
+
+def test_a_failure_inside_a_stream_ends_it_with_an_error_event(tmp_path):
+    backend = Failing(["never"])
+    with running(backend, workspace=tmp_path / "ws", agent_tools=["calculator"]) as url:
+        events = agent_events(url, {"prompt": "Hi"})
+        assert events and events[-1]["type"] == "error" and "the runtime broke" in events[-1]["error"]
+        with httpx.stream("POST", url + "/v1/chat/completions", json={**GOOD, "stream": True}, timeout=30) as r:
+            data = [line[6:] for line in r.iter_lines() if line.startswith("data: ")]
+        assert data[-1] == "[DONE]" and "the runtime broke" in json.loads(data[-2])["error"]["message"]
+        assert httpx.get(url + "/health").json()["generating"] == 0
+
+
+@pytest.mark.parametrize(("config", "needle"), [
+    ({"agent_tools": ["bogus"]}, "unknown tool 'bogus'"),
+    ({"agent_tools": ["execute_python"]}, "execute_python runs model-written code"),
+])
+def test_agent_tools_are_checked_when_the_app_is_made(config, needle):
+    from codette.errors import CodetteError
+
+    with pytest.raises(CodetteError, match=needle):
+        create_app(Scripted(["ok"]), ServeConfig(**config))
+    create_app(Scripted(["ok"]), ServeConfig(agent_tools=["execute_python"], enable_python=True))
+
+
+def test_a_port_in_use_is_refused_before_the_model_loads(monkeypatch, capsys):
+    from codette.errors import CodetteError
+    from codette.serve import serve
+
+    loaded: list[str] = []
+    monkeypatch.setattr("codette.agent.resolve.resolve_backend", lambda model, **kw: loaded.append(model))
+    with socket.socket() as busy:
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = busy.getsockname()[1]
+        with pytest.raises(CodetteError, match=f"--port {port}: the port is already in use on 127.0.0.1"):
+            serve("codette", port, ServeConfig())
+    assert loaded == [] and "serving" not in capsys.readouterr().out
+
+
+def test_serve_answers_on_the_port_it_bound_first(monkeypatch, capsys):
+    """serve() binds the port before the model loads and hands that socket to uvicorn."""
+    from codette.serve import serve
+
+    servers: list[uvicorn.Server] = []
+
+    class Recorded(uvicorn.Server):
+        def __init__(self, config: uvicorn.Config) -> None:
+            super().__init__(config)
+            servers.append(self)
+
+    monkeypatch.setattr(uvicorn, "Server", Recorded)
+    monkeypatch.setattr("codette.agent.resolve.resolve_backend", lambda model, **kw: Scripted(["ok"]))
+    port = free_port()
+    thread = threading.Thread(target=serve, args=("codette", port, ServeConfig()), kwargs={"log_level": "warning"},
+                              daemon=True)
+    thread.start()
+    deadline = time.time() + 20
+    while not (servers and servers[0].started):
+        assert time.time() < deadline and thread.is_alive(), "the server did not start"
+        time.sleep(0.02)
+    try:
+        r = httpx.post(f"http://127.0.0.1:{port}/v1/chat/completions", json=GOOD)
+        assert r.status_code == 200 and r.json()["choices"][0]["message"]["content"] == "ok"
+    finally:
+        servers[0].should_exit = True
+        thread.join(timeout=10)
+    assert f"serving codette (scripted backend) on http://127.0.0.1:{port}/" in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(("args", "needle"), [
+    (["--tools", "bogus"], "unknown tool 'bogus'"),
+    (["--tools", "execute_python"], "execute_python runs model-written code: pass enable_python=True (CLI: --python)"),
+    (["--port", "BUSY"], "--port BUSY: the port is already in use on 127.0.0.1"),
+], ids=["unknown-tool", "python-without-flag", "port-in-use"])
+def test_codette_serve_refuses_at_start_up_in_one_line(args, needle):
+    from tests._pipeline import codette
+
+    with socket.socket() as busy:  # a port someone else is listening on
+        busy.bind(("127.0.0.1", 0))
+        busy.listen()
+        port = str(busy.getsockname()[1])
+        args = [port if a == "BUSY" else a for a in args]
+        if "--port" not in args:
+            args += ["--port", str(free_port())]
+        proc = codette("serve", "no-such-model.pt", *args, timeout=120)
+    errors = [line for line in proc.stderr.splitlines() if line.startswith("error:")]
+    assert proc.returncode == 2 and len(errors) == 1 and "Traceback" not in proc.stderr, proc.stderr
+    assert needle.replace("BUSY", port) in " ".join(proc.stderr.split())
+    assert "serving" not in proc.stdout
 
 
 # -- one model, many clients ---------------------------------------------------------------------------
@@ -416,6 +543,35 @@ def test_agent_endpoint_runs_tools_on_the_server_and_streams_the_loop(tmp_path):
         assert backend.prompts[-1][1] is None and len(backend.prompts[-1][0]) > 3  # history went along
         bad = httpx.post(url + "/v1/agent", json={"prompt": "x", "perspectives": ["yoda"]})
         assert bad.status_code == 400 and "unknown perspective 'yoda'" in bad.json()["error"]["message"]
+
+
+def test_control_markers_are_left_out_of_the_content_unless_raw(tmp_path):
+    """<consciousness> and <perspective> KEY are the model's, not the reader's: chat completions (whole and
+    streamed, where Scripted splits the markers across 3-character pieces) and the agent leave them out;
+    ``raw: true`` keeps them."""
+    marked = "<consciousness> I am Codette.\n<perspective> newton\nForces cause motion."
+    clean = "I am Codette.\nForces cause motion."
+    with running(Scripted([marked]), workspace=tmp_path / "ws") as url:
+        c = client(url)
+        messages = [{"role": "user", "content": "Who are you?"}]
+        assert c.chat.completions.create(model="codette", messages=messages).choices[0].message.content == clean
+        raw = c.chat.completions.create(model="codette", messages=messages, extra_body={"raw": True})
+        assert raw.choices[0].message.content == marked
+        for extra, expected in (({}, clean), ({"raw": True}, marked)):
+            pieces = [ch.choices[0].delta.content for ch in c.chat.completions.create(
+                model="codette", messages=messages, stream=True, extra_body=extra) if ch.choices]
+            assert "".join(p or "" for p in pieces) == expected
+            if not extra:
+                assert not any(p and ("<" in p or "newton" in p) for p in pieces)
+        events = agent_events(url, {"prompt": "Who are you?", "tools": False})
+        done = events[-1]["response"]
+        assert "".join(e["text"] for e in events if e["type"] == "text") == done["text"] == clean
+        assert done["markers"] == {"consciousness": True, "perspectives": ["newton"]}
+        assert done["messages"][-1]["content"] == marked  # the history the client sends back, for the model
+        events = agent_events(url, {"prompt": "Who are you?", "tools": False, "raw": True})
+        assert events[-1]["response"]["text"] == marked
+        bad = httpx.post(url + "/v1/agent", json={"prompt": "x", "raw": "sometimes"})
+        assert bad.status_code == 400 and bad.json()["error"]["param"] == "raw"
 
 
 def test_the_page_is_served_with_a_strict_policy():

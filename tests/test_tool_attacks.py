@@ -24,13 +24,16 @@ import httpx
 import pytest
 from PIL import Image
 
-from codette.tools import TOOL_NAMES, Toolbox, ToolCallParseError, ToolError, parse_tool_calls
+from codette.tools import Toolbox, ToolCallParseError, ToolError, parse_tool_calls
 from codette.tools.bounded import BoundedWorker
 from codette.tools.files import Workspace
+from codette.tools.registry import BOUNDED_OPERATIONS
 from codette.tools.sandbox import _ARCHES, _apply
+from codette.tooltable import TOOL_NAMES
 
 SECRET = "top secret: the launch code is 0000"
 PY_TIMEOUT = 2.0
+QUOTES = '"' + '\\"' * (1024 * 1024 - 1)  # '"\\"\\"...' unterminated: 2 MiB - 1 characters, inside every length limit
 
 
 # ------------------------------------------------------------------------------------------------
@@ -102,6 +105,10 @@ class EvilHandler(BaseHTTPRequestHandler):
             elif path == "/search-huge":
                 items = [{"title": "t" * 50_000, "url": "u" * 50_000, "snippet": "s" * 50_000} for _ in range(4)]
                 body = json.dumps({"results": items}).encode()
+                self._head(200, "application/json", len(body))
+                self.wfile.write(body)
+            elif path in ("/quotes", "/quotes-2m"):  # an unterminated string of escaped quotes, as JSON
+                body = QUOTES.encode() if path == "/quotes-2m" else b'"' + b'\\"' * (128 * 1024 - 1)
                 self._head(200, "application/json", len(body))
                 self.wfile.write(body)
             elif path == "/search-long":
@@ -375,6 +382,29 @@ def test_workspace_write_quota(ws: Path):
     still_works(tb)
 
 
+def test_write_quota_is_per_folder_not_per_toolbox(ws: Path):
+    """codette serve makes a Toolbox per request: toolboxes on one folder share its quota, from any thread."""
+    first = Toolbox(ws, workspace_quota_bytes=1000)
+    (ws.parent / "link").symlink_to(ws, target_is_directory=True)
+    second = Toolbox(ws.parent / "link", workspace_quota_bytes=1000)  # another path to the same folder
+    assert first.run("write_file", {"path": "a.txt", "content": "x" * 600}).ok
+    blocked(second.run("write_file", {"path": "b.txt", "content": "x" * 600}), "quota")
+    assert not (ws / "b.txt").exists()
+    # Many writers at once: exactly as many fit as the quota holds, never more.
+    results: list[bool] = []
+    boxes = [Toolbox(ws, workspace_quota_bytes=1000) for _ in range(8)]
+    threads = [threading.Thread(target=lambda b=b, i=i: results.append(
+        b.run("write_file", {"path": f"t{i}.txt", "content": "y" * 100}).ok)) for i, b in enumerate(boxes)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert sorted(results) == [False] * 4 + [True] * 4  # 600 + 4 * 100 = 1000
+    assert first.workspace.written_bytes == second.workspace.written_bytes == 1000
+    other = Toolbox(ws.parent / "elsewhere", workspace_quota_bytes=1000)  # another folder has its own quota
+    assert other.run("write_file", {"path": "a.txt", "content": "x" * 600}).ok
+
+
 def test_per_call_write_cap(tb: Toolbox, ws: Path):
     blocked(tb.run("write_file", {"path": "big.txt", "content": "😀" * 600_000}), "larger than")
     assert not (ws / "big.txt").exists()
@@ -638,6 +668,38 @@ def test_parse_tool_calls_huge_reply_refused():
         parse_tool_calls("<tool_call>" + " " * (9 * 1024 * 1024) + "</tool_call>")
 
 
+@pytest.mark.timeout(120)  # the quadratic scans took hours here: fail, never hang the run
+@pytest.mark.parametrize("entry, needle", [
+    ("markup-body", "malformed JSON"),
+    ("markup-unclosed-tags", "without '</tool_call>'"),
+    ("stringified-arguments", "must be an object"),
+    ("toolbox-arguments", "not valid JSON"),
+    ("analyze-data-file", "not valid JSON"),
+])
+def test_worst_case_json_is_refused_in_linear_time(tb: Toolbox, ws: Path, entry, needle):
+    """2 MiB of an unterminated string of escaped quotes, at each place a model's text reaches a JSON scan."""
+    from codette.tools.calls import call_from_object
+
+    start = time.monotonic()
+    if entry == "markup-body":
+        with pytest.raises(ToolCallParseError, match=needle):
+            parse_tool_calls(f"<tool_call>{QUOTES}</tool_call>")
+    elif entry == "markup-unclosed-tags":
+        with pytest.raises(ToolCallParseError, match=needle):
+            parse_tool_calls("<tool_call>" * (len(QUOTES) // len("<tool_call>")))
+    elif entry == "stringified-arguments":  # OpenAI-style structured calls from an HTTP server
+        with pytest.raises(ToolCallParseError, match=needle):
+            call_from_object({"name": "calculator", "arguments": QUOTES}, 0, arguments_required=False)
+    elif entry == "toolbox-arguments":
+        with pytest.raises(ToolError, match=needle):
+            tb.run("calculator", QUOTES)
+    else:
+        (ws / "quotes.json").write_text(QUOTES, encoding="utf-8")
+        blocked(tb.run("analyze_data", {"path": "quotes.json"}), needle)
+    assert time.monotonic() - start < 10
+    still_works(tb)
+
+
 def _nested(depth: int) -> list:
     value: list = []
     for _ in range(depth):
@@ -708,7 +770,7 @@ def test_png_pixel_cap(tb: Toolbox, ws: Path):
 def test_image_decoding_memory_is_bounded(ws: Path):
     Image.new("RGB", (4000, 4000)).save(ws / "big.png")
     Image.new("RGB", (8, 8), (255, 0, 0)).save(ws / "small.png")
-    worker = BoundedWorker(memory_mb=200)
+    worker = BoundedWorker(BOUNDED_OPERATIONS, memory_mb=200)
     try:
         from codette.tools.image import analyze_image
         from codette.tools.base import ToolFailure
@@ -721,7 +783,7 @@ def test_image_decoding_memory_is_bounded(ws: Path):
 
 def test_table_analysis_time_is_bounded(ws: Path):
     (ws / "big.csv").write_text("a,b\n" + "1.5,2\n" * 600_000, encoding="utf-8")
-    worker = BoundedWorker(timeout_s=0.3)
+    worker = BoundedWorker(BOUNDED_OPERATIONS, timeout_s=0.3)
     try:
         from codette.tools.base import ToolFailure
         from codette.tools.data_analysis import analyze_data
@@ -809,6 +871,18 @@ def test_hostile_json_responses(tb: Toolbox, evil, path):
 def test_web_search_huge_response_refused(tb: Toolbox):
     blocked(tb.run("web_search", {"query": "anything"}), "more than 256 KiB")
     still_works(tb)
+
+
+@pytest.mark.timeout(120)
+@pytest.mark.parametrize("path, needle", [("/quotes", "did not return JSON"), ("/quotes-2m", "more than 256 KiB")],
+                         ids=["256KiB-parsed", "2MiB-cut"])
+def test_web_search_worst_case_json_is_refused_in_linear_time(ws: Path, evil, path, needle):
+    """An HTTP tool response of escaped quotes: the JSON check before parsing is linear in its length."""
+    with Toolbox(ws, search_endpoint=f"http://127.0.0.1:{evil.server_address[1]}{path}") as box:
+        start = time.monotonic()
+        blocked(box.run("web_search", {"query": "anything"}), needle)
+        assert time.monotonic() - start < 10
+        still_works(box)
 
 
 def test_web_search_results_capped(ws: Path, evil):

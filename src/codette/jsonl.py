@@ -21,18 +21,30 @@ log = logging.getLogger(__name__)
 
 MAX_DEPTH = 64  # records nest about 6 deep (messages > message > tool_calls > call > function > arguments)
 MAX_LINE_BYTES = 64 << 20  # one record; a whole book as one "text" value fits
-_STRING = re.compile(r'"(?:[^"\\]|\\.)*"', re.DOTALL)
-_BRACKETS = re.compile(r"[\[\]{}]")
+# One left-to-right pass: a string literal (its closing quote optional, so an unterminated one is
+# consumed once, to the end) or a bracket. Matching strings and brackets separately, or requiring the
+# closing quote, makes the regex engine rescan the rest of the text from every quote of an unterminated
+# '"\\"\\"...' string: quadratic time, hours for 2 MiB, with the GIL held.
+_TOKEN = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"?|[\[\]{}]', re.DOTALL)
 
 
-def nesting_depth(line: str) -> int:
-    """The deepest ``[``/``{`` nesting of a JSON text (brackets inside strings do not count)."""
+def nesting_depth(text: str, stop_above: int | None = None) -> int:
+    """The deepest ``[``/``{`` nesting of a JSON text (brackets inside strings do not count), in linear time.
+
+    The one pre-parse depth check of every JSON reader (JSONL lines, tool calls, tool arguments, HTTP
+    tool responses), so none of them is quadratic on hostile text. ``stop_above``: return as soon as
+    the depth passes it (the caller only needs to know that it did).
+    """
     depth = deepest = 0
-    for ch in _BRACKETS.findall(_STRING.sub("", line)):
-        if ch in "[{":
+    for m in _TOKEN.finditer(text):
+        ch = text[m.start()]  # a string match is never copied out
+        if ch == "[" or ch == "{":
             depth += 1
-            deepest = max(deepest, depth)
-        else:
+            if depth > deepest:
+                deepest = depth
+                if stop_above is not None and depth > stop_above:
+                    return depth
+        elif ch == "]" or ch == "}":
             depth -= 1
     return deepest
 
@@ -40,7 +52,7 @@ def nesting_depth(line: str) -> int:
 def parse_line(line: str, where: str, max_depth: int = MAX_DEPTH) -> Any:
     """The JSON value of one line; ``where`` (``file:line``) starts every error message."""
     # A line with fewer brackets than the limit cannot nest deeper; only others are scanned.
-    if line.count("[") + line.count("{") > max_depth and nesting_depth(line) > max_depth:
+    if line.count("[") + line.count("{") > max_depth and nesting_depth(line, max_depth) > max_depth:
         raise CodetteError(f"{where}: JSON nested deeper than {max_depth} levels; a record is a flat object "
                            f"such as {{\"messages\": [...]}}")
     try:

@@ -129,7 +129,7 @@ class OpenAIBackend(HTTPChatBackend):
     def stream(self, messages: list[dict], tools: list[dict] | None = None,
                sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
         body = self._body(messages, tools, sampling or SamplingConfig(), True)
-        calls: dict[int, dict[str, str]] = {}
+        calls: dict[int, dict[str, list[str]]] = {}  # pieces joined at the end: += on a dict's str copies it
         usage: dict[str, Any] = {}
         reason = None
         for line in self.http.post_lines("chat/completions", body):
@@ -148,14 +148,14 @@ class OpenAIBackend(HTTPChatBackend):
                 if delta.get("content"):
                     yield Chunk(delta["content"])
                 for tc in delta.get("tool_calls") or []:
-                    slot = calls.setdefault(int(tc.get("index", len(calls))), {"name": "", "arguments": ""})
+                    slot = calls.setdefault(int(tc.get("index", len(calls))), {"name": [], "arguments": []})
                     f = tc.get("function") or {}
-                    slot["name"] += f.get("name") or ""
+                    slot["name"].append(f.get("name") or "")
                     args = f.get("arguments")
-                    slot["arguments"] += args if isinstance(args, str) else json.dumps(args) if args else ""
+                    slot["arguments"].append(args if isinstance(args, str) else json.dumps(args) if args else "")
                 reason = choice.get("finish_reason") or reason
-        yield Chunk("", [calls[i] for i in sorted(calls)], usage.get("prompt_tokens"), usage.get("completion_tokens"),
-                    reason)
+        yield Chunk("", [{k: "".join(v) for k, v in calls[i].items()} for i in sorted(calls)],
+                    usage.get("prompt_tokens"), usage.get("completion_tokens"), reason)
 
 
 __all__ = ["OpenAIBackend", "api_base", "reply_text", "wire_messages"]

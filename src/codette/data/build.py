@@ -135,7 +135,7 @@ def build_dataset(cfg: DataConfig, out_dir: Path | str) -> BuildStats:
         out = _SplitWriter({"train": ftr, "val": fva, "test": fte})
         if n_syn:
             collector = synthetic.StatsCollector(n_syn, shares, cfg.val_fraction, cfg.test_fraction)
-            for s in synthetic.iter_samples(n_syn, cfg.seed, shares, collector=collector):
+            for s in synthetic.iter_samples(n_syn, cfg.seed, shares, collector=collector, tool_mix=cfg.tool_mix):
                 out.write(s.to_json(), collector.add(s))
             st = collector.stats()
             syn_stats = {**asdict(st), "distinct_ratio": st.distinct_ratio}
@@ -173,6 +173,8 @@ def build_dataset(cfg: DataConfig, out_dir: Path | str) -> BuildStats:
 def read_split(data_dir: Path | str, name: str) -> Iterator[Document]:
     """Documents of a written split (``train``, ``val`` or ``test``)."""
     path = Path(data_dir) / f"{name}.jsonl"
+    if not path.exists():  # the step that writes it, not just "not found"
+        raise CodetteError(f"no {name} split at {path}; run `codette data` first")
     if path.is_file() and path.stat().st_size == 0:
         return iter(())
     return read_jsonl_conversations(path)

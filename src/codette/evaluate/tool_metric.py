@@ -8,7 +8,7 @@ before it):
    and an ``arguments`` object). A reply without a call scores 0.
 2. ``right_tool``: 1 and the first call names ``T``.
 3. ``args_valid``: 2 and the arguments validate against ``T``'s full JSON schema
-   (:data:`codette.tools.SCHEMAS`, ``additionalProperties: false``, required fields, types, limits).
+   (:data:`codette.tooltable.SPECS`, ``additionalProperties: false``, required fields, types, limits).
 4. ``task_success``: 3, the call is *run for real* on a workspace rebuilt from the record's setup
    (files, images, clock), its result is fed back as a ``tool`` message, and the model's final
    answer contains every **key fact**.
@@ -41,10 +41,15 @@ from typing import Any
 
 import jsonschema
 
-from codette.tools import SCHEMAS, ToolCall, ToolCallParseError, parse_tool_calls
+from codette.tools import ToolCall, ToolCallParseError, parse_tool_calls
+from codette.tooltable import SPECS
 from codette.tools.calls import TOOL_CALL_OPEN
 
-_TOKEN = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|[a-z#][a-z0-9_.#/:-]*[a-z0-9_]|[a-z]")
+# A number, or a word with inner punctuation ("v1.2", "#3", "a/b"); the punctuation a word ends with is
+# cut off after the match. Asking the regex for a word that ends in [a-z0-9_] made it rescan the rest
+# of "#-#-#-..." from every "#" (quadratic time on a model's answer or a tool's result).
+_TOKEN = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|[a-z#][a-z0-9_.#/:-]*")
+_TRAILING = ".#/:-"
 _NUMBER = re.compile(r"-?\d+(?:\.\d+)?$")
 
 
@@ -68,7 +73,10 @@ def tokens(text: str) -> list[str]:
     """Lower-cased word and number tokens; numbers lose thousands separators ("12,345" -> "12345")."""
     out = []
     for t in _TOKEN.findall(text.lower()):
-        out.append(t.replace(",", "") if t[:1].isdigit() or t[:1] == "-" else t)
+        if t[:1].isdigit() or t[:1] == "-":
+            out.append(t.replace(",", ""))
+        elif len(word := t.rstrip(_TRAILING)) > 1 or word.isalpha():  # "#" alone is no word
+            out.append(word)
     return out
 
 
@@ -123,12 +131,12 @@ def fact_present(fact: str, answer_tokens: set[str]) -> bool:
 
 @lru_cache(maxsize=None)
 def _validator(name: str) -> jsonschema.Draft202012Validator:
-    return jsonschema.Draft202012Validator(SCHEMAS[name][1])
+    return jsonschema.Draft202012Validator(SPECS[name].parameters)
 
 
 def schema_error(name: str, arguments: dict) -> str | None:
     """None when ``arguments`` satisfy the full schema of tool ``name``, else the first problem."""
-    if name not in SCHEMAS:
+    if name not in SPECS:
         return f"unknown tool {name!r}"
     err = jsonschema.exceptions.best_match(_validator(name).iter_errors(arguments))
     if err is None:

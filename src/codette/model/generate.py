@@ -43,6 +43,9 @@ class SamplingConfig:
             ("temperature", "a finite number >= 0 (0: greedy)", lambda v: math.isfinite(v) and v >= 0),
             ("top_k", "an integer >= 0 (0: off)", lambda v: isinstance(v, int) and v >= 0),
             ("top_p", "a number in (0, 1] (1: off)", lambda v: 0 < v <= 1),
+            # outside 64 bits torch.Generator.manual_seed fails mid-generation (a 500 from `codette serve`)
+            ("seed", "None or an integer from -2**63 to 2**64-1",
+             lambda v: v is None or (isinstance(v, int) and -(1 << 63) <= v < (1 << 64))),
         )
         problems = []
         for name, rule, ok in checks:

@@ -13,6 +13,9 @@ Routes (all answers JSON unless streamed as server-sent events):
   its tools run here in the server's workspace (execute_python only with ``--python``), the loop's
   events streamed as they happen. The page uses these.
 
+The text returned (``content``, the agent's ``text``) leaves out the model's control markers
+(``<consciousness>``, ``<perspective> KEY``), also when streamed; ``raw: true`` in either request keeps them.
+
 Errors use OpenAI's error object. A bad body is a 400 naming the field; a prompt longer than the
 context a 400 with both token counts; a full queue a 503 with ``Retry-After``; a request past its
 deadline a 504 (or an error event once streaming has begun).
@@ -102,7 +105,10 @@ def _field(loc: tuple) -> str:
 
 def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
     """The ASGI application serving ``backend`` (the FastAPI app behind the :class:`Guard`)."""
+    from codette.agent.core import check_tools
+
     cfg = config or ServeConfig()
+    check_tools(cfg.agent_tools, cfg.enable_python)  # at start-up, not as a failure of every agent request
     worker = ModelWorker(backend, cfg.max_queue, cfg.timeout_s)
     own_workspace = cfg.workspace is None
     workspace = Path(tempfile.mkdtemp(prefix="codette-serve-")) if own_workspace else Path(cfg.workspace)
@@ -126,6 +132,8 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
         if first.get("type") == "json_invalid":
             return _error(400, f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})",
                           "invalid_json")
+        if first.get("type") == "lone_surrogate":  # a body-wide check: the message names the field itself
+            return _error(400, first["msg"], "invalid_request_error", first["ctx"]["field"])
         name = _field(tuple(first.get("loc", ())))
         if first.get("type") == "missing" and name == "body":
             return _error(400, "the body is empty: send a JSON object", "invalid_request_error")
@@ -199,7 +207,7 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
         if body.stream:
             worker.check_room()
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_stream(cid, make, tools_on, body.stop, include_usage),
+            return StreamingResponse(_stream(cid, make, tools_on, body.stop, include_usage, body.raw),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
         deadline = worker.deadline()
         reply = oc.Collected(body.stop)
@@ -210,26 +218,33 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
                     break
         reply.end()
         content, calls = reply.calls(tools_on, reply.text.strip())
+        if content and not body.raw:  # the control markers are the model's, not the reader's
+            from codette.agent.markup import strip_markers
+
+            content = strip_markers(content)[0].strip()
         return oc.completion(cid, cfg.model_name, content, calls, reply.finish(calls), reply.usage())
 
     async def _stream(cid: str, make: Any, tools_on: bool, stops: list[str] | None,
-                      include_usage: bool) -> AsyncIterator[str]:
-        from codette.agent.markup import MarkupFilter
+                      include_usage: bool, raw: bool) -> AsyncIterator[str]:
+        from codette.agent.markup import MarkerFilter, MarkupFilter
 
         deadline = worker.deadline()
         reply, hide = oc.Collected(stops), (MarkupFilter() if tools_on else None)
+        marks = None if raw else MarkerFilter()  # a marker split across pieces is held back until whole
         try:
             async with worker.slot(deadline), contextlib.aclosing(worker.iterate(make, deadline)) as pieces:
                 yield _sse(oc.chunk(cid, cfg.model_name, {"role": "assistant", "content": ""}))
                 async for piece in pieces:
                     text = reply.add(piece)
                     shown = hide.feed(text) if hide else text
+                    shown = marks.feed(shown) if marks else shown
                     if shown:
                         yield _sse(oc.chunk(cid, cfg.model_name, {"content": shown}))
                     if reply.stopped:
                         break
             tail = reply.end()
             shown = (hide.feed(tail) + hide.flush()) if hide else tail
+            shown = (marks.feed(shown) + marks.flush()) if marks else shown
             content, calls = reply.calls(tools_on)
             if tools_on and not calls:
                 shown += oc.hidden_blocks(reply.text)  # markup that did not parse: show it as written
@@ -240,7 +255,9 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
             yield _sse(oc.chunk(cid, cfg.model_name, {}, reply.finish(calls)))
             if include_usage:
                 yield _sse(oc.chunk(cid, cfg.model_name, None, use=reply.usage()))
-        except (CodetteError, ValueError) as exc:  # after the headers went out: an error event ends the stream
+        except Exception as exc:  # noqa: BLE001 - after the headers went out: an error event ends the stream
+            if not isinstance(exc, (CodetteError, ValueError)):
+                log.exception("the generation failed")
             code = "server_busy" if isinstance(exc, Busy) else "timeout" if isinstance(exc, DeadlineExceeded) \
                 else "generation_failed"
             yield _sse(error_body(str(exc), code, kind="server_error"))
@@ -283,7 +300,8 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
                     agent = make_agent(body.tools, body.max_tokens)
                     try:
                         def make(stop: threading.Event) -> Iterator[Any]:
-                            return agent.iter_events(body.prompt, perspectives=keys or None, history=history, stop=stop)
+                            return agent.iter_events(body.prompt, perspectives=keys or None, history=history,
+                                                     stop=stop, raw=body.raw)
 
                         async with contextlib.aclosing(worker.iterate(make, deadline)) as turn_events:
                             async for event in turn_events:
@@ -296,6 +314,9 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
                         agent.close()
             except CodetteError as exc:
                 yield _sse({"type": "error", "error": str(exc)})
+            except Exception as exc:  # noqa: BLE001 - a stream always ends with done or error, never silently
+                log.exception("the agent turn failed")
+                yield _sse({"type": "error", "error": f"the turn failed: {type(exc).__name__}: {str(exc)[:200]}"})
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 

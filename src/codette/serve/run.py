@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import errno
 import logging
+import socket
 from typing import Any
 
 from codette.errors import CodetteError
@@ -13,29 +15,64 @@ log = logging.getLogger(__name__)
 
 def serve(model: str, port: int = 8080, config: ServeConfig | None = None, device: str = "cpu",
           log_level: str = "info") -> None:
-    """Serve ``model`` until interrupted (Ctrl-C)."""
+    """Serve ``model`` until interrupted (Ctrl-C).
+
+    The flags are checked and the port is bound before the model loads, so a mistake or a port in use
+    is one line at once, not a wait for the model and then uvicorn's log; uvicorn serves that socket.
+    """
     import uvicorn
 
+    from codette.agent.core import check_tools
     from codette.agent.resolve import resolve_backend
 
     cfg = config or ServeConfig()
     if not 0 < port < 65536:
         raise CodetteError(f"--port must be 1 to 65535, got {port}")
-    backend: Any = resolve_backend(model, device=device)
-    cfg.model_name = cfg.model_name if cfg.model_name != "codette" else _model_id(model)
-    app = create_app(backend, cfg)
-    shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
-    print(f"Codette: serving {model} ({backend.name} backend) on http://{shown}:{port}/ "
-          f"(OpenAI API at /v1, chat page at /)", flush=True)
-    if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
-        log.warning("listening on %s without --api-key: anyone who can reach this address can use the model "
-                    "and its tools", cfg.host)
+    check_tools(cfg.agent_tools, cfg.enable_python)
+    sock = listen_socket(cfg.host, port)
+    backend: Any = None
     try:
-        uvicorn.run(app, host=cfg.host, port=port, log_level=log_level, timeout_graceful_shutdown=5)
+        backend = resolve_backend(model, device=device)
+        cfg.model_name = cfg.model_name if cfg.model_name != "codette" else _model_id(model)
+        app = create_app(backend, cfg)
+        shown = f"[{cfg.host}]" if ":" in cfg.host else cfg.host
+        print(f"Codette: serving {model} ({backend.name} backend) on http://{shown}:{port}/ "
+              f"(OpenAI API at /v1, chat page at /)", flush=True)
+        if cfg.host not in ("127.0.0.1", "localhost", "::1") and not cfg.api_key:
+            log.warning("listening on %s without --api-key: anyone who can reach this address can use the model "
+                        "and its tools", cfg.host)
+        server = uvicorn.Server(uvicorn.Config(app, host=cfg.host, port=port, log_level=log_level,
+                                               timeout_graceful_shutdown=5))
+        try:
+            server.run(sockets=[sock])
+        except KeyboardInterrupt:  # Ctrl-C is how a server ends (as uvicorn.run treats it)
+            return
+        if not server.started:  # uvicorn has logged why; exit nonzero, as uvicorn.run does
+            raise CodetteError(f"the server on port {port} did not start (see the log above)")
     finally:
+        sock.close()
         close = getattr(backend, "close", None)
         if callable(close):
             close()
+
+
+def listen_socket(host: str, port: int) -> socket.socket:
+    """A TCP socket bound to ``host``:``port`` (uvicorn listens on it), or the user's one-line error."""
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    try:
+        sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)  # as uvicorn: a restart may reuse the port
+        sock.bind((host, port))
+    except OSError as exc:
+        sock.close()
+        if exc.errno == errno.EADDRINUSE:
+            raise CodetteError(f"--port {port}: the port is already in use on {host} (another server is "
+                               f"listening there); stop it or choose another --port") from None
+        if isinstance(exc, socket.gaierror) or exc.errno == errno.EADDRNOTAVAIL:
+            raise CodetteError(f"--host {host}: not an address of this machine ({exc.strerror or exc})") from None
+        raise CodetteError(f"cannot listen on {host}:{port}: {exc.strerror or exc}") from None
+    sock.set_inheritable(True)
+    return sock
 
 
 def _model_id(model: str) -> str:

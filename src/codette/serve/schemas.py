@@ -8,18 +8,68 @@ then checks what pydantic cannot: the order of the conversation (a ``tool`` mess
 from __future__ import annotations
 
 import json
+import re
 from typing import Any, Literal, Optional, Union
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic_core import PydanticCustomError
 
 from codette.errors import CodetteError
 
 MAX_STOP = 4  # as OpenAI
 MAX_STOP_CHARS = 64
+SEED_MIN, SEED_MAX = -(1 << 63), (1 << 64) - 1  # what a 64-bit generator seed takes (torch's range)
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 class _Loose(BaseModel):
     model_config = ConfigDict(extra="ignore")
+
+
+def _lone_surrogate(body: Any) -> tuple[str, str, int] | None:
+    """``(field, surrogate, index)`` of the first string (value or key) of a decoded JSON body holding a
+    lone UTF-16 surrogate, or None; index -1 for a key. JSON's ``"\\ud800"`` decodes to one; such text
+    cannot be encoded as UTF-8, so the tokenizer (or the reply) would fail on it mid-request.
+
+    Iterative and linear in the body: a node's path is a (key, parent) link, spelled out only for the hit.
+    """
+    def spelled(link: tuple | None) -> str:
+        parts: list[str] = []
+        while link is not None:
+            parts.append(str(link[0]))
+            link = link[1]
+        return ".".join(reversed(parts)) or "body"
+
+    stack: list[tuple[tuple | None, Any]] = [(None, body)]
+    while stack:
+        link, value = stack.pop()
+        if isinstance(value, str):
+            if m := _SURROGATE.search(value):
+                return spelled(link), m.group(), m.start()
+        elif isinstance(value, dict):
+            for key in value:
+                if isinstance(key, str) and (m := _SURROGATE.search(key)):
+                    return spelled(link), m.group(), -1
+            stack.extend(((key, link), item) for key, item in reversed(list(value.items())))
+        elif isinstance(value, list):
+            stack.extend(((i, link), item) for i, item in reversed(list(enumerate(value))))
+    return None
+
+
+class _Body(_Loose):
+    """A request body: any text in it must be valid Unicode (checked before the fields are)."""
+
+    @model_validator(mode="before")
+    @classmethod
+    def _valid_unicode(cls, data: Any) -> Any:
+        found = _lone_surrogate(data)
+        if found is not None:
+            field, char, index = found
+            at = "in a key" if index < 0 else f"at character {index}"
+            raise PydanticCustomError(
+                "lone_surrogate", "{field}: not valid Unicode: a lone surrogate \\u{code} {at}; send UTF-8 text",
+                {"field": field, "code": f"{ord(char):04x}", "at": at})
+        return data
 
 
 class FunctionCall(_Loose):
@@ -67,7 +117,7 @@ class StreamOptions(_Loose):
     include_usage: bool = False
 
 
-class ChatRequest(_Loose):
+class ChatRequest(_Body):
     """``POST /v1/chat/completions``."""
 
     model: Optional[str] = None
@@ -79,10 +129,11 @@ class ChatRequest(_Loose):
     max_tokens: Optional[int] = Field(None, ge=1)
     max_completion_tokens: Optional[int] = Field(None, ge=1)
     stop: Union[str, list[str], None] = None
-    seed: Optional[int] = None
+    seed: Optional[int] = Field(None, ge=SEED_MIN, le=SEED_MAX)
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     n: int = Field(1, ge=1, le=1)
+    raw: bool = False  # Codette's own: keep the control markers (<consciousness>, <perspective> KEY) in content
 
     @field_validator("stop")
     @classmethod
@@ -103,7 +154,7 @@ class ChatRequest(_Loose):
         return bool(self.tools) and self.tool_choice != "none"
 
 
-class AgentRequest(_Loose):
+class AgentRequest(_Body):
     """``POST /v1/agent``: one turn of Codette's own agent, tools run on the server."""
 
     prompt: str = Field(min_length=1, max_length=20_000)
@@ -111,6 +162,7 @@ class AgentRequest(_Loose):
     perspectives: list[str] = Field(default_factory=list, max_length=11)
     tools: bool = True
     max_tokens: Optional[int] = Field(None, ge=1)
+    raw: bool = False  # keep the control markers in the text events and the response's text
 
 
 def to_codette_messages(messages: list[Message], where: str = "messages") -> list[dict[str, Any]]:

@@ -9,7 +9,6 @@ parsed-then-formatted call is byte-identical to the training text.
 from __future__ import annotations
 
 import json
-import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -23,7 +22,6 @@ TOOL_CALL_CLOSE = "</tool_call>"
 MAX_CALL_CHARS = 2 * 1024 * 1024   # one call's JSON
 MAX_CALL_DEPTH = 32
 MAX_TEXT_CHARS = 8 * 1024 * 1024   # a whole reply parsed for calls
-_BLOCK = re.compile(re.escape(TOOL_CALL_OPEN) + r"(.*?)" + re.escape(TOOL_CALL_CLOSE), re.DOTALL)
 
 
 class ToolCallParseError(CodetteError):
@@ -107,16 +105,36 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
     Raises :class:`ToolCallParseError` for a malformed block or an opening tag without its closing
     tag (a generation cut short), so the caller can tell the model what went wrong.
     """
-    if len(text) > MAX_TEXT_CHARS:
-        raise ToolCallParseError(f"the reply is longer than {MAX_TEXT_CHARS} characters; no tool call was read")
-    calls = [_parse_block(m.group(1).strip(), i) for i, m in enumerate(_BLOCK.finditer(text))]
-    rest = _BLOCK.sub("", text)
-    if TOOL_CALL_OPEN in rest:
-        raise ToolCallParseError(f"tool call {len(calls) + 1}: '{TOOL_CALL_OPEN}' without '{TOOL_CALL_CLOSE}'")
-    return calls
+    return split_tool_calls(text)[1]
+
+
+def _blocks(text: str) -> tuple[list[str], str, bool]:
+    """The bodies of the complete ``<tool_call>`` blocks, the text around them, and whether an opening
+    tag was left without its closing one.
+
+    A forward scan with ``str.find``, linear in ``len(text)``: a lazy regex for the blocks rescans the
+    rest of the reply from every opening tag that has no closing tag after it (quadratic time).
+    """
+    bodies: list[str] = []
+    rest: list[str] = []
+    pos = 0
+    while (start := text.find(TOOL_CALL_OPEN, pos)) >= 0:
+        end = text.find(TOOL_CALL_CLOSE, start + len(TOOL_CALL_OPEN))
+        if end < 0:  # no later opening tag can be closed either
+            break
+        rest.append(text[pos:start])
+        bodies.append(text[start + len(TOOL_CALL_OPEN):end])
+        pos = end + len(TOOL_CALL_CLOSE)
+    rest.append(text[pos:])
+    return bodies, "".join(rest), start >= 0
 
 
 def split_tool_calls(text: str) -> tuple[str, list[ToolCall]]:
-    """The assistant's prose (calls removed, whitespace trimmed) and its parsed calls."""
-    calls = parse_tool_calls(text)
-    return _BLOCK.sub("", text).strip(), calls
+    """The assistant's prose (calls removed, whitespace trimmed) and its parsed calls (see :func:`parse_tool_calls`)."""
+    if len(text) > MAX_TEXT_CHARS:
+        raise ToolCallParseError(f"the reply is longer than {MAX_TEXT_CHARS} characters; no tool call was read")
+    bodies, rest, unclosed = _blocks(text)
+    calls = [_parse_block(body.strip(), i) for i, body in enumerate(bodies)]
+    if unclosed:
+        raise ToolCallParseError(f"tool call {len(calls) + 1}: '{TOOL_CALL_OPEN}' without '{TOOL_CALL_CLOSE}'")
+    return rest.strip(), calls

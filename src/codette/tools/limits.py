@@ -10,29 +10,16 @@ from __future__ import annotations
 
 import json
 import math
-import re
 from collections.abc import Mapping
 from typing import Any
 
+from codette.jsonl import nesting_depth as json_depth  # the one linear-time depth scan (a neutral module)
+
 MAX_JSON_DEPTH = 64
-_STRING = re.compile(r'"[^"\\]*(?:\\.[^"\\]*)*"', re.DOTALL)
-_BRACKET = re.compile(r"[\[\]{}]")
 
 
 class JSONLimitError(ValueError):
     """JSON text that is malformed, too long, nested too deeply or holds an out-of-range number."""
-
-
-def json_depth(text: str) -> int:
-    """The deepest bracket nesting in ``text``, outside string literals (no recursion, linear time)."""
-    depth = best = 0
-    for m in _BRACKET.finditer(_STRING.sub('""', text)):
-        if m.group() in "[{":
-            depth += 1
-            best = max(best, depth)
-        else:
-            depth -= 1
-    return best
 
 
 def _finite(text: str) -> float:
@@ -50,7 +37,7 @@ def loads(text: str, max_chars: int, max_depth: int = MAX_JSON_DEPTH) -> Any:
     """``json.loads`` after checking length and depth; finite numbers only; one error type with a short message."""
     if len(text) > max_chars:
         raise JSONLimitError(f"JSON text is longer than {max_chars} characters")
-    if json_depth(text) > max_depth:
+    if json_depth(text, max_depth) > max_depth:
         raise JSONLimitError(f"JSON is nested more than {max_depth} levels deep")
     try:
         return json.loads(text, parse_float=_finite, parse_constant=_no_constant)
