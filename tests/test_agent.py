@@ -31,8 +31,9 @@ from codette.backends.ollama import OllamaBackend, ollama_host
 from codette.backends.openai import OpenAIBackend
 from codette.errors import CodetteError
 from codette.model.generate import SamplingConfig
-from codette.persona import DEFAULT_SYSTEM, PERSPECTIVE_MARK, tool_schema
+from codette.persona import DEFAULT_SYSTEM, PERSPECTIVE_MARK
 from codette.tokenizer import render
+from codette.tooltable import tool_schema
 from tests._export_models import trained_models
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -166,6 +167,24 @@ def test_repairs_exhausted_are_reported_and_the_agent_keeps_working(agent_for):
     assert agent.respond("Hi").text == "Hello, I am Codette."
 
 
+QUOTES = '"' + '\\"' * (1024 * 1024 - 1)  # '"\"\"...' unterminated: 2 MiB - 1 characters, inside every limit
+
+
+@pytest.mark.timeout(120)  # the quadratic scans took hours here: fail, never hang the run
+@pytest.mark.parametrize(("reply", "needle"), [
+    ("<tool_call>" + QUOTES + "</tool_call>", "malformed JSON"),
+    ("<tool_call>" * (len(QUOTES) // len("<tool_call>")), "without '</tool_call>'"),
+], ids=["escaped-quotes-body", "unclosed-tags"])
+def test_a_worst_case_tool_call_is_refused_in_linear_time(agent_for, reply, needle):
+    """2 MiB of hostile markup through the agent's parser: a clear error in seconds, and the agent still works."""
+    agent, _ = agent_for([[Chunk(reply)], [Chunk(reply)], "Hello, I am Codette."], repair_tries=1)
+    start = time.monotonic()
+    r = agent.respond("Compute something.")
+    assert time.monotonic() - start < 10
+    assert r.error is not None and "still invalid after 1 repair tries" in r.error and needle in r.error
+    assert agent.respond("Hi").text == "Hello, I am Codette."
+
+
 @pytest.mark.parametrize("bad, expected", [
     (call("calculator", expression="1+1", precision=3), "unexpected argument 'precision'"),
     (call("calculator", expression=5), "invalid argument 'expression'"),
@@ -239,6 +258,17 @@ def test_images_are_analysed_before_the_model_answers(agent_for, tmp_path):
     assert [x["role"] for x in sent] == ["system", "user", "assistant", "tool"] and sent[-1]["content"] == c.result
 
 
+def test_an_image_inside_the_workspace_is_read_where_it_is(agent_for, tmp_path):
+    """The workspace is the user's folder: attaching a picture from it adds no images/ copy there."""
+    (tmp_path / "ws" / "photos").mkdir(parents=True)
+    img = tmp_path / "ws" / "photos" / "leaf.png"
+    Image.new("RGB", (8, 8), (20, 160, 40)).save(img)
+    agent, _ = agent_for(["A green leaf."], tools=[])
+    (c,) = agent.respond("What is this?", images=[img]).tool_calls
+    assert c.ok and c.arguments == {"path": "photos/leaf.png"} and c.data["width"] == 8
+    assert sorted(p.name for p in agent.workspace.iterdir()) == ["photos"]
+
+
 def test_perspectives_are_asked_for_and_read_back(agent_for):
     answer = (f"{PERSPECTIVE_MARK} newton\nForces cause every effect we measure; the law predicts the motion.\n"
               f"{PERSPECTIVE_MARK} davinci\nSketch the design: its form serves its function, as in nature.\n"
@@ -274,6 +304,20 @@ def test_markup_filter_hides_calls_split_across_pieces():
         f = MarkupFilter()
         shown = "".join(f.feed(text[i:i + size]) for i in range(0, len(text), size)) + f.flush()
         assert shown == "Sure.  Done <tool"
+
+
+@pytest.mark.timeout(120)
+def test_a_reply_of_many_markers_is_cleaned_in_linear_time():
+    """2 MiB of control markers in one reply (one piece from an HTTP backend, or the whole text)."""
+    from codette.agent.markup import MarkerFilter, strip_markers
+
+    start = time.monotonic()
+    clean, found = strip_markers("<tool>" * (2 * 1024 * 1024 // len("<tool>")))
+    assert clean == "" and found == {"consciousness": False, "perspectives": []}
+    filt = MarkerFilter()
+    shown = filt.feed(f"{PERSPECTIVE_MARK} newton\nx " * 150_000 + f"{PERSPECTIVE_MARK} new") + filt.flush()
+    assert shown == "x " * 150_000 + "new" and len(filt.markers()["perspectives"]) == 150_000
+    assert time.monotonic() - start < 10
 
 
 def test_async_api_streams_events_and_returns_the_response(agent_for):
@@ -448,6 +492,23 @@ def test_http_backend_down_and_timeout_are_clear_errors():
             list(OllamaBackend("codette", host=slow.url, read_timeout=0.5).stream([{"role": "user", "content": "hi"}]))
     finally:
         slow.close()
+
+
+@pytest.mark.timeout(120)
+def test_openai_stream_of_many_argument_deltas_is_joined_in_linear_time():
+    """A server that sends a call's arguments in many small events (``+=`` on them was quadratic: minutes here)."""
+    backend = OpenAIBackend("http://127.0.0.1:9", model="m")
+    n, piece = 60_000, "x" * 100  # 6 MB of arguments; a later check refuses them, the stream must not stall first
+    line = "data: " + json.dumps({"choices": [{"index": 0, "delta": {"tool_calls": [
+        {"index": 0, "function": {"arguments": piece}}]}}]})
+    backend.http.post_lines = lambda path, body: iter([line] * n)
+    try:
+        start = time.monotonic()
+        (last,) = [c for c in backend.stream([{"role": "user", "content": "hi"}]) if c.tool_calls]
+        assert time.monotonic() - start < 10
+        assert last.tool_calls == [{"name": "", "arguments": piece * n}]
+    finally:
+        backend.close()
 
 
 def test_openai_stream_with_tool_call_deltas_runs_the_call(tmp_path):
@@ -717,6 +778,7 @@ class Terminal:
 def test_codette_chat_in_a_real_terminal(tiny, tmp_path):
     img = tmp_path / "leaf.png"
     Image.new("RGB", (8, 8), (20, 160, 40)).save(img)
+    (tmp_path / "ws").mkdir()  # --workspace names an existing folder, as a user's would be
     term = Terminal([sys.executable, "-m", "codette", "chat", str(tiny.checkpoint), "--tools", "off",
                      "--max-new-tokens", "12", "--workspace", str(tmp_path / "ws")], tmp_path)
     try:
@@ -754,6 +816,181 @@ def test_codette_chat_in_a_real_terminal(tiny, tmp_path):
 
 
 # ------------------------------------------------------------------------------------------------
+# The workspace: where the user is, changes asked for first, temporary folders that go away
+# ------------------------------------------------------------------------------------------------
+def test_calls_that_change_files_are_put_to_confirm_and_a_refusal_goes_back_to_the_model(agent_for):
+    asked = []
+    answers = iter([False, "not today, thanks", True])
+
+    def confirm(name, arguments):
+        asked.append((name, arguments, (agent.workspace / "a.txt").exists()))
+        return next(answers)
+
+    write = call("write_file", path="a.txt", content="alpha")
+    agent, backend = agent_for([call("calculator", expression="1 + 1") + "\n" + write, write, write,
+                                "Done: a.txt holds alpha."], confirm=confirm)
+    r = agent.respond("Write alpha to a.txt.")
+    assert asked == [("write_file", {"path": "a.txt", "content": "alpha"}, False)] * 3  # calculator: not asked
+    assert [(c.name, c.ok, c.error) for c in r.tool_calls] == [
+        ("calculator", True, None), ("write_file", False, "the user declined write_file"),
+        ("write_file", False, "not today, thanks"), ("write_file", True, None)]
+    assert backend.prompts[1][0][-1] == {"role": "tool", "content": '{"error": "the user declined write_file"}'}
+    assert r.error is None and r.text == "Done: a.txt holds alpha."  # the agent kept working
+    assert (agent.workspace / "a.txt").read_text() == "alpha"
+
+    def broken(name, arguments):
+        raise RuntimeError("no terminal")
+
+    agent, _ = agent_for([call("write_file", path="b.txt", content="beta"), "It did not run."], confirm=broken)
+    r = agent.respond("Write beta to b.txt.")
+    assert r.tool_calls[0].error == "could not ask the user about write_file (RuntimeError); it did not run"
+    assert r.error is None and not (agent.workspace / "b.txt").exists()
+
+
+def test_a_temporary_workspace_never_outlives_its_agent(tmp_path):
+    """close(), garbage collection, ``async with``, and a program that exits without closing."""
+    import gc
+    import textwrap
+
+    agent = MultimodalCodette(backend=Scripted([]))
+    ws = agent.workspace
+    assert ws.is_dir() and ws.name.startswith("codette-workspace-")
+    agent.close()
+    agent.close()  # twice is harmless
+    assert not ws.exists()
+    agent = MultimodalCodette(backend=Scripted([]))
+    ws = agent.workspace
+    del agent
+    gc.collect()
+    assert not ws.exists()
+
+    async def use() -> tuple[Path, Response]:
+        async with MultimodalCodette(backend=Scripted(["Hi."]), tools=[]) as c:
+            return c.workspace, await c.generate_response("Hello")
+
+    ws, r = asyncio.run(use())
+    assert r.text == "Hi." and not ws.exists()
+    mine = tmp_path / "mine"
+    with MultimodalCodette(backend=Scripted([]), workspace=mine):
+        pass
+    assert mine.is_dir()  # a folder the caller gave is never removed
+    code = textwrap.dedent("""
+        from codette.agent import MultimodalCodette
+
+        class Quiet:
+            name = "quiet"
+
+            def chat(self, messages, tools=None, sampling=None):
+                return ""
+
+            def stream(self, messages, tools=None, sampling=None):
+                return iter(())
+
+        agent = MultimodalCodette(backend=Quiet())  # never closed, still referenced at exit
+        (agent.workspace / "notes.txt").write_text("left behind?")
+        print(agent.workspace)
+    """)
+    tmp = tmp_path / "tmp"
+    tmp.mkdir()
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120, cwd=ROOT,
+                          env={**os.environ, "TMPDIR": str(tmp)})
+    assert proc.returncode == 0, proc.stderr
+    assert Path(proc.stdout.strip()).parent == tmp and list(tmp.glob("codette-workspace-*")) == []
+
+
+def test_confirm_in_terminal_shows_the_call_and_defaults_to_no():
+    import io
+
+    from codette.cli.chat import CONFIRM_LINES, check_workspace, confirm_in_terminal, describe_call
+
+    code = "\n".join(f"print({i})" for i in range(CONFIRM_LINES + 5))
+    shown = describe_call("execute_python", {"code": code})
+    assert shown[1] == f"    code: ({len(code)} characters, {CONFIRM_LINES + 5} lines)"
+    assert shown[2] == "      | print(0)" and shown[-1] == "      | ... and 5 more lines"
+    assert len(shown) == CONFIRM_LINES + 3
+    # Untrusted text cannot drive the terminal: escapes and carriage returns are shown, not obeyed.
+    (line,) = describe_call("write_file", {"path": "a\x1b[2Kb.txt\r"})[1:]
+    assert line == "    path: a\\x1b[2Kb.txt\\r"
+    long = describe_call("write_file", {"path": "p.txt", "content": "x" * 5000, "append": True})
+    assert long[2] == f"    content: {'x' * 200}... (5000 characters)" and long[3] == "    append: true"
+    for typed, allowed in (("y", True), (" YES ", True), ("", False), ("n", False), ("sure", False)):
+        out = io.StringIO()
+        prompts = []
+        confirm = confirm_in_terminal(read=lambda p: prompts.append(p) or typed, out=out)
+        assert confirm("write_file", {"path": "notes.txt", "content": "hi"}) is allowed
+        assert prompts == ["  Allow write_file? [y/N] "] and "    path: notes.txt" in out.getvalue()
+
+    def hang_up(prompt):
+        raise EOFError
+
+    assert confirm_in_terminal(read=hang_up, out=io.StringIO())("write_file", {"path": "a", "content": ""}) is False
+    with pytest.raises(CodetteError, match=r"^--workspace .*test_agent.py: not a folder$"):
+        check_workspace(Path(__file__))  # any file will do
+    assert check_workspace(None) == Path.cwd()
+
+
+def test_chat_asks_in_the_terminal_and_shows_its_workspace(agent_for, tmp_path):
+    """The chat's banner names the workspace; a declined write_file changes nothing and the chat goes on."""
+    import io
+
+    from codette.cli.chat import ChatSession, confirm_in_terminal
+
+    typed = iter(["Save a note", "n", "/exit"])
+    read = lambda prompt: next(typed)  # noqa: E731 - one reader for the chat and its confirmation
+    out = io.StringIO()
+    agent, _ = agent_for([call("write_file", path="note.txt", content="hello"), "I did not save it."],
+                         confirm=confirm_in_terminal(read=read, out=out))
+    ChatSession(agent, read=read, out=out).run()
+    screen = out.getvalue()
+    assert f"workspace: {agent.workspace} (you are asked before a tool changes files)" in screen
+    assert "write_file wants to change files in the workspace:" in screen and "    content: hello" in screen
+    assert "the user declined write_file" in screen and "I did not save it." in screen
+    assert not (agent.workspace / "note.txt").exists()
+
+
+def _scripted_server(replies: list[str]) -> Loopback:
+    """An OpenAI-compatible loopback server that streams ``replies`` in order, one per chat request."""
+    left = list(replies)
+
+    def respond(method, path, body):
+        if path == "/v1/models":
+            return 200, "application/json", ['{"object": "list", "data": [{"id": "scripted"}]}']
+        events = [{"choices": [{"index": 0, "delta": {"content": left.pop(0)}, "finish_reason": None}]},
+                  {"choices": [{"index": 0, "delta": {}, "finish_reason": "stop"}]}]
+        return 200, "text/event-stream", [f"data: {json.dumps(e)}\n\n" for e in events] + ["data: [DONE]\n\n"]
+
+    return Loopback(respond)
+
+
+@pytest.mark.slow
+def test_codette_ask_works_in_the_current_folder_and_changes_files_only_with_yes(tmp_path):
+    (tmp_path / "notes.txt").write_text("buy coffee\n")
+    write = call("write_file", path="todo.txt", content="call mum")
+    srv = _scripted_server([call("list_directory", path="."), call("read_file", path="notes.txt"), write,
+                            "You have notes.txt; todo.txt was not written."])
+    try:
+        proc = _codette("ask", "What is in this folder?", srv.url, cwd=tmp_path)
+        assert proc.returncode == 0, proc.stderr
+        results = [json.loads(m["content"]) for m in srv.requests[-1][2]["messages"] if m["role"] == "tool"]
+    finally:
+        srv.close()
+    assert results[0]["entries"] == ["notes.txt"] and results[1]["content"] == "buy coffee\n"
+    assert results[2] == {"error": "codette ask runs write_file only with --yes, so it did not run"}
+    assert not (tmp_path / "todo.txt").exists()
+    assert f"workspace: {tmp_path} (write_file needs --yes)" in proc.stderr and "workspace" not in proc.stdout
+    srv = _scripted_server([write, "Written."])
+    try:
+        proc = _codette("ask", "Note: call mum", srv.url, "--yes", cwd=tmp_path)
+    finally:
+        srv.close()
+    assert proc.returncode == 0, proc.stderr
+    assert (tmp_path / "todo.txt").read_text() == "call mum" and "[result ok" in proc.stdout
+    proc = _codette("ask", "hi", srv.url, "--workspace", str(tmp_path / "missing"), cwd=tmp_path)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert f"error: --workspace {tmp_path / 'missing'}: no such folder" in " ".join(proc.stderr.split())
+
+
+# ------------------------------------------------------------------------------------------------
 # Imports
 # ------------------------------------------------------------------------------------------------
 def test_import_codette_is_light_and_the_spec_module_works():
@@ -771,7 +1008,8 @@ def test_import_codette_is_light_and_the_spec_module_works():
 def test_default_tools_are_cut_to_what_the_context_holds(agent_for, tokenizer, caplog):
     """A small model cannot hold every schema: the defaults keep, by priority, what fits in half its context."""
     from codette.agent.core import TOOL_PRIORITY
-    from codette.persona import DEFAULT_SYSTEM, tool_schema
+    from codette.persona import DEFAULT_SYSTEM
+    from codette.tooltable import tool_schema
 
     probe = [{"role": "system", "content": DEFAULT_SYSTEM}, {"role": "user", "content": "Hi"}]
     three = Scripted([], tokenizer).count_tokens(probe, [tool_schema(n) for n in TOOL_PRIORITY[:3]])

@@ -96,6 +96,25 @@ def test_user_errors_are_one_line_without_traceback(tmp_path: Path, args: list[s
     assert "Traceback" not in proc.stderr
 
 
+def test_each_missing_step_is_named_by_the_error(tmp_path: Path, tokenizer) -> None:
+    """train and tokenizer without what they read name the command that makes it, in pipeline order."""
+    out = tmp_path / "out"
+
+    def error(*args: str) -> str:
+        proc = codette(*args, "-o", str(out))
+        assert proc.returncode == 2 and "Traceback" not in proc.stderr, proc.stderr
+        return " ".join(proc.stderr.split())  # rich may wrap a long line
+
+    assert "no data and no tokenizer; run `codette data`, then `codette tokenizer`" in error("train")
+    assert f"no train split at {out / 'data' / 'train.jsonl'}; run `codette data` first" in error("tokenizer")
+    (out / "data").mkdir(parents=True)
+    (out / "data" / "train.jsonl").write_text(json.dumps({"text": "hello"}) + "\n")
+    assert "train one with `codette tokenizer`" in error("train")
+    (out / "data" / "train.jsonl").unlink()
+    tokenizer.save(out)  # a tokenizer but no data to pack
+    assert f"no train split at {out / 'data' / 'train.jsonl'}; run `codette data` first" in error("train")
+
+
 def test_config_file_errors_name_the_key(tmp_path: Path) -> None:
     bad_key = tmp_path / "bad.toml"
     bad_key.write_text("[train]\nlearning_rate = 0.1\n")

@@ -1,4 +1,5 @@
-"""Training: it learns, checkpoints are atomic and safe, resume is exact (also after kill -9), bad input is clear."""
+"""Training: it learns, checkpoints are atomic and safe, resume is exact (also after kill -9), the best checkpoint
+is selected by its metric, --init-from starts a new run from another run's weights, bad input is clear."""
 
 from __future__ import annotations
 
@@ -18,7 +19,15 @@ import torch
 import codette.train.device as device_mod
 from codette.checkpoint import latest_valid_checkpoint, load_checkpoint, save_checkpoint
 from codette.cli import stages
+from codette.config import RunConfig
+from codette.data.build import ensure_packed
 from codette.errors import CodetteError
+from codette.fileio import file_sha256
+from codette.tokenizer import CodetteTokenizer
+from codette.tokenizer.bpe import TOKENIZER_FILE
+from codette.train.schedule import lr_at
+from codette.train.selection import BestTracker, direction
+from codette.train.trainer import Trainer
 from tests._pipeline import QUIET, TINY, codette, losses, prepare, tiny_config, write_config
 
 
@@ -385,7 +394,8 @@ def test_bad_training_input_gives_clear_errors(prepared: Path, tmp_path: Path) -
     blocker.write_text("not a folder")
     with pytest.raises(CodetteError, match="cannot create output folder .*a_file/out"):
         stages.run_train(tiny_config(blocker / "out"), QUIET)
-    with pytest.raises(CodetteError, match="no tokenizer at"):
+    # an empty run folder names the first step that fixes it (test_cli checks each missing-step message)
+    with pytest.raises(CodetteError, match="nothing to train on .*run `codette data`, then `codette tokenizer`"):
         stages.run_train(tiny_config(tmp_path / "empty_run"), QUIET)
 
 
@@ -492,3 +502,131 @@ def test_compiled_blocks_train_and_save_plain_keys(prepared: Path, tmp_path: Pat
     assert all(abs(eager[k] - compiled[k]) < 1e-3 * abs(eager[k]) for k in eager), (eager, compiled)
     keys = set(load_checkpoint(compiled_out / "model_final.pt")["model"])
     assert keys == set(load_checkpoint(eager_out / "model_final.pt")["model"]) and not any("_orig_mod" in k for k in keys)
+
+
+# ---- checkpoint selection -------------------------------------------------------------------------------
+def test_best_tracker_selects_by_val_loss_and_by_a_behavioral_metric() -> None:
+    t = BestTracker("val_loss")
+    assert [t.update({"val_loss": v}) for v in (3.0, 2.5, 2.7, float("nan"), 2.5, 2.0)] == \
+        [True, True, False, False, False, True]
+    assert t.state() == {"name": "val_loss", "value": 2.0}
+    b = BestTracker("tool_task_success")
+    assert [b.update(r) for r in ({"val_loss": 1.0}, {"tool_task_success": 0.2}, {"tool_task_success": 0.1},
+                                  {"tool_task_success": 0.5})] == [False, True, False, True]
+    resumed = BestTracker("tool_task_success", saved=b.state())
+    assert not resumed.update({"tool_task_success": 0.4}) and resumed.update({"tool_task_success": 0.6})
+    assert BestTracker("val_loss", saved=None, saved_val_loss=1.5).update({"val_loss": 1.6}) is False
+    assert direction("token_accuracy") == "max" and direction("perplexity") == "min"
+    with pytest.raises(CodetteError, match="train.best_metric"):
+        BestTracker("accuracy")
+
+
+# ---- --init-from ----------------------------------------------------------------------------------------
+SOURCE_STEPS = 10
+
+
+@pytest.fixture(scope="module")
+def source(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A finished run to start from (its own optimizer is at step 10)."""
+    out = _fresh(prepared, tmp_path_factory.mktemp("source"), "source")
+    stages.run_train(_init_config(out, max_steps=SOURCE_STEPS, eval_every=5, save_every=5), QUIET)
+    return out
+
+
+def _init_config(out: Path, **train: object) -> RunConfig:
+    return tiny_config(out, **{"train.probes": 0, **{f"train.{k}": v for k, v in train.items()}})
+
+
+def _trainer(cfg: RunConfig) -> Trainer:
+    """The trainer ``codette train`` builds for ``cfg`` in one process."""
+    out = Path(cfg.out_dir)
+    tok = CodetteTokenizer.load(out)
+    model_cfg = stages._model_config(cfg, vocab_tokens=len(tok))
+    return Trainer(cfg.train, model_cfg, ensure_packed(out, tok), out, init_from=cfg.train.init_from,
+                   tokenizer_sha256=file_sha256(out / TOKENIZER_FILE))
+
+
+def test_init_from_starts_from_the_source_weights_with_a_fresh_optimizer(prepared: Path, source: Path,
+                                                                         tmp_path: Path) -> None:
+    best = load_checkpoint(source / "model_best.pt")
+    assert best["step"] > 0 and best["optimizer"]["state"]
+    trainer = _trainer(_init_config(_fresh(prepared, tmp_path, "new"), init_from=str(source)))  # a run folder: its best
+    weights = trainer.model.state_dict()
+    assert weights.keys() == best["model"].keys() and all(torch.equal(weights[k], best["model"][k]) for k in weights)
+    assert (trainer.step, trainer.position, trainer.best_val) == (0, 0, float("inf"))
+    assert not trainer.optimizer.state_dict()["state"]
+    trainer.wrap()
+    done = trainer.train_step()
+    assert done.step == 1 and done.lr == lr_at(0, trainer.cfg)
+    steps = {float(s["step"]) for s in trainer.optimizer.state_dict()["state"].values()}
+    assert steps == {1.0}  # AdamW's own step counter: new, not the source's
+
+
+def test_init_from_trains_a_new_run_and_says_where_it_started(prepared: Path, source: Path, tmp_path: Path) -> None:
+    out = _fresh(prepared, tmp_path, "new")
+    start = source / "model_final.pt"
+    stages.run_train(_init_config(out, init_from=str(start), max_steps=2, eval_every=2, save_every=100), QUIET)
+    final = load_checkpoint(out / "model_final.pt")
+    assert (final["step"], final["data_position"]) == (2, 2 * TINY["train"]["batch_size"])
+    assert {float(s["step"]) for s in final["optimizer"]["state"].values()} == {2.0}
+    assert final["train_config"]["init_from"] == str(start)
+    records = [json.loads(line) for f in (out / "logs").glob("metrics_*.jsonl") for line in f.read_text().splitlines()]
+    assert [r["init_from"] for r in records if r["kind"] == "start"] == [str(start)]
+    fresh = _fresh(prepared, tmp_path, "fresh")  # the same run from the seeded weights starts higher
+    stages.run_train(_init_config(fresh, max_steps=2, eval_every=2, save_every=100), QUIET)
+    assert losses(out / "logs")[1] < losses(fresh / "logs")[1] - 0.1
+
+
+def test_a_resumed_run_continues_its_own_checkpoint_not_init_from(prepared: Path, source: Path,
+                                                                  tmp_path: Path) -> None:
+    out = _fresh(prepared, tmp_path, "run")
+    cfg = _init_config(out, init_from=str(source), max_steps=4, eval_every=4, save_every=2)
+    stages.run_train(_init_config(out, init_from=str(source), max_steps=2, eval_every=2, save_every=2), QUIET)
+    own = load_checkpoint(out / "model_final.pt")
+    trainer = _trainer(cfg)
+    trainer.load_state_dict(trainer.checkpoints.load(out / "model_final.pt", trainer.model_cfg))
+    assert trainer.step == 2 and all(torch.equal(v, own["model"][k]) for k, v in trainer.model.state_dict().items())
+    result = stages.run_train(cfg, QUIET, resume="auto")
+    assert result.steps == 4 and sorted(losses(out / "logs")) == [1, 2, 3, 4]
+    records = [json.loads(line) for f in (out / "logs").glob("metrics_*.jsonl") for line in f.read_text().splitlines()]
+    starts = sorted((r["step"], r["resumed_from"], r["init_from"]) for r in records if r["kind"] == "start")
+    assert starts == [(0, "", str(source / "model_best.pt")), (2, str(out / "model_final.pt"), "")]
+
+
+def test_init_from_another_architecture_or_vocabulary_is_one_line_naming_what_differs(
+        prepared: Path, source: Path, tmp_path: Path) -> None:
+    out = _fresh(prepared, tmp_path, "new")
+    final = source / "model_final.pt"
+    cfg = write_config(tmp_path / "cfg.json", {**TINY, "out_dir": str(out), "log_dir": str(out / "logs"),
+                                               "model": {**TINY["model"], "d_model": 32}})
+    proc = codette("train", "-c", str(cfg), "--init-from", str(final))
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    said = "".join(proc.stderr.split())  # the console may wrap a long path
+    assert said.endswith("".join(f"error: --init-from {final}: d_model 64 != 32 in this config".split())), proc.stderr
+    with pytest.raises(CodetteError, match=r"model_final\.pt: n_layers 2 != 3 in this config$"):
+        stages.run_train(tiny_config(out, **{"model.n_layers": 3, "train.init_from": str(final)}), QUIET)
+    # Another tokenizer: more embedding rows, or as many rows but other tokens.
+    other = _fresh(prepared, tmp_path, "other_tokenizer")
+    stages.run_tokenizer(tiny_config(other, **{"tokenizer.vocab_size": 700}), QUIET)
+    with pytest.raises(CodetteError, match=r"--init-from .*model_final\.pt: vocab_size 512 != 7\d\d in this config "
+                                           r"\(embedding rows: another tokenizer"):
+        stages.run_train(_init_config(other, init_from=str(final)), QUIET)
+    relabelled = tmp_path / "relabelled.pt"
+    save_checkpoint({**load_checkpoint(final), "tokenizer_sha256": "0" * 64}, relabelled)
+    with pytest.raises(CodetteError, match=r"relabelled\.pt: it was trained with another tokenizer \(tokenizer\.json "
+                                           r"sha256 000000000000 != [0-9a-f]{12} here\)"):
+        stages.run_train(_init_config(out, init_from=str(relabelled)), QUIET)
+
+
+def test_init_from_names_a_missing_or_unusable_source(prepared: Path, tmp_path: Path) -> None:
+    out = _fresh(prepared, tmp_path, "new")
+    with pytest.raises(CodetteError, match=r"--init-from .*nothere: no such checkpoint file or run folder"):
+        stages.run_train(_init_config(out, init_from=str(tmp_path / "nothere")), QUIET)
+    empty = tmp_path / "empty_run"
+    empty.mkdir()
+    with pytest.raises(CodetteError, match=r"empty_run holds no model: no model_best\.pt, model_final\.pt or "
+                                           r"model_step_N\.pt"):
+        stages.run_train(_init_config(out, init_from=str(empty)), QUIET)
+    for bad in ("", "  ", "run/model.gguf"):
+        with pytest.raises(CodetteError, match="config key 'train.init_from': expected a checkpoint"):
+            tiny_config(out, **{"train.init_from": bad})

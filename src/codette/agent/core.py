@@ -9,10 +9,12 @@
     print(response.text, response.tool_calls, response.metrics)
 
 The prompt is the persona's system prompt (:data:`codette.persona.DEFAULT_SYSTEM`) and the enabled
-tools as the compact schemas the model is trained on (:func:`codette.persona.tool_schema`),
+tools as the compact schemas the model is trained on (:func:`codette.tooltable.tool_schema`),
 rendered by the one chat template inside the backend. Tools run through
-:class:`~codette.tools.Toolbox` in ``workspace`` (a temporary folder, removed by :meth:`close`,
-when none is given); execute_python is off unless ``enable_python=True``. One turn runs at a time
+:class:`~codette.tools.Toolbox` in ``workspace`` (when none is given, a temporary folder, removed by
+:meth:`close`, or when the object is collected or the program exits); execute_python is off unless
+``enable_python=True``. A ``confirm`` callable is asked before each call that changes files (the
+CLI asks the user; the server and evaluation pass None, which allows all). One turn runs at a time
 (a lock), because one model serves them.
 """
 
@@ -23,19 +25,21 @@ import logging
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
 from codette.agent import perspectives as persp
 from codette.agent.images import stage_image
-from codette.agent.loop import Event, LoopConfig, Turn, run_call, run_turn
+from codette.agent.loop import Confirm, Event, LoopConfig, Turn, run_call, run_turn
 from codette.agent.metrics import check_question_type
 from codette.agent.response import Response
 from codette.agent.threads import iterate_in_thread
 from codette.errors import CodetteError
-from codette.persona import DEFAULT_SYSTEM, TOOLS, tool_schema
+from codette.persona import DEFAULT_SYSTEM
 from codette.tools import Toolbox, ToolCall
+from codette.tooltable import DEFAULT_TOOLS, TOOL_NAMES, tool_schema
 
 log = logging.getLogger(__name__)
 
@@ -49,8 +53,23 @@ TOOLS_SHARE = 0.5  # at most this share of the context goes to the system prompt
 
 
 def default_tools(enable_python: bool = False) -> list[str]:
-    """Every tool, execute_python only when asked for."""
-    return [t for t in TOOLS if enable_python or t != PYTHON_TOOL]
+    """The tool table's default tools, in its order, and execute_python when asked for."""
+    return [t for t in TOOL_NAMES if t in DEFAULT_TOOLS or (enable_python and t == PYTHON_TOOL)]
+
+
+def check_tools(names: Iterable[str] | None, enable_python: bool) -> None:
+    """Tool names the agent can offer (None: the defaults), or the user's one-line error.
+
+    Shared by the agent and ``codette serve``, which checks its ``--tools`` at start-up instead of on
+    every request.
+    """
+    names = list(names or [])
+    unknown = [n for n in names if n not in TOOL_NAMES]
+    if unknown:
+        raise CodetteError(f"unknown tool {unknown[0]!r}; available: {', '.join(TOOL_NAMES)}")
+    if PYTHON_TOOL in names and not enable_python:
+        raise CodetteError("execute_python runs model-written code: pass enable_python=True (CLI: --python) "
+                           "to offer it")
 
 
 class MultimodalCodette:
@@ -59,6 +78,8 @@ class MultimodalCodette:
 
     ``tools``: tool names to offer (default: all but execute_python; ``[]`` for none).
     ``system``: the system prompt (default the persona's; ``""`` for none).
+    ``confirm``: asked ``(tool name, arguments)`` before a call that changes files runs (True runs
+    it; False or a reason refuses it, and the model sees the refusal); None allows every call.
     """
 
     def __init__(self, model_name: str = "codette", backend: Any | None = None,
@@ -67,7 +88,7 @@ class MultimodalCodette:
                  repair_tries: int = 2, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None, reply_reserve: int = 32,
                  device: str = "cpu", ollama_host: str | None = None,
-                 http: dict[str, Any] | None = None) -> None:
+                 http: dict[str, Any] | None = None, confirm: Confirm | None = None) -> None:
         from codette.model.generate import SamplingConfig
 
         try:
@@ -85,9 +106,12 @@ class MultimodalCodette:
             backend = resolve_backend(model_name, device=device, ollama_host=ollama_host, http=http)
         self.backend = backend
         self.model_name = model_name
-        self._own_workspace = workspace is None
         self.workspace = Path(tempfile.mkdtemp(prefix="codette-workspace-") if workspace is None else workspace)
+        # A temporary workspace goes with the object even without close(): collected, or at exit.
+        self._remove_workspace = None if workspace is not None else weakref.finalize(
+            self, shutil.rmtree, self.workspace, ignore_errors=True)
         self.workspace.mkdir(parents=True, exist_ok=True)
+        self.confirm = confirm
         self.system = DEFAULT_SYSTEM if system is None else system
         self._lock = threading.Lock()
         if tools is None:
@@ -97,12 +121,7 @@ class MultimodalCodette:
 
     # -- tools ----------------------------------------------------------------------------------------
     def _check_tools(self, names: list[str]) -> None:
-        unknown = [n for n in names if n not in TOOLS]
-        if unknown:
-            raise CodetteError(f"unknown tool {unknown[0]!r}; available: {', '.join(TOOLS)}")
-        if PYTHON_TOOL in names and not self.enable_python:
-            raise CodetteError("execute_python runs model-written code: pass enable_python=True (CLI: --python) "
-                               "to offer it")
+        check_tools(names, self.enable_python)
 
     def _fitting(self, names: list[str]) -> list[str]:
         """The default tools that fit in :data:`TOOLS_SHARE` of the model's context, by :data:`TOOL_PRIORITY`.
@@ -144,12 +163,12 @@ class MultimodalCodette:
             self.toolbox = Toolbox(self.workspace, enabled=chosen)
 
     def tool_schemas(self) -> list[dict]:
-        """The enabled tools as the model sees them (the persona's compact schemas)."""
+        """The enabled tools as the model sees them (the tool table's compact schemas)."""
         return [tool_schema(n) for n in self.tool_names]
 
     # -- one turn -------------------------------------------------------------------------------------
     def _turn(self, prompt: str, images: Iterable[Path | str] | None, perspectives: list[str] | None,
-              history: list[dict] | None, question_type: str | None) -> Turn:
+              history: list[dict] | None, question_type: str | None, raw: bool = False) -> Turn:
         if not isinstance(prompt, str) or not prompt.strip():
             raise CodetteError("the prompt is empty: write a message for Codette")
         check_question_type(question_type)
@@ -171,23 +190,28 @@ class MultimodalCodette:
             opening += [{"role": "assistant", "content": None, "tool_calls": [call.to_openai()]},
                         {"role": "tool", "content": record.result}]
         system = [{"role": "system", "content": self.system}] if self.system else []
-        return Turn(system, history, opening, prelude, self.tool_schemas(), prompt.strip(), keys, question_type)
+        return Turn(system, history, opening, prelude, self.tool_schemas(), prompt.strip(), keys, question_type,
+                    hide_markers=not raw)
 
     def iter_events(self, prompt: str, *, images: Iterable[Path | str] | None = None,
                     perspectives: list[str] | None = None, history: list[dict] | None = None,
-                    question_type: str | None = None, stop: threading.Event | None = None) -> Iterator[Event]:
+                    question_type: str | None = None, stop: threading.Event | None = None,
+                    raw: bool = False) -> Iterator[Event]:
         """One turn as events (synchronous): text deltas, tool calls and results, repairs, then ``done``.
 
         Input mistakes (empty prompt, missing image, unknown perspective) raise CodetteError before
-        anything runs; failures during the turn end it with ``Response.error``.
+        anything runs; failures during the turn end it with ``Response.error``. The text is for people:
+        the model's control markers (``<consciousness>``, ``<perspective> KEY``) are left out and
+        reported in ``Response.markers``; ``raw=True`` keeps them. Setting ``stop`` ends the turn at
+        its next token (or before its next tool call) with :class:`~codette.agent.loop.Cancelled`.
         """
         with self._lock:
-            turn = self._turn(prompt, images, perspectives, history, question_type)
+            turn = self._turn(prompt, images, perspectives, history, question_type, raw)
             for record in turn.prelude:
                 yield Event("tool_call", {"name": record.name, "arguments": record.arguments, "round": 0})
                 yield Event("tool_result", {"name": record.name, "ok": record.ok, "result": record.result,
                                             "seconds": record.seconds, "round": 0})
-            yield from run_turn(self.backend, self.toolbox, turn, self.config, stop)
+            yield from run_turn(self.backend, self.toolbox, turn, self.config, stop, self.confirm)
 
     def respond(self, prompt: str, **kwargs: Any) -> Response:
         """The synchronous :meth:`generate_response`."""
@@ -211,11 +235,11 @@ class MultimodalCodette:
 
     async def generate_response(self, prompt: str, *, images: Iterable[Path | str] | None = None,
                                 perspectives: list[str] | None = None, history: list[dict] | None = None,
-                                question_type: str | None = None) -> Response:
+                                question_type: str | None = None, raw: bool = False) -> Response:
         """Answer ``prompt`` (running tools as the model asks) and return the :class:`Response`."""
         response = None
         async for event in self.stream(prompt, images=images, perspectives=perspectives, history=history,
-                                       question_type=question_type):
+                                       question_type=question_type, raw=raw):
             if event.type == "done":
                 response = event.data["response"]
         if response is None:  # pragma: no cover - run_turn always ends with done
@@ -230,8 +254,8 @@ class MultimodalCodette:
         close = getattr(self.backend, "close", None)
         if callable(close):
             close()
-        if self._own_workspace:
-            shutil.rmtree(self.workspace, ignore_errors=True)
+        if self._remove_workspace is not None:
+            self._remove_workspace()  # runs once: a later collection or exit does nothing
 
     def __enter__(self) -> MultimodalCodette:
         return self

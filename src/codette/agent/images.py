@@ -2,7 +2,8 @@
 
 The copy is what ``analyze_image`` reads (tools only see the workspace), under ``images/``; a name
 already taken by another file gets a numbered suffix. The copy is written to a temporary name and
-renamed when complete.
+renamed when complete. An image already inside the workspace (``codette ask --image photo.png`` in
+the folder the chat works in) is read where it is: nothing is added to the user's folder.
 """
 
 from __future__ import annotations
@@ -35,8 +36,11 @@ def check_image(path: Path | str) -> Path:
 
 
 def stage_image(path: Path | str, workspace: Path) -> str:
-    """Copy the image into ``workspace/images/``; returns its workspace-relative path for the tool."""
+    """The image's workspace-relative path for the tool, copying it into ``workspace/images/`` if it lies outside."""
     src = check_image(path)
+    real, root = src.resolve(), Path(workspace).resolve()
+    if root in real.parents and real.stat().st_nlink == 1:  # the tool reads it as is (no link on the resolved path)
+        return real.relative_to(root).as_posix()
     folder = Path(workspace) / IMAGE_DIR
     folder.mkdir(parents=True, exist_ok=True)
     dest = folder / src.name

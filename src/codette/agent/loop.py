@@ -14,7 +14,9 @@ ends with a ``done`` event carrying the :class:`~codette.agent.response.Response
    after that the turn ends with the error. Repair exchanges stay out of the returned history.
 4. Valid calls run in order through :class:`~codette.tools.Toolbox`; each result is a ``tool``
    message, all of them go back before the model continues. A tool that fails (``ok: false``) is a
-   result like any other: the model sees the error and explains it.
+   result like any other: the model sees the error and explains it. With a ``confirm`` callable, a
+   call that changes files (:data:`codette.tools.CHANGES_FILES`) is first put to it, and a refusal
+   is that call's error ("the user declined write_file"): the model sees it and goes on.
 5. After ``max_rounds`` rounds of calls, a reply that still calls tools ends the turn with an error.
 
 Errors while the turn runs (backend down, context overflow, repairs exhausted, ``max_rounds``)
@@ -27,24 +29,28 @@ import json
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from codette.agent import context as ctx
 from codette.agent import perspectives as persp
-from codette.agent.markup import MarkupFilter
+from codette.agent.markup import MarkerFilter, MarkupFilter, strip_markers
 from codette.agent.metrics import reply_measures
 from codette.agent.response import Response, ToolCallRecord
 from codette.errors import CodetteError
 from codette.model.generate import SamplingConfig
-from codette.tools import Toolbox, ToolCall, ToolCallParseError, ToolError, ToolResult, split_tool_calls
+from codette.tools import CHANGES_FILES, Toolbox, ToolCall, ToolCallParseError, ToolError, ToolResult, split_tool_calls
 from codette.tools.calls import call_from_object
 
 log = logging.getLogger(__name__)
 
 REPAIR_HINT = 'Write the call again as <tool_call>\n{"name": <tool name>, "arguments": {...}}\n</tool_call>'
+
+# Asked (tool name, arguments) before a call that changes files runs: True runs it; False, or a
+# sentence saying why, refuses it. The agent in a user's folder asks; the server and evaluation pass None.
+Confirm = Callable[[str, dict[str, Any]], "bool | str"]
 
 
 @dataclass
@@ -74,7 +80,7 @@ class Event:
 
 
 class Cancelled(CodetteError):
-    """The caller stopped the turn (an async consumer went away)."""
+    """The caller stopped the turn through ``stop`` (an async consumer went away, Ctrl-C in the chat)."""
 
 
 @dataclass
@@ -89,6 +95,9 @@ class Turn:
     prompt: str  # what the user typed (for the measures)
     perspectives: list[str]
     question_type: str | None = None
+    # Remove the control markers from the streamed text and Response.text (the agent does, for people);
+    # off by default so the evaluation scores the model's own text, markers included.
+    hide_markers: bool = False
 
 
 def structured_calls(raw: list[dict[str, Any]], first_index: int) -> list[ToolCall]:
@@ -103,7 +112,7 @@ def _counter(backend: Any) -> ctx.Counter | None:
 
 
 def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
-             stop: threading.Event | None = None) -> Iterator[Event]:
+             stop: threading.Event | None = None, confirm: Confirm | None = None) -> Iterator[Event]:
     """One turn of the conversation (see the module docstring); the last event is ``done``."""
     t0 = time.perf_counter()
     count = _counter(backend)
@@ -118,6 +127,7 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
     text, error = "", None
     tools = turn.tool_schemas or None
     while True:
+        _check(stop)
         try:
             if count is not None:
                 messages, dropped_now = ctx.fit(turn.system, turn.history, current, tools, count,
@@ -131,14 +141,15 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
         if dropped:
             log.debug("context: dropped the %d oldest history turn(s)", dropped)
         filt = MarkupFilter()
+        marks = MarkerFilter() if turn.hide_markers else None
         pieces: list[str] = []
         raw_calls: list[dict] = []
         usage: tuple[int | None, int | None] = (None, None)
         started = time.perf_counter()
+        stream = backend.stream(messages, tools, cfg.sampling)
         try:
-            for chunk in backend.stream(messages, tools, cfg.sampling):
-                if stop is not None and stop.is_set():
-                    raise Cancelled("the turn was cancelled")
+            for chunk in stream:
+                _check(stop)
                 if chunk.text and first_token is None:
                     first_token = time.perf_counter() - t0
                 pieces.append(chunk.text)
@@ -146,15 +157,22 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
                 if chunk.prompt_tokens is not None or chunk.completion_tokens is not None:
                     usage = (chunk.prompt_tokens, chunk.completion_tokens)
                 shown = filt.feed(chunk.text)
+                if marks is not None:
+                    shown = marks.feed(shown)
                 if shown:
                     yield Event("text", {"text": shown, "round": rounds + 1})
-        except Cancelled:
+        except (Cancelled, GeneratorExit):  # stopped (Ctrl-C, a deadline) or the consumer left
+            close = getattr(stream, "close", None)
+            if callable(close):  # the backend stops generating now, not when the iterator is collected
+                close()
             raise
         except CodetteError as exc:
             error = str(exc)
             log.debug("backend %s failed: %s", getattr(backend, "name", "?"), exc)
             break
         tail = filt.flush()
+        if marks is not None:
+            tail = marks.feed(tail) + marks.flush()
         if tail:
             yield Event("text", {"text": tail, "round": rounds + 1})
         gen_seconds += time.perf_counter() - started
@@ -194,8 +212,9 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
         call_msg = {"role": "assistant", "content": prose or None, "tool_calls": [c.to_openai() for c in calls]}
         results = []
         for call in calls:
+            _check(stop)
             yield Event("tool_call", {"name": call.name, "arguments": call.arguments, "round": rounds})
-            record = run_call(toolbox, call, rounds)
+            record = run_call(toolbox, call, rounds, confirm)
             records.append(record)
             log.debug("round %d: %s(%s) -> ok=%s in %.3f s", rounds, call.name, json.dumps(call.arguments),
                      record.ok, record.seconds)
@@ -222,17 +241,41 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
         **reply_measures(text, turn.prompt, turn.perspectives, found["parts"] if found else None,
                          turn.question_type, previous),
     }
-    response = Response(text=text, tool_calls=records, perspectives=found, metrics=metrics, messages=kept,
-                        error=error, model=describe(backend))
+    clean, markers = strip_markers(text)
+    response = Response(text=clean.strip() if turn.hide_markers else text, tool_calls=records, perspectives=found,
+                        metrics=metrics, messages=kept, error=error, model=describe(backend), markers=markers)
     yield Event("done", {"response": response})
 
 
-def run_call(toolbox: Toolbox, call: ToolCall, round_no: int) -> ToolCallRecord:
-    """Execute one validated call and time it; a tool's failure is a result, not an exception."""
+def run_call(toolbox: Toolbox, call: ToolCall, round_no: int, confirm: Confirm | None = None) -> ToolCallRecord:
+    """Execute one validated call and time it; a tool's failure (or the user's refusal) is a result."""
     started = time.perf_counter()
-    result = toolbox.run_call(call)
+    refused = refusal(confirm, call)
+    result = ToolResult.failure(refused) if refused else toolbox.run_call(call)
     return ToolCallRecord(call.name, dict(call.arguments), result.content, result.ok,
                           time.perf_counter() - started, round_no, result.error)
+
+
+def refusal(confirm: Confirm | None, call: ToolCall) -> str | None:
+    """Why ``call`` may not run, or None. Only calls that change files are put to ``confirm``."""
+    if confirm is None or call.name not in CHANGES_FILES:
+        return None
+    try:
+        answer = confirm(call.name, dict(call.arguments))
+    except Exception as exc:  # asking failed: the safe answer is no, and the turn goes on
+        log.warning("could not ask about %s: %s", call.name, exc)
+        return f"could not ask the user about {call.name} ({type(exc).__name__}); it did not run"
+    if answer is True:
+        return None
+    if isinstance(answer, str) and answer.strip():
+        return " ".join(answer.split())
+    return f"the user declined {call.name}"
+
+
+def _check(stop: threading.Event | None) -> None:
+    """Stop the turn where it stands (between tokens, before a model call or a tool) once ``stop`` is set."""
+    if stop is not None and stop.is_set():
+        raise Cancelled("the turn was cancelled")
 
 
 def _prose(raw: str) -> str:

@@ -18,32 +18,13 @@ from codette.errors import CodetteError
 log = logging.getLogger(__name__)
 
 QUICKSTART_DIR = Path("codette_model")
-RUN_CHECKPOINTS = ("model_best.pt", "model_final.pt")
-
-
-def run_folder_model(folder: Path) -> Path | None:
-    """The model file a run folder stands for: best, final or newest step checkpoint, else its one GGUF."""
-    for name in RUN_CHECKPOINTS:
-        if (folder / name).is_file():
-            return folder / name
-    steps = sorted(folder.glob("model_step_*.pt"), key=lambda p: int(p.stem.rsplit("_", 1)[-1])
-                   if p.stem.rsplit("_", 1)[-1].isdigit() else -1)
-    if steps:
-        return steps[-1]
-    ggufs = sorted(folder.glob("*.gguf"))
-    if len(ggufs) > 1:
-        raise CodetteError(f"{folder} holds {len(ggufs)} GGUF files ({', '.join(p.name for p in ggufs)}); "
-                           f"name one of them")
-    return ggufs[0] if ggufs else None
 
 
 def backend_for_path(path: Path, device: str = "cpu") -> Any:
-    """A local (``.pt``) or GGUF backend for a file or run folder."""
-    if path.is_dir():
-        found = run_folder_model(path)
-        if found is None:
-            raise CodetteError(f"{path} holds no model: no {', '.join(RUN_CHECKPOINTS)}, model_step_N.pt or .gguf")
-        path = found
+    """A local (``.pt``) or GGUF backend for a file or run folder (:func:`codette.checkpoint.model_file`)."""
+    from codette.checkpoint import model_file
+
+    path = model_file(path)
     if path.suffix == ".pt":
         from codette.backends.local import LocalBackend
 

@@ -33,6 +33,11 @@ class Response:
     append it to the history to continue the conversation. ``error`` is set when the turn stopped
     without a final answer (repairs exhausted, ``max_rounds`` reached, the context overflowed, the
     backend failed); ``text`` then holds whatever prose the model wrote.
+
+    ``text`` is for people: the control markers the model writes (``<consciousness>``,
+    ``<perspective> KEY``) are removed unless the turn asked for ``raw``, and ``markers`` says what they
+    were (``{"consciousness": bool, "perspectives": [KEY, ...]}``). ``messages`` keep the model's own
+    text, markers included, because they go back to the model as history.
     """
 
     text: str
@@ -42,6 +47,7 @@ class Response:
     messages: list[dict[str, Any]] = field(default_factory=list)
     error: str | None = None
     model: str = ""
+    markers: dict[str, Any] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)

@@ -1,28 +1,38 @@
 """`codette chat` (an interactive terminal chat) and `codette ask` (one question), over the agent.
 
 The reply streams as it is generated; each tool call is shown when it runs and its result when it
-returns. Chat commands: ``/perspective KEY [KEY...]`` (``off`` to stop), ``/tools on|off|NAME,NAME``,
-``/image PATH`` (attached to the next message), ``/reset``, ``/save FILE``, ``/help``, ``/exit``.
+returns. Chat commands: ``/perspective KEY [KEY...]`` (``off`` to stop; alone it lists them),
+``/tools on|off|NAME,NAME``, ``/image PATH`` (attached to the next message), ``/set system "..."``,
+``/clear`` (or ``/reset``), ``/save FILE``, ``/help`` (or ``/?``), ``/exit`` (or ``/bye``). At a
+terminal it behaves as `ollama run` (:mod:`codette.cli.terminal`): readline editing and history,
+``\"\"\"`` for several lines, Ctrl-C stops a reply and keeps the session, Ctrl-D or a second Ctrl-C at
+an empty prompt leaves. The model's control markers are not shown unless ``--raw``.
 """
 
 from __future__ import annotations
 
 import json
 import sys
+import threading
 from collections.abc import Callable
 from pathlib import Path
 from typing import Any, TextIO
 
+from codette.cli.terminal import LineEditor, ctrl_c_stops, history_path, read_message
 from codette.errors import CodetteError
 
 HELP = """commands:
   /perspective KEY [KEY...]   answer from these perspectives (e.g. /perspective newton davinci); /perspective off
+  /perspective                list the perspectives
   /tools on|off|NAME,NAME     offer the default tools, none, or the named ones
   /image PATH                 attach an image to the next message (analysed with analyze_image)
-  /reset                      forget the conversation
+  /set system "TEXT"          the system prompt for this session (/set system alone shows it)
+  /clear                      forget the conversation (/reset too)
   /save FILE                  write the conversation (messages and responses) as JSON
-  /help                       this list
-  /exit                       leave (Ctrl-D works too)"""
+  /? or /help                 this list
+  /exit                       leave (/bye, Ctrl-D, or Ctrl-C twice at an empty prompt)
+\"\"\" starts a message of several lines and \"\"\" at the end of a line ends it; the arrow keys recall
+earlier lines; Ctrl-C stops a reply (that turn is left out of the conversation)."""
 RESULT_CHARS = 240
 
 
@@ -36,12 +46,82 @@ def parse_tools(value: str | None) -> list[str] | None:
 
 
 def make_agent(model: str, tools: str | None, python: bool, workspace: Path | None, max_new_tokens: int,
-               temperature: float, max_rounds: int, device: str) -> Any:
+               temperature: float, max_rounds: int, device: str, confirm: Callable[..., Any] | None = None) -> Any:
+    """The agent for chat and ask: its tools work in ``workspace`` (default: the current folder)."""
     from codette.agent import MultimodalCodette
 
-    return MultimodalCodette(model, tools=parse_tools(tools), workspace=workspace, enable_python=python,
-                             max_new_tokens=max_new_tokens, temperature=temperature, max_rounds=max_rounds,
-                             device=device)
+    return MultimodalCodette(model, tools=parse_tools(tools), workspace=check_workspace(workspace),
+                             enable_python=python, max_new_tokens=max_new_tokens, temperature=temperature,
+                             max_rounds=max_rounds, device=device, confirm=confirm)
+
+
+def check_workspace(path: Path | None) -> Path:
+    """``--workspace`` as an existing folder, resolved; None is the current folder (where the user is)."""
+    if path is None:
+        try:
+            return Path.cwd()
+        except FileNotFoundError:
+            raise CodetteError("the current folder no longer exists; cd somewhere or pass --workspace DIR") from None
+    folder = path.expanduser()
+    if not folder.exists():
+        raise CodetteError(f"--workspace {path}: no such folder")
+    if not folder.is_dir():
+        raise CodetteError(f"--workspace {path}: not a folder")
+    return folder.resolve()
+
+
+# The confirmation before a tool changes files: each argument up to this many characters, and
+# multi-line text (a file's content, Python code) up to this many lines.
+CONFIRM_VALUE_CHARS = 200
+CONFIRM_LINES = 12
+
+
+def _visible(text: str) -> str:
+    """``text`` with control and format characters escaped: the model's text must not move the cursor,
+    recolour or rewrite the question the user answers."""
+    return "".join(c if c.isprintable() else c.encode("unicode_escape").decode("ascii") for c in text)
+
+
+def _cut(text: str, n: int = CONFIRM_VALUE_CHARS) -> str:
+    return text if len(text) <= n else f"{text[:n]}... ({len(text)} characters)"
+
+
+def describe_call(name: str, arguments: dict[str, Any]) -> list[str]:
+    """The call as the confirmation shows it: one line per argument, long text cut, saying how long it was."""
+    lines = [f"  {name} wants to change files in the workspace:"]
+    for key, value in arguments.items():
+        if isinstance(value, str) and "\n" in value.strip("\n"):
+            rows = value.splitlines()
+            lines.append(f"    {_visible(key)}: ({len(value)} characters, {len(rows)} lines)")
+            lines += [f"      | {_cut(_visible(row.expandtabs(4)))}" for row in rows[:CONFIRM_LINES]]
+            if len(rows) > CONFIRM_LINES:
+                lines.append(f"      | ... and {len(rows) - CONFIRM_LINES} more lines")
+        else:
+            shown = value if isinstance(value, str) else json.dumps(value, ensure_ascii=False)
+            lines.append(f"    {_visible(key)}: {_cut(_visible(shown))}")
+    return lines
+
+
+def confirm_in_terminal(read: Callable[[str], str] = input, out: TextIO | None = None) -> Callable[[str, dict], bool]:
+    """`codette chat`'s ``confirm``: show the call and ask y/N; anything but y/yes (Ctrl-C, Ctrl-D too) declines."""
+    def confirm(name: str, arguments: dict[str, Any]) -> bool:
+        stream = out or sys.stdout
+        stream.write("\n" + "\n".join(describe_call(name, arguments)) + "\n")
+        stream.flush()
+        try:
+            answer = read(f"  Allow {name}? [y/N] ")
+        except (EOFError, KeyboardInterrupt):
+            stream.write("\n")
+            stream.flush()
+            return False
+        return answer.strip().lower() in ("y", "yes")
+
+    return confirm
+
+
+def refuse_without_yes(name: str, arguments: dict[str, Any]) -> str:
+    """`codette ask`'s ``confirm`` without --yes: nobody is there to ask, so a call that changes files is refused."""
+    return f"codette ask runs {name} only with --yes, so it did not run"
 
 
 def _short(text: str, n: int = RESULT_CHARS) -> str:
@@ -90,9 +170,17 @@ def run_turn(agent: Any, prompt: str, out: TextIO, **kwargs: Any) -> Any:
 
 
 def run_ask(agent: Any, prompt: str, json_out: bool, images: list[Path], perspectives: list[str],
-            out: TextIO = sys.stdout) -> Any:
-    """`codette ask`: stream the answer (or print the Response as JSON); an error ends with exit 2."""
-    kwargs = {"images": images or None, "perspectives": perspectives or None}
+            out: TextIO = sys.stdout, err: TextIO | None = None, raw: bool = False) -> Any:
+    """`codette ask`: stream the answer (or print the Response as JSON); an error ends with exit 2.
+
+    The workspace goes to stderr, so stdout is the answer alone. ``raw`` keeps the control markers.
+    """
+    from codette.tools import CHANGES_FILES
+
+    gated = [n for n in agent.tool_names if n in CHANGES_FILES] if agent.confirm is not None else []
+    note = f" ({' and '.join(gated)} {'needs' if len(gated) == 1 else 'need'} --yes)" if gated else ""
+    (err or sys.stderr).write(f"workspace: {agent.workspace}{note}\n")
+    kwargs = {"images": images or None, "perspectives": perspectives or None, "raw": raw}
     if json_out:
         response = agent.respond(prompt, **kwargs)
         out.write(response.to_json() + "\n")
@@ -106,10 +194,18 @@ def run_ask(agent: Any, prompt: str, json_out: bool, images: list[Path], perspec
 
 
 class ChatSession:
-    """The interactive loop; ``read`` and ``out`` are injectable so the loop can be driven in tests."""
+    """The interactive loop; ``read`` and ``out`` are injectable so the loop can be driven in tests.
 
-    def __init__(self, agent: Any, read: Callable[[str], str] = input, out: TextIO = sys.stdout) -> None:
-        self.agent, self.read, self.out = agent, read, out
+    With the default ``read`` at a terminal, lines are read through readline (:class:`LineEditor`).
+    ``raw`` shows the model's control markers instead of hiding them.
+    """
+
+    def __init__(self, agent: Any, read: Callable[[str], str] = input, out: TextIO = sys.stdout, *,
+                 raw: bool = False) -> None:
+        self.agent, self.read, self.out, self.raw = agent, read, out, raw
+        self.editor = LineEditor(history_path()) if read is input and sys.stdin.isatty() else None
+        if self.editor is not None:
+            self.read = self.editor.read
         self.history: list[dict] = []
         self.responses: list[dict] = []
         self.perspectives: list[str] = []
@@ -123,15 +219,19 @@ class ChatSession:
         """Run a /command; False means leave."""
         name, _, arg = line[1:].partition(" ")
         arg = arg.strip()
-        if name in ("exit", "quit"):
+        if name in ("exit", "quit", "bye"):
             return False
-        if name == "help":
+        if name in ("help", "?"):
             self.say(HELP)
-        elif name == "reset":
+        elif name in ("clear", "reset"):
             self.history, self.responses, self.images = [], [], []
             self.say("(conversation forgotten)")
+        elif name == "set":
+            self.setting(arg)
+        elif name == "perspective" and not arg:
+            self.say(list_perspectives(self.perspectives))
         elif name == "perspective":
-            if not arg or arg == "off":
+            if arg == "off":
                 self.perspectives = []
                 self.say("(no perspective asked for)")
             else:
@@ -161,31 +261,106 @@ class ChatSession:
             raise CodetteError(f"unknown command /{name}; /help lists them")
         return True
 
+    def setting(self, arg: str) -> None:
+        """``/set system "TEXT"``: the system prompt from the next message on (``""`` for none)."""
+        parts = arg.split(None, 1)
+        what, value = (parts + ["", ""])[:2]
+        if what != "system":
+            raise CodetteError('/set knows one setting: /set system "You are ..."')
+        value = value.strip()
+        if not value:
+            self.say(f"(system prompt: {self.agent.system or 'none'})")
+            return
+        if len(value) >= 2 and value[0] == value[-1] and value[0] in "\"'":
+            value = value[1:-1].strip()
+        self.agent.system = value
+        self.say("(system prompt set for this session)" if value else "(no system prompt for this session)")
+
     def run(self) -> None:
         self.say(f"Codette chat ({self.agent.backend.name}; tools: {', '.join(self.agent.tool_names) or 'none'}). "
-                 f"/help for commands, /exit to leave.")
+                 f"/help for commands, /exit to leave.\n"
+                 f"workspace: {self.agent.workspace} (you are asked before a tool changes files)")
+        if self.editor is not None:
+            self.editor.load()
+        try:
+            self.converse()
+        finally:
+            if self.editor is not None:
+                try:
+                    self.editor.save()
+                except (OSError, CodetteError) as exc:
+                    self.say(f"(the line history was not saved: {exc})")
+
+    def converse(self) -> None:
+        """Read and answer until /exit, Ctrl-D, or Ctrl-C twice in a row at an empty prompt."""
+        pending: list[str] = []  # the lines of a \"\"\" message being typed
+        idle_interrupts = 0
         while True:
             try:
-                line = self.read("you> ").strip()
+                text, quoted = read_message(self.read, "you> ", "...> ", pending)
             except EOFError:
                 self.say("")
                 return
-            if not line:
+            except KeyboardInterrupt:
+                self.say("")
+                if pending or (self.editor is not None and self.editor.typed().strip()):
+                    idle_interrupts = 0  # Ctrl-C drops what was typed, as a shell does
+                    continue
+                idle_interrupts += 1
+                if idle_interrupts > 1:
+                    return
+                self.say("(Ctrl-C again, Ctrl-D or /exit to leave)")
+                continue
+            idle_interrupts = 0
+            text = text.strip()
+            if not text:
                 continue
             try:
-                if line.startswith("/"):
-                    if not self.command(line):
+                if text.startswith("/") and not quoted:
+                    if not self.command(text):
                         return
                     continue
-                self.out.write("codette> ")
-                response = run_turn(self.agent, line, self.out, images=self.images or None,
-                                    perspectives=self.perspectives or None, history=self.history)
-                self.images = []
-                self.history += response.messages
-                self.responses.append(response.to_dict())
-                self.say("")
-                if response.error:
-                    self.say(f"error: {response.error}")
-                self.say(footer(response))
+                self.answer(text)
             except CodetteError as exc:
                 self.say(f"error: {exc}")
+            except KeyboardInterrupt:  # between the steps of a command or a turn: nothing half-done is kept
+                self.say("\n(interrupted)")
+
+    def answer(self, text: str) -> None:
+        """One streamed turn. Ctrl-C stops it between two tokens and leaves it out of the conversation
+        (the history stays as it was before the message), so the session goes on."""
+        from codette.agent.loop import Cancelled
+
+        stop = threading.Event()
+        confirm = getattr(self.agent, "confirm", None)
+        self.out.write("codette> ")
+        try:
+            with ctrl_c_stops(stop) as ctrl_c:
+                if confirm is not None:  # Ctrl-C at a tool's y/N question declines it and stops the turn
+                    self.agent.confirm = ctrl_c.asking(confirm)
+                try:
+                    response = run_turn(self.agent, text, self.out, images=self.images or None,
+                                        perspectives=self.perspectives or None, history=self.history, stop=stop,
+                                        raw=self.raw)
+                finally:
+                    if confirm is not None:
+                        self.agent.confirm = confirm
+        except (Cancelled, KeyboardInterrupt):
+            self.say("\n(interrupted: this turn is left out of the conversation)")
+            return
+        self.images = []
+        self.history += response.messages
+        self.responses.append(response.to_dict())
+        self.say("")
+        if response.error:
+            self.say(f"error: {response.error}")
+        self.say(footer(response))
+
+
+def list_perspectives(asked: list[str]) -> str:
+    """The bare ``/perspective``: every perspective's key and name, and which are asked for now."""
+    from codette.persona import PERSPECTIVES
+
+    rows = "\n".join(f"  {key:<20}{name}" for key, name in PERSPECTIVES.items())
+    return (f"perspectives (asked for now: {', '.join(asked) or 'none'}; /perspective KEY [KEY...] asks, "
+            f"/perspective off stops):\n{rows}")

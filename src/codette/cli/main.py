@@ -3,7 +3,8 @@
 ``data``, ``tokenizer``, ``train`` and ``quickstart`` accept ``--config FILE`` (TOML/YAML/JSON) and
 ``--out-dir``; flags override the file. ``export`` takes ``--out-dir``, ``report`` ``--out`` and ``eval``
 ``--output`` (each with a default beside its input); ``generate``, ``presets``, ``inspect``, ``chat``,
-``ask`` and ``serve`` write no files (``serve``'s tools write only in their workspace).
+``ask`` and ``serve`` write no files of their own; their tools write only in their workspace (for
+``chat`` and ``ask`` the current folder or ``--workspace``: ``chat`` asks first, ``ask`` needs ``--yes``).
 User mistakes end with a one-line ``error:`` message (exit 2), never a traceback.
 """
 
@@ -96,6 +97,9 @@ def train(
     device: Optional[str] = typer.Option(None, help="auto, cpu, cuda or mps."),
     seed: Optional[int] = typer.Option(None),
     resume: Optional[str] = typer.Option(None, help="Checkpoint to continue from, or 'auto' for the newest valid one."),
+    init_from: Optional[str] = typer.Option(
+        None, help="Start from the weights of this checkpoint or run folder (new optimizer and schedule, step 0); "
+                   "a resumed run continues its own checkpoint instead."),
     tensorboard: Optional[bool] = typer.Option(None, "--tensorboard/--no-tensorboard",
                                                help="Also write TensorBoard events to <log_dir>/tensorboard/."),
     parallel: Optional[str] = typer.Option(None, help="Under torchrun: ddp, fsdp (sharded) or auto (by model size)."),
@@ -110,13 +114,16 @@ def train(
         "train.warmup_steps": warmup_steps, "train.batch_size": batch_size, "train.grad_accum": grad_accum,
         "train.seq_len": seq_len, "train.eval_every": eval_every, "train.save_every": save_every,
         "train.device": device, "train.seed": seed, "train.tensorboard": tensorboard, "train.parallel": parallel,
-        "train.compile": compile_, "train.activation_checkpointing": activation_checkpointing})
+        "train.compile": compile_, "train.activation_checkpointing": activation_checkpointing,
+        "train.init_from": init_from})
     stages.run_train(cfg, console, resume=resume)
 
 
 @app.command("eval")
 def eval_(
-    checkpoint: Path = typer.Argument(..., help="A model_*.pt checkpoint or an exported .gguf file."),
+    checkpoint: Path = typer.Argument(..., help="A run folder (its model_best.pt, model_final.pt or newest "
+                                                "model_step_N.pt, else its one .gguf), a model_*.pt checkpoint or "
+                                                "an exported .gguf file."),
     data_dir: Optional[Path] = typer.Option(None, help="Packed data folder (default: packed/ beside the checkpoint)."),
     output: Optional[Path] = typer.Option(None, help="Where to write the JSON (default: eval.json beside it)."),
     max_batches: Optional[int] = typer.Option(None, help="Evaluate at most this many batches."),
@@ -152,7 +159,7 @@ def _check_device(device: str) -> None:
 
 @app.command()
 def generate(
-    checkpoint: Path = typer.Argument(..., help="A model_*.pt checkpoint."),
+    checkpoint: Path = typer.Argument(..., help="A run folder (its model_best.pt, ...) or a model_*.pt checkpoint."),
     prompt: str = typer.Option(..., "--prompt", "-p", help="The user's message."),
     system: Optional[str] = typer.Option(None, help="Optional system message."),
     max_new_tokens: int = typer.Option(128),
@@ -172,7 +179,7 @@ def generate(
         raise CodetteError("; ".join(f"--{name.replace('_', '-')} must be {rule}, got {value!r}"
                                      for name, rule, value in exc.problems)) from None
     _check_device(device)
-    backend = LocalBackend.from_checkpoint(checkpoint, device=device)
+    backend = LocalBackend.from_checkpoint(stages.model_path(checkpoint, gguf=False), device=device)
     messages = ([{"role": "system", "content": system}] if system else []) + [{"role": "user", "content": prompt}]
     reply = backend.chat(messages, sampling=sampling)
     console.print(reply, markup=False, highlight=False, soft_wrap=True)
@@ -254,7 +261,7 @@ def quickstart(
     out_dir: Optional[str] = OutOpt,
     max_steps: Optional[int] = typer.Option(None, help="Training steps (quickstart default 900)."),
 ) -> None:
-    """Every stage on the CPU in minutes: data, tokenizer, train, eval, sample chats."""
+    """Every stage on the CPU: data, tokenizer, train, eval, sample chats, an F16 GGUF."""
     overrides = {"out_dir": out_dir, "train.max_steps": max_steps}
     cfg = QUICKSTART.build(config, {k: v for k, v in overrides.items() if v is not None})
     stages.run_quickstart(cfg, console)
@@ -279,7 +286,8 @@ def main() -> None:
 
 @app.command()
 def export(
-    checkpoint: Path = typer.Argument(..., help="A model_*.pt checkpoint (tokenizer files beside it)."),
+    checkpoint: Path = typer.Argument(..., help="A run folder (its model_best.pt, ...) or a model_*.pt checkpoint "
+                                                "(tokenizer files beside it)."),
     fmt: str = typer.Option("gguf", "--format", "-f", help="gguf (llama.cpp, Ollama) or hf (Hugging Face)."),
     quant: Optional[str] = typer.Option(None, "--quant", "-q",
                                         help="gguf: f32, f16, bf16, q8_0, q4_0 (default f16), or the K-quants "
@@ -288,7 +296,9 @@ def export(
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Output folder (default: the checkpoint's)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
     arch: Optional[str] = typer.Option(None, help="GGUF architecture (default: llama or starcoder2 by block style)."),
-    modelfile: bool = typer.Option(True, "--modelfile/--no-modelfile", help="Also write an Ollama Modelfile."),
+    modelfile: bool = typer.Option(True, "--modelfile/--no-modelfile",
+                                   help="Also write an Ollama Modelfile (Modelfile.<quant> when the folder's "
+                                        "Modelfile is another GGUF's)."),
 ) -> None:
     """Export a checkpoint to GGUF (+ Ollama Modelfile) or a Hugging Face folder."""
     stages.run_export(checkpoint, console, fmt=fmt, quant=quant, out_dir=out_dir, force=force, arch=arch,
@@ -319,11 +329,16 @@ ModelArg = typer.Argument("codette", help="A run folder, .pt checkpoint, .gguf, 
                                           "server, or an Ollama model name (default: the quickstart's codette_model/).")
 ToolsOpt = typer.Option(None, "--tools", help="Tools to offer: on (default: all but execute_python), off, or NAME,NAME.")
 PythonOpt = typer.Option(False, "--python", help="Also offer execute_python (runs model-written code).")
-WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Folder the tools work in (default: a temporary one).")
+WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Folder the tools work in, and may not leave "
+                                                               "(default: the current folder).")
+ServeWorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Folder the agent's tools work in (default: a "
+                                                                "temporary one, removed when the server stops).")
 ReplyTokensOpt = typer.Option(256, "--max-new-tokens", help="Longest reply per model call.")
 GreedyTemperatureOpt = typer.Option(0.0, "--temperature", help="0 for greedy decoding.")
 RoundsOpt = typer.Option(5, "--max-rounds", help="Tool rounds per message.")
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or mps (checkpoints only).")
+RawOpt = typer.Option(False, "--raw", help="Show the model's control markers (<consciousness>, <perspective> KEY) "
+                                           "instead of hiding them.")
 
 
 @app.command()
@@ -336,12 +351,15 @@ def chat(
     temperature: float = GreedyTemperatureOpt,
     max_rounds: int = RoundsOpt,
     device: str = DeviceOpt,
+    raw: bool = RawOpt,
 ) -> None:
     """Chat with Codette in the terminal: streamed replies, tool calls as they run, /help for commands."""
-    from codette.cli.chat import ChatSession, make_agent
+    from codette.cli.chat import ChatSession, confirm_in_terminal, make_agent
 
-    with make_agent(model, tools, python, workspace, max_new_tokens, temperature, max_rounds, device) as agent:
-        ChatSession(agent).run()
+    _check_device(device)
+    with make_agent(model, tools, python, workspace, max_new_tokens, temperature, max_rounds, device,
+                    confirm=confirm_in_terminal()) as agent:
+        ChatSession(agent, raw=raw).run()
 
 
 @app.command()
@@ -355,16 +373,21 @@ def ask(
     tools: Optional[str] = ToolsOpt,
     python: bool = PythonOpt,
     workspace: Optional[Path] = WorkspaceOpt,
+    yes: bool = typer.Option(False, "--yes", "-y", help="Let tools change files in the workspace (write_file, "
+                                                        "execute_python); without it such calls are refused."),
     max_new_tokens: int = ReplyTokensOpt,
     temperature: float = GreedyTemperatureOpt,
     max_rounds: int = RoundsOpt,
     device: str = DeviceOpt,
+    raw: bool = RawOpt,
 ) -> None:
     """Ask Codette one question (tools run as the model calls them); --json prints the Response."""
-    from codette.cli.chat import make_agent, run_ask
+    from codette.cli.chat import make_agent, refuse_without_yes, run_ask
 
-    with make_agent(model, tools, python, workspace, max_new_tokens, temperature, max_rounds, device) as agent:
-        run_ask(agent, prompt, json_out, list(image or []), list(perspective or []))
+    _check_device(device)
+    with make_agent(model, tools, python, workspace, max_new_tokens, temperature, max_rounds, device,
+                    confirm=None if yes else refuse_without_yes) as agent:
+        run_ask(agent, prompt, json_out, list(image or []), list(perspective or []), raw=raw)
 
 
 @app.command()
@@ -376,7 +399,7 @@ def serve(
                                           help="Require 'Authorization: Bearer KEY' on /v1/ (env CODETTE_API_KEY)."),
     tools: Optional[str] = ToolsOpt,
     python: bool = PythonOpt,
-    workspace: Optional[Path] = WorkspaceOpt,
+    workspace: Optional[Path] = ServeWorkspaceOpt,
     allow_host: Optional[list[str]] = typer.Option(None, "--allow-host", help="Another Host name to accept "
                                                                               "(repeatable)."),
     allow_origin: Optional[list[str]] = typer.Option(None, "--allow-origin", help="A web page origin that may call "
@@ -391,6 +414,7 @@ def serve(
     from codette.cli.chat import parse_tools
     from codette.serve import ServeConfig, serve as run_server
 
+    _check_device(device)
     cfg = ServeConfig(host=host, workspace=workspace, enable_python=python, agent_tools=parse_tools(tools),
                       api_key=api_key,
                       allow_hosts=list(allow_host or []), allow_origins=list(allow_origin or []),

@@ -12,9 +12,12 @@ Output folder layout (``out_dir``, default ``codette_model/``)::
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
+import logging
 import time
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -30,13 +33,47 @@ from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND
 from codette.fileio import atomic_write_text, ensure_writable_dir, file_sha256
 
 if TYPE_CHECKING:  # the stages themselves are imported where they run: `codette inspect` needs no torch
+    from codette.export.gguf_export import GGUFExport
     from codette.model import ModelConfig
     from codette.tokenizer import CodetteTokenizer
     from codette.train import TrainResult
 
 
+log = logging.getLogger(__name__)
+
+
 def _out(cfg: RunConfig) -> Path:
     return ensure_writable_dir(Path(cfg.out_dir))
+
+
+def model_path(path: Path | str, gguf: bool = True) -> Path:
+    """A verb's model argument: a file as it is, a run folder as the model it stands for (its model_best.pt,
+    ..., as `codette ask/chat/serve` read it: :func:`codette.checkpoint.model_file`), which is then named."""
+    from codette.checkpoint import model_file
+
+    found = model_file(path, gguf)
+    if found != Path(path):
+        log.info("%s is a run folder: using %s", path, found)
+    return found
+
+
+@contextlib.contextmanager
+def stage_progress(console: Console, split: str) -> Iterator[Callable[[str, int, int], None]]:
+    """``on_progress(stage, done, total)`` for :mod:`codette.evaluate.run`: one rich bar per long stage
+    (:data:`~codette.evaluate.run.STAGES`), added when the stage starts."""
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+
+    from codette.evaluate.run import STAGES
+
+    tasks: dict[str, int] = {}
+    with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn(),
+                  console=console, transient=True) as progress:
+        def update(stage: str, done: int, total: int) -> None:
+            if stage not in tasks:
+                tasks[stage] = progress.add_task(STAGES.get(stage, stage).format(split=split), total=total)
+            progress.update(tasks[stage], completed=done, total=total)
+
+        yield update
 
 
 def run_data(cfg: RunConfig, console: Console, card: bool = False) -> dict:
@@ -123,16 +160,22 @@ def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> Tr
     from codette.tokenizer.bpe import TOKENIZER_FILE
     from codette.train import train
     from codette.train.distributed import world_from_env
+    from codette.train.selection import needs_probes
 
     if not world_from_env().main:  # under torchrun, rank 0 reports for the run
         console = Console(quiet=True)
     out = _out(cfg)
     _model_config(cfg, vocab_tokens=None)  # a bad preset or shape fails before anything is loaded
+    if not (out / TOKENIZER_FILE).is_file() and not (out / "data" / "train.jsonl").exists():
+        # name the first missing step: `codette tokenizer` would only fail next for want of data
+        raise CodetteError(f"nothing to train on in {out}: no data and no tokenizer; run `codette data`, then "
+                           f"`codette tokenizer` (with the same --out-dir), then train")
     tok = CodetteTokenizer.load(out)
     model_cfg = _model_config(cfg, vocab_tokens=len(tok))
     packed = ensure_packed(out, tok, cfg.data.assistant_only_loss)
     atomic_write_text(out / "run_config.json", json.dumps(to_dict(cfg), indent=2))
-    monitor = build_monitor(cfg.train, out / "data", tok, Path(cfg.log_dir))
+    required = needs_probes(cfg.train.best_metric)  # an unknown metric fails before training starts
+    monitor = build_monitor(cfg.train, out / "data", tok, Path(cfg.log_dir), required=required)
     result = train(cfg.train, model_cfg, packed, out, Path(cfg.log_dir), resume=resume, run_config=to_dict(cfg),
                    tokenizer_sha256=file_sha256(out / TOKENIZER_FILE), console=console, monitor=monitor)
     if monitor is not None and monitor.spent:
@@ -155,19 +198,14 @@ def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, o
     ``split`` is the held-out split scored: ``test`` by default, never ``train``. ``natural`` adds the
     hand-written natural-prompt set (eval.json's ``natural``, eval_natural.jsonl per item).
     """
-    from rich.progress import Progress
-
     from codette.evaluate.run import evaluate_path
     from codette.evaluate.summary import console_tables, markdown as render_markdown
 
-    checkpoint = Path(checkpoint)
-    with Progress(console=console, transient=True) as progress:
-        task = progress.add_task("behavioral probes", total=None)
-        nat_task = progress.add_task("natural prompts", total=None, visible=natural)
+    checkpoint = model_path(checkpoint)
+    with stage_progress(console, split) as on_progress:
         report = evaluate_path(checkpoint, packed_dir=data_dir, max_batches=max_batches, probe_dir=probe_dir,
                                probes_per_kind=probes, split=split, natural=natural, device=device,
-                               on_result=lambda i, n, r: progress.update(task, completed=i + 1, total=n),
-                               on_natural=lambda i, n, r: progress.update(nat_task, completed=i + 1, total=n))
+                               on_progress=on_progress)
     probe_results = report.pop("probe_results", None)
     natural_results = report.pop("natural_results", None)
     report.update(extra or {})
@@ -220,12 +258,63 @@ def run_quickstart(cfg: RunConfig, console: Console) -> dict:
     report["gguf"] = str(exported.path)
     report["wall_seconds"] = time.perf_counter() - t0
     atomic_write_text(Path(cfg.out_dir) / "eval.json", json.dumps(report, indent=2, ensure_ascii=False))
-    console.print(f"quickstart finished in {report['wall_seconds']:.0f} s. Next:\n"
-                  f"  codette generate {ckpt} --prompt \"Who are you?\"\n"
-                  f"  codette chat {cfg.out_dir} --tools calculator   (the agent, with tools)\n"
-                  f"  python -m llama_cpp.server --model {exported.path}   (or: cd {exported.path.parent} && "
-                  f"ollama create codette -f Modelfile && ollama run codette)")
+    console.print(f"quickstart finished in {report['wall_seconds']:.0f} s. Next:", highlight=False)
+    for line in next_steps(Path(cfg.out_dir), exported):
+        console.print(Text(f"  {line}"))
     return report
+
+
+def command(name: str) -> str:
+    """How to run ``name`` from this environment's bin folder: the bare name when the shell finds that very
+    file (an activated venv), else its path (``.venv/bin/codette`` after ``make quickstart``)."""
+    import shutil
+    import sys
+
+    exe = Path(sys.executable).parent / name
+    found = shutil.which(name)
+    if found and Path(found).absolute() == exe.absolute():
+        return name
+    try:
+        return str(exe.absolute().relative_to(Path.cwd()))
+    except ValueError:
+        return str(exe.absolute())
+
+
+# llama-cpp-python's server and the packages its `[server]` extra adds (`make install-llama` installs them).
+LLAMA_SERVER_MODULES = ("llama_cpp", "uvicorn", "fastapi", "pydantic_settings", "sse_starlette", "starlette_context")
+
+
+def llama_server_installed() -> bool:
+    """Whether `python -m llama_cpp.server` can start here (found without importing anything)."""
+    import importlib.util
+
+    return all(importlib.util.find_spec(m) is not None for m in LLAMA_SERVER_MODULES)
+
+
+def next_steps(out_dir: Path, exported: GGUFExport, llama_server: bool | None = None,
+               ollama: bool | None = None) -> list[str]:
+    """The quickstart's "Next:" commands, each runnable as printed: only what is installed is suggested
+    (llama.cpp's server otherwise after the make target that installs it, Ollama only where it is found)."""
+    import shutil
+
+    from codette.export.modelfile import ollama_command
+
+    if llama_server is None:
+        llama_server = llama_server_installed()
+    if ollama is None:
+        ollama = shutil.which("ollama") is not None
+    codette = command("codette")
+    lines = [f'{codette} generate {out_dir} --prompt "Who are you?"',
+             f"{codette} chat {out_dir}   (the agent, with tools)",
+             f"{codette} serve {out_dir}   (chat page at http://127.0.0.1:8080/, OpenAI API at /v1)"]
+    server = f"{command('python')} -m llama_cpp.server --model {exported.path} --n_ctx {exported.context_length}"
+    if llama_server:
+        lines.append(f"{server}   (llama.cpp's OpenAI-compatible server)")
+    else:
+        lines.append(f"make install-llama, then {server}   (llama.cpp's server; the make target builds it)")
+    if ollama and exported.modelfile:
+        lines.append(f"cd {exported.path.parent} && {ollama_command(exported.modelfile.name)}")
+    return lines
 
 
 def run_export(checkpoint: Path, console: Console, fmt: str = "gguf", quant: str | None = None,
@@ -233,7 +322,9 @@ def run_export(checkpoint: Path, console: Console, fmt: str = "gguf", quant: str
                modelfile: bool = True) -> object:
     """`codette export`: GGUF (+ Modelfile) or a Hugging Face folder; the work is in codette.export."""
     from codette.export import DEFAULT_QUANT, export_gguf, export_hf
+    from codette.export.modelfile import modelfile_gguf, ollama_command
 
+    checkpoint = model_path(checkpoint, gguf=False)
     fmt = fmt.lower()
     if fmt == "gguf":
         result = export_gguf(checkpoint, out_dir, quant or DEFAULT_QUANT, force=force, arch=arch, modelfile=modelfile)
@@ -242,8 +333,10 @@ def run_export(checkpoint: Path, console: Console, fmt: str = "gguf", quant: str
         for name in result.fallbacks:
             console.print(f"  {name}: stored as F16 (rows are not whole {result.quant} blocks)")
         if result.modelfile:
-            console.print(f"Modelfile: {result.modelfile}\n  cd {result.path.parent} && ollama create codette "
-                          f"-f Modelfile && ollama run codette")
+            kept = result.modelfile_kept
+            note = (f" ({kept} is {modelfile_gguf(kept)}'s and stays as it was)" if kept else "")
+            console.print(Text(f"Modelfile: {result.modelfile}{note}\n  cd {result.path.parent} && "
+                               f"{ollama_command(result.modelfile.name)}"))
         return result
     if fmt == "hf":
         if arch is not None:
