@@ -1,19 +1,24 @@
 # Two commands on a fresh machine with Python 3.10+ and make:
-#   make quickstart   create .venv, install, train a tiny Codette on the CPU
-#   make test         create or reuse .venv, install dev extras, run the whole test suite
+#   make quickstart     create .venv, install, train a tiny Codette on the CPU
+#   make test           create or reuse .venv, install dev extras, run the whole test suite
+# and one for running GGUF files in llama.cpp after a quickstart:
+#   make install-llama  build llama-cpp-python (and its server's packages) into .venv: `codette eval x.gguf`,
+#                       `codette ask/chat/serve x.gguf`, `codette export --quant q4_k_m`, `python -m llama_cpp.server`
 PYTHON ?= python3
 VENV   ?= .venv
 PY     := $(VENV)/bin/python
 PIP    := $(PY) -m pip
 # The CPU build of PyTorch; a bare `torch` would pull gigabytes of CUDA packages.
 TORCH_SPEC ?= torch==2.13.0
-# llama-cpp-python (the llama.cpp runtime the GGUF tests and `codette eval x.gguf` use) builds from
+# llama-cpp-python (the llama.cpp runtime the GGUF tests, `codette eval x.gguf` and the K-quants use) builds from
 # source. llama.cpp's default, GGML_NATIVE=ON, compiles for the build machine's CPU (-march=native),
 # which includes AMX kernels on Intel Xeons that crash with "Illegal instruction"; a wheel built that
 # way also crashes on any CPU with fewer features. So it is built for a fixed instruction set:
 # x86-64-v3 (AVX2, FMA, F16C, BMI2) with AVX-512 and AMX off, and never from pip's wheel cache,
 # which would hand back a wheel built with other CMAKE_ARGS.
 LLAMA_SPEC ?= llama-cpp-python==0.3.36
+# The same version with the packages of its OpenAI-compatible server (`python -m llama_cpp.server`).
+LLAMA_SERVER_SPEC := $(subst llama-cpp-python,llama-cpp-python[server],$(LLAMA_SPEC))
 ARCH := $(shell uname -m)
 ifeq ($(ARCH),x86_64)
 LLAMA_CMAKE_ARGS ?= -DGGML_NATIVE=OFF -DGGML_CPU_ALL_VARIANTS=OFF -DGGML_BACKEND_DL=OFF \
@@ -32,7 +37,7 @@ LLAMA_STAMP := $(VENV)/.llama-$(shell echo '$(LLAMA_SPEC) $(LLAMA_CMAKE_ARGS)' |
 RUN_DEPS  ?= bwrap:bubblewrap unshare:util-linux
 TEST_DEPS ?= $(RUN_DEPS) objdump:binutils go:golang-go chromium:chromium
 
-.PHONY: quickstart test install install-dev clean system-deps-run system-deps-test
+.PHONY: quickstart test install install-dev install-llama clean system-deps-run system-deps-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -47,12 +52,13 @@ $(VENV)/.installed: pyproject.toml $(VENV)/.torch
 	touch $@
 
 # The portable llama.cpp build: most of the first install's 9 minutes on 2 cores, once per .venv.
-# A llama-cpp-python that is already installed is rebuilt, since it may be a native build.
+# A llama-cpp-python that is already installed is rebuilt, since it may be a native build. The second
+# pip adds its dependencies and its server's (the version is installed, so nothing is rebuilt).
 $(LLAMA_STAMP): $(VENV)/.torch
 	@echo "Building $(LLAMA_SPEC) from source for a portable instruction set (takes a few minutes, once)"
 	CMAKE_ARGS="$(LLAMA_CMAKE_ARGS)" FORCE_CMAKE=1 $(PIP) install --no-cache-dir --force-reinstall \
 	  --no-deps "$(LLAMA_SPEC)"
-	$(PIP) install "$(LLAMA_SPEC)"
+	$(PIP) install "$(LLAMA_SERVER_SPEC)"
 	rm -f $(VENV)/.llama-*
 	touch $@
 
@@ -83,6 +89,8 @@ system-deps-test:
 
 install: $(VENV)/.installed
 install-dev: $(VENV)/.installed-dev
+# Codette plus the llama.cpp runtime alone (the same portable build install-dev makes), without the dev extras.
+install-llama: $(VENV)/.installed $(LLAMA_STAMP)
 
 quickstart: install system-deps-run
 	$(VENV)/bin/codette quickstart

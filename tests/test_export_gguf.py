@@ -280,7 +280,7 @@ def test_kquant_failure_leaves_nothing(wide, tmp_path, monkeypatch) -> None:
 
 def test_kquant_without_llama_cpp_is_a_clear_error(wide, tmp_path, monkeypatch) -> None:
     monkeypatch.setitem(sys.modules, "llama_cpp", None)  # `import llama_cpp` now raises ImportError
-    with pytest.raises(CodetteError, match=r"--quant q4_k_m/q5_k_m/q6_k needs llama-cpp-python .*make install-dev"):
+    with pytest.raises(CodetteError, match=r"--quant q4_k_m/q5_k_m/q6_k needs llama-cpp-python .*make install-llama"):
         export_gguf(wide.checkpoint, tmp_path, "q4_k_m")
     assert list(tmp_path.iterdir()) == []
 
@@ -465,12 +465,15 @@ def test_existing_target_needs_force(trained, tmp_path) -> None:
     with pytest.raises(CodetteError, match="codette_tiny-q4_0.gguf already exists; pass --force"):
         export_gguf(ck, tmp_path, "q4_0")
     assert first.path.stat().st_mtime_ns == stamp
-    (tmp_path / "codette_tiny-q8_0.gguf").unlink(missing_ok=True)
-    with pytest.raises(CodetteError, match="Modelfile already exists"):
-        export_gguf(ck, tmp_path, "q8_0")  # the Modelfile of the first export is a target too
-    export_gguf(ck, tmp_path, "q8_0", modelfile=False)
+    # another quantisation keeps the first one's Modelfile and writes its own beside it
+    second = export_gguf(ck, tmp_path, "q8_0")
+    assert second.modelfile == tmp_path / "Modelfile.q8_0" and second.modelfile_kept == tmp_path / "Modelfile"
+    assert "FROM ./codette_tiny-q4_0.gguf" in (tmp_path / "Modelfile").read_text()
+    (tmp_path / "codette_tiny-q8_0.gguf").unlink()
+    with pytest.raises(CodetteError, match="Modelfile.q8_0 already exists"):
+        export_gguf(ck, tmp_path, "q8_0")  # its own Modelfile is a target too
     again = export_gguf(ck, tmp_path, "q4_0", force=True)
-    assert again.path == first.path
+    assert again.path == first.path and again.modelfile == tmp_path / "Modelfile"
 
 
 def test_write_failing_halfway_leaves_nothing(trained, tmp_path, monkeypatch) -> None:

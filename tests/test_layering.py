@@ -22,9 +22,10 @@ import codette
 
 SRC = Path(codette.__file__).parent
 STDLIB = frozenset(sys.stdlib_module_names)
-# Dependency-free helpers every stage may use: the persona, the one error type, atomic files, JSONL,
-# and the lazy-attribute glue.
-NEUTRAL = {"codette.persona", "codette.errors", "codette.fileio", "codette.jsonl", "codette.lazy"}
+# Dependency-free helpers every stage may use: the persona, the tool table, the one error type, atomic files,
+# JSONL, and the lazy-attribute glue.
+NEUTRAL = {"codette.persona", "codette.tooltable", "codette.errors", "codette.fileio", "codette.jsonl",
+           "codette.lazy"}
 STAGES = ("model", "tokenizer", "data", "checkpoint", "train", "evaluate", "backends", "tools", "export", "report",
           "agent", "serve", "cli")
 
@@ -81,7 +82,7 @@ def test_every_stage_folder_has_a_rule() -> None:
 
 
 # -- the dependency-free modules ----------------------------------------------------------------------
-@pytest.mark.parametrize("unit", ["codette.persona", "codette.errors", "codette.lazy"])
+@pytest.mark.parametrize("unit", ["codette.persona", "codette.tooltable", "codette.errors", "codette.lazy"])
 def test_leaf_modules_import_nothing_of_the_project_or_third_party(unit: str) -> None:
     loaded = loaded_by(unit)
     assert not project_units(loaded, unit)

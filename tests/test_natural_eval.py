@@ -23,8 +23,9 @@ from codette.evaluate.natural_run import ItemTools, run_natural
 from codette.evaluate.stats import wilson
 from codette.evaluate.tool_metric import _leaves, schema_error
 from codette.persona import (CAPABILITIES, CONSCIOUSNESS_MARK, KIND, LIMITS, NAME, PERSPECTIVE_MARK,
-                             PERSPECTIVE_VOCABULARY, PURPOSE, TOOLS, tool_schema)
+                             PERSPECTIVE_VOCABULARY, PURPOSE)
 from codette.tools import ToolCall, format_tool_calls
+from codette.tooltable import TOOL_NAMES, tool_schema
 
 SRC = Path(codette.__file__).parent
 
@@ -48,7 +49,7 @@ def test_the_set_has_its_categories_and_covers_every_tool_and_perspective(natura
     assert all(counts[c] >= n for c, n in MINIMUM.items()), counts
     for cat in ("simple", "multiple"):
         tools = Counter(c.tool for i in items if i.category == cat for c in i.calls)
-        assert set(tools) == set(TOOLS) and min(tools.values()) >= (3 if cat == "simple" else 2), (cat, tools)
+        assert set(tools) == set(TOOL_NAMES) and min(tools.values()) >= (3 if cat == "simple" else 2), (cat, tools)
     assert {i.perspective for i in items if i.category == "perspective"} == set(PERSPECTIVE_VOCABULARY)
     assert len({i.qtype for i in items if i.category == "identity"}) >= 12
     assert len({i.id for i in items}) == len(items)
@@ -250,7 +251,7 @@ def test_a_backend_that_answers_correctly_scores_100_percent_everywhere(natural_
     for key in ("right_tool", "copy", "task_success", "abstain", "identity", "perspective"):
         f = summary["figures"][key]
         assert f["value"] == 1.0 and f["n"] > 0 and f["low"] < 1.0 == f["high"], (key, f)
-    assert set(summary["by_tool"]) == set(TOOLS) and set(summary["by_category"]) == set(nat.CATEGORIES)
+    assert set(summary["by_tool"]) == set(TOOL_NAMES) and set(summary["by_category"]) == set(nat.CATEGORIES)
     # The calls really ran: a written file, a parallel pair of results, the fixture server's weather.
     by_id = {r["id"]: r for r in oracle_results}
     assert [c["ok"] for c in by_id["parallel-calc-2"]["calls"]] == [True] * 3
@@ -296,15 +297,19 @@ def _norm(text: str) -> str:
 def generator_user_messages(per_kind: int = 1500, seed: int = 1234) -> set[str]:
     """Many user messages of the data generator (fixed seed), tool requests with and without their lead-ins
     (a scenario's prompt is built without running its tool), and the identity questions bare."""
-    from codette.data.curriculum import identity, mixed, perspectives, tools
+    from codette.config import ToolMixConfig
+    from codette.data.curriculum import identity, mixed, perspectives
+    from codette.data.curriculum.tools.base import LEADS
+    from codette.data.curriculum.tools.no_tool import no_tool
+    from codette.data.curriculum.tools.scenarios import SCENARIOS
 
-    rng = random.Random(seed)
+    rng, mix = random.Random(seed), ToolMixConfig()
     out: set[str] = set()
-    for make in tools.SCENARIOS.values():
+    for make in SCENARIOS.values():
         for _ in range(per_kind):
-            prompt = make(rng).prompt
-            out.update({prompt, *(lead + prompt for lead in tools.LEADS)})
-    draws = [lambda: tools.no_tool(rng), lambda: identity.consciousness_sample(rng), lambda: mixed.mixed_sample(rng),
+            prompt = make(rng, mix).prompt
+            out.update({prompt, *(lead + prompt for lead in LEADS)})
+    draws = [lambda: no_tool(rng, mix), lambda: identity.consciousness_sample(rng), lambda: mixed.mixed_sample(rng),
              *(lambda k=k: perspectives.perspective_sample(rng, k) for k in perspectives.STYLES)]
     for draw in draws:
         for _ in range(per_kind):

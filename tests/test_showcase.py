@@ -5,8 +5,9 @@ from __future__ import annotations
 from codette.backends.base import Chunk, collect
 from codette.evaluate.showcase import SHOWCASE, sample_chats
 from codette.persona import (CONSCIOUSNESS_MARK, DEFAULT_SYSTEM, KIND, PERSPECTIVE_MARK,
-                             PERSPECTIVE_VOCABULARY, TOOLS)
+                             PERSPECTIVE_VOCABULARY)
 from codette.tools import ToolCall, format_tool_calls
+from codette.tooltable import TOOL_NAMES
 
 
 class Answers:
@@ -46,7 +47,7 @@ def test_a_model_that_listens_gets_every_showcase_chat_right():
     assert calc["tool_calls"][0]["name"] == "calculator" and "1728" in calc["assistant"]
     # The prompt the agent sends: the persona's system prompt and the ten default tools.
     assert backend.prompts[0][0] == {"role": "system", "content": DEFAULT_SYSTEM}
-    assert all(names == [t for t in TOOLS if t != "execute_python"] for names in backend.tools)
+    assert all(names == [t for t in TOOL_NAMES if t != "execute_python"] for names in backend.tools)
 
 
 def test_a_call_with_the_wrong_values_is_a_wrong_showcase_chat():

@@ -30,6 +30,34 @@ T = TypeVar("T")
 
 
 @dataclass
+class ToolMixConfig:
+    """The mixture inside the synthetic tool conversations, all in one place (as nanochat's chat_sft
+    ``TaskMixture`` lists its tasks). Each value is a share of the tool conversations; the defaults are
+    the shares the data has always had, so a seed still gives the same data. ``[data.tool_mix]`` in a
+    config file changes them.
+    """
+
+    # What kind of conversation; the rest (50%) make one call, the tools drawn evenly.
+    no_tool: float = 0.08  # a question that needs no tool, asked while tools are offered
+    chain: float = 0.12  # two calls, the second carrying a value from the first result
+    drill: float = 0.30  # 3 to 5 unrelated requests in a row, a call each
+    call_error: float = 0.17  # of the calls: one that fails (missing file, bad column...), answered with why
+    # Which tool list the conversation shows; the rest (10%) show one or two tools.
+    default_list: float = 0.55  # the agent's default tools, in the tool table's order
+    all_list: float = 0.15  # all eleven (execute_python switched on)
+    few_list: float = 0.20  # a client's one to four tools, shuffled
+    reworded: float = 0.15  # of the lists: descriptions worded as another client words them
+
+    def __post_init__(self) -> None:
+        check_fields(self, "data.tool_mix")
+        for group in (("no_tool", "chain", "drill"), ("default_list", "all_list", "few_list")):
+            total = sum(getattr(self, name) for name in group)
+            if total > 1 + 1e-9:
+                keys = " + ".join(f"'data.tool_mix.{name}'" for name in group)
+                raise CodetteError(f"config keys {keys} sum to {total:g}; they must be at most 1")
+
+
+@dataclass
 class DataConfig:
     samples: int = 5000  # synthetic conversations to generate
     seed: int = 0
@@ -42,6 +70,7 @@ class DataConfig:
     skip_bad: bool = False  # count and skip bad JSONL lines / dataset rows instead of failing
     mix: dict = field(default_factory=dict)  # source (or "synthetic") -> ratio of the final dataset; sums to 1
     shares: dict = field(default_factory=dict)  # synthetic category -> share; empty: the built-in shares
+    tool_mix: ToolMixConfig = field(default_factory=ToolMixConfig)  # inside the tool category
 
     def __post_init__(self) -> None:
         check_fields(self, "data")
@@ -112,6 +141,7 @@ class TrainConfig:
     probe_budget: float = 0.10  # probes may take at most this fraction of the training time
     tensorboard: bool = False  # also write TensorBoard events to <log_dir>/tensorboard/
     parallel: str = "auto"  # under torchrun: ddp | fsdp (FSDP2, sharded) | auto (fsdp from 500M parameters)
+    init_from: str | None = None  # weights of this checkpoint or run folder; new optimizer and schedule at step 0
 
     def __post_init__(self) -> None:
         check_fields(self, "train")
@@ -166,6 +196,7 @@ RULES: dict[str, dict[str, Rule]] = {
     "data": {"samples": _int_at_least(0), "seed": _int_at_least(0), "val_fraction": _real(0.0, 1.0, low_open=True),
              "test_fraction": _real(0.0, 1.0, low_open=True),
              "errors": _one_of("strict", "replace")},
+    "data.tool_mix": {f.name: _real(0.0, 1.0, high_open=False) for f in dataclasses.fields(ToolMixConfig)},
     "tokenizer": {"vocab_size": _POSITIVE, "min_frequency": _int_at_least(0),
                   "pre_tokenizer": _one_of(*PRE_TOKENIZERS)},
     "model": {**{k: _optional(_POSITIVE, _PRESET_VALUE)
@@ -180,6 +211,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "dtype": _one_of("auto", "fp32", "bf16"), "eval_batches": _POSITIVE, "log_every": _POSITIVE,
         "keep_checkpoints": _int_at_least(0), "threads": _int_at_least(0), "probes": _int_at_least(0),
         "probe_budget": _real(0.0, 1.0, high_open=False), "parallel": _one_of("auto", "ddp", "fsdp"),
+        "init_from": _optional((lambda v: bool(v.strip()) and not v.strip().endswith(".gguf"),
+                                "a checkpoint (.pt, .dcp) or a run folder"), "the seeded initial weights"),
     },
 }
 
@@ -350,7 +383,8 @@ QUICKSTART = Recipe(
         # three tool rounds fit after it (docs/AGENT.md).
         "model": {"preset": "tiny", "max_seq_len": 768},
         # 900 steps x 6 sequences of 768 tokens: whole conversations fit one window (see data.loader);
-        # about 10 minutes on 2 cores with bf16 (twice that where the CPU lacks bf16, see train.device). Tool calls and identity facts are learned late: at lr 1e-3 the right tool was picked
+        # measured times, with their CPUs and commits, in docs/RESULTS.md. Tool calls and identity facts are
+        # learned late (measured with the earlier 8 x 512 recipe): at lr 1e-3 the right tool was picked
         # on held-out prompts in 0% after 360 steps, 64% after 480 and 100% after 900. lr 3e-3 beat 1e-3, 2e-3
         # and 5e-3 in held-out loss and in calls that return the right result (docs/TRAINING_GUIDE.md).
         "train": {"lr": 3e-3, "warmup_steps": 30, "max_steps": 900, "eval_every": 300, "save_every": 300,

@@ -2,8 +2,9 @@
 
 llama-cpp-python builds llama.cpp from source, by default for the build machine's CPU
 (``GGML_NATIVE=ON``). On an Intel Xeon with AMX that compiles llama.cpp's AMX kernels, and its
-quantised (Q8_0/Q4_0) paths then die with "Illegal instruction". ``make install``/``make test``
-build it portably; a user who brings their own build is warned once, with the fix.
+quantised (Q8_0/Q4_0) paths then die with "Illegal instruction". ``make install-llama`` (and
+``make install-dev``/``make test``) build it portably; a user who brings their own build is warned
+once, with the fix.
 """
 
 from __future__ import annotations
@@ -44,8 +45,9 @@ def import_llama_cpp() -> ModuleType:
     try:
         import llama_cpp
     except ImportError as exc:
-        raise CodetteError(f"llama-cpp-python is not installed ({exc}): run `make install-dev`, or "
-                           f"{PORTABLE_FIX}") from None
+        raise CodetteError(f"running a GGUF needs llama.cpp's runtime, llama-cpp-python, which is not installed "
+                           f"({exc}): run `make install-llama` (it compiles llama.cpp once, for a portable instruction "
+                           f"set; without make see docs/DEPLOYMENT.md)") from None
     if not _warned:
         _warned = True
         info = llama_cpp.llama_print_system_info()

@@ -54,7 +54,8 @@ from typing import Any
 from codette.errors import CodetteError
 from codette.evaluate import tool_metric as tm
 from codette.evaluate.stats import proportion
-from codette.persona import PERSPECTIVES, TOOL_SCHEMAS, TOOLS
+from codette.persona import PERSPECTIVES
+from codette.tooltable import DEFAULT_TOOLS, TOOL_NAMES
 
 SET_FILE = "natural_set.yaml"
 SET_VERSION = 1
@@ -204,12 +205,12 @@ def parse_item(raw: Any, where: str) -> Item:
     cat = raw.get("category")
     if cat not in CATEGORIES:
         raise _fail(where, f"category must be one of {', '.join(CATEGORIES)}, got {cat!r}")
-    if raw.get("tools") in ("default", "all"):  # what the agent offers: every tool (execute_python
-        # only with `all`, as when it is switched on), in the persona's order
-        tools: tuple[str, ...] = tuple(t for t in TOOLS if raw["tools"] == "all" or t != "execute_python")
+    if raw.get("tools") in ("default", "all"):  # what the agent offers: its default tools (every tool
+        # only with `all`, as when execute_python is switched on), in the tool table's order
+        tools: tuple[str, ...] = TOOL_NAMES if raw["tools"] == "all" else DEFAULT_TOOLS
     else:
         tools = _strings(raw.get("tools", []), where, "tools") if raw.get("tools") else ()
-    bad = [t for t in tools if t not in TOOL_SCHEMAS]
+    bad = [t for t in tools if t not in TOOL_NAMES]
     if bad:
         raise _fail(where, f"unknown tool {bad[0]!r}")
     turns = _strings(raw.get("turns"), where, "turns")
@@ -368,7 +369,7 @@ def summarize(results: list[dict[str, Any]], items: tuple[Item, ...]) -> dict[st
             key = {"identity": "score", "perspective": "adherent"}.get(cat, "abstained")
             by_category[cat] = {"pass": _fig([r["score"][key] for r in rows])}
     by_tool: dict[str, dict[str, Any]] = {}
-    for name in TOOL_SCHEMAS:
+    for name in TOOL_NAMES:
         rows = [r for r in tool if any(c.tool == name for c in by_id[r["id"]].calls)]
         if rows:
             by_tool[name] = {k: _fig([r["score"][k] for r in rows]) for k in ("right_tool", "copy", "task_success")}

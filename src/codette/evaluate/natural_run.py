@@ -28,9 +28,10 @@ from codette.evaluate import identity as idm
 from codette.evaluate import natural as nat
 from codette.evaluate import perspective as pm
 from codette.model.generate import SamplingConfig
-from codette.persona import DEFAULT_SYSTEM, tool_schema
+from codette.persona import DEFAULT_SYSTEM
 from codette.tools import ToolCall, ToolError, ToolResult
 from codette.tools.replay import ReplayWorkspace
+from codette.tooltable import tool_schema
 
 log = logging.getLogger(__name__)
 

@@ -8,12 +8,15 @@ through :mod:`codette.evaluate.probes`. The result is one flat JSON object (``ev
 the LM metrics (:func:`lm_figures`), every behavioral metric as a top-level number, and ``figures``
 with each metric's n and 95% interval. With ``natural=True`` the hand-written natural-prompt set
 (:mod:`codette.evaluate.natural`) runs too, through the agent's tool loop, as the ``natural`` section.
+
+Every long stage reports its progress through ``on_progress(stage, done, total)`` (:data:`STAGES`), so
+``codette eval`` can show a bar for each instead of minutes of silence.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -35,6 +38,25 @@ if TYPE_CHECKING:
     from codette.backends.gguf import GGUFBackend
 
 log = logging.getLogger(__name__)
+
+# ``on_progress(stage, done, total)``: called after each unit of a long stage, ``done`` counted from 1.
+OnProgress = Callable[[str, int, int], None]
+STAGES = {"lm": "{split} split: LM metrics", "probes": "behavioral probes", "natural": "natural prompts",
+          "samples": "sample chats"}
+
+
+def _per_item(on_progress: OnProgress | None, stage: str) -> Callable[[int, int, dict], None] | None:
+    """An ``on_result(i, n, result)`` callback (0-based ``i``) that reports ``stage`` through ``on_progress``."""
+    return (lambda i, n, _result: on_progress(stage, i + 1, n)) if on_progress else None
+
+
+def _counted(batches: Iterator[Any], total: int, on_progress: OnProgress | None) -> Iterator[Any]:
+    """``batches`` as they are, with ``lm`` progress reported after each one has been scored."""
+    for i, batch in enumerate(batches, 1):
+        yield batch
+        if on_progress:
+            on_progress("lm", i, total)
+
 
 def lm_figures(m: LMMetrics, split: str) -> dict[str, Any]:
     """The LM metrics as ``eval.json`` keys, with the split they were measured on."""
@@ -71,9 +93,12 @@ def behavior_report(backend: ChatBackend, probe_dir: Path | str, probes_per_kind
 
 def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path, probe_dir: Path | str | None,
                   probes_per_kind: int | None, max_new_tokens: int, samples: int, on_result: Any, split: str,
-                  natural: bool = False, on_natural: Any = None) -> None:
+                  natural: bool = False, on_natural: Any = None, on_progress: OnProgress | None = None) -> None:
     """The behavioral probes (from ``probe_dir`` or data/ beside the model), the natural-prompt set when asked
-    for, and sample chats, into ``report``."""
+    for, and sample chats, into ``report``. ``on_progress`` reports each of them unless ``on_result`` (probes)
+    or ``on_natural`` are given."""
+    on_result = on_result or _per_item(on_progress, "probes")
+    on_natural = on_natural or _per_item(on_progress, "natural")
     default = model_path.parent / "data"
     source = _probe_source(probe_dir, default, split) if probes_per_kind != 0 else None
     if source is not None:
@@ -85,7 +110,7 @@ def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path
         from codette.evaluate.natural_run import natural_report
 
         report.update(natural_report(backend, max_new_tokens, on_result=on_natural))
-    report["samples"] = sample_chats(backend, samples)
+    report["samples"] = sample_chats(backend, samples, on_result=_per_item(on_progress, "samples"))
 
 
 def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenizer_dir: Path | str | None = None,
@@ -93,11 +118,13 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
                         device: str = "cpu", probe_dir: Path | str | None = None,
                         probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND, max_new_tokens: int = 128,
                         on_result: Callable[[int, int, dict], None] | None = None, split: str = "test",
-                        natural: bool = False, on_natural: Callable[[int, int, dict], None] | None = None) -> dict:
+                        natural: bool = False, on_natural: Callable[[int, int, dict], None] | None = None,
+                        on_progress: OnProgress | None = None) -> dict:
     """LM metrics over the held-out ``split`` (or ``max_batches``), its behavioral probes, and sample chats.
 
     ``probes_per_kind=0`` skips the probes; ``None`` runs every probe. ``natural`` adds the natural-prompt
     set (:mod:`codette.evaluate.natural`): ``natural`` in the report, ``natural_results`` per item.
+    ``on_progress`` reports every stage (:data:`STAGES`).
     """
     _check_split(split)
     checkpoint = Path(checkpoint)
@@ -109,16 +136,18 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
     seq_len = backend.model.cfg.max_seq_len
     sampler = BatchSampler(held_out, seq_len, seed=0)
     token_bytes = token_byte_lengths(backend.tokenizer, backend.model.cfg.vocab_size)
-    m = evaluate_lm(backend.model, sampler.sequential(batch_size, max_batches), device, token_bytes=token_bytes)
+    windows = sampler.n_blocks if max_batches is None else min(sampler.n_blocks, max_batches * batch_size)
+    batches = _counted(sampler.sequential(batch_size, max_batches), -(-windows // batch_size), on_progress)
+    m = evaluate_lm(backend.model, batches, device, token_bytes=token_bytes)
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "backend": "local", "step": backend.step,
                               **lm_figures(m, split)}
     _add_behavior(report, backend, checkpoint, probe_dir, probes_per_kind, max_new_tokens, samples, on_result, split,
-                  natural, on_natural)
+                  natural, on_natural, on_progress)
     return report
 
 
 def gguf_lm_metrics(backend: GGUFBackend, packed_dir: Path | str, max_sequences: int | None = 64,
-                    split: str = "test") -> dict:
+                    split: str = "test", on_progress: OnProgress | None = None) -> dict:
     """Loss, perplexity, token accuracy and bits per byte of a held-out split, from llama.cpp's logits.
 
     The same packed windows and target mask as :func:`evaluate_checkpoint` (the first
@@ -156,6 +185,8 @@ def gguf_lm_metrics(backend: GGUFBackend, packed_dir: Path | str, max_sequences:
         llm.eval(x.tolist())
         # fp64, as llama.cpp's fp32 logits summed over thousands of targets deserve.
         tally.add(torch.from_numpy(np.asarray(llm.scores[: len(x)], dtype=np.float64)), y)
+        if on_progress:
+            on_progress("lm", b + 1, n_seq)
     m = tally.metrics()
     if m.tokens == 0:
         raise CodetteError(f"{packed_dir}: the {split} split has no target tokens to score")
@@ -166,7 +197,8 @@ def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_
                   tokenizer_dir: Path | str | None = None, probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND,
                   max_new_tokens: int = 128, samples: int = 3, lm_sequences: int | None = 64,
                   on_result: Callable[[int, int, dict], None] | None = None, split: str = "test",
-                  natural: bool = False, on_natural: Callable[[int, int, dict], None] | None = None) -> dict:
+                  natural: bool = False, on_natural: Callable[[int, int, dict], None] | None = None,
+                  on_progress: OnProgress | None = None) -> dict:
     """The same probes (and, when ``packed/`` is there, LM metrics) for an exported GGUF."""
     _check_split(split)
     from codette.backends.gguf import GGUFBackend
@@ -178,11 +210,11 @@ def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_
     try:
         report: dict[str, Any] = {"checkpoint": str(path), "backend": "gguf", "step": None}
         if score_lm:
-            report.update(gguf_lm_metrics(backend, packed, lm_sequences, split=split))
+            report.update(gguf_lm_metrics(backend, packed, lm_sequences, split=split, on_progress=on_progress))
         else:
             log.info("no packed %s split at %s: LM metrics skipped for the GGUF", split, packed)
         _add_behavior(report, backend, path, probe_dir, probes_per_kind, max_new_tokens, samples, on_result, split,
-                      natural, on_natural)
+                      natural, on_natural, on_progress)
     finally:
         backend.close()
     return report

@@ -17,6 +17,7 @@ from __future__ import annotations
 import json
 import re
 import tempfile
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -26,9 +27,8 @@ from codette.errors import CodetteError
 from codette.evaluate import identity as idm
 from codette.evaluate import perspective as pm
 from codette.model.generate import SamplingConfig
-from codette.persona import DEFAULT_SYSTEM, PERSPECTIVE_MARK, TOOLS, tool_schema
-
-PYTHON_TOOL = "execute_python"  # off by default in the agent, so off here
+from codette.persona import DEFAULT_SYSTEM, PERSPECTIVE_MARK
+from codette.tooltable import DEFAULT_TOOLS, tool_schema
 
 
 @dataclass(frozen=True)
@@ -76,35 +76,45 @@ def verdict(case: Showcase, reply: str, calls: list[dict[str, Any]]) -> tuple[bo
     return len(marked) >= 2, f"perspectives marked: {', '.join(sorted(marked)) or 'none'}"
 
 
-def sample_chats(backend: ChatBackend, samples: int, max_new_tokens: int = 96) -> list[dict]:
-    """The first ``samples`` showcase chats: reply, the calls made, and the verdict."""
-    from codette.agent.loop import LoopConfig, Turn, run_turn
+def sample_chats(backend: ChatBackend, samples: int, max_new_tokens: int = 96,
+                 on_result: Callable[[int, int, dict], None] | None = None) -> list[dict]:
+    """The first ``samples`` showcase chats: reply, the calls made, and the verdict; ``on_result(i, n, chat)``
+    after each."""
+    from codette.agent.loop import LoopConfig
     from codette.tools import Toolbox
 
-    names = [t for t in TOOLS if t != PYTHON_TOOL]
+    names = list(DEFAULT_TOOLS)  # as the agent offers them: execute_python off
     cfg = LoopConfig(max_rounds=3, repair_tries=1,
                      sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0))
     chats = []
     with tempfile.TemporaryDirectory(prefix="codette-showcase-") as ws, \
             Toolbox(Path(ws), enabled=names) as toolbox:
         schemas = [tool_schema(n) for n in names]
-        for case in SHOWCASE[:samples]:
-            turn = Turn([{"role": "system", "content": DEFAULT_SYSTEM}], [],
-                        [{"role": "user", "content": case.prompt}], [], schemas, case.prompt, [])
-            response = None
-            try:
-                for event in run_turn(backend, toolbox, turn, cfg):
-                    if event.type == "done":
-                        response = event.data["response"]
-            except CodetteError as exc:
-                chats.append({"user": case.prompt, "assistant": f"(no reply: {exc})", "tool_calls": [],
-                              "check": case.check, "right": False, "why": str(exc)})
-                continue
-            calls = [{"name": c.name, "arguments": c.arguments, "ok": c.ok, "result": c.result}
-                     for c in (response.tool_calls if response else [])]
-            reply = (response.text if response else "") or (response.error if response and response.error else "")
-            right, why = verdict(case, reply, calls)
-            chats.append({"user": case.prompt, "assistant": reply,
-                          "tool_calls": calls,
-                          "check": case.check, "right": right, "why": why})
+        cases = SHOWCASE[:samples]
+        for i, case in enumerate(cases):
+            chats.append(_chat(backend, toolbox, schemas, cfg, case))
+            if on_result:
+                on_result(i, len(cases), chats[-1])
     return chats
+
+
+def _chat(backend: ChatBackend, toolbox: Any, schemas: list[dict], cfg: Any, case: Showcase) -> dict:
+    """One showcase case through the tool loop: the reply, the calls made and the verdict."""
+    from codette.agent.loop import Turn, run_turn
+
+    turn = Turn([{"role": "system", "content": DEFAULT_SYSTEM}], [],
+                [{"role": "user", "content": case.prompt}], [], schemas, case.prompt, [])
+    response = None
+    try:
+        for event in run_turn(backend, toolbox, turn, cfg):
+            if event.type == "done":
+                response = event.data["response"]
+    except CodetteError as exc:
+        return {"user": case.prompt, "assistant": f"(no reply: {exc})", "tool_calls": [],
+                "check": case.check, "right": False, "why": str(exc)}
+    calls = [{"name": c.name, "arguments": c.arguments, "ok": c.ok, "result": c.result}
+             for c in (response.tool_calls if response else [])]
+    reply = (response.text if response else "") or (response.error if response and response.error else "")
+    right, why = verdict(case, reply, calls)
+    return {"user": case.prompt, "assistant": reply, "tool_calls": calls,
+            "check": case.check, "right": right, "why": why}

@@ -31,7 +31,7 @@ from codette.export.arch import WEIGHT, TensorPlan, add_arch_metadata, plan_tens
 from codette.export.files import atomic_path, refuse_existing, scratch_path
 from codette.export.gguf_vocab import add_tokenizer_metadata
 from codette.export.kquant import KQUANTS, check_rows, check_types, import_llama_cpp, misfit_rows, quantize
-from codette.export.modelfile import MODELFILE_NAME, write_modelfile
+from codette.export.modelfile import modelfile_target, write_modelfile
 from codette.export.source import ExportSource, open_checkpoint
 
 log = logging.getLogger(__name__)
@@ -62,6 +62,8 @@ class GGUFExport:
     seconds: float  # converting, writing (and for K-quants llama.cpp's quantizing), including the fsyncs
     write_seconds: float  # writing the gguf-py file (F16 for K-quants) without the fsync (disk speed)
     fallbacks: list[str] = field(default_factory=list)
+    context_length: int = 0  # the model's trained context (the Modelfile's num_ctx; llama.cpp's --n_ctx)
+    modelfile_kept: Path | None = None  # a Modelfile of another GGUF, left as it was (see modelfile_target)
 
     @property
     def mb_per_s(self) -> float:
@@ -201,13 +203,17 @@ def export_gguf(
     modelfile: bool = True,
     system: str | None = None,
 ) -> GGUFExport:
-    """Write ``<out_dir>/codette_<preset>-<quant>.gguf`` (and a ``Modelfile``) from ``checkpoint``."""
+    """Write ``<out_dir>/codette_<preset>-<quant>.gguf`` (and a ``Modelfile``) from ``checkpoint``.
+
+    The Modelfile is ``Modelfile``, or ``Modelfile.<quant>`` when ``Modelfile`` is another GGUF's
+    (:func:`~codette.export.modelfile.modelfile_target`); ``force`` never replaces another GGUF's Modelfile.
+    """
     quant = check_quant(quant)
     src = open_checkpoint(checkpoint)
     arch = resolve_arch(src.cfg, arch)
     out = Path(out_dir) if out_dir is not None else src.path.parent
     path = out / gguf_file_name(src.preset, quant)
-    mf_path = out / MODELFILE_NAME if modelfile else None
+    mf_path, mf_kept = modelfile_target(out, path.name, quant) if modelfile else (None, None)
     refuse_existing([path] + ([mf_path] if mf_path else []), force)
     logging.getLogger("gguf").setLevel(logging.WARNING)  # gguf-py logs an endianness banner at INFO
 
@@ -232,7 +238,8 @@ def export_gguf(
     if mf_path is not None:
         write_modelfile(mf_path, path.name, num_ctx=src.cfg.max_seq_len, system=system)
     return GGUFExport(path=path, modelfile=mf_path, arch=arch, quant=quant, n_tensors=len(plans), n_bytes=n_bytes,
-                      seconds=seconds, write_seconds=write_seconds, fallbacks=fallbacks)
+                      seconds=seconds, write_seconds=write_seconds, fallbacks=fallbacks,
+                      context_length=src.cfg.max_seq_len, modelfile_kept=mf_kept)
 
 
 __all__ = ["DEFAULT_QUANT", "QUANT_CHOICES", "GGUFExport", "QUANT_TYPES", "check_quant", "export_gguf",

@@ -52,7 +52,7 @@ def import_llama_cpp() -> ModuleType:
     try:
         import llama_cpp
     except ImportError as exc:
-        raise CodetteError(f"--quant q4_k_m/q5_k_m/q6_k needs llama-cpp-python ({exc}): run `make install-dev` "
+        raise CodetteError(f"--quant q4_k_m/q5_k_m/q6_k needs llama-cpp-python ({exc}): run `make install-llama` "
                            "(see docs/DEPLOYMENT.md), or export f16/q8_0/q4_0, which need nothing more") from None
     return llama_cpp
 

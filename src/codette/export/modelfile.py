@@ -76,13 +76,46 @@ def _quoted(value: str, what: str) -> str:
     return f'"{value}"'
 
 
+def ollama_command(modelfile_name: str = MODELFILE_NAME) -> str:
+    """The commands that load a Modelfile into Ollama, run in its folder: ``codette`` for ``Modelfile``,
+    ``codette:<quant>`` for ``Modelfile.<quant>``."""
+    tag = modelfile_name[len(MODELFILE_NAME):].lstrip(".") if modelfile_name.startswith(MODELFILE_NAME) else ""
+    model = f"codette:{tag}" if tag else "codette"
+    return f"ollama create {model} -f {modelfile_name} && ollama run {model}"
+
+
+def modelfile_gguf(path: Path) -> str | None:
+    """The GGUF file name a Modelfile's ``FROM ./NAME`` line names (None when unreadable or absent)."""
+    try:
+        text = path.read_text(encoding="utf-8", errors="replace")
+    except OSError:
+        return None
+    for line in text.splitlines():
+        if line.startswith("FROM "):
+            return line[len("FROM "):].strip().removeprefix("./")
+    return None
+
+
+def modelfile_target(folder: Path, gguf_name: str, quant: str) -> tuple[Path, Path | None]:
+    """Where the Modelfile of ``gguf_name`` goes, and the Modelfile left as it is (None if none).
+
+    ``Modelfile`` when the folder has none or it already names this GGUF. A ``Modelfile`` that names
+    another GGUF (the quickstart's F16, say) belongs to that file and is never replaced: this export's
+    Modelfile is ``Modelfile.<quant>`` beside it, so a second quantisation of a model just works.
+    """
+    default = folder / MODELFILE_NAME
+    if not default.exists() or modelfile_gguf(default) == gguf_name:
+        return default, None
+    return folder / f"{MODELFILE_NAME}.{quant}", default
+
+
 def render_modelfile(gguf_name: str, num_ctx: int, system: str | None = None,
-                     temperature: float = DEFAULT_TEMPERATURE) -> str:
-    """Modelfile text for ``ollama create NAME -f Modelfile`` run in the folder of the GGUF."""
+                     temperature: float = DEFAULT_TEMPERATURE, modelfile_name: str = MODELFILE_NAME) -> str:
+    """Modelfile text for ``ollama create NAME -f <modelfile_name>`` run in the folder of the GGUF."""
     system = DEFAULT_SYSTEM if system is None else system
     lines = [
         "# Codette for Ollama, written by `codette export`.",
-        "#   ollama create codette -f Modelfile && ollama run codette",
+        f"#   {ollama_command(modelfile_name)}",
         f"FROM ./{gguf_name}",
         f"TEMPLATE {_triple_quoted(GO_TEMPLATE, 'template')}",
         f"SYSTEM {_triple_quoted(system, 'system message')}",
@@ -94,6 +127,6 @@ def render_modelfile(gguf_name: str, num_ctx: int, system: str | None = None,
 
 
 def write_modelfile(path: Path, gguf_name: str, num_ctx: int, system: str | None = None) -> Path:
-    atomic_write_text(path, render_modelfile(gguf_name, num_ctx, system))
+    atomic_write_text(path, render_modelfile(gguf_name, num_ctx, system, modelfile_name=path.name))
     return path
 

@@ -25,7 +25,7 @@ PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("tiny", None, dict(d_model=256, n_layers=6, n_heads=8, max_seq_len=512, vocab_size=4096),
-               "CPU quickstart: trains in minutes on 2 cores"),
+               "the CPU quickstart's preset (docs/RESULTS.md)"),
         Preset("small-cpu", None, dict(d_model=384, n_layers=6, n_heads=6, max_seq_len=512, vocab_size=8192),
                "a better CPU model: an hour or more on a laptop"),
         Preset("1.3b", 1.3e9, dict(d_model=2048, n_layers=24, n_heads=16, max_seq_len=2048, vocab_size=32768),
