@@ -7,6 +7,10 @@ single hard link are read or written, and files are opened non-blocking, so a FI
 or a hard link to an outside file is refused instead of hanging or leaking. Writes go to a
 temporary name renamed into place, count against a per-call and a per-workspace byte quota, and
 paths in results are relative to the workspace, with forward slashes.
+
+The workspace quota is counted per folder (its resolved real path) for the life of the process,
+not per :class:`Workspace` object: ``codette serve`` builds a new agent, and so a new Toolbox, for
+every request, and two toolboxes on one folder must not each get the whole quota.
 """
 
 from __future__ import annotations
@@ -26,11 +30,11 @@ from typing import Any
 
 from codette.tools.base import ToolFailure
 from codette.tools.safeopen import O_PATH, Refused, check_regular, describe_unusable, open_beneath, read_fd
+from codette.tooltable import MAX_WRITE_CHARS
 
 log = logging.getLogger(__name__)
 
 DEFAULT_MAX_READ_BYTES = 64 * 1024
-MAX_WRITE_CHARS = 1024 * 1024
 MAX_WRITE_BYTES = 2 * MAX_WRITE_CHARS      # per call, in UTF-8 bytes
 DEFAULT_WORKSPACE_QUOTA_BYTES = 256 * 1024 * 1024  # bytes the tools may write into one workspace in all
 MAX_LIST_ENTRIES = 500
@@ -40,6 +44,10 @@ MAX_SEARCH_TOTAL_BYTES = 32 * 1024 * 1024  # bytes one search may read
 MAX_SEARCH_LINE_CHARS = 200
 _FORBIDDEN_ROOTS = ("/proc", "/sys", "/dev")
 _DIR_FLAGS = os.O_RDONLY | os.O_DIRECTORY
+
+# Bytes written by the tools into each workspace folder (by resolved real path) since the process began.
+_WRITTEN: dict[Path, int] = {}
+_WRITTEN_LOCK = threading.Lock()
 
 
 class Workspace:
@@ -54,8 +62,6 @@ class Workspace:
 
             raise CodetteError(f"workspace {self.root}: a workspace cannot lie under /proc, /sys or /dev")
         self.quota_bytes = quota_bytes
-        self.written_bytes = 0
-        self._lock = threading.Lock()
         self._fd = os.open(self.root, O_PATH | os.O_DIRECTORY | os.O_CLOEXEC)
 
     def __del__(self) -> None:
@@ -182,17 +188,25 @@ class Workspace:
             raise
 
     # -- quota ---------------------------------------------------------------------------------------
+    @property
+    def written_bytes(self) -> int:
+        """Bytes the tools wrote into this folder so far in this process (by any Workspace on it)."""
+        with _WRITTEN_LOCK:
+            return _WRITTEN.get(self.root, 0)
+
     def charge(self, nbytes: int) -> None:
-        """Count ``nbytes`` against the workspace quota, or refuse them all."""
-        with self._lock:
-            if self.written_bytes + nbytes > self.quota_bytes:
+        """Count ``nbytes`` against the folder's quota, or refuse them all."""
+        with _WRITTEN_LOCK:
+            written = _WRITTEN.get(self.root, 0)
+            if written + nbytes > self.quota_bytes:
                 raise ToolFailure(f"the workspace's write quota of {_size_text(self.quota_bytes)} is used up "
-                                  f"({_size_text(self.written_bytes)} written); nothing was written")
-            self.written_bytes += nbytes
+                                  f"({_size_text(written)} written); nothing was written")
+            _WRITTEN[self.root] = written + nbytes
 
     def refund(self, nbytes: int) -> None:
-        with self._lock:
-            self.written_bytes = max(0, self.written_bytes - nbytes)
+        """Give back what :meth:`charge` counted for a write that failed."""
+        with _WRITTEN_LOCK:
+            _WRITTEN[self.root] = max(0, _WRITTEN.get(self.root, 0) - nbytes)
 
     def relative(self, real: Path) -> str:
         rel = real.relative_to(self.root).as_posix()
