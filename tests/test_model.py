@@ -19,7 +19,6 @@ from codette.model import (
     CodetteModel,
     LMOutput,
     ModelConfig,
-    SamplingConfig,
     count_parameters,
     generate_tokens,
     padded_vocab,
@@ -84,10 +83,10 @@ def test_changing_token_t_never_changes_earlier_logits(style: str, n_heads: int,
 def test_cached_greedy_generation_equals_uncached(style: str, n_heads: int, n_kv_heads: int | None) -> None:
     # A larger init spread gives varied (non-degenerate) greedy continuations from a random model.
     model = _model(style, n_heads, n_kv_heads, seed=3, init_std=0.2)
-    cfg = SamplingConfig(max_new_tokens=48, temperature=0.0)
+    cfg = dict(max_new_tokens=48, temperature=0.0)
     prompt = [5, 17, 42, 99, 3]
-    cached = list(generate_tokens(model, prompt, cfg, use_cache=True))
-    uncached = list(generate_tokens(model, prompt, cfg, use_cache=False))
+    cached = list(generate_tokens(model, prompt, **cfg, use_cache=True))
+    uncached = list(generate_tokens(model, prompt, **cfg, use_cache=False))
     assert len(cached) == 48
     assert cached == uncached
     assert len(set(cached)) > 3  # not a trivial one-token loop, so the comparison means something
@@ -166,18 +165,18 @@ def gen_model() -> CodetteModel:
 
 def test_generation_stops_at_max_new_tokens(gen_model: CodetteModel) -> None:
     for n in (0, 1, 7):
-        out = list(generate_tokens(gen_model, [1, 2, 3], SamplingConfig(max_new_tokens=n, temperature=0.0)))
+        out = list(generate_tokens(gen_model, [1, 2, 3], max_new_tokens=n, temperature=0.0))
         assert len(out) == n
 
 
 def test_generation_stops_at_stop_id_without_yielding_it(gen_model: CodetteModel) -> None:
-    cfg = SamplingConfig(max_new_tokens=30, temperature=0.0)
-    free = list(generate_tokens(gen_model, [1, 2, 3], cfg))
+    cfg = dict(max_new_tokens=30, temperature=0.0)
+    free = list(generate_tokens(gen_model, [1, 2, 3], **cfg))
     assert len(free) == 30
     stop = free[5]
     expected = free[: free.index(stop)]
     for use_cache in (True, False):
-        out = list(generate_tokens(gen_model, [1, 2, 3], cfg, stop_ids=[stop, VOCAB + 7], use_cache=use_cache))
+        out = list(generate_tokens(gen_model, [1, 2, 3], **cfg, stop_ids=[stop, VOCAB + 7], use_cache=use_cache))
         assert out == expected
         assert stop not in out
 
@@ -186,19 +185,18 @@ def test_generation_stops_at_the_context_limit(gen_model: CodetteModel) -> None:
     max_len = gen_model.cfg.max_seq_len
     prompt = list(range(1, 51))
     for use_cache in (True, False):
-        out = list(generate_tokens(gen_model, prompt, SamplingConfig(max_new_tokens=1000, temperature=0.0),
-                                   use_cache=use_cache))
+        out = list(generate_tokens(gen_model, prompt, max_new_tokens=1000, temperature=0.0, use_cache=use_cache))
         assert len(out) == max_len - len(prompt)
     with pytest.raises(ValueError, match="context"):
-        list(generate_tokens(gen_model, list(range(max_len)), SamplingConfig(temperature=0.0)))
+        list(generate_tokens(gen_model, list(range(max_len)), max_new_tokens=128, temperature=0.0))
     with pytest.raises(ValueError):
-        list(generate_tokens(gen_model, [], SamplingConfig(temperature=0.0)))
+        list(generate_tokens(gen_model, [], max_new_tokens=128, temperature=0.0))
 
 
 def test_sampling_with_a_seed_is_reproducible(gen_model: CodetteModel) -> None:
     def run(seed: int, use_cache: bool = True) -> list[int]:
-        cfg = SamplingConfig(max_new_tokens=40, temperature=1.0, top_k=50, top_p=0.95, seed=seed)
-        return list(generate_tokens(gen_model, [4, 8, 15], cfg, use_cache=use_cache))
+        cfg = dict(max_new_tokens=40, temperature=1.0, top_k=50, top_p=0.95, seed=seed)
+        return list(generate_tokens(gen_model, [4, 8, 15], **cfg, use_cache=use_cache))
 
     a, b = run(123), run(123)
     assert len(a) == 40
@@ -224,15 +222,15 @@ def test_padding_rows_are_never_sampled() -> None:
     n_real = VOCAB - 28  # a 100-token tokenizer padded to 128 rows
     model = _model("llama", 4, 2, seed=5, d_model=32, max_seq_len=64, init_std=0.2)
     model.lm_head = PaddingRowsWin(model.lm_head, n_real)
-    greedy = SamplingConfig(max_new_tokens=20, temperature=0.0)
-    assert all(t >= n_real for t in generate_tokens(model, [1, 2, 3], greedy))  # the trap is armed
-    for cfg in (greedy, SamplingConfig(max_new_tokens=20, temperature=1.5, seed=0),
-                SamplingConfig(max_new_tokens=20, temperature=1.0, top_k=200, top_p=1.0, seed=1)):
+    greedy = dict(max_new_tokens=20, temperature=0.0)
+    assert all(t >= n_real for t in generate_tokens(model, [1, 2, 3], **greedy))  # the trap is armed
+    for cfg in (greedy, dict(max_new_tokens=20, temperature=1.5, seed=0),
+                dict(max_new_tokens=20, temperature=1.0, top_k=200, top_p=1.0, seed=1)):
         for use_cache in (True, False):
-            out = list(generate_tokens(model, [1, 2, 3], cfg, use_cache=use_cache, vocab_size=n_real))
+            out = list(generate_tokens(model, [1, 2, 3], **cfg, use_cache=use_cache, vocab_size=n_real))
             assert len(out) == 20 and max(out) < n_real, (cfg, out)
     with pytest.raises(ValueError, match="vocab_size"):
-        list(generate_tokens(model, [1, 2, 3], greedy, vocab_size=VOCAB + 1))
+        list(generate_tokens(model, [1, 2, 3], **greedy, vocab_size=VOCAB + 1))
 
 
 @pytest.mark.parametrize("training", [True, False])
@@ -240,12 +238,12 @@ def test_generation_restores_the_callers_mode(gen_model: CodetteModel, training:
     seen = []
     gen_model.train(training)
     try:
-        gen = generate_tokens(gen_model, [1, 2, 3], SamplingConfig(max_new_tokens=5, temperature=0.0))
+        gen = generate_tokens(gen_model, [1, 2, 3], max_new_tokens=5, temperature=0.0)
         next(gen)
         seen.append(gen_model.training)  # decoding runs in eval mode (no dropout)
         list(gen)
         assert gen_model.training is training
-        gen = generate_tokens(gen_model, [1, 2, 3], SamplingConfig(max_new_tokens=5, temperature=0.0))
+        gen = generate_tokens(gen_model, [1, 2, 3], max_new_tokens=5, temperature=0.0)
         next(gen)
         gen.close()  # a caller that stops early (a stop condition of its own)
         assert gen_model.training is training

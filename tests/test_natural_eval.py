@@ -20,10 +20,11 @@ from codette.backends.base import Chunk, collect
 from codette.errors import CodetteError
 from codette.evaluate import natural as nat
 from codette.evaluate.natural_run import ItemTools, run_natural
-from codette.evaluate.stats import wilson
-from codette.evaluate.tool_metric import _leaves, schema_error
+from codette.evaluate.tool_metric import schema_error
 from codette.persona import (CAPABILITIES, CONSCIOUSNESS_MARK, KIND, LIMITS, NAME, PERSPECTIVE_MARK,
                              PERSPECTIVE_VOCABULARY, PURPOSE)
+from codette.scoring.stats import wilson
+from codette.scoring.tool_facts import leaves
 from codette.tools import ToolCall, format_tool_calls
 from codette.tooltable import TOOL_NAMES, tool_schema
 
@@ -75,7 +76,7 @@ def test_every_check_is_grounded_in_what_the_real_tools_return(natural_set):
             tools.prepare(item)
             results = [tools.run_call(ToolCall(c.tool, c.arguments)) for c in sorted(item.calls, key=lambda c: c.turn)]
             assert all(r.ok for r in results), (item.id, [r.content for r in results])
-            text = " ".join(x for r in results for x in _leaves(json.loads(r.content)))
+            text = " ".join(x for r in results for x in leaves(json.loads(r.content)))
             missing = [a for a in item.answer if not nat.phrase_present(a, text)]
             assert not missing, (item.id, missing)
             for path, texts in item.state.items():
@@ -188,8 +189,8 @@ class Oracle:
         turn = sum(1 for m in messages if m["role"] == "user") - 1
         if messages[-1]["role"] == "tool":  # relay what the tools said
             since = max(i for i, m in enumerate(messages) if m["role"] == "user")
-            leaves = [x for m in messages[since:] if m["role"] == "tool" for x in _leaves(json.loads(m["content"]))]
-            return "Here is what I found: " + " ".join(leaves)
+            values = [x for m in messages[since:] if m["role"] == "tool" for x in leaves(json.loads(m["content"]))]
+            return "Here is what I found: " + " ".join(values)
         calls = [c for c in item.calls if c.turn == turn]
         if calls:
             return format_tool_calls([ToolCall(c.tool, BAD_ARGS[c.tool] if self.mangle else c.arguments)

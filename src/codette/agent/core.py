@@ -89,7 +89,7 @@ class MultimodalCodette:
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None, reply_reserve: int = 32,
                  device: str = "cpu", ollama_host: str | None = None,
                  http: dict[str, Any] | None = None, confirm: Confirm | None = None) -> None:
-        from codette.model.generate import SamplingConfig
+        from codette.backends.base import SamplingConfig
 
         try:
             sampling = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)

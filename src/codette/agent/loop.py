@@ -39,8 +39,8 @@ from codette.agent import perspectives as persp
 from codette.agent.markup import MarkerFilter, MarkupFilter, strip_markers
 from codette.agent.metrics import reply_measures
 from codette.agent.response import Response, ToolCallRecord
+from codette.backends.base import SamplingConfig
 from codette.errors import CodetteError
-from codette.model.generate import SamplingConfig
 from codette.tools import CHANGES_FILES, Toolbox, ToolCall, ToolCallParseError, ToolError, ToolResult, split_tool_calls
 from codette.tools.calls import call_from_object
 

@@ -1,7 +1,7 @@
-"""The behavioral measures of one reply, computed by the evaluation's own scorers.
+"""The behavioral measures of one reply, computed by the scorers ``codette eval`` uses.
 
-Nothing is re-implemented here: every measure calls :mod:`codette.evaluate.identity`,
-:mod:`codette.evaluate.perspective` or :mod:`codette.evaluate.stats`, so a reply scores here as it
+Nothing is re-implemented here: every measure calls :mod:`codette.scoring.identity`,
+:mod:`codette.scoring.perspective` or :mod:`codette.scoring.stats`, so a reply scores here as it
 would score as a probe of ``codette eval``.
 
 Always measured (they need no reference answer):
@@ -30,7 +30,11 @@ from __future__ import annotations
 
 from typing import Any
 
+from codette.errors import CodetteError
 from codette.persona import CAPABILITIES, NAME, PERSPECTIVE_MARK
+from codette.scoring import identity as idm
+from codette.scoring import perspective as pm
+from codette.scoring.stats import combined_proportions
 
 _FIXED_TYPES = ("identity", "perspectives", "tools", "limits", "reflection", "intent:purpose", "intent:unsure",
                 "intent:tool_fails", "intent:agree")
@@ -46,8 +50,6 @@ def aspect_of(question_type: str) -> str:
 
 
 def check_question_type(question_type: str | None) -> None:
-    from codette.errors import CodetteError
-
     if question_type is not None and question_type not in QUESTION_TYPES:
         raise CodetteError(f"question_type {question_type!r} is not one of: {', '.join(QUESTION_TYPES)}")
 
@@ -56,10 +58,6 @@ def reply_measures(text: str, prompt: str, perspectives: list[str] | None = None
                    parts: list[dict[str, str]] | None = None, question_type: str | None = None,
                    previous_reply: str = "") -> dict[str, Any]:
     """The measures of ``text`` (the final answer) to ``prompt``; see the module docstring."""
-    from codette.evaluate import identity as idm
-    from codette.evaluate import perspective as pm
-    from codette.evaluate.stats import combined_proportions
-
     found = idm.contradictions(text)
     out: dict[str, Any] = {
         "identity_contradictions": found,

@@ -3,15 +3,62 @@
 ``chat`` returns the whole reply; ``stream`` yields it as :class:`Chunk` pieces, the last one with
 the token counts when the backend knows them. An HTTP server may also return structured tool calls
 (``Chunk.tool_calls``) instead of the ``<tool_call>`` markup in the text; the agent accepts both.
+
+The decoding knobs (:class:`SamplingConfig`) live here, beside the interface that takes them, and
+not with the model: an agent that only talks to an HTTP server never loads torch.
 """
 
 from __future__ import annotations
 
+import json
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from codette.model.generate import SamplingConfig
+from codette.tools.calls import format_tool_call, format_tool_call_text
+
+
+class SamplingError(ValueError):
+    """Sampling knobs out of range; ``problems`` lists (field, what it must be, the value given)."""
+
+    def __init__(self, problems: list[tuple[str, str, object]]) -> None:
+        self.problems = problems
+        super().__init__("; ".join(f"{name} must be {rule}, got {value!r}" for name, rule, value in problems))
+
+
+@dataclass
+class SamplingConfig:
+    """Decoding knobs; ``temperature=0`` means greedy. Out-of-range values raise :class:`SamplingError`
+    here, for every caller (CLI, evaluation, backends), instead of a torch error or a silent change."""
+
+    max_new_tokens: int = 128
+    temperature: float = 0.7
+    top_k: int = 0  # 0 disables
+    top_p: float = 1.0  # 1.0 disables
+    seed: int | None = None
+
+    def __post_init__(self) -> None:
+        checks = (
+            ("max_new_tokens", "an integer >= 0", lambda v: isinstance(v, int) and v >= 0),
+            ("temperature", "a finite number >= 0 (0: greedy)", lambda v: math.isfinite(v) and v >= 0),
+            ("top_k", "an integer >= 0 (0: off)", lambda v: isinstance(v, int) and v >= 0),
+            ("top_p", "a number in (0, 1] (1: off)", lambda v: 0 < v <= 1),
+            # outside 64 bits torch.Generator.manual_seed fails mid-generation (a 500 from `codette serve`)
+            ("seed", "None or an integer from -2**63 to 2**64-1",
+             lambda v: v is None or (isinstance(v, int) and -(1 << 63) <= v < (1 << 64))),
+        )
+        problems = []
+        for name, rule, ok in checks:
+            value = getattr(self, name)
+            try:
+                good = not isinstance(value, bool) and bool(ok(value))
+            except TypeError:
+                good = False
+            if not good:
+                problems.append((name, rule, value))
+        if problems:
+            raise SamplingError(problems)
 
 
 @dataclass
@@ -48,6 +95,31 @@ def collect(chunks: Iterable[Chunk]) -> Reply:
         completion = c.completion_tokens if c.completion_tokens is not None else completion
         reason = c.finish_reason or reason
     return Reply("".join(text), calls, prompt, completion, reason)
+
+
+def arguments_text(arguments: Any) -> str:
+    """A call's arguments as JSON text (a string is taken as already being JSON text)."""
+    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
+
+
+def reply_text(reply: Reply) -> str:
+    """The reply as the model's own text: structured calls written back as ``<tool_call>`` markup.
+
+    Arguments that are not a JSON object are written as they came, so the tool-call parser reports
+    them (and the agent can ask for a repair) instead of this function guessing.
+    """
+    parts = [reply.text.strip()] if reply.text.strip() else []
+    for tc in reply.tool_calls:
+        args = tc["arguments"]
+        try:
+            parsed = json.loads(args) if isinstance(args, str) else args
+        except json.JSONDecodeError:
+            parsed = None
+        if isinstance(parsed, dict):
+            parts.append(format_tool_call(tc["name"], parsed))
+        else:
+            parts.append(format_tool_call_text(tc["name"], arguments_text(args)))
+    return "\n".join(parts)
 
 
 class ChatBackend(Protocol):

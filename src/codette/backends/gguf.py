@@ -18,10 +18,9 @@ from collections.abc import Iterator
 from pathlib import Path
 from typing import NamedTuple
 
-from codette.backends.base import Chunk
+from codette.backends.base import Chunk, SamplingConfig
 from codette.backends.textdeltas import TextDeltas
 from codette.errors import CodetteError
-from codette.model.generate import SamplingConfig
 from codette.tokenizer import CodetteTokenizer, render
 from codette.tokenizer.bpe import TOKENIZER_FILE
 from codette.tokenizer.chat_template import CHAT_TEMPLATE, CONTROL_TOKENS, EOS, IM_END

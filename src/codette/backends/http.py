@@ -17,6 +17,7 @@ from typing import Any
 
 import httpx
 
+from codette.backends.base import reply_text
 from codette.errors import CodetteError
 
 log = logging.getLogger(__name__)
@@ -194,8 +195,6 @@ class HTTPChatBackend:
         raise NotImplementedError
 
     def chat(self, messages: list[dict], tools: list[dict] | None = None, sampling: Any = None) -> str:
-        from codette.backends.openai import reply_text
-
         return reply_text(self.complete(messages, tools, sampling))
 
     def close(self) -> None:

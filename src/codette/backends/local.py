@@ -7,13 +7,13 @@ from pathlib import Path
 
 import torch
 
-from codette.backends.base import Chunk
+from codette.backends.base import Chunk, SamplingConfig
 from codette.backends.textdeltas import TextDeltas
 from codette.checkpoint import load_model
 from codette.errors import CodetteError
 from codette.fileio import file_sha256
 from codette.model import CodetteModel
-from codette.model.generate import SamplingConfig, generate_tokens
+from codette.model.generate import generate_tokens
 from codette.tokenizer import CodetteTokenizer
 from codette.tokenizer.bpe import TOKENIZER_FILE
 
@@ -72,8 +72,9 @@ class LocalBackend:
 
     def _generate(self, ids: list[int], sampling: SamplingConfig) -> Iterator[int]:
         """The reply's token ids (KV-cache decoding), stop token excluded: what chat and stream share."""
-        return generate_tokens(self.model, ids, sampling, stop_ids=self.tokenizer.stop_ids,
-                               vocab_size=len(self.tokenizer))
+        return generate_tokens(self.model, ids, max_new_tokens=sampling.max_new_tokens,
+                               temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
+                               seed=sampling.seed, stop_ids=self.tokenizer.stop_ids, vocab_size=len(self.tokenizer))
 
     @torch.no_grad()
     def chat(self, messages: list[dict], tools: list[dict] | None = None,

@@ -17,11 +17,10 @@ import os
 from collections.abc import Iterator
 from typing import Any
 
-from codette.backends.base import Chunk, Reply, collect
+from codette.backends.base import Chunk, Reply, SamplingConfig, collect
 from codette.backends.http import (HTTPChatBackend, HTTPClient, HTTPStatusError, call_arguments, call_name, call_refs,
                                    decode_line)
 from codette.errors import CodetteError
-from codette.model.generate import SamplingConfig
 
 DEFAULT_HOST = "http://127.0.0.1:11434"
 

@@ -14,11 +14,9 @@ import logging
 from collections.abc import Iterator
 from typing import Any
 
-from codette.backends.base import Chunk, Reply
+from codette.backends.base import Chunk, Reply, SamplingConfig, arguments_text
 from codette.backends.http import HTTPChatBackend, HTTPClient, call_arguments, call_name, call_refs, decode_line
 from codette.errors import CodetteError
-from codette.model.generate import SamplingConfig
-from codette.tools.calls import format_tool_call
 
 log = logging.getLogger(__name__)
 
@@ -39,36 +37,12 @@ def wire_messages(messages: list[dict]) -> list[dict]:
         msg: dict[str, Any] = {"role": m["role"], "content": m.get("content")}
         if m.get("tool_calls"):
             msg["tool_calls"] = [{"id": f"call_{i}_{k}", "type": "function",
-                                  "function": {"name": call_name(tc), "arguments": _as_text(call_arguments(tc))}}
+                                  "function": {"name": call_name(tc), "arguments": arguments_text(call_arguments(tc))}}
                                  for k, tc in enumerate(m["tool_calls"])]
         if ref is not None:
             msg["tool_call_id"] = ref[0]
         out.append(msg)
     return out
-
-
-def _as_text(arguments: Any) -> str:
-    return arguments if isinstance(arguments, str) else json.dumps(arguments, ensure_ascii=False)
-
-
-def reply_text(reply: Reply) -> str:
-    """The reply as the model's own text: structured calls written back as ``<tool_call>`` markup.
-
-    Arguments that are not a JSON object are written as they came, so the tool-call parser reports
-    them (and the agent can ask for a repair) instead of this function guessing.
-    """
-    parts = [reply.text.strip()] if reply.text.strip() else []
-    for tc in reply.tool_calls:
-        args = tc["arguments"]
-        try:
-            parsed = json.loads(args) if isinstance(args, str) else args
-        except json.JSONDecodeError:
-            parsed = None
-        if isinstance(parsed, dict):
-            parts.append(format_tool_call(tc["name"], parsed))
-        else:
-            parts.append(f'<tool_call>\n{{"name": {json.dumps(tc["name"])}, "arguments": {_as_text(args)}}}\n</tool_call>')
-    return "\n".join(parts)
 
 
 class OpenAIBackend(HTTPChatBackend):
@@ -158,4 +132,4 @@ class OpenAIBackend(HTTPChatBackend):
                     usage.get("prompt_tokens"), usage.get("completion_tokens"), reason)
 
 
-__all__ = ["OpenAIBackend", "api_base", "reply_text", "wire_messages"]
+__all__ = ["OpenAIBackend", "api_base", "wire_messages"]

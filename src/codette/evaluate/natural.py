@@ -33,10 +33,10 @@ values the real tools return. Definitions (one item scores 0 or 1 on each):
   workspace file contains the text, ignoring case and runs of white space).
 * **abstention** (``relevance`` and ``chat``): the model attempted no tool call at all (none ran and
   none needed repairing).
-* **identity**: :func:`codette.evaluate.identity.score_identity` with the item's question type.
-* **perspective**: :func:`codette.evaluate.perspective.score_perspective` (marker and dominant style).
+* **identity**: :func:`codette.scoring.identity.score_identity` with the item's question type.
+* **perspective**: :func:`codette.scoring.perspective.score_perspective` (marker and dominant style).
 
-Every figure comes with its n and a 95% Wilson interval (:mod:`codette.evaluate.stats`).
+Every figure comes with its n and a 95% Wilson interval (:mod:`codette.scoring.stats`).
 """
 
 from __future__ import annotations
@@ -52,8 +52,8 @@ from pathlib import Path
 from typing import Any
 
 from codette.errors import CodetteError
-from codette.evaluate import tool_metric as tm
-from codette.evaluate.stats import proportion
+from codette.scoring.stats import proportion
+from codette.scoring.tool_facts import leaves, tokens
 from codette.persona import PERSPECTIVES
 from codette.tooltable import DEFAULT_TOOLS, TOOL_NAMES
 
@@ -124,7 +124,7 @@ def copy_tokens(text: str) -> list[str]:
 
 def value_tokens(value: Any) -> list[str]:
     """The copy tokens of a JSON value's strings and numbers (keys and booleans left out)."""
-    return [t for leaf in tm._leaves(value) for t in copy_tokens(leaf)]
+    return [t for leaf in leaves(value) for t in copy_tokens(leaf)]
 
 
 def carried_values(arguments: dict[str, Any], turns: Iterable[str]) -> tuple[str, ...]:
@@ -151,8 +151,8 @@ def token_present(want: str, have: Iterable[str]) -> bool:
 
 def phrase_present(phrase: str, text: str) -> bool:
     """Every token of ``phrase`` is present in ``text`` (see :func:`token_present`)."""
-    have = set(tm.tokens(text))
-    wanted = tm.tokens(phrase)
+    have = set(tokens(text))
+    wanted = tokens(phrase)
     return bool(wanted) and all(token_present(t, have) for t in wanted)
 
 

@@ -8,9 +8,6 @@ the real :class:`~codette.tools.Toolbox` on a scratch workspace rebuilt from the
 written in one turn is there in the next. ``http_request`` reaches a local fixture server that calls
 and results name as ``http://localhost:8000`` (:mod:`codette.tools.replay`); ``web_search`` uses the
 offline pages; ``execute_python`` runs in the per-call sandbox (the model's code is untrusted).
-
-The agent loop is imported when an item runs, not when this module loads: the agent already reads
-the evaluation's scorers (its reply measures), and loading the evaluation does not drag the agent in.
 """
 
 from __future__ import annotations
@@ -22,13 +19,13 @@ from collections import Counter
 from collections.abc import Callable, Mapping
 from typing import Any
 
-from codette.backends.base import ChatBackend
+from codette.agent.loop import LoopConfig, Turn, run_turn
+from codette.backends.base import ChatBackend, SamplingConfig
 from codette.errors import CodetteError
-from codette.evaluate import identity as idm
 from codette.evaluate import natural as nat
-from codette.evaluate import perspective as pm
-from codette.model.generate import SamplingConfig
 from codette.persona import DEFAULT_SYSTEM
+from codette.scoring import identity as idm
+from codette.scoring import perspective as pm
 from codette.tools import ToolCall, ToolError, ToolResult
 from codette.tools.replay import ReplayWorkspace
 from codette.tooltable import tool_schema
@@ -88,17 +85,13 @@ class ItemTools(ReplayWorkspace):
             return None
 
 
-def _loop_config(max_new_tokens: int) -> Any:
-    from codette.agent.loop import LoopConfig
-
+def _loop_config(max_new_tokens: int) -> LoopConfig:
     return LoopConfig(max_rounds=MAX_ROUNDS, repair_tries=REPAIR_TRIES,
                       sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0))
 
 
 def run_item(backend: ChatBackend, item: nat.Item, tools: ItemTools, max_new_tokens: int = MAX_NEW_TOKENS) -> dict:
     """One item through the agent loop, scored (see :mod:`codette.evaluate.natural`)."""
-    from codette.agent.loop import Turn, run_turn
-
     t0 = time.perf_counter()
     cfg = _loop_config(max_new_tokens)
     tools.prepare(item)

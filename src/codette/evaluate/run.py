@@ -29,9 +29,9 @@ from codette.data.loader import BatchSampler
 from codette.data.pack import PackedSplit
 from codette.data.split import HELD_OUT
 from codette.errors import CodetteError
-from codette.evaluate.behavior import flat, run_probes, summarize
 from codette.evaluate.lm import LMMetrics, LMTally, evaluate_lm, token_byte_lengths
 from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND, probe_set
+from codette.evaluate.probes_run import flat, run_probes, summarize
 from codette.evaluate.showcase import sample_chats
 
 if TYPE_CHECKING:

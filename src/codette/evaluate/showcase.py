@@ -4,9 +4,9 @@ Every prompt goes through the agent's tool loop (:func:`codette.agent.loop.run_t
 persona's system prompt and the agent's default tools, on a real toolbox in a scratch workspace,
 greedy. A chat is ``right`` when its check holds:
 
-* ``identity``: the identity score of :mod:`codette.evaluate.identity` is 1 (the facts asked for, no
+* ``identity``: the identity score of :mod:`codette.scoring.identity` is 1 (the facts asked for, no
   contradiction);
-* ``perspective``: the reply is in the asked perspective (marker and style, :mod:`.perspective`);
+* ``perspective``: the reply is in the asked perspective (marker and style, :mod:`codette.scoring.perspective`);
 * ``calculator``: the model called ``calculator`` with the request's expression and the reply states
   its result;
 * ``several``: at least two perspectives marked in the reply, and no tool called.
@@ -22,12 +22,13 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from codette.backends.base import ChatBackend
+from codette.agent.loop import LoopConfig, Turn, run_turn
+from codette.backends.base import ChatBackend, SamplingConfig
 from codette.errors import CodetteError
-from codette.evaluate import identity as idm
-from codette.evaluate import perspective as pm
-from codette.model.generate import SamplingConfig
 from codette.persona import DEFAULT_SYSTEM, PERSPECTIVE_MARK
+from codette.scoring import identity as idm
+from codette.scoring import perspective as pm
+from codette.tools import Toolbox
 from codette.tooltable import DEFAULT_TOOLS, tool_schema
 
 
@@ -80,9 +81,6 @@ def sample_chats(backend: ChatBackend, samples: int, max_new_tokens: int = 96,
                  on_result: Callable[[int, int, dict], None] | None = None) -> list[dict]:
     """The first ``samples`` showcase chats: reply, the calls made, and the verdict; ``on_result(i, n, chat)``
     after each."""
-    from codette.agent.loop import LoopConfig
-    from codette.tools import Toolbox
-
     names = list(DEFAULT_TOOLS)  # as the agent offers them: execute_python off
     cfg = LoopConfig(max_rounds=3, repair_tries=1,
                      sampling=SamplingConfig(max_new_tokens=max_new_tokens, temperature=0.0))
@@ -98,10 +96,8 @@ def sample_chats(backend: ChatBackend, samples: int, max_new_tokens: int = 96,
     return chats
 
 
-def _chat(backend: ChatBackend, toolbox: Any, schemas: list[dict], cfg: Any, case: Showcase) -> dict:
+def _chat(backend: ChatBackend, toolbox: Toolbox, schemas: list[dict], cfg: LoopConfig, case: Showcase) -> dict:
     """One showcase case through the tool loop: the reply, the calls made and the verdict."""
-    from codette.agent.loop import Turn, run_turn
-
     turn = Turn([{"role": "system", "content": DEFAULT_SYSTEM}], [],
                 [{"role": "user", "content": case.prompt}], [], schemas, case.prompt, [])
     response = None

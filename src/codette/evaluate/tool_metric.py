@@ -13,12 +13,13 @@ before it):
    (files, images, clock), its result is fed back as a ``tool`` message, and the model's final
    answer contains every **key fact**.
 
-Key facts of a probe are the tokens of the data's reference final answer that are grounded in the
-reference tool result and are not in the user's prompt: words (lower-cased) that occur in the
-result's string values, and numbers equal to a number in the result at the answer's precision
-(``3.14`` is grounded by ``3.14159``; thousands separators ignored). Echoing the prompt therefore
-earns nothing, and a wrong number fails. A probe whose reference answer has no key fact (rare) needs
-the model's tool result to equal the reference result instead.
+Key facts of a probe (:mod:`codette.scoring.tool_facts`) are the tokens of the data's reference final
+answer that are grounded in the reference tool result and are not in the user's prompt. A probe
+whose reference answer has no key fact (rare) needs the model's tool result to equal the reference
+result instead.
+
+Why here and not in :mod:`codette.scoring`: steps 1-3 read the reply with the tools' own call parser
+and validate with jsonschema, which the text-only scorers do not import.
 
 Beside the ladder, ``result_match`` (0/1) asks whether the arguments did what the request asked:
 the call passed step 3 and, run for real on the rebuilt workspace, returned exactly the reference
@@ -33,24 +34,15 @@ contains no ``<tool_call>``.
 
 from __future__ import annotations
 
-import json
-import re
 from dataclasses import asdict, dataclass, field
 from functools import lru_cache
-from typing import Any
 
 import jsonschema
 
+from codette.scoring.tool_facts import fact_present, tokens
 from codette.tools import ToolCall, ToolCallParseError, parse_tool_calls
-from codette.tooltable import SPECS
 from codette.tools.calls import TOOL_CALL_OPEN
-
-# A number, or a word with inner punctuation ("v1.2", "#3", "a/b"); the punctuation a word ends with is
-# cut off after the match. Asking the regex for a word that ends in [a-z0-9_] made it rescan the rest
-# of "#-#-#-..." from every "#" (quadratic time on a model's answer or a tool's result).
-_TOKEN = re.compile(r"-?\d+(?:,\d{3})*(?:\.\d+)?|[a-z#][a-z0-9_.#/:-]*")
-_TRAILING = ".#/:-"
-_NUMBER = re.compile(r"-?\d+(?:\.\d+)?$")
+from codette.tooltable import SPECS
 
 
 @dataclass
@@ -67,66 +59,6 @@ class ToolScore:
 
     def as_dict(self) -> dict:
         return asdict(self)
-
-
-def tokens(text: str) -> list[str]:
-    """Lower-cased word and number tokens; numbers lose thousands separators ("12,345" -> "12345")."""
-    out = []
-    for t in _TOKEN.findall(text.lower()):
-        if t[:1].isdigit() or t[:1] == "-":
-            out.append(t.replace(",", ""))
-        elif len(word := t.rstrip(_TRAILING)) > 1 or word.isalpha():  # "#" alone is no word
-            out.append(word)
-    return out
-
-
-def _leaves(value: Any) -> list[str]:
-    """The string and number values of a parsed tool result (keys and booleans are not facts)."""
-    if isinstance(value, dict):
-        return [x for v in value.values() for x in _leaves(v)]
-    if isinstance(value, list):
-        return [x for v in value for x in _leaves(v)]
-    if isinstance(value, bool) or value is None:
-        return []
-    return [str(value)]
-
-
-def _decimals(tok: str) -> int:
-    return len(tok.split(".", 1)[1]) if "." in tok else 0
-
-
-def _grounded_number(tok: str, result_numbers: list[float]) -> bool:
-    x, d = float(tok), _decimals(tok)
-    return any(abs(round(r, d) - x) < 10 ** (-d) / 2 + 1e-12 for r in result_numbers)
-
-
-def key_facts(reference: str, result_content: str, prompt: str) -> list[str]:
-    """The reference answer's tokens grounded in the tool result and absent from the prompt (see module doc)."""
-    try:
-        leaves = _leaves(json.loads(result_content))
-    except (json.JSONDecodeError, TypeError):
-        leaves = [result_content or ""]
-    result_tokens = {t for leaf in leaves for t in tokens(leaf)}
-    result_numbers = [float(t) for t in result_tokens if _NUMBER.match(t)]
-    prompt_tokens = set(tokens(prompt))
-    facts: list[str] = []
-    for t in tokens(reference):
-        if t in prompt_tokens or t in facts:
-            continue
-        if _NUMBER.match(t):
-            if _grounded_number(t, result_numbers):
-                facts.append(t)
-        elif t in result_tokens:
-            facts.append(t)
-    return facts
-
-
-def fact_present(fact: str, answer_tokens: set[str]) -> bool:
-    """Words match exactly; numbers match by value (``3.10`` equals ``3.1``)."""
-    if _NUMBER.match(fact):
-        x = float(fact)
-        return any(_NUMBER.match(t) and abs(float(t) - x) < 1e-9 for t in answer_tokens)
-    return fact in answer_tokens
 
 
 @lru_cache(maxsize=None)

@@ -11,14 +11,14 @@ from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
     from codette.model.config import BLOCK_STYLES, ModelConfig, count_parameters, padded_vocab
-    from codette.model.generate import SamplingConfig, generate_tokens
+    from codette.model.generate import generate_tokens
     from codette.model.loss import IGNORE_INDEX, LMOutput, cross_entropy_sum
     from codette.model.presets import PRESETS, MemoryEstimate, preset_config
     from codette.model.transformer import CodetteModel, KVCache
 
 _WHERE = {
     **dict.fromkeys(["BLOCK_STYLES", "ModelConfig", "count_parameters", "padded_vocab"], "config"),
-    **dict.fromkeys(["SamplingConfig", "generate_tokens"], "generate"),
+    "generate_tokens": "generate",
     **dict.fromkeys(["IGNORE_INDEX", "LMOutput", "cross_entropy_sum"], "loss"),
     **dict.fromkeys(["PRESETS", "MemoryEstimate", "preset_config"], "presets"),
     **dict.fromkeys(["CodetteModel", "KVCache"], "transformer"),

@@ -5,59 +5,18 @@ the cache only saves recomputing the prefix. Only the last position is projected
 
 The embedding table has more rows than the tokenizer has tokens (``padded_vocab``); the rows past
 the tokenizer are never sampled when ``vocab_size`` says where the real vocabulary ends.
+
+The knobs come as plain arguments: their checked form, ``SamplingConfig``, lives with the backends
+(an agent talking to an HTTP server must not load torch for it), and the local backend unpacks it here.
 """
 
 from __future__ import annotations
 
-import math
 from collections.abc import Iterator, Sequence
-from dataclasses import dataclass
 
 import torch
 
 from codette.model.transformer import CodetteModel
-
-
-class SamplingError(ValueError):
-    """Sampling knobs out of range; ``problems`` lists (field, what it must be, the value given)."""
-
-    def __init__(self, problems: list[tuple[str, str, object]]) -> None:
-        self.problems = problems
-        super().__init__("; ".join(f"{name} must be {rule}, got {value!r}" for name, rule, value in problems))
-
-
-@dataclass
-class SamplingConfig:
-    """Decoding knobs; ``temperature=0`` means greedy. Out-of-range values raise :class:`SamplingError`
-    here, for every caller (CLI, evaluation, backends), instead of a torch error or a silent change."""
-
-    max_new_tokens: int = 128
-    temperature: float = 0.7
-    top_k: int = 0  # 0 disables
-    top_p: float = 1.0  # 1.0 disables
-    seed: int | None = None
-
-    def __post_init__(self) -> None:
-        checks = (
-            ("max_new_tokens", "an integer >= 0", lambda v: isinstance(v, int) and v >= 0),
-            ("temperature", "a finite number >= 0 (0: greedy)", lambda v: math.isfinite(v) and v >= 0),
-            ("top_k", "an integer >= 0 (0: off)", lambda v: isinstance(v, int) and v >= 0),
-            ("top_p", "a number in (0, 1] (1: off)", lambda v: 0 < v <= 1),
-            # outside 64 bits torch.Generator.manual_seed fails mid-generation (a 500 from `codette serve`)
-            ("seed", "None or an integer from -2**63 to 2**64-1",
-             lambda v: v is None or (isinstance(v, int) and -(1 << 63) <= v < (1 << 64))),
-        )
-        problems = []
-        for name, rule, ok in checks:
-            value = getattr(self, name)
-            try:
-                good = not isinstance(value, bool) and bool(ok(value))
-            except TypeError:
-                good = False
-            if not good:
-                problems.append((name, rule, value))
-        if problems:
-            raise SamplingError(problems)
 
 
 def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tensor:
@@ -75,10 +34,10 @@ def filter_logits(logits: torch.Tensor, top_k: int, top_p: float) -> torch.Tenso
     return logits
 
 
-def _pick(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator | None) -> int:
-    if cfg.temperature <= 0:
+def _pick(logits: torch.Tensor, temperature: float, top_k: int, top_p: float, gen: torch.Generator | None) -> int:
+    if temperature <= 0:
         return int(logits.argmax(-1))
-    logits = filter_logits(logits / cfg.temperature, cfg.top_k, cfg.top_p)
+    logits = filter_logits(logits / temperature, top_k, top_p)
     probs = logits.float().softmax(-1)
     return int(torch.multinomial(probs, 1, generator=gen))
 
@@ -87,13 +46,19 @@ def _pick(logits: torch.Tensor, cfg: SamplingConfig, gen: torch.Generator | None
 def generate_tokens(
     model: CodetteModel,
     prompt: Sequence[int],
-    cfg: SamplingConfig,
+    *,
+    max_new_tokens: int,
+    temperature: float,
+    top_k: int = 0,
+    top_p: float = 1.0,
+    seed: int | None = None,
     stop_ids: Sequence[int] = (),
     use_cache: bool = True,
     vocab_size: int | None = None,
 ) -> Iterator[int]:
     """Yield new token ids one at a time until a stop id (not yielded), max_new_tokens or the context end.
 
+    ``temperature`` 0 is greedy; ``top_k`` 0 and ``top_p`` 1 are off; a ``seed`` makes sampling repeatable.
     ``vocab_size`` is the tokenizer's real size: ids at or past it (embedding padding rows) are never
     returned. None allows every row. The model decodes in eval mode and is put back in the mode it
     was in when the generator finishes or is closed.
@@ -109,15 +74,15 @@ def generate_tokens(
         raise ValueError(f"vocab_size={vocab_size} must be in 1..{model.cfg.vocab_size} (the model's rows)")
     device = model.embed.weight.device
     gen = None
-    if cfg.seed is not None:
-        gen = torch.Generator(device="cpu").manual_seed(cfg.seed)
+    if seed is not None:
+        gen = torch.Generator(device="cpu").manual_seed(seed)
     stops = set(stop_ids)
     was_training = model.training
     model.eval()
     try:
         cache = model.new_cache(1) if use_cache else None
         feed = ids
-        for _ in range(cfg.max_new_tokens):
+        for _ in range(max_new_tokens):
             if len(ids) >= max_len:
                 return
             if cache is not None:
@@ -125,7 +90,7 @@ def generate_tokens(
             else:
                 logits = model(torch.tensor([ids], device=device), last_only=True)[0, -1]
             # Padding rows are cut off before sampling: they cannot be picked, greedy or not.
-            nxt = _pick(logits[:n_real].float().cpu(), cfg, gen)
+            nxt = _pick(logits[:n_real].float().cpu(), temperature, top_k, top_p, gen)
             if nxt in stops:
                 return
             yield nxt

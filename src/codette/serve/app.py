@@ -179,7 +179,7 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
 
     # -- OpenAI chat completions ----------------------------------------------------------------------
     def prepared(body: ChatRequest) -> tuple[list[dict], list[dict] | None, Any]:
-        from codette.model.generate import SamplingConfig
+        from codette.backends.base import SamplingConfig
 
         messages = to_codette_messages(body.messages)
         tools = tool_dicts(body.tools) if body.uses_tools() else None

@@ -53,7 +53,13 @@ def format_tool_call(name: str, arguments: dict[str, Any]) -> str:
         raise ToolCallParseError("a tool call needs a non-empty string name")
     if not isinstance(arguments, dict):
         raise ToolCallParseError(f"tool call '{name}': arguments must be an object, got {type(arguments).__name__}")
-    return f"{TOOL_CALL_OPEN}\n{{\"name\": {_dumps(name)}, \"arguments\": {_dumps(arguments)}}}\n{TOOL_CALL_CLOSE}"
+    return format_tool_call_text(name, _dumps(arguments))
+
+
+def format_tool_call_text(name: str, arguments_json: str) -> str:
+    """The call block with ``arguments_json`` written as given, unchecked: how a server's call whose
+    arguments are not an object is passed on, so that the parser, not the writer, reports it."""
+    return f"{TOOL_CALL_OPEN}\n{{\"name\": {_dumps(name)}, \"arguments\": {arguments_json}}}\n{TOOL_CALL_CLOSE}"
 
 
 def format_tool_calls(calls: Iterable[ToolCall]) -> str:

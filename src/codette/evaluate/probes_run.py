@@ -4,16 +4,16 @@ The same code scores a PyTorch checkpoint, a model in the middle of training and
 because all three only need ``chat(messages, tools, sampling) -> text``. Decoding is greedy, so a
 figure changes only when the model does.
 
-Headline figures (each with n and a 95% interval, see :mod:`codette.evaluate.stats`):
+Headline figures (each with n and a 95% interval, see :mod:`codette.scoring.stats`):
 
 * tool use: ``tool_json_valid``, ``tool_right_tool``, ``tool_args_valid``, ``tool_task_success``,
   ``tool_result_match`` (:mod:`~codette.evaluate.tool_metric`), ``tool_abstain`` on no-tool questions;
 * identity: ``identity_score``, ``self_reference_score``, ``intentionality_score``
-  (:mod:`~codette.evaluate.identity`), and ``consciousness_score`` = the mean of those three
+  (:mod:`~codette.scoring.identity`), and ``consciousness_score`` = the mean of those three
   (each aspect weighs a third). It measures whether the model states the facts about itself
   correctly; it is a behavioral measure, not a claim that the model is conscious;
 * perspectives: ``perspective_marker_accuracy``, ``perspective_style_accuracy``,
-  ``perspective_adherence`` (:mod:`~codette.evaluate.perspective`) and confusion matrices;
+  ``perspective_adherence`` (:mod:`~codette.scoring.perspective`) and confusion matrices;
 * ``behavior_score`` = mean of ``tool_task_success``, ``consciousness_score`` and
   ``perspective_adherence`` (one number for checkpoint selection).
 """
@@ -25,14 +25,14 @@ import time
 from collections.abc import Callable
 from typing import Any
 
-from codette.backends.base import ChatBackend
+from codette.backends.base import ChatBackend, SamplingConfig
 from codette.errors import CodetteError
-from codette.evaluate import identity as idm
-from codette.evaluate import perspective as pm
 from codette.evaluate import tool_metric as tm
 from codette.evaluate.probes import Probe
-from codette.evaluate.stats import Figure, combined_proportions, proportion
-from codette.model.generate import SamplingConfig
+from codette.scoring import identity as idm
+from codette.scoring import perspective as pm
+from codette.scoring.stats import Figure, combined_proportions, proportion
+from codette.scoring.tool_facts import key_facts
 
 log = logging.getLogger(__name__)
 
@@ -91,7 +91,7 @@ def run_probe(backend: ChatBackend, p: Probe, sampling: SamplingConfig, runner: 
             out.update(tool_result=result, final=final)
             if err2:
                 out["backend_error"] = err2
-            facts = tm.key_facts(p.reference, p.meta["expected_result"], p.prompt_text())
+            facts = key_facts(p.reference, p.meta["expected_result"], p.prompt_text())
             s = tm.score_final(s, final, facts, result, p.meta["expected_result"])
         out["score"] = s.as_dict()
     elif p.kind == "no_tool":
