@@ -1,6 +1,7 @@
-# Two commands on a fresh machine with Python 3.10+ and make:
+# On a fresh machine with Python 3.10+ and make:
 #   make quickstart     create .venv, install, train a tiny Codette on the CPU
 #   make test           create or reuse .venv, install dev extras, run the whole test suite
+#   make test-fast      the same without the slow tests (training a model, llama.cpp files): the inner loop
 # and one for running GGUF files in llama.cpp after a quickstart:
 #   make install-llama  build llama-cpp-python (and its server's packages) into .venv: `codette eval x.gguf`,
 #                       `codette ask/chat/serve x.gguf`, `codette export --quant q4_k_m`, `python -m llama_cpp.server`
@@ -37,7 +38,7 @@ LLAMA_STAMP := $(VENV)/.llama-$(shell echo '$(LLAMA_SPEC) $(LLAMA_CMAKE_ARGS)' |
 RUN_DEPS  ?= bwrap:bubblewrap unshare:util-linux
 TEST_DEPS ?= $(RUN_DEPS) objdump:binutils go:golang-go chromium:chromium
 
-.PHONY: quickstart test install install-dev install-llama clean system-deps-run system-deps-test
+.PHONY: quickstart test test-fast install install-dev install-llama clean system-deps-run system-deps-test
 
 $(PY):
 	$(PYTHON) -m venv $(VENV)
@@ -98,6 +99,10 @@ quickstart: install system-deps-run
 # CODETTE_REQUIRE_RUNTIMES: a missing llama.cpp or transformers fails the suite instead of skipping it.
 test: install-dev system-deps-test
 	CODETTE_REQUIRE_RUNTIMES=1 $(PY) -m pytest -q
+
+# Every test not marked slow (pyproject.toml's markers): none trains a model or exports a trained one for llama.cpp.
+test-fast: install-dev system-deps-test
+	CODETTE_REQUIRE_RUNTIMES=1 $(PY) -m pytest -q -m 'not slow'
 
 clean:
 	rm -rf codette_model training_logs .pytest_cache

@@ -1,11 +1,12 @@
-"""Trained tiny models for the export tests, built once per pytest session and shared by test files.
+"""The trained tiny test models: what they are and how they are trained. The session's fixtures in
+``tests/conftest.py`` (``trained_models``, ``tiny``) build them once and the export, backend, agent
+and serve tests share them.
 
 Three 2-layer, d_model=64 models trained 300 steps on the same data and tokenizer (so logits are
 far from uniform): ``codette`` blocks (-> GGUF starcoder2), ``llama`` blocks (-> GGUF llama) and
 ``llama`` blocks with grouped-query attention (4 query heads, 2 KV heads). The tokenizer has 500
 tokens, so the 512-row embedding has 12 padding rows. About 35 s on a shared 2-core CPU. A fourth,
-one-layer d_model=256 model (:func:`trained_wide_model`, for the K-quants) is trained only when a test
-asks for it.
+one-layer d_model=256 model (:data:`WIDE`, for the K-quants) is trained only by the GGUF tests.
 """
 
 from __future__ import annotations
@@ -72,22 +73,19 @@ class Trained:
         return ModelConfig(**torch.load(self.checkpoint, mmap=True, weights_only=True)["model_config"])
 
 
-_CACHE: dict = {}
+def shared_data(root: Path) -> Path:
+    """``root/shared``: the data and tokenizer every trained model uses."""
+    shared = root / "shared"
+    cfg = build_config(None, {"out_dir": str(shared), "log_dir": str(shared / "logs")},
+                       defaults={**BASE, "model": VARIANTS["codette"]})
+    stages.run_data(cfg, QUIET)
+    stages.run_tokenizer(cfg, QUIET)
+    return shared
 
 
-def _shared_data(tmp_path_factory) -> Path:
-    """The data and tokenizer every trained model uses, built once per session."""
-    if "shared" not in _CACHE:
-        shared = tmp_path_factory.mktemp("export_models") / "shared"
-        cfg = build_config(None, {"out_dir": str(shared), "log_dir": str(shared / "logs")},
-                           defaults={**BASE, "model": VARIANTS["codette"]})
-        stages.run_data(cfg, QUIET)
-        stages.run_tokenizer(cfg, QUIET)
-        _CACHE["shared"] = shared
-    return _CACHE["shared"]
-
-
-def _train(shared: Path, name: str, model: dict, train: dict | None = None) -> Trained:
+def train_model(shared: Path, name: str, model: dict, train: dict | None = None) -> Trained:
+    """Model ``name`` (shape ``model``, :data:`BASE` training with ``train`` on top) beside ``shared``, on its
+    data and tokenizer."""
     out = shared.parent / name
     out.mkdir()
     for f in ("tokenizer.json", "tokenizer_config.json"):
@@ -97,21 +95,6 @@ def _train(shared: Path, name: str, model: dict, train: dict | None = None) -> T
     cfg = build_config(None, {"out_dir": str(out), "log_dir": str(out / "logs")}, defaults=defaults)
     result = stages.run_train(cfg, QUIET)
     return Trained(name, out, Path(result.final_checkpoint), ARCH.get(name, "llama"))
-
-
-def trained_models(tmp_path_factory) -> dict[str, Trained]:
-    """Build (first call) or return the session's trained models."""
-    if "models" not in _CACHE:
-        shared = _shared_data(tmp_path_factory)
-        _CACHE["models"] = {name: _train(shared, name, model) for name, model in VARIANTS.items()}
-    return _CACHE["models"]
-
-
-def trained_wide_model(tmp_path_factory) -> Trained:
-    """The K-quant test model (:data:`WIDE`), on the same data and tokenizer; built on first use."""
-    if "wide" not in _CACHE:
-        _CACHE["wide"] = _train(_shared_data(tmp_path_factory), "wide", WIDE, WIDE_TRAIN)
-    return _CACHE["wide"]
 
 
 def random_checkpoint(folder: Path, tokenizer_from: Path, **overrides: object) -> Path:

@@ -2,18 +2,24 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 import subprocess
 import sys
 from pathlib import Path
+from types import SimpleNamespace
 
 import pytest
 import torch
+import typer
+from typer.testing import CliRunner
 
-from codette.backends import LocalBackend
-from codette.config import TrainConfig
-from codette.model import CodetteModel, MemoryEstimate, ModelConfig, SamplingConfig
+from codette.backends import LocalBackend, SamplingConfig
+from codette.cli import stages
+from codette.cli.main import AgentOptions, app
+from codette.config import QUICKSTART, TrainConfig
+from codette.model import CodetteModel, MemoryEstimate, ModelConfig
 from codette.train.device import autocast_for
 from codette.train.schedule import build_optimizer
 from tests._pipeline import TINY, codette, write_config
@@ -39,10 +45,6 @@ def test_entry_points_show_every_verb() -> None:
 
 @pytest.mark.parametrize("verb", VERBS)
 def test_each_verb_takes_the_options_the_docs_name(verb: str) -> None:
-    from typer.testing import CliRunner
-
-    from codette.cli.main import app
-
     result = CliRunner().invoke(app, [verb, "--help"], terminal_width=200)
     assert result.exit_code == 0, result.output
     text = result.output
@@ -50,6 +52,23 @@ def test_each_verb_takes_the_options_the_docs_name(verb: str) -> None:
     assert ("--config" in options) == (verb in CONFIG_VERBS), sorted(options)
     for option in ("--out-dir", "--out", "--output"):
         assert (option in options) == (OUTPUT_OPTIONS.get(verb) == option), (option, sorted(options))
+
+
+def test_chat_and_ask_offer_the_same_agent_options() -> None:
+    """Both verbs take every AgentOptions field as the same flag: names, help text and default."""
+    names = {f.name for f in dataclasses.fields(AgentOptions)}
+    commands = typer.main.get_command(app).commands
+
+    def agent_flags(verb: str) -> dict[str, tuple]:
+        return {p.name: (tuple(p.opts), getattr(p, "help", None), p.default) for p in commands[verb].params
+                if p.name in names}
+
+    assert set(agent_flags("chat")) == names and agent_flags("chat") == agent_flags("ask")
+    assert {p.name for p in commands["chat"].params} == names  # chat takes nothing else
+    shown = {verb: CliRunner().invoke(app, [verb, "--help"], terminal_width=200).output for verb in ("chat", "ask")}
+    for opts, help_text, _ in agent_flags("chat").values():
+        for verb, text in shown.items():
+            assert opts[0] in text and " ".join(help_text.split()[:4]) in " ".join(text.split()), (verb, opts)
 
 
 def test_presets_json_has_exact_counts_and_memory() -> None:
@@ -126,6 +145,7 @@ def test_config_file_errors_name_the_key(tmp_path: Path) -> None:
     assert proc.returncode == 2 and "config key 'train.max_steps': expected int" in proc.stderr
 
 
+@pytest.mark.slow
 def test_quickstart_runs_every_stage(tmp_path: Path) -> None:
     """The quickstart wiring on a tiny model: data, tokenizer, train, eval, samples, eval.json."""
     out = tmp_path / "codette_model"
@@ -149,3 +169,59 @@ def test_quickstart_runs_every_stage(tmp_path: Path) -> None:
     expected = LocalBackend.from_checkpoint(out / "model_final.pt").chat([{"role": "user", "content": "Who are you?"}],
                                                          sampling=SamplingConfig(8, temperature=0.0))
     assert gen.stdout.strip() == expected
+
+
+# ---- a run folder names its model in every verb; the quickstart's "Next:" lines --------------------------
+def _exported(modelfile: str | None = "Modelfile") -> SimpleNamespace:
+    folder = Path("codette_model")
+    return SimpleNamespace(path=folder / "codette_tiny-f16.gguf", context_length=768,
+                           modelfile=folder / modelfile if modelfile else None)
+
+
+def test_next_lines_suggest_only_what_is_installed() -> None:
+    out = Path("codette_model")
+    bare = "\n".join(stages.next_steps(out, _exported(), llama_server=False, ollama=False))
+    assert "codette serve codette_model   (chat page" in bare and 'generate codette_model --prompt' in bare
+    assert "make install-llama, then " in bare and "ollama" not in bare
+    assert "-m llama_cpp.server --model codette_model/codette_tiny-f16.gguf --n_ctx 768" in bare
+    full = "\n".join(stages.next_steps(out, _exported("Modelfile.f16"), llama_server=True, ollama=True))
+    assert "make install-llama" not in full and "--n_ctx 768" in full
+    assert "cd codette_model && ollama create codette:f16 -f Modelfile.f16 && ollama run codette:f16" in full
+
+
+def test_next_lines_name_the_venv_when_the_shell_would_not_find_it(monkeypatch: pytest.MonkeyPatch) -> None:
+    bin_dir = Path(sys.executable).parent
+    monkeypatch.setenv("PATH", str(bin_dir))
+    assert stages.command("codette") == "codette"
+    monkeypatch.setenv("PATH", "/nonexistent")
+    assert Path(stages.command("codette")).absolute() == (bin_dir / "codette").absolute()
+
+
+def test_quickstart_context_is_the_one_printed() -> None:
+    """The --n_ctx the Next line passes is the model's; the quickstart's is 768 (docs say so too)."""
+    cfg = QUICKSTART.build()
+    assert cfg.model.max_seq_len == 768 and cfg.train.batch_size == 6 and cfg.train.max_steps == 900
+
+
+def test_eval_help_says_a_run_folder_is_taken() -> None:
+    res = CliRunner().invoke(app, ["eval", "--help"], terminal_width=200)
+    assert "A run folder" in res.output
+
+
+@pytest.mark.slow
+def test_generate_eval_and_export_take_a_run_folder(run_folder: Path, tmp_path: Path) -> None:
+    runner = CliRunner()
+    args = ["-p", "Who are you?", "--temperature", "0", "--max-new-tokens", "6"]
+    by_folder = runner.invoke(app, ["generate", str(run_folder), *args])
+    by_file = runner.invoke(app, ["generate", str(run_folder / "model_best.pt"), *args])
+    assert by_folder.exit_code == 0 and by_file.exit_code == 0, (by_folder.output, by_file.output)
+    assert by_folder.stdout == by_file.stdout
+
+    out = tmp_path / "eval.json"
+    res = runner.invoke(app, ["eval", str(run_folder), "--probes", "0", "--max-batches", "1", "--output", str(out)])
+    assert res.exit_code == 0, res.output
+    assert json.loads(out.read_text())["checkpoint"] == str(run_folder / "model_best.pt")
+
+    res = runner.invoke(app, ["export", str(run_folder), "--quant", "f16", "-o", str(tmp_path / "gguf")])
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "gguf" / "codette_tiny-f16.gguf").is_file()

@@ -11,7 +11,7 @@ import torch
 
 from codette.checkpoint import load_checkpoint
 from codette.cli import stages
-from codette.model import CodetteModel, ModelConfig, SamplingConfig, generate_tokens
+from codette.model import CodetteModel, ModelConfig, generate_tokens
 from codette.train.device import autocast_for, resolve_dtype
 from tests._pipeline import QUIET, losses, prepare, tiny_config
 
@@ -32,6 +32,7 @@ def test_auto_precision_on_cuda_is_bf16_autocast_over_fp32_weights() -> None:
 
 
 @needs_bf16
+@pytest.mark.slow
 def test_bf16_training_on_cuda_learns_and_reloads_on_cpu(tmp_path: Path) -> None:
     out = tmp_path / "run"
     prepare(out)
@@ -52,7 +53,7 @@ def test_bf16_training_on_cuda_learns_and_reloads_on_cpu(tmp_path: Path) -> None
 def test_cuda_cache_greedy_matches_no_cache() -> None:
     torch.manual_seed(0)
     model = CodetteModel(ModelConfig(vocab_size=256, d_model=64, n_layers=2, n_heads=4, max_seq_len=128)).cuda()
-    cfg = SamplingConfig(max_new_tokens=40, temperature=0.0)
-    a = list(generate_tokens(model, [1, 2, 3], cfg, use_cache=True))
-    b = list(generate_tokens(model, [1, 2, 3], cfg, use_cache=False))
+    cfg = dict(max_new_tokens=40, temperature=0.0)
+    a = list(generate_tokens(model, [1, 2, 3], **cfg, use_cache=True))
+    b = list(generate_tokens(model, [1, 2, 3], **cfg, use_cache=False))
     assert a == b

@@ -257,13 +257,6 @@ def test_identity_answers_state_one_consistent_set_of_facts(data: list[dict]) ->
         assert STYLES[key].phrase in _answer(rec)
 
 
-def test_identity_checker_flags_contradictions() -> None:
-    assert not identity_contradictions("<consciousness> I am Codette, with eleven perspectives and 11 tools.")
-    assert identity_contradictions("I am ChatGPT.")
-    assert identity_contradictions("I am Codette and I have four perspectives.")
-    assert identity_contradictions("I am Codette. I remember our last chat and I have feelings.")
-
-
 # ------------------------------------------------------------------------------------------------
 # The CLI: statistics and the data card
 # ------------------------------------------------------------------------------------------------

@@ -22,7 +22,7 @@ from codette.cli import stages
 from codette.data.build import ensure_packed
 from codette.errors import CodetteError
 from codette.tokenizer import CodetteTokenizer
-from tests._pipeline import QUIET, TINY, losses, prepare, tiny_config, write_config
+from tests._pipeline import QUIET, TINY, losses, tiny_config, write_config
 
 pytestmark = pytest.mark.slow
 
@@ -35,10 +35,11 @@ TWO = {**ONE, "batch_size": 2}
 
 
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("prepared")
-    prepare(out)
-    ensure_packed(out, CodetteTokenizer.load(out))  # packed once here, not by both ranks at once
+def packed(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The session's prepared folder, copied and packed once here (not by both ranks at once)."""
+    out = tmp_path_factory.mktemp("packed") / "prepared"
+    shutil.copytree(prepared, out)
+    ensure_packed(out, CodetteTokenizer.load(out))
     return out
 
 
@@ -68,15 +69,15 @@ def _records(log_dir: Path) -> list[dict]:
 
 
 @pytest.fixture(scope="module")
-def one_rank(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = _fresh(prepared, tmp_path_factory.mktemp("one"), "run")
+def one_rank(packed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = _fresh(packed, tmp_path_factory.mktemp("one"), "run")
     stages.run_train(tiny_config(out, **{f"train.{k}": v for k, v in ONE.items()}), QUIET)
     return out
 
 
 @pytest.fixture(scope="module")
-def sharded(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = _fresh(prepared, tmp_path_factory.mktemp("fsdp"), "run")
+def sharded(packed: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
+    out = _fresh(packed, tmp_path_factory.mktemp("fsdp"), "run")
     proc = _torchrun("train", "-c", str(_config(out, **TWO, parallel="fsdp")))
     assert proc.returncode == 0, proc.stderr[-3000:]
     return out
@@ -93,8 +94,8 @@ def _same_curve(one: Path, two: Path) -> None:
     assert all(torch.allclose(wa[k], wb[k], atol=1e-4, rtol=0) for k in wa)
 
 
-def test_ddp_on_two_ranks_follows_the_one_rank_curve(prepared: Path, one_rank: Path, tmp_path: Path) -> None:
-    out = _fresh(prepared, tmp_path, "ddp")
+def test_ddp_on_two_ranks_follows_the_one_rank_curve(packed: Path, one_rank: Path, tmp_path: Path) -> None:
+    out = _fresh(packed, tmp_path, "ddp")
     proc = _torchrun("train", "-c", str(_config(out, **TWO)))  # auto: DDP for a small model
     assert proc.returncode == 0, proc.stderr[-3000:]
     _same_curve(one_rank, out)
@@ -126,8 +127,8 @@ def test_fsdp2_on_two_ranks_follows_the_one_rank_curve_and_exports(one_rank: Pat
     os.unlink(out)
 
 
-def test_sharded_checkpoint_errors_name_the_folder(prepared: Path, sharded: Path, tmp_path: Path) -> None:
-    out = _fresh(prepared, tmp_path, "single")
+def test_sharded_checkpoint_errors_name_the_folder(packed: Path, sharded: Path, tmp_path: Path) -> None:
+    out = _fresh(packed, tmp_path, "single")
     with pytest.raises(CodetteError, match=r"model_step_12\.dcp: it is a sharded \(FSDP\) checkpoint"):
         stages.run_train(tiny_config(out), QUIET, resume=str(sharded / "model_step_12.dcp"))
     broken = tmp_path / "model_step_4.dcp"
@@ -138,8 +139,8 @@ def test_sharded_checkpoint_errors_name_the_folder(prepared: Path, sharded: Path
     assert latest_valid_checkpoint(tmp_path) is None
 
 
-def test_sharded_run_resumes_after_kill_9(prepared: Path, sharded: Path, tmp_path: Path) -> None:
-    killed = _fresh(prepared, tmp_path, "killed")
+def test_sharded_run_resumes_after_kill_9(packed: Path, sharded: Path, tmp_path: Path) -> None:
+    killed = _fresh(packed, tmp_path, "killed")
     cfg = _config(killed, **TWO, parallel="fsdp")
     proc = _torchrun("train", "-c", str(cfg), popen=True)
     deadline = time.time() + 120
@@ -175,10 +176,10 @@ main()
 """
 
 
-def test_nan_on_one_rank_stops_every_rank(prepared: Path, tmp_path: Path) -> None:
+def test_nan_on_one_rank_stops_every_rank(packed: Path, tmp_path: Path) -> None:
     """Rank 1's 7th micro-batch (step 4) turns NaN; both ranks stop at the step-5 log point, before its
     checkpoint, naming step 4 and the last good checkpoint."""
-    out = _fresh(prepared, tmp_path, "nan")
+    out = _fresh(packed, tmp_path, "nan")
     script = tmp_path / "poisoned_codette.py"
     script.write_text(POISON)
     proc = _torchrun("train", "-c", str(_config(out, **{**TWO, "save_every": 5, "log_every": 5, "max_steps": 40,
@@ -191,7 +192,7 @@ def test_nan_on_one_rank_stops_every_rank(prepared: Path, tmp_path: Path) -> Non
     assert [r["step"] for r in diverged] == [4]
 
 
-def test_init_from_under_fsdp2_and_from_a_sharded_folder(prepared: Path, one_rank: Path, sharded: Path,
+def test_init_from_under_fsdp2_and_from_a_sharded_folder(packed: Path, one_rank: Path, sharded: Path,
                                                          tmp_path: Path) -> None:
     """--init-from in a sharded run: rank 0 reads the weights and scatters them, so the first steps follow
     one process's from the same weights; and one process starts from a sharded folder's weights."""
@@ -202,10 +203,10 @@ def test_init_from_under_fsdp2_and_from_a_sharded_folder(prepared: Path, one_ran
 
     start = one_rank / "model_final.pt"
     few = {"max_steps": 2, "eval_every": 2}
-    alone = _fresh(prepared, tmp_path, "alone")
+    alone = _fresh(packed, tmp_path, "alone")
     train = {**ONE, **few, "init_from": str(start)}
     stages.run_train(tiny_config(alone, **{f"train.{k}": v for k, v in train.items()}), QUIET)
-    out = _fresh(prepared, tmp_path, "fsdp_init")
+    out = _fresh(packed, tmp_path, "fsdp_init")
     proc = _torchrun("train", "-c", str(_config(out, **{**TWO, **few}, parallel="fsdp")), "--init-from", str(start))
     assert proc.returncode == 0, proc.stderr[-3000:]
     a, b = losses(alone / "logs"), losses(out / "logs")

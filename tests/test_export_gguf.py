@@ -33,7 +33,7 @@ from codette.export.gguf_vocab import GPT2_REGEX
 from codette.export.kquant import KQUANTS
 from codette.export.source import expected_shapes
 from codette.tokenizer import CHAT_TEMPLATE, CONTROL_TOKENS, MARKER_TOKENS, SPECIAL_TOKENS, render
-from tests._export_models import random_checkpoint, trained_models, trained_wide_model
+from tests._export_models import WIDE, WIDE_TRAIN, random_checkpoint, train_model
 from tests._runtimes import require
 
 llama_cpp = require("llama_cpp")
@@ -48,20 +48,15 @@ PROMPTS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    return trained_models(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
-def exported(trained, tmp_path_factory):
+def exported(trained_models, tmp_path_factory):
     """(model name, quant) -> GGUFExport, each written once per module."""
     cache: dict = {}
     root = tmp_path_factory.mktemp("gguf")
 
     def get(name: str, quant: str):
         if (name, quant) not in cache:
-            cache[name, quant] = export_gguf(trained[name].checkpoint, root / name, quant, modelfile=False)
+            cache[name, quant] = export_gguf(trained_models[name].checkpoint, root / name, quant, modelfile=False)
         return cache[name, quant]
 
     return get
@@ -89,8 +84,8 @@ def torch_logits(model, ids: list[int]) -> np.ndarray:
 
 # ---- F32: logits and greedy decoding --------------------------------------------------------------
 @pytest.mark.parametrize("name", ["codette", "llama", "gqa"])
-def test_f32_logits_and_greedy_continuation_match_pytorch(trained, exported, name) -> None:
-    t = trained[name]
+def test_f32_logits_and_greedy_continuation_match_pytorch(trained_models, exported, name) -> None:
+    t = trained_models[name]
     model, tok = t.model(), t.tokenizer()
     result = exported(name, "f32")
     assert result.arch == t.arch
@@ -120,9 +115,9 @@ def test_f32_logits_and_greedy_continuation_match_pytorch(trained, exported, nam
     print(f"\n{name} ({t.arch}) F32: max |logit diff| {worst:.2e}; greedy {len(PROMPTS)} x 64 tokens identical")
 
 
-def test_default_f16_kv_cache_stays_within_1e2(trained, exported) -> None:
+def test_default_f16_kv_cache_stays_within_1e2(trained_models, exported) -> None:
     """Plain ``Llama(path)`` (F16 K/V cache, as users run it) also meets the 1e-2 bound."""
-    t = trained["llama"]
+    t = trained_models["llama"]
     model, tok = t.model(), t.tokenizer()
     with runtime(exported("llama", "f32").path) as llm:
         for messages in PROMPTS[:3]:
@@ -157,8 +152,8 @@ def check_top1_agreement(t, export, floors: dict[str, float], min_positions: int
 
 
 @pytest.mark.parametrize("name", ["codette", "llama"])
-def test_quantized_top1_agreement(trained, exported, name) -> None:
-    print("\n" + check_top1_agreement(trained[name], lambda q: exported(name, q), AGREEMENT, 512))
+def test_quantized_top1_agreement(trained_models, exported, name) -> None:
+    print("\n" + check_top1_agreement(trained_models[name], lambda q: exported(name, q), AGREEMENT, 512))
 
 
 def test_quantized_tensor_types(exported) -> None:
@@ -171,9 +166,9 @@ def test_quantized_tensor_types(exported) -> None:
     assert q8["blk.1.ffn_down.weight"] == "Q8_0" and q8["blk.1.ffn_down.bias"] == "F32"
 
 
-def test_rows_not_whole_blocks_fall_back_to_f16_with_a_warning(trained, tmp_path, caplog) -> None:
+def test_rows_not_whole_blocks_fall_back_to_f16_with_a_warning(trained_models, tmp_path, caplog) -> None:
     """d_model=48: rows of 48 are not whole 32-blocks; untied output so ``output.weight`` is written too."""
-    ck = random_checkpoint(tmp_path / "odd", trained["codette"].folder, d_model=48, tie_embeddings=False)
+    ck = random_checkpoint(tmp_path / "odd", trained_models["codette"].folder, d_model=48, tie_embeddings=False)
     with caplog.at_level(logging.WARNING, logger="codette.export"):
         result = export_gguf(ck, quant="q8_0", modelfile=False)
     assert "blk.0.attn_q.weight" in result.fallbacks and "token_embd.weight" in result.fallbacks
@@ -186,7 +181,7 @@ def test_rows_not_whole_blocks_fall_back_to_f16_with_a_warning(trained, tmp_path
     from codette.checkpoint import load_model
 
     model = load_model(ck)[0]
-    ids = trained["codette"].tokenizer().encode(render(PROMPTS[0], add_generation_prompt=True))
+    ids = trained_models["codette"].tokenizer().encode(render(PROMPTS[0], add_generation_prompt=True))
     for path, bound in ((f32.path, 1e-3), (result.path, 2e-2)):  # codette blocks: ggml fp16 GELU table
         with runtime(path, type_k=F32_KV, type_v=F32_KV) as llm:
             assert np.abs(cpp_logits(llm, ids) - torch_logits(model, ids)).max() <= bound
@@ -204,9 +199,10 @@ KQUANT_AGREEMENT = {"q6_k": 0.96, "q5_k_m": 0.95, "q4_k_m": 0.94}
 KQUANT_MAIN = {"q6_k": "Q6_K", "q5_k_m": "Q5_K", "q4_k_m": "Q4_K"}
 
 
-@pytest.fixture(scope="session")
-def wide(tmp_path_factory):
-    return trained_wide_model(tmp_path_factory)
+@pytest.fixture(scope="module")
+def wide(model_data):
+    """The K-quant test model (:data:`WIDE`), on the trained test models' data and tokenizer."""
+    return train_model(model_data, "wide", WIDE, WIDE_TRAIN)
 
 
 @pytest.fixture(scope="module")
@@ -293,7 +289,7 @@ def test_cli_export_kquant(wide, tmp_path) -> None:
 
 
 # ---- tokenizer ---------------------------------------------------------------------------------------
-def _parity_strings(trained) -> list[str]:
+def _parity_strings(trained_models) -> list[str]:
     import random
 
     rng = random.Random(0)
@@ -305,7 +301,7 @@ def _parity_strings(trained) -> list[str]:
         "@#$%^&*()", "`", "\\", "'s", "'", '"', "\x00", "\x1b[0m", "<|im", "end|>", "<tool", "_call>",
     ]
     texts = list(SPECIAL_TOKENS)
-    for c in trained["llama"].val_conversations(60):
+    for c in trained_models["llama"].val_conversations(60):
         texts.append(render(c["messages"], c.get("tools")))
     while len(texts) < 1200:
         pool = pieces + SPECIAL_TOKENS if rng.random() < 0.3 else pieces
@@ -313,9 +309,9 @@ def _parity_strings(trained) -> list[str]:
     return texts
 
 
-def test_tokenizer_parity_with_llama_cpp(trained, exported) -> None:
-    tok = trained["llama"].tokenizer()
-    texts = _parity_strings(trained)
+def test_tokenizer_parity_with_llama_cpp(trained_models, exported) -> None:
+    tok = trained_models["llama"].tokenizer()
+    texts = _parity_strings(trained_models)
     assert len(texts) >= 1000
     llm = llama_cpp.Llama(str(exported("llama", "f32").path), vocab_only=True, verbose=False)
     try:
@@ -333,8 +329,8 @@ def test_tokenizer_parity_with_llama_cpp(trained, exported) -> None:
 
 
 # ---- metadata and the CLI --------------------------------------------------------------------------
-def test_metadata_and_tensor_set(trained, exported) -> None:
-    tok = trained["gqa"].tokenizer()
+def test_metadata_and_tensor_set(trained_models, exported) -> None:
+    tok = trained_models["gqa"].tokenizer()
     reader = gguf.GGUFReader(exported("gqa", "f16").path)
     f = {k: v.contents() for k, v in reader.fields.items() if not k.startswith("GGUF.")}
     assert f["general.architecture"] == "llama" and f["general.file_type"] == gguf.LlamaFileType.MOSTLY_F16
@@ -397,9 +393,9 @@ def test_expected_shapes_match_the_model(overrides) -> None:
     assert expected_shapes(cfg) == {k: tuple(v.shape) for k, v in CodetteModel(cfg).state_dict().items()}
 
 
-def test_cli_export_and_inspect(trained, tmp_path) -> None:
+def test_cli_export_and_inspect(trained_models, tmp_path) -> None:
     runner = CliRunner()
-    ck = str(trained["codette"].checkpoint)
+    ck = str(trained_models["codette"].checkpoint)
     res = runner.invoke(app, ["export", ck, "--format", "gguf", "--quant", "q8_0", "-o", str(tmp_path)])
     assert res.exit_code == 0, res.output
     gguf_path = tmp_path / "codette_tiny-q8_0.gguf"
@@ -416,11 +412,11 @@ def test_cli_export_and_inspect(trained, tmp_path) -> None:
 
 
 # ---- bad input -------------------------------------------------------------------------------------
-def test_missing_and_corrupt_checkpoints(trained, tmp_path) -> None:
+def test_missing_and_corrupt_checkpoints(trained_models, tmp_path) -> None:
     with pytest.raises(CodetteError, match="checkpoint not found: .*nope.pt"):
         export_gguf(tmp_path / "nope.pt")
     corrupt = tmp_path / "model_corrupt.pt"
-    corrupt.write_bytes(trained["llama"].checkpoint.read_bytes()[:5000])
+    corrupt.write_bytes(trained_models["llama"].checkpoint.read_bytes()[:5000])
     with pytest.raises(CodetteError, match="model_corrupt.pt is corrupt or truncated"):
         export_gguf(corrupt)
     garbage = tmp_path / "garbage.pt"
@@ -435,18 +431,18 @@ def test_unknown_quant_type_is_refused_before_loading(tmp_path) -> None:
         export_gguf(tmp_path / "missing.pt", quant="q3_k")
 
 
-def test_unsupported_arch_and_mismatched_weights(trained, tmp_path) -> None:
+def test_unsupported_arch_and_mismatched_weights(trained_models, tmp_path) -> None:
     with pytest.raises(CodetteError, match="block_style='codette'.*cannot be expressed by GGUF architecture 'llama'"):
-        export_gguf(trained["codette"].checkpoint, tmp_path, arch="llama")
+        export_gguf(trained_models["codette"].checkpoint, tmp_path, arch="llama")
     with pytest.raises(CodetteError, match="block_style='llama'.*cannot be expressed.*'starcoder2'"):
-        export_gguf(trained["llama"].checkpoint, tmp_path, arch="starcoder2")
+        export_gguf(trained_models["llama"].checkpoint, tmp_path, arch="starcoder2")
     # a checkpoint whose config says codette but whose weights carry a bias the architecture cannot hold
-    state = torch.load(trained["codette"].checkpoint, weights_only=True)
+    state = torch.load(trained_models["codette"].checkpoint, weights_only=True)
     state["model"]["blocks.0.attn.q_proj.bias"] = torch.zeros(64)
     bad = tmp_path / "biased" / "model_final.pt"
     bad.parent.mkdir()
     for f in ("tokenizer.json", "tokenizer_config.json"):
-        (bad.parent / f).write_bytes((trained["codette"].folder / f).read_bytes())
+        (bad.parent / f).write_bytes((trained_models["codette"].folder / f).read_bytes())
     torch.save(state, bad)
     with pytest.raises(CodetteError, match="tensor 'blocks.0.attn.q_proj.bias' is not part of a 'codette'-style"):
         export_gguf(bad, tmp_path)
@@ -458,8 +454,8 @@ def test_unsupported_arch_and_mismatched_weights(trained, tmp_path) -> None:
     assert not list(tmp_path.glob("*.gguf"))
 
 
-def test_existing_target_needs_force(trained, tmp_path) -> None:
-    ck = trained["llama"].checkpoint
+def test_existing_target_needs_force(trained_models, tmp_path) -> None:
+    ck = trained_models["llama"].checkpoint
     first = export_gguf(ck, tmp_path, "q4_0")
     stamp = first.path.stat().st_mtime_ns
     with pytest.raises(CodetteError, match="codette_tiny-q4_0.gguf already exists; pass --force"):
@@ -476,7 +472,7 @@ def test_existing_target_needs_force(trained, tmp_path) -> None:
     assert again.path == first.path and again.modelfile == tmp_path / "Modelfile"
 
 
-def test_write_failing_halfway_leaves_nothing(trained, tmp_path, monkeypatch) -> None:
+def test_write_failing_halfway_leaves_nothing(trained_models, tmp_path, monkeypatch) -> None:
     calls = {"n": 0}
     real = gguf.GGUFWriter.write_tensor_data
 
@@ -488,11 +484,11 @@ def test_write_failing_halfway_leaves_nothing(trained, tmp_path, monkeypatch) ->
 
     monkeypatch.setattr(gguf.GGUFWriter, "write_tensor_data", failing)
     with pytest.raises(OSError, match="disk full"):
-        export_gguf(trained["llama"].checkpoint, tmp_path, "f16")
+        export_gguf(trained_models["llama"].checkpoint, tmp_path, "f16")
     assert list(tmp_path.iterdir()) == []  # no final file, no temporary left behind, no Modelfile
 
 
-def test_export_killed_halfway_leaves_no_file_at_the_final_name(trained, tmp_path) -> None:
+def test_export_killed_halfway_leaves_no_file_at_the_final_name(trained_models, tmp_path) -> None:
     """SIGKILL during the tensor writes: the final name never appears (only a dot-temp can remain)."""
     script = textwrap.dedent(f"""
         import time, gguf
@@ -501,7 +497,7 @@ def test_export_killed_halfway_leaves_no_file_at_the_final_name(trained, tmp_pat
         def slow(self, *a, **k):
             real(self, *a, **k); self.fout[0].flush(); time.sleep(0.2)
         gguf.GGUFWriter.write_tensor_data = slow
-        export_gguf({str(trained['llama'].checkpoint)!r}, {str(tmp_path)!r}, 'f32')
+        export_gguf({str(trained_models['llama'].checkpoint)!r}, {str(tmp_path)!r}, 'f32')
     """)
     proc = subprocess.Popen([sys.executable, "-c", script], stderr=subprocess.PIPE)
     deadline = time.time() + 60
@@ -515,11 +511,11 @@ def test_export_killed_halfway_leaves_no_file_at_the_final_name(trained, tmp_pat
     assert not (tmp_path / "codette_tiny-f32.gguf").exists()
 
 
-def test_export_package_does_not_import_training_code(trained, tmp_path) -> None:
+def test_export_package_does_not_import_training_code(trained_models, tmp_path) -> None:
     code = textwrap.dedent(f"""
         import sys
         from codette.export import export_gguf, export_hf, read_gguf
-        export_gguf({str(trained['llama'].checkpoint)!r}, {str(tmp_path)!r}, 'q8_0')
+        export_gguf({str(trained_models['llama'].checkpoint)!r}, {str(tmp_path)!r}, 'q8_0')
         bad = sorted(m for m in sys.modules if m.startswith('codette.train'))
         assert not bad, bad
     """)

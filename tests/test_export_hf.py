@@ -10,7 +10,6 @@ import torch
 from codette.errors import CodetteError
 from codette.export import export_hf
 from codette.tokenizer import SPECIAL_TOKENS, render
-from tests._export_models import trained_models
 from tests._runtimes import require
 
 transformers = require("transformers")
@@ -39,26 +38,21 @@ CONVERSATIONS = [
 ]
 
 
-@pytest.fixture(scope="session")
-def trained(tmp_path_factory):
-    return trained_models(tmp_path_factory)
-
-
 @pytest.fixture(scope="module")
-def hf_folders(trained, tmp_path_factory):
+def hf_folders(trained_models, tmp_path_factory):
     root = tmp_path_factory.mktemp("hf")
-    return {name: export_hf(t.checkpoint, root / name) for name, t in trained.items()}
+    return {name: export_hf(t.checkpoint, root / name) for name, t in trained_models.items()}
 
 
 @pytest.mark.parametrize("name", ["codette", "llama", "gqa"])
-def test_transformers_loads_and_matches_logits(trained, hf_folders, name) -> None:
+def test_transformers_loads_and_matches_logits(trained_models, hf_folders, name) -> None:
     result = hf_folders[name]
     assert result.path.name == "codette_tiny-hf"
     assert {p.name for p in result.path.iterdir()} == {"config.json", "model.safetensors", "tokenizer.json",
                                                        "tokenizer_config.json", "generation_config.json"}
     hf = transformers.AutoModelForCausalLM.from_pretrained(result.path, dtype=torch.float32).eval()
     assert type(hf).__name__ == EXPECTED_CLASS[name]
-    t = trained[name]
+    t = trained_models[name]
     ours = t.model()
     worst = 0.0
     for ids in t.val_sequences(4):
@@ -75,8 +69,8 @@ def test_transformers_loads_and_matches_logits(trained, hf_folders, name) -> Non
         assert cfg["num_key_value_heads"] == 2
 
 
-def test_tokenizer_and_chat_template_match(trained, hf_folders) -> None:
-    tok = trained["llama"].tokenizer()
+def test_tokenizer_and_chat_template_match(trained_models, hf_folders) -> None:
+    tok = trained_models["llama"].tokenizer()
     hf_tok = transformers.AutoTokenizer.from_pretrained(hf_folders["llama"].path)
     for messages, tools, gen in CONVERSATIONS:
         ours = render(messages, tools, add_generation_prompt=gen)
@@ -89,20 +83,20 @@ def test_tokenizer_and_chat_template_match(trained, hf_folders) -> None:
     assert gen_cfg["eos_token_id"] == [tok.im_end_id, tok.eos_id]
 
 
-def test_hf_half_precision_and_bad_input(trained, tmp_path) -> None:
-    half = export_hf(trained["codette"].checkpoint, tmp_path, dtype="bf16")
+def test_hf_half_precision_and_bad_input(trained_models, tmp_path) -> None:
+    half = export_hf(trained_models["codette"].checkpoint, tmp_path, dtype="bf16")
     hf = transformers.AutoModelForCausalLM.from_pretrained(half.path)
     assert hf.dtype == torch.bfloat16
     with pytest.raises(CodetteError, match="codette_tiny-hf already exists; pass --force"):
-        export_hf(trained["codette"].checkpoint, tmp_path)
+        export_hf(trained_models["codette"].checkpoint, tmp_path)
     with pytest.raises(CodetteError, match="'q8_0' is not available for --format hf"):
-        export_hf(trained["codette"].checkpoint, tmp_path, dtype="q8_0")
+        export_hf(trained_models["codette"].checkpoint, tmp_path, dtype="q8_0")
     with pytest.raises(CodetteError, match="checkpoint not found"):
         export_hf(tmp_path / "missing.pt", tmp_path)
-    export_hf(trained["codette"].checkpoint, tmp_path, force=True)
+    export_hf(trained_models["codette"].checkpoint, tmp_path, force=True)
 
 
-def test_hf_export_failing_halfway_leaves_no_folder(trained, tmp_path, monkeypatch) -> None:
+def test_hf_export_failing_halfway_leaves_no_folder(trained_models, tmp_path, monkeypatch) -> None:
     import codette.export.hf_export as hf_export
 
     def broken(*args, **kwargs):
@@ -110,5 +104,5 @@ def test_hf_export_failing_halfway_leaves_no_folder(trained, tmp_path, monkeypat
 
     monkeypatch.setattr(hf_export, "generation_config", broken)  # after model.safetensors is written
     with pytest.raises(OSError, match="disk full"):
-        export_hf(trained["llama"].checkpoint, tmp_path)
+        export_hf(trained_models["llama"].checkpoint, tmp_path)
     assert list(tmp_path.iterdir()) == []

@@ -18,7 +18,10 @@ import subprocess
 from pathlib import Path
 
 import pytest
+from typer.testing import CliRunner
 
+from codette.cli.main import app
+from codette.errors import CodetteError
 from codette.export.modelfile import DEFAULT_SYSTEM, GO_TEMPLATE, render_modelfile
 from codette.tooltable import TOOL_NAMES, tool_schema
 from codette.tokenizer import render
@@ -276,3 +279,33 @@ def test_modelfile_refuses_values_it_cannot_quote() -> None:
         render_modelfile("x.gguf", 128, system='say """hi"""')
     custom = parse_modelfile(render_modelfile("x.gguf", 128, system='Line one.\nA "quoted" word.'))
     assert ("system", 'Line one.\nA "quoted" word.') in custom
+
+
+# ---- a second quantisation of a model keeps the first one's Modelfile ----------------------------------
+@pytest.mark.slow
+def test_a_second_quantisation_keeps_the_first_modelfile(run_folder: Path, tmp_path: Path) -> None:
+    from codette.export import export_gguf
+
+    ck = run_folder / "model_best.pt"
+    first = export_gguf(ck, tmp_path, "f16")
+    assert first.modelfile == tmp_path / "Modelfile" and first.modelfile_kept is None
+    before = first.modelfile.read_bytes()
+    res = CliRunner().invoke(app, ["export", str(run_folder), "--quant", "q8_0", "-o", str(tmp_path)],
+                             terminal_width=300)
+    assert res.exit_code == 0, res.output
+    assert (tmp_path / "Modelfile").read_bytes() == before  # still the F16 file's
+    second = (tmp_path / "Modelfile.q8_0").read_text()
+    assert "FROM ./codette_tiny-q8_0.gguf" in second and f"PARAMETER num_ctx {first.context_length}" in second
+    assert "#   ollama create codette:q8_0 -f Modelfile.q8_0 && ollama run codette:q8_0" in second
+    output = " ".join(res.output.split())
+    assert f"Modelfile: {tmp_path / 'Modelfile.q8_0'} ({tmp_path / 'Modelfile'} is codette_tiny-f16.gguf's" in output
+    assert "ollama create codette:q8_0 -f Modelfile.q8_0" in output
+    # the same quantisation again is refused without --force, and --force never touches the F16 Modelfile
+    with pytest.raises(CodetteError, match="codette_tiny-q8_0.gguf already exists; pass --force"):
+        export_gguf(ck, tmp_path, "q8_0")
+    again = export_gguf(ck, tmp_path, "q8_0", force=True)
+    assert again.modelfile == tmp_path / "Modelfile.q8_0" and (tmp_path / "Modelfile").read_bytes() == before
+    # the F16 export again rewrites its own Modelfile
+    assert export_gguf(ck, tmp_path, "f16", force=True).modelfile == tmp_path / "Modelfile"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["Modelfile", "Modelfile.q8_0", "codette_tiny-f16.gguf",
+                                                         "codette_tiny-q8_0.gguf"]

@@ -20,10 +20,12 @@ import openai
 import pytest
 import uvicorn
 
+from codette.agent.markup import strip_markers
 from codette.backends.base import Chunk
 from codette.serve import ServeConfig, create_app
 from codette.serve.completions import StopScan, split_reply
 from codette.serve.guard import Guard
+from tests._loopback import free_port
 
 CALC = {"type": "function", "function": {"name": "calculator", "description": "Exact arithmetic",
                                          "parameters": {"type": "object",
@@ -66,12 +68,6 @@ class Scripted:
 
     def chat(self, messages, tools=None, sampling=None) -> str:
         return "".join(c.text for c in self.stream(messages, tools, sampling))
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @contextmanager
@@ -582,14 +578,7 @@ def test_the_page_is_served_with_a_strict_policy():
     assert "innerHTML" not in r.text  # model and tool text is shown with textContent only
 
 
-# -- a model trained in this run -----------------------------------------------------------------------
-@pytest.fixture(scope="module")
-def tiny(tmp_path_factory):
-    from tests._export_models import trained_models
-
-    return trained_models(tmp_path_factory)["llama"]
-
-
+# -- a model trained in this run (the session's `tiny`, tests/conftest.py) ------------------------------
 @pytest.mark.slow
 def test_a_trained_checkpoint_through_the_openai_client(tiny):
     from codette.backends.local import LocalBackend
@@ -603,12 +592,13 @@ def test_a_trained_checkpoint_through_the_openai_client(tiny):
                                                 stream=True, stream_options={"include_usage": True}))
     streamed = "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices)
     assert r.choices[0].message.content and streamed.strip() == r.choices[0].message.content
-    assert r.choices[0].message.content == backend.chat(msgs, None, _greedy(20))
+    # the server's content is the model's reply with its control markers taken out (raw: true keeps them)
+    assert r.choices[0].message.content == strip_markers(backend.chat(msgs, None, _greedy(20)))[0].strip()
     assert r.usage.prompt_tokens == backend.count_tokens(msgs) and 0 < r.usage.completion_tokens <= 20
     assert chunks[-1].usage.completion_tokens == r.usage.completion_tokens
 
 
 def _greedy(n: int):
-    from codette.model.generate import SamplingConfig
+    from codette.backends.base import SamplingConfig
 
     return SamplingConfig(max_new_tokens=n, temperature=0.0)

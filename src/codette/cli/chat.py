@@ -16,10 +16,13 @@ import sys
 import threading
 from collections.abc import Callable
 from pathlib import Path
-from typing import Any, TextIO
+from typing import TYPE_CHECKING, Any, TextIO
 
 from codette.cli.terminal import LineEditor, ctrl_c_stops, history_path, read_message
 from codette.errors import CodetteError
+
+if TYPE_CHECKING:
+    from codette.cli.main import AgentOptions
 
 HELP = """commands:
   /perspective KEY [KEY...]   answer from these perspectives (e.g. /perspective newton davinci); /perspective off
@@ -45,14 +48,14 @@ def parse_tools(value: str | None) -> list[str] | None:
     return [t.strip() for t in value.split(",") if t.strip()]
 
 
-def make_agent(model: str, tools: str | None, python: bool, workspace: Path | None, max_new_tokens: int,
-               temperature: float, max_rounds: int, device: str, confirm: Callable[..., Any] | None = None) -> Any:
-    """The agent for chat and ask: its tools work in ``workspace`` (default: the current folder)."""
+def make_agent(options: AgentOptions, confirm: Callable[..., Any] | None = None) -> Any:
+    """The agent for chat and ask: its tools work in ``options.workspace`` (default: the current folder)."""
     from codette.agent import MultimodalCodette
 
-    return MultimodalCodette(model, tools=parse_tools(tools), workspace=check_workspace(workspace),
-                             enable_python=python, max_new_tokens=max_new_tokens, temperature=temperature,
-                             max_rounds=max_rounds, device=device, confirm=confirm)
+    return MultimodalCodette(options.model, tools=parse_tools(options.tools),
+                             workspace=check_workspace(options.workspace), enable_python=options.python,
+                             max_new_tokens=options.max_new_tokens, temperature=options.temperature,
+                             max_rounds=options.max_rounds, device=options.device, confirm=confirm)
 
 
 def check_workspace(path: Path | None) -> Path:
