@@ -47,14 +47,12 @@ from rich.console import Console
 from codette.agent import MultimodalCodette
 from codette.cli import stages
 from codette.config import PRE_TOKENIZERS, build_config
+from codette.data.copydocs import made_up_stem, number, word
 from codette.persona import DEFAULT_SYSTEM
 from codette.tooltable import tool_schema
 from codette.tools import Toolbox
 
 TOOLS = ("read_file", "calculator", "list_directory")
-CONSONANTS = "bdfgklmnprstvz"
-VOWELS = "aeiou"
-CODAS = ("", "", "", "n", "r", "s", "l", "k", "t", "m")
 EXTENSIONS = ("txt", "csv", "json", "md", "log", "py", "yaml", "tsv")
 REQUESTS = {
     "read_file": ("Read {}", "Read {} please.", "Show me {}", "Open {}", "What is in {}?", "Print the file {}.",
@@ -66,25 +64,9 @@ REQUESTS = {
 }
 
 
-# ---- values --------------------------------------------------------------------------------------
-def word(rng: random.Random) -> str:
-    return "".join(rng.choice(CONSONANTS) + rng.choice(VOWELS) + rng.choice(CODAS) for _ in range(rng.randint(2, 3)))
-
-
-def number(rng: random.Random, max_digits: int = 6) -> str:
-    digits = rng.randint(1, max_digits)
-    return str(rng.randint(0 if digits == 1 else 10 ** (digits - 1), 10 ** digits - 1))
-
-
+# ---- values (made-up words, stems and numbers: codette.data.copydocs's, which grew from these) ------
 def file_name(rng: random.Random) -> str:
-    stem, r = word(rng), rng.random()
-    if r < 0.4:
-        stem += rng.choice("-_") + number(rng, 4)
-    elif r < 0.55:
-        stem += number(rng, 3)
-    elif r < 0.7:
-        stem += rng.choice("-_") + word(rng)
-    return f"{stem}.{rng.choice(EXTENSIONS)}"
+    return f"{made_up_stem(rng)}.{rng.choice(EXTENSIONS)}"
 
 
 def folder_name(rng: random.Random) -> str:

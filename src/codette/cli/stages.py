@@ -96,6 +96,8 @@ def run_data(cfg: RunConfig, console: Console, card: bool = False) -> dict:
         table.add_row("combinations in more than one split", str(s["overlap"]))
     if stats.user_documents:
         table.add_row("your documents", str(stats.user_documents))
+    if "copy" in stats.sources:
+        table.add_row("copy documents (learned on every token)", str(stats.sources["copy"]["used"]))
     if stats.skipped_bad:
         table.add_row("bad lines skipped (--skip-bad)", str(stats.skipped_bad))
     console.print(table)

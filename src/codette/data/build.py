@@ -18,8 +18,8 @@ from pathlib import Path
 from typing import IO
 
 from codette.config import DataConfig
-from codette.data import synthetic
-from codette.data.mix import SYNTHETIC, parse_mix, selection, take, target_counts
+from codette.data import copydocs, synthetic
+from codette.data.mix import COPY, SYNTHETIC, parse_mix, selection, take, target_counts
 from codette.data.pack import PackedSplit, PackStats, pack
 from codette.data.sources import Document, ReadReport, iter_documents, read_jsonl_conversations
 from codette.data.split import HELD_OUT, SPLITS, split_of
@@ -94,11 +94,14 @@ class _SplitWriter:
         self._held = []
 
 
-def _plan(cfg: DataConfig) -> tuple[dict[str, float], list[str], int]:
-    """(mix, user sources, synthetic count) after checking that the options agree."""
+def _plan(cfg: DataConfig) -> tuple[dict[str, float], list[str], int, int]:
+    """(mix, user sources, synthetic count, copy-document count) after checking that the options agree."""
     mix = parse_mix(cfg.mix)
     if not mix:
-        return {}, list(cfg.sources), cfg.samples if cfg.synthetic else 0
+        return {}, list(cfg.sources), cfg.samples if cfg.synthetic else 0, cfg.copy_docs
+    if cfg.copy_docs:
+        raise CodetteError("data.copy_docs (--copy-docs) cannot be combined with --mix; give the copy documents "
+                           "a ratio in the mix instead (e.g. --mix synthetic=0.8,copy=0.2)")
     extra = [s for s in cfg.sources if s not in mix]
     if extra:
         raise CodetteError(f"source {extra[0]} has no ratio in --mix; give every source one "
@@ -106,7 +109,7 @@ def _plan(cfg: DataConfig) -> tuple[dict[str, float], list[str], int]:
     if mix.get(SYNTHETIC, 0) > 0 and not cfg.synthetic:
         raise CodetteError("--mix gives the synthetic data a ratio, but synthetic data is turned off (--no-synthetic)")
     counts = target_counts(mix, cfg.samples)
-    return mix, [k for k in mix if k != SYNTHETIC], counts.get(SYNTHETIC, 0)
+    return mix, [k for k in mix if k not in (SYNTHETIC, COPY)], counts.get(SYNTHETIC, 0), counts.get(COPY, 0)
 
 
 def _count(src: str, cfg: DataConfig, report: ReadReport) -> int:
@@ -121,8 +124,8 @@ def build_dataset(cfg: DataConfig, out_dir: Path | str) -> BuildStats:
     """
     out_dir = Path(out_dir)
     remove_stale_temporaries(out_dir)  # left by a build that was killed while writing
-    mix, sources, n_syn = _plan(cfg)
-    if not n_syn and not sources:
+    mix, sources, n_syn, n_copy = _plan(cfg)
+    if not n_syn and not sources and not n_copy:
         raise CodetteError("nothing to build: synthetic data is off and no data.sources were given")
     shares = synthetic.check_shares(dict(cfg.shares)) if cfg.shares else synthetic.CATEGORY_SHARES
     report = ReadReport()
@@ -139,6 +142,11 @@ def build_dataset(cfg: DataConfig, out_dir: Path | str) -> BuildStats:
                 out.write(s.to_json(), collector.add(s))
             st = collector.stats()
             syn_stats = {**asdict(st), "distinct_ratio": st.distinct_ratio}
+        if n_copy:  # plain text learned on every token, split by content like the user's documents
+            log.info("writing %d copy documents (every call runs for real: 20 to 45 documents a second)", n_copy)
+            for rec in copydocs.iter_copy_records(n_copy, cfg.seed):
+                out.write(rec, _content_split(rec, cfg))
+            per_source[COPY] = {"available": n_copy, "used": n_copy}
         targets = target_counts(mix, cfg.samples) if mix else {}
         for src in sources:
             docs: Iterator[Document]

@@ -21,6 +21,7 @@ from codette.errors import CodetteError
 log = logging.getLogger(__name__)
 
 SYNTHETIC = "synthetic"
+COPY = "copy"  # the copy documents, generated (codette.data.copydocs) to the count the mix gives them
 T = TypeVar("T")
 
 

@@ -9,6 +9,10 @@ from codette.config import ToolMixConfig
 from codette.data.curriculum.common import fmt, fmt_big
 from codette.data.curriculum.tools.base import Scenario, pick
 
+# How people ask for an expression ``{e}`` (also the copy documents' wording, codette.data.copydocs).
+CALC_PROMPTS = ["What is {e}?", "Calculate {e}.", "Can you compute {e}?", "Please work out {e}.", "How much is {e}?",
+                "Use the calculator for {e}."]
+
 
 def calculator(rng: random.Random, mix: ToolMixConfig) -> Scenario:
     kind = rng.choice(["binary", "binary", "chain", "percent", "sqrt", "power", "error"])
@@ -16,8 +20,7 @@ def calculator(rng: random.Random, mix: ToolMixConfig) -> Scenario:
     if kind == "binary":
         op = rng.choice(["+", "-", "*", "/"])
         expr = f"{a} {op} {b}"
-        pi, prompt = pick(rng, ["What is {e}?", "Calculate {e}.", "Can you compute {e}?", "Please work out {e}.",
-                                "How much is {e}?", "Use the calculator for {e}."])
+        pi, prompt = pick(rng, CALC_PROMPTS)
     elif kind == "chain":
         expr = rng.choice([f"({a} + {b}) * {c}", f"{a} * {b} - {c}", f"({a} - {b}) / {c}", f"{a} + {b} * {c}"])
         pi, prompt = pick(rng, ["What is {e}?", "Calculate {e}.", "Evaluate {e} for me."])

@@ -11,6 +11,17 @@ from codette.data.curriculum.common import join_words
 from codette.data.curriculum.tools.base import Scenario, pick, quote
 from codette.data.curriculum.tools.names import LINES, WORDS, file_name, file_names, folder_name, other_files, text_file
 
+# How people ask (module-level so that the copy documents, codette.data.copydocs, word requests the same way).
+READ_PROMPTS = ["What is in {f}?", "Read {f} for me.", "Show me the contents of {f}.", "What does {f} say?",
+                "Open {f} and tell me what it contains.", "Can you read {f}?"]
+WRITE_PROMPTS = ["Save the line {l} to {f}.", "Write {l} into {f}.", "Create {f} with the text {l}.",
+                 "Please put {l} in a file called {f}."]
+APPEND_PROMPTS = ["Add {l} to the end of {f}.", "Append {l} to {f}.", "Put {l} at the bottom of {f}."]
+FOLDER_PROMPTS = ["What's in the {d} folder?", "List the files in {d}.", "Show me the {d} folder."]
+SEARCH_TEXT_PROMPTS = ["Which files mention {w}?", "Search my files for {w}.", "Where did I write about {w}?",
+                       "Find the lines that contain {w}."]
+SEARCH_PATTERN_PROMPTS = ["Find all {x} files.", "Which {x} files do I have?", "Search for {x} files."]
+
 
 def read_file(rng: random.Random, mix: ToolMixConfig) -> Scenario:
     f = file_name(rng)
@@ -18,8 +29,7 @@ def read_file(rng: random.Random, mix: ToolMixConfig) -> Scenario:
     files = other_files(rng, f, rng.randint(0 if not missing else 1, 2))
     if not missing:
         files[f] = text_file(rng)
-    pi, prompt = pick(rng, ["What is in {f}?", "Read {f} for me.", "Show me the contents of {f}.",
-                            "What does {f} say?", "Open {f} and tell me what it contains.", "Can you read {f}?"])
+    pi, prompt = pick(rng, READ_PROMPTS)
     ai = rng.randrange(2)
 
     def answer(data: Any, ok: bool) -> str:
@@ -46,15 +56,14 @@ def write_file(rng: random.Random, mix: ToolMixConfig) -> Scenario:
     if kind == "append":
         files[f] = text_file(rng, rng.randint(1, 2))
         args["append"] = True
-        pi, prompt = pick(rng, ["Add {l} to the end of {f}.", "Append {l} to {f}.", "Put {l} at the bottom of {f}."])
+        pi, prompt = pick(rng, APPEND_PROMPTS)
     elif kind == "outside":
         args["path"] = "../" + f
         pi, prompt = pick(rng, ["Save {l} to ../{f}.", "Write {l} into ../{f}."])
     else:
         if kind == "replace":
             files[f] = text_file(rng, 1)
-        pi, prompt = pick(rng, ["Save the line {l} to {f}.", "Write {l} into {f}.", "Create {f} with the text {l}.",
-                                "Please put {l} in a file called {f}."])
+        pi, prompt = pick(rng, WRITE_PROMPTS)
     prompt = prompt.format(f=f, l=quote(line))
 
     def answer(data: Any, ok: bool) -> str:
@@ -86,7 +95,7 @@ def list_directory(rng: random.Random, mix: ToolMixConfig) -> Scenario:
                                 "Show me what is in the workspace.", "What's in my workspace folder?"])
         path = "."
     else:
-        pi, prompt = pick(rng, ["What's in the {d} folder?", "List the files in {d}.", "Show me the {d} folder."])
+        pi, prompt = pick(rng, FOLDER_PROMPTS)
         path = folder
     setup: dict[str, Any] = {"files": files}
     if dirs:
@@ -114,8 +123,7 @@ def search_files(rng: random.Random, mix: ToolMixConfig) -> Scenario:
         all_words = sorted({w for text in files.values() for w in re.findall(r"[a-z]{4,}", text)})
         hit = rng.random() < 0.85
         word = rng.choice(all_words) if hit else rng.choice([w for w in WORDS if w not in all_words])
-        pi, prompt = pick(rng, ["Which files mention {w}?", "Search my files for {w}.", "Where did I write about {w}?",
-                                "Find the lines that contain {w}."])
+        pi, prompt = pick(rng, SEARCH_TEXT_PROMPTS)
         prompt = prompt.format(w=quote(word))
         args: dict[str, Any] = {"query": word}
 
@@ -128,7 +136,7 @@ def search_files(rng: random.Random, mix: ToolMixConfig) -> Scenario:
         variant = f"query-{int(hit)}-{pi}"
     else:
         ext = rng.choice([".md", ".txt", ".csv"])
-        pi, prompt = pick(rng, ["Find all {x} files.", "Which {x} files do I have?", "Search for {x} files."])
+        pi, prompt = pick(rng, SEARCH_PATTERN_PROMPTS)
         prompt = prompt.format(x=ext)
         args = {"pattern": "*" + ext}
 

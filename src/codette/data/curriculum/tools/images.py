@@ -10,6 +10,12 @@ from codette.data.curriculum.tools.base import Scenario, pick
 from codette.data.curriculum.tools.names import IMAGE_FILES, SIZES, stem
 from codette.tools.image import NAMED_COLORS
 
+# How people ask about an image ``{f}``, by what they want to know (also the copy documents' wording).
+IMAGE_PROMPTS = {"colour": ["What colour is {f}?", "What is the main colour of {f}?"],
+                 "describe": ["Describe the image {f}.", "Analyse {f} for me."],
+                 "size": ["How big is {f}?", "What are the dimensions of {f}?"],
+                 "gray": ["Is {f} a grayscale image?", "Is {f} black and white?"]}
+
 
 def analyze_image(rng: random.Random, mix: ToolMixConfig) -> Scenario:
     f = rng.choice(IMAGE_FILES) if rng.random() < 0.25 else stem(rng) + rng.choice([".png", ".png", ".bmp", ".gif"])
@@ -24,10 +30,7 @@ def analyze_image(rng: random.Random, mix: ToolMixConfig) -> Scenario:
     broken = rng.random() < mix.call_error
     setup: dict[str, Any] = {"files": {f: "this is not an image\n"}} if broken else {"images": {f: spec}}
     kind = rng.choice(["colour", "describe", "size", "gray"])
-    pi, prompt = pick(rng, {"colour": ["What colour is {f}?", "What is the main colour of {f}?"],
-                            "describe": ["Describe the image {f}.", "Analyse {f} for me."],
-                            "size": ["How big is {f}?", "What are the dimensions of {f}?"],
-                            "gray": ["Is {f} a grayscale image?", "Is {f} black and white?"]}[kind])
+    pi, prompt = pick(rng, IMAGE_PROMPTS[kind])
 
     def answer(data: Any, ok: bool) -> str:
         if not ok:

@@ -15,6 +15,22 @@ KB_OTHER = [("how you handle tool errors", "tool errors"), ("your limits", "Code
             ("what Codette is", "what Codette is"), ("the Codette toolkit", "Codette toolkit"),
             ("your perspectives", "Codette perspectives"), ("your tools", "Codette tools")]
 
+# How people ask the knowledge base about ``{s}`` (also the copy documents' wording, codette.data.copydocs).
+KB_PROMPTS = ["What does your knowledge base say about {s}?", "Look up {s} in your knowledge base.",
+              "Check your knowledge base: what do you know about {s}?",
+              "Query the knowledge base about {s}.", "Search your knowledge base for {s}.",
+              "Use your knowledge base to tell me about {s}.", "Find {s} in the knowledge base.",
+              "What is stored in your knowledge base about {s}?",
+              "Consult your knowledge base on {s}.", "Knowledge base lookup, please: {s}.",
+              "Is there anything in your knowledge base on {s}?", "Pull up {s} from your knowledge base.",
+              "Your knowledge base: what is in it about {s}?", "Read me the knowledge base entry on {s}.",
+              "Could you check the knowledge base for {s}?", "Search the knowledge base: {s}.",
+              "What does the local knowledge base have on {s}?", "Look {s} up in the knowledge base.",
+              "Tell me about {s}; use your knowledge base.", "Find the knowledge base entry for {s}.",
+              "Please query your knowledge base about {s}.", "I'd like the knowledge base entry on {s}.",
+              "Check the knowledge base about {s}, please.", "What do your notes say about {s}? "
+              "Use the knowledge base.", "Knowledge base question: what about {s}?"]
+
 
 def query_knowledge_base(rng: random.Random, mix: ToolMixConfig) -> Scenario:
     kind = rng.choice(["perspective", "tool", "other"])
@@ -27,20 +43,7 @@ def query_knowledge_base(rng: random.Random, mix: ToolMixConfig) -> Scenario:
         subject, query = rng.choice(["the {t} tool", "your {t} tool"]).format(t=t), t
     else:
         subject, query = rng.choice(KB_OTHER)
-    pi, prompt = pick(rng, ["What does your knowledge base say about {s}?", "Look up {s} in your knowledge base.",
-                            "Check your knowledge base: what do you know about {s}?",
-                            "Query the knowledge base about {s}.", "Search your knowledge base for {s}.",
-                            "Use your knowledge base to tell me about {s}.", "Find {s} in the knowledge base.",
-                            "What is stored in your knowledge base about {s}?",
-                            "Consult your knowledge base on {s}.", "Knowledge base lookup, please: {s}.",
-                            "Is there anything in your knowledge base on {s}?", "Pull up {s} from your knowledge base.",
-                            "Your knowledge base: what is in it about {s}?", "Read me the knowledge base entry on {s}.",
-                            "Could you check the knowledge base for {s}?", "Search the knowledge base: {s}.",
-                            "What does the local knowledge base have on {s}?", "Look {s} up in the knowledge base.",
-                            "Tell me about {s}; use your knowledge base.", "Find the knowledge base entry for {s}.",
-                            "Please query your knowledge base about {s}.", "I'd like the knowledge base entry on {s}.",
-                            "Check the knowledge base about {s}, please.", "What do your notes say about {s}? "
-                            "Use the knowledge base.", "Knowledge base question: what about {s}?"])
+    pi, prompt = pick(rng, KB_PROMPTS)
 
     def answer(data: Any, ok: bool) -> str:
         res = data["results"]

@@ -9,6 +9,9 @@ from codette.config import ToolMixConfig
 from codette.data.curriculum.tools.base import Scenario, pick, quote
 from codette.data.curriculum.tools.names import LINES, WORDS
 
+# How people hand over their own snippet ``{c}`` (also the copy documents' wording, codette.data.copydocs).
+RUN_PROMPTS = ["Run this Python code: {c}", "What does this print? {c}", "Execute: {c}"]
+
 
 def _py_task(rng: random.Random) -> tuple[str, str, str]:
     """(code, what it computes, kind) for a small computation."""
@@ -60,7 +63,7 @@ def _py_bug(rng: random.Random) -> tuple[str, str, str]:
 def execute_python(rng: random.Random, mix: ToolMixConfig) -> Scenario:
     if rng.random() < mix.call_error:
         code, why, kind = _py_bug(rng)
-        pi, prompt = pick(rng, ["Run this Python code: {c}", "What does this print? {c}", "Execute: {c}"])
+        pi, prompt = pick(rng, RUN_PROMPTS)
 
         def answer(data: Any, ok: bool) -> str:
             if ok:
@@ -73,7 +76,7 @@ def execute_python(rng: random.Random, mix: ToolMixConfig) -> Scenario:
         a, b = rng.randint(2, 999), rng.randint(2, 999)
         op = rng.choice(["*", "+", "-", "//", "%"])
         code = f"print({a} {op} {b})"
-        pi, prompt = pick(rng, ["Run this Python code: {c}", "What does this print? {c}", "Execute: {c}"])
+        pi, prompt = pick(rng, RUN_PROMPTS)
 
         def answer_user(data: Any, ok: bool) -> str:
             return f"It printed {data['stdout'].strip()}." if ok else f"The code failed: {data['error']}."

@@ -13,6 +13,11 @@ from codette.data.curriculum.tools.names import LABELS, TABLES, stem
 
 _OPS = {"mean": ("average", "the average"), "max": ("highest", "the highest"), "min": ("lowest", "the lowest"),
         "sum": ("total", "the total"), "median": ("median", "the median")}
+# How people ask about column ``{c}`` of table ``{f}``: a summary, or the statistic ``{w}`` (also the copy
+# documents' wording, codette.data.copydocs).
+SUMMARY_PROMPTS = ["Summarise the {c} column of {f}.", "Give me statistics for {c} in {f}.",
+                   "Describe the {c} values in {f}."]
+STAT_PROMPTS = ["What is the {w} {c} in {f}?", "Find the {w} {c} in {f}.", "Using {f}, what is the {w} {c}?"]
 
 
 def analyze_data(rng: random.Random, mix: ToolMixConfig) -> Scenario:
@@ -30,12 +35,10 @@ def analyze_data(rng: random.Random, mix: ToolMixConfig) -> Scenario:
         col = rng.choice([c for _, _, cs in TABLES for c in cs if c not in cols])
     op = rng.choice(list(_OPS))
     if kind == "summary":
-        pi, prompt = pick(rng, ["Summarise the {c} column of {f}.", "Give me statistics for {c} in {f}.",
-                                "Describe the {c} values in {f}."])
+        pi, prompt = pick(rng, SUMMARY_PROMPTS)
         args: dict[str, Any] = {"path": fname, "column": col}
     else:
-        pi, prompt = pick(rng, ["What is the {w} {c} in {f}?", "Find the {w} {c} in {f}.",
-                                "Using {f}, what is the {w} {c}?"])
+        pi, prompt = pick(rng, STAT_PROMPTS)
         args = {"path": fname, "column": col, "operation": op}
     prompt = prompt.format(c=col, f=fname, w=_OPS[op][0])
 

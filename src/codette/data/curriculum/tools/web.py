@@ -13,6 +13,16 @@ from codette.data.curriculum.tools.base import Scenario, first_sentence, pick, q
 from codette.data.curriculum.tools.names import BLOCKED_SITES, CITIES, NO_RESULT_SEARCHES, SEARCHES
 from codette.data.curriculum.toolrun import CANONICAL_BASE
 
+# How people ask for a web search on ``{q}`` (also the copy documents' wording, codette.data.copydocs).
+SEARCH_PROMPTS = ["Search the web for {q}.", "Look up {q} online.", "Find information about {q}.",
+                  "What does the web say about {q}?", "Do a web search on {q}.",
+                  "Can you search online for {q}?", "Search for {q}, please.", "Web search: {q}.",
+                  "I need a web source on {q}.", "Find me a page about {q}.",
+                  "Search online: {q}.", "Could you look up {q} on the web?", "Find a web page on {q}.",
+                  "What can you find online about {q}?", "Please search the web for {q}.",
+                  "Run a web search for {q}.", "Look for {q} on the web.", "Any web results on {q}?"]
+URL_PROMPTS = ["Get {u} for me.", "Call {u}."]  # a request that names the address ``{u}``
+
 
 def http_request(rng: random.Random, mix: ToolMixConfig) -> Scenario:
     kind = rng.choice(["weather", "weather", "time", "echo"]
@@ -65,7 +75,7 @@ def http_request(rng: random.Random, mix: ToolMixConfig) -> Scenario:
                     f"127.0.0.1), so the request was refused before it was sent.")
     else:
         ep = rng.choice(["forecast", "news", "users", "status"])
-        pi, prompt = pick(rng, ["Get {u} for me.", "Call {u}."])
+        pi, prompt = pick(rng, URL_PROMPTS)
         prompt = prompt.format(u=f"{CANONICAL_BASE}/{ep}")
         args = {"url": f"{CANONICAL_BASE}/{ep}"}
 
@@ -78,13 +88,7 @@ def http_request(rng: random.Random, mix: ToolMixConfig) -> Scenario:
 def web_search(rng: random.Random, mix: ToolMixConfig) -> Scenario:
     hit = rng.random() > mix.call_error / 2
     query = rng.choice(SEARCHES if hit else NO_RESULT_SEARCHES)
-    pi, prompt = pick(rng, ["Search the web for {q}.", "Look up {q} online.", "Find information about {q}.",
-                            "What does the web say about {q}?", "Do a web search on {q}.",
-                            "Can you search online for {q}?", "Search for {q}, please.", "Web search: {q}.",
-                            "I need a web source on {q}.", "Find me a page about {q}.",
-                            "Search online: {q}.", "Could you look up {q} on the web?", "Find a web page on {q}.",
-                            "What can you find online about {q}?", "Please search the web for {q}.",
-                            "Run a web search for {q}.", "Look for {q} on the web.", "Any web results on {q}?"])
+    pi, prompt = pick(rng, SEARCH_PROMPTS)
 
     def answer(data: Any, ok: bool) -> str:
         res = data["results"]
