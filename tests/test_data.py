@@ -809,3 +809,129 @@ def test_truncated_document_index_is_a_clear_error(tokenizer: CodetteTokenizer, 
     docs.write_bytes(docs.read_bytes()[:-3])
     with pytest.raises(CodetteError, match="val.docs.bin is truncated"):
         PackedSplit(tmp_path, "val")
+
+
+# ------------------------------------------------------------------------------------------------
+# Best-fit packing (train.packing = "bestfit")
+# ------------------------------------------------------------------------------------------------
+BESTFIT_SEQ = 511  # windows of 512 tokens: 33 of the 40 conversations fit one, 7 are longer (up to ~1,400)
+
+
+def _documents(split: PackedSplit) -> list[tuple[int, int]]:
+    starts = [int(s) for s in split.doc_starts]
+    return list(zip(starts, [*starts[1:], len(split)]))
+
+
+@pytest.mark.parametrize("buffer", [8, 1000])  # a few pieces to choose from, or the whole epoch
+def test_bestfit_windows_hold_whole_documents_from_their_first_token(
+        packed: PackedSplit, tokenizer: CodetteTokenizer, buffer: int) -> None:
+    from codette.data.loader import BestFitSampler
+
+    s = BestFitSampler(packed, BESTFIT_SEQ, seed=3, buffer=buffer)
+    docs = _documents(packed)
+    fits = [(a, b) for a, b in docs if b - a <= BESTFIT_SEQ + 1]
+    assert 0 < len(fits) < len(docs)  # both kinds are exercised
+    chat_first = tokenizer.encode_chat([{"role": "user", "content": "x"}, {"role": "assistant", "content": "y"}])[0][0]
+    tokens = np.asarray(packed.tokens, dtype=np.int64)
+    for epoch in range(2):
+        begin = sum(s.windows_in_epoch(e) for e in range(epoch))
+        seen: dict[tuple[int, int], int] = {}  # piece -> the window it is in
+        for w in range(s.windows_in_epoch(epoch)):
+            pieces = s.pieces_at(begin + w)
+            assert sum(n for _, n in pieces) <= BESTFIT_SEQ + 1
+            for a, n in pieces:
+                assert (a, n) not in seen
+                seen[(a, n)] = w
+            x, _ = s.batch(begin + w, 1)
+            first = pieces[0][0]
+            doc = next(d for d in docs if d[0] <= first < d[1])
+            if first == doc[0]:  # the window starts a document: as a rendered chat starts
+                assert x[0, 0] == chat_first
+            else:  # the only other start: a piece of a document longer than a window, every seq_len tokens in
+                assert doc[1] - doc[0] > BESTFIT_SEQ + 1 and (first - doc[0]) % BESTFIT_SEQ == 0
+            filled = np.concatenate([tokens[a:a + n] for a, n in pieces])[:BESTFIT_SEQ]
+            assert x[0, :len(filled)].tolist() == filled.tolist()
+        # Every document that fits is one piece, whole, in exactly one window; a longer one is cut into
+        # pieces every seq_len tokens that share one token each, so every token is read once an epoch.
+        for a, b in docs:
+            if b - a <= BESTFIT_SEQ + 1:
+                assert (a, b - a) in seen
+            else:
+                mine = sorted(p for p in seen if a <= p[0] < b)
+                assert [p[0] for p in mine] == list(range(a, b - 1, BESTFIT_SEQ))
+                assert all(n == BESTFIT_SEQ + 1 for _, n in mine[:-1]) and mine[-1][0] + mine[-1][1] == b
+        assert sum(n for _, n in seen) == len(packed) + sum(
+            max(-(-(b - a - 1) // BESTFIT_SEQ), 1) - 1 for a, b in docs)
+    assert 0 <= s.padding_fraction() < 0.25
+
+
+def test_bestfit_padding_and_piece_starts_are_never_targets(packed: PackedSplit) -> None:
+    from codette.data.loader import PAD_ID, BestFitSampler
+
+    s = BestFitSampler(packed, BESTFIT_SEQ, seed=0)
+    tokens = np.asarray(packed.tokens, dtype=np.int64)
+    mask = np.asarray(packed.mask, dtype=bool)
+    padded = 0
+    for p in range(s.n_blocks):
+        x, y = s.batch(p, 1)
+        x, y = x[0].numpy(), y[0].numpy()
+        want = np.full(BESTFIT_SEQ + 1, IGNORE_INDEX)  # the target of input position i sits at slot i + 1
+        slots = np.full(BESTFIT_SEQ + 1, PAD_ID)
+        at = 0
+        for a, n in s.pieces_at(p):
+            slots[at:at + n] = tokens[a:a + n]
+            want[at + 1:at + n] = np.where(mask[a + 1:a + n], tokens[a + 1:a + n], IGNORE_INDEX)
+            at += n
+        assert x.tolist() == slots[:-1].tolist() and y.tolist() == want[1:].tolist()
+        assert (x[at:] == PAD_ID).all() and (y[at - 1:] == IGNORE_INDEX).all()  # padding: no targets
+        padded += BESTFIT_SEQ + 1 - at
+        assert s.count_targets(p, 1) == int((y != IGNORE_INDEX).sum()) > 0
+    assert padded > 0  # otherwise the padding checks prove nothing
+    assert s.padding_fraction() == pytest.approx(padded / (s.n_blocks * (BESTFIT_SEQ + 1)))
+
+
+def test_bestfit_order_is_a_pure_function_of_seed_and_position(packed: PackedSplit) -> None:
+    """What a resumed run relies on: a sampler built fresh at a late data position (several epochs in,
+    visiting nothing before it) reads the windows the uninterrupted sampler read there."""
+    from codette.data.loader import BestFitSampler
+
+    a = BestFitSampler(packed, BESTFIT_SEQ, seed=7)
+    counts = [a.windows_in_epoch(e) for e in range(4)]
+    n = sum(counts)
+    run = [a.batch(p, 1) for p in range(n)]  # the uninterrupted run, four epochs
+    b = BestFitSampler(packed, BESTFIT_SEQ, seed=7)
+    for p in (n - 2, counts[0] + 1, 0, counts[0] - 1):  # later epochs first; batches across epoch boundaries
+        x, y = b.batch(p, 2)
+        for j in range(2):
+            if p + j < n:
+                assert torch.equal(x[j], run[p + j][0][0]) and torch.equal(y[j], run[p + j][1][0])
+    epochs = [[a.pieces_at(sum(counts[:e]) + w) for w in range(counts[e])] for e in range(2)]
+    assert epochs[0] != epochs[1]  # each epoch packs a new order
+    other = BestFitSampler(packed, BESTFIT_SEQ, seed=8)
+    assert not torch.equal(other.batch(0, 4)[0], a.batch(0, 4)[0])
+
+
+def test_reading_plan_counts_reads_per_distinct_token(packed: PackedSplit) -> None:
+    from codette.data.loader import BestFitSampler, reading_plan
+
+    stream = BatchSampler(packed, BESTFIT_SEQ, seed=0, aligned=True)
+    best = BestFitSampler(packed, BESTFIT_SEQ, seed=0)
+    for sampler in (stream, best):
+        plan = reading_plan(sampler, steps=10, sequences_per_step=6)
+        assert plan["processed_tokens"] == 10 * 6 * BESTFIT_SEQ and plan["distinct_tokens"] == len(packed)
+        assert plan["processed_to_distinct"] == pytest.approx(10 * 6 * BESTFIT_SEQ / len(packed))
+        assert plan["epochs"] == pytest.approx(60 / sampler.n_blocks)
+    # A stream epoch starts a window at every document: it reads each token more than once; best-fit once.
+    assert stream.n_blocks * BESTFIT_SEQ > 1.5 * len(packed)
+    assert best.n_blocks * (BESTFIT_SEQ + 1) * (1 - best.padding_fraction()) == pytest.approx(
+        len(packed) + sum(max(-(-(b - a - 1) // BESTFIT_SEQ), 1) - 1 for a, b in _documents(packed)))
+    assert reading_plan(stream, 10, 6)["padding_fraction"] == 0.0 < reading_plan(best, 10, 6)["padding_fraction"]
+
+
+def test_bestfit_needs_document_starts(packed: PackedSplit, tmp_path: Path) -> None:
+    from codette.data.loader import BestFitSampler
+
+    for suffix in (".bin", ".mask.bin", ".json"):
+        (tmp_path / f"train{suffix}").write_bytes((Path(packed.tokens.filename).parent / f"train{suffix}").read_bytes())
+    with pytest.raises(CodetteError, match="train.packing='bestfit' needs to know where the documents"):
+        BestFitSampler(PackedSplit(tmp_path, "train"), BESTFIT_SEQ, seed=0)
