@@ -7,7 +7,7 @@ from pathlib import Path
 
 import pytest
 
-from codette.config import RunConfig, TrainConfig, build_config, load_config_file, to_dict
+from codette.config import QUICKSTART, RunConfig, TrainConfig, build_config, load_config_file, to_dict
 from codette.errors import CodetteError
 
 TOML = """
@@ -139,6 +139,13 @@ def test_wrong_type_names_the_key(key: str, value: object) -> None:
     msg = _error(None, {key: value})
     assert f"'{key}'" in msg, msg
     assert repr(value) in msg
+
+
+def test_packing_defaults_to_stream_and_a_bad_value_is_one_line_naming_the_key(tmp_path: Path) -> None:
+    assert build_config().train.packing == "stream" and QUICKSTART.build().train.packing == "stream"
+    assert build_config(_write(tmp_path, "c.toml", '[train]\npacking = "bestfit"\n')).train.packing == "bestfit"
+    msg = _error(None, {"train.packing": "best-fit"})
+    assert msg == "config key 'train.packing': expected stream | bestfit, got 'best-fit'", msg
 
 
 def test_wrong_type_in_a_file_names_the_key(tmp_path: Path) -> None:

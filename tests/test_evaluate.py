@@ -1,43 +1,41 @@
-"""Evaluation: every metric on hand-built outputs whose right score is known, intervals, bits per byte,
-probes during training, and clear errors on bad input (tokenizer, probes, GGUF)."""
+"""Evaluation: every metric on hand-built outputs whose right score is known, bits per byte, probes
+during training, and clear errors on bad input (tokenizer, probes, GGUF). The text scorers it builds
+on (identity, perspectives, key facts, intervals) are tested in test_scoring.py."""
 
 from __future__ import annotations
 
 import builtins
+import io
 import json
 import math
 import shutil
-import time
 from contextlib import closing
 from pathlib import Path
 
 import pytest
 import torch
+from rich.console import Console
 
+from codette.backends.base import Chunk, SamplingConfig, collect
 from codette.backends.local import LocalBackend
 from codette.cli import stages
 from codette.errors import CodetteError
-from codette.evaluate import identity as idm
-from codette.evaluate import perspective as pm
 from codette.evaluate import tool_metric as tm
-from codette.evaluate.behavior import ToolWorkspace, run_probe, run_probes, summarize
 from codette.evaluate.lm import evaluate_lm, token_byte_lengths
 from codette.evaluate.probes import Probe, probe_set, select
+from codette.evaluate.probes_run import ToolWorkspace, run_probe, run_probes, summarize
 from codette.evaluate.run import evaluate_checkpoint, evaluate_path, gguf_lm_metrics
 from codette.data.loader import BatchSampler
 from codette.data.pack import PackedSplit
-from codette.evaluate.stats import Figure, combined_proportions, proportion, wilson
 from codette.evaluate.training import TrainingMonitor, build_monitor, interleave
-from codette.persona import PERSPECTIVE_VOCABULARY as VOCABULARY
-from codette.persona import PERSPECTIVES
 from codette.data.build import ensure_packed
 from codette.data.loader import IGNORE_INDEX
 from codette.model import LMOutput, cross_entropy_sum
-from codette.model.generate import SamplingConfig
+from codette.scoring.tool_facts import key_facts
 from codette.tokenizer import CodetteTokenizer
 from codette.tools import format_tool_call
 from codette.train.selection import needs_probes
-from tests._pipeline import QUIET, codette, losses, prepare, tiny_config
+from tests._pipeline import QUIET, codette, losses, tiny_config
 from tests._runtimes import require
 
 # ---- tool use -------------------------------------------------------------------------------------------
@@ -48,7 +46,7 @@ CALL = format_tool_call("calculator", {"expression": "179 * 40 / 100"})
 
 
 def _facts() -> list[str]:
-    return tm.key_facts(REFERENCE, RESULT, PROMPT)
+    return key_facts(REFERENCE, RESULT, PROMPT)
 
 
 def test_perfect_tool_call_scores_one_on_every_rung() -> None:
@@ -108,22 +106,6 @@ def test_task_success_needs_the_correct_result_in_the_final_answer(final: str, o
     assert tm.score_final(s, final, _facts(), RESULT, RESULT).task_success == ok
 
 
-def test_key_facts_are_grounded_in_the_result_not_the_prompt() -> None:
-    assert tm.key_facts("40% of 179 is 71.6", RESULT, PROMPT) == ["71.6"]
-    assert tm.key_facts("It is 3.14.", '{"result": 3.14159}', "pi?") == ["3.14"]  # answer precision
-    assert tm.key_facts("It is 12,345.", '{"result": 12345}', "sum?") == ["12345"]  # thousands separator
-    assert tm.key_facts("It is 42.", '{"result": 41}', "x?") == []  # not grounded
-
-
-@pytest.mark.timeout(120)  # the old word pattern was quadratic on "#-#-...": fail, never hang the run
-def test_tokens_are_read_in_linear_time() -> None:
-    assert tm.tokens("See v1.2, #3 and a/b. Then #-- x, -5 and 12,345.") == \
-        ["see", "v1.2", "#3", "and", "a/b", "then", "x", "-5", "and", "12345"]
-    start = time.monotonic()
-    assert tm.tokens("#-" * (1 << 20)) == []  # 2 MiB of a model's answer
-    assert time.monotonic() - start < 10
-
-
 class Scripted:
     """A ChatBackend that replies from a list (hand-built model outputs)."""
 
@@ -174,90 +156,6 @@ def test_no_tool_probe_scores_abstention() -> None:
     assert fig["n"] == 3 and fig["value"] == pytest.approx(2 / 3)
 
 
-# ---- identity -------------------------------------------------------------------------------------------
-@pytest.mark.parametrize("answer, qtype, reference, score", [
-    ("<consciousness> I am Codette, a small language model trained with the Codette toolkit.", "identity", "", 1),
-    ("My name is Codette. I'm a language model.", "identity", "", 1),  # another phrasing passes
-    ("My name is Max. I am a small language model.", "identity", "", 0),  # wrong name
-    ("I am a small language model trained with the Codette toolkit.", "identity", "", 1),  # "Codette" named
-    ("I am Codette, language", "identity", "", 0),  # a lone keyword is no fact
-    ("I am Codette, a human.", "identity", "", 0),
-    ("I am Codette and I reason through eleven perspectives.", "perspectives", "", 1),
-    ("I am Codette and I reason through 11 perspectives.", "perspectives", "", 1),
-    ("I am Codette and I reason through twelve perspectives.", "perspectives", "", 0),  # wrong count
-    ("I am Codette and I reason through 7 perspectives, among eleven perspectives.", "perspectives", "", 0),
-    ("I am Codette. I can call eleven tools.", "tools", "", 1),
-    ("I am Codette. I can call ten tools.", "tools", "", 0),
-    ("I am Codette. I can be wrong, so I check with my tools.", "limits", "", 1),
-    ("I am Codette. I am great.", "limits", "", 0),
-    ("No. I am Codette, and I cannot browse the internet freely.", "capability:internet", "No: I cannot ...", 1),
-    ("Yes. I am Codette, and I cannot browse the internet freely.", "capability:internet", "No: I cannot ...", 0),
-    ("I am Codette, and I cannot browse the internet freely.", "capability:internet", "No: I cannot ...", 0),
-    ("I am Codette. I check with a tool when I can, because I can be wrong.", "intent:unsure", "", 1),
-    ("I am Codette. I just answer.", "intent:unsure", "", 0),
-    ("I am Codette; I never invent a result when a tool fails.", "intent:tool_fails", "", 1),
-    ("I am Codette, I help with problems from several perspectives and use tools.", "intent:purpose", "", 1),
-])
-def test_identity_rubric(answer: str, qtype: str, reference: str, score: int) -> None:
-    s = idm.score_identity(answer, qtype, reference)
-    assert s.score == score, s.as_dict()
-
-
-def test_identity_reflection_needs_the_perspective_actually_used() -> None:
-    ok = idm.score_identity("I am Codette. I used the Newton perspective, then checked it.", "reflection", "", "newton")
-    bad = idm.score_identity("I am Codette. I used the Da Vinci perspective.", "reflection", "", "newton")
-    assert ok.score == 1 and bad.score == 0 and "used perspective newton" in bad.missing
-
-
-def test_identity_records_the_marker_but_does_not_score_it() -> None:
-    a = idm.score_identity("<consciousness> I am Codette, a language model.", "identity", "")
-    b = idm.score_identity("I am Codette, a language model.", "identity", "")
-    assert a.marker and not b.marker and a.score == b.score == 1
-
-
-def test_identity_rubric_facts_come_from_the_facts_module() -> None:
-    for fact in [idm.KIND_FACT, idm.PURPOSE_FACT, *idm.LIMIT_FACTS, *idm.CAPABILITY_FACTS.values()]:
-        assert idm.content_words(fact.phrases[0]) <= idm.words(fact.source), fact.id
-
-
-# ---- perspectives ---------------------------------------------------------------------------------------
-NEWTON = "<perspective> newton\nEvery force has an effect: measure the mass and the acceleration, predict the momentum."
-DAVINCI = "Sketch it like an artist and engineer: design, proportion and invention."
-
-
-def test_perspective_marker_and_style() -> None:
-    s = pm.score_perspective(NEWTON, "newton")
-    assert (s.marker, s.style, s.marker_ok, s.style_ok, s.adherent) == ("newton", "newton", 1, 1, 1)
-    s = pm.score_perspective("<perspective> newton\n" + DAVINCI, "newton")  # right marker, Da Vinci's style
-    assert (s.marker_ok, s.style, s.style_ok, s.adherent) == (1, "davinci", 0, 0)
-    s = pm.score_perspective(NEWTON.split("\n", 1)[1], "newton")  # style without the marker
-    assert (s.marker, s.marker_ok, s.style_ok, s.adherent) == ("none", 0, 1, 0)
-    s = pm.score_perspective("<perspective> davinci\n" + DAVINCI, "newton")
-    assert (s.marker, s.marker_ok, s.adherent) == ("davinci", 0, 0)
-
-
-def test_perspective_style_ignores_words_from_the_prompt() -> None:
-    prompt = "Explain force, mass and acceleration from the Newton perspective."
-    assert pm.dominant_style("<perspective> newton\nforce mass acceleration", prompt) == "none"
-    assert pm.dominant_style("force, mass, momentum", prompt) == "newton"
-
-
-def test_perspective_vocabularies_are_disjoint_so_style_is_well_defined() -> None:
-    keys = list(VOCABULARY)
-    assert set(keys) == set(PERSPECTIVES)
-    for i, a in enumerate(keys):
-        for b in keys[i + 1:]:
-            assert not VOCABULARY[a] & VOCABULARY[b], (a, b)
-
-
-def test_perspective_confusion_matrix() -> None:
-    cm = pm.confusion([("newton", "newton"), ("newton", "davinci"), ("davinci", "none"), ("davinci", "bogus")])
-    n, d, none = cm["labels"].index("newton"), cm["labels"].index("davinci"), cm["columns"].index("none")
-    assert cm["columns"][-1] == "none" and len(cm["counts"]) == len(PERSPECTIVES) == len(cm["columns"]) - 1
-    assert cm["counts"][n][n] == 1 and cm["counts"][n][d] == 1 and cm["counts"][d][none] == 2
-    assert sum(map(sum, cm["counts"])) == 4
-
-
 # ---- consciousness_score and the summary ----------------------------------------------------------------
 def _ident(aspect: str, score: int) -> dict:
     return {"kind": "identity", "group": aspect, "aspect": aspect,
@@ -286,32 +184,6 @@ def test_summary_of_no_probes_of_a_kind_is_nan_with_n_zero() -> None:
     f = summarize([_ident("identity", 1)])["figures"]
     assert f["tool_task_success"]["n"] == 0 and math.isnan(f["tool_task_success"]["value"])
     assert f["consciousness_score"]["value"] == 1.0  # the mean of the aspects that were probed
-
-
-# ---- intervals ------------------------------------------------------------------------------------------
-def test_wilson_interval_known_values() -> None:
-    lo, hi = wilson(5, 10)
-    assert (lo, hi) == (pytest.approx(0.2366, abs=1e-4), pytest.approx(0.7634, abs=1e-4))
-    lo, hi = wilson(0, 10)
-    assert lo == 0.0 and hi == pytest.approx(0.2775, abs=1e-4)
-    lo, hi = wilson(10, 10)
-    assert hi == 1.0 and lo == pytest.approx(0.7225, abs=1e-4)
-    assert all(math.isnan(x) for x in wilson(0, 0))
-    with pytest.raises(ValueError):
-        wilson(11, 10)
-
-
-def test_proportion_and_combined_intervals() -> None:
-    f = proportion([1, 1, 0, 1])
-    assert (f.value, f.n, f.method) == (0.75, 4, "wilson") and f.low < 0.75 < f.high
-    assert proportion([]).n == 0 and proportion([]).fmt() == "n/a (n=0)"
-    one = combined_proportions({"a": [1] * 8 + [0] * 2})
-    assert one.value == 0.8 and 0.45 < one.low < 0.6 and 0.9 < one.high < 1.0  # about Jeffreys (0.49, 0.96)
-    again = combined_proportions({"a": [1] * 8 + [0] * 2})
-    assert (one.low, one.high) == (again.low, again.high)  # seeded: the same interval every run
-    wide, narrow = proportion([1, 0] * 5), proportion([1, 0] * 500)
-    assert narrow.high - narrow.low < (wide.high - wide.low) / 5
-    assert isinstance(one, Figure) and "[" in one.fmt()
 
 
 # ---- language modelling ---------------------------------------------------------------------------------
@@ -391,13 +263,6 @@ def test_bad_probe_records_name_the_file_and_line(tmp_path: Path) -> None:
 
 # ---- with a trained tiny model --------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    out = tmp_path_factory.mktemp("eval_prepared")
-    prepare(out)
-    return out
-
-
-@pytest.fixture(scope="module")
 def trained(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny model trained 20 steps (model_final.pt) in a copy of the prepared folder."""
     out = tmp_path_factory.mktemp("eval_trained") / "run"
@@ -417,6 +282,7 @@ def other_tokenizer(prepared: Path, tmp_path_factory: pytest.TempPathFactory) ->
     return out
 
 
+@pytest.mark.slow
 def test_checkpoint_tokenizer_mismatch_is_a_clear_error(trained: Path, other_tokenizer: Path) -> None:
     with pytest.raises(CodetteError, match="is not the tokenizer .* was trained with"):
         LocalBackend.from_checkpoint(trained / "model_final.pt", other_tokenizer)
@@ -425,6 +291,7 @@ def test_checkpoint_tokenizer_mismatch_is_a_clear_error(trained: Path, other_tok
                             probes_per_kind=0)
 
 
+@pytest.mark.slow
 def test_eval_cli_with_an_empty_probe_set_fails_clearly(trained: Path, tmp_path: Path) -> None:
     (tmp_path / "test.jsonl").write_text(json.dumps({"category": "mixed", "messages": []}) + "\n")
     proc = codette("eval", str(trained / "model_final.pt"), "--probe-dir", str(tmp_path), "--max-batches", "1",
@@ -433,6 +300,7 @@ def test_eval_cli_with_an_empty_probe_set_fails_clearly(trained: Path, tmp_path:
     assert "Traceback" not in proc.stderr and not (tmp_path / "eval.json").exists()
 
 
+@pytest.mark.slow
 def test_eval_reports_every_figure_with_n_and_interval(trained: Path) -> None:
     report = evaluate_checkpoint(trained / "model_final.pt", trained / "packed", max_batches=1, samples=1,
                                  probes_per_kind=2, max_new_tokens=8)
@@ -453,6 +321,7 @@ def _targets(packed: Path, split: str, seq_len: int) -> int:
     return sum(int((y != IGNORE_INDEX).sum()) for _, y in windows)
 
 
+@pytest.mark.slow
 def test_eval_scores_the_test_split_unless_asked(trained: Path, tmp_path: Path) -> None:
     """Held-out figures come from the test split, which selection never reads; --split val asks for val."""
     ckpt = trained / "model_final.pt"
@@ -473,6 +342,7 @@ def test_eval_scores_the_test_split_unless_asked(trained: Path, tmp_path: Path) 
     assert "Language modelling (val split" in (tmp_path / "e.md").read_text()
 
 
+@pytest.mark.slow
 def test_training_and_selection_never_read_the_test_split(prepared: Path, tmp_path: Path,
                                                            monkeypatch: pytest.MonkeyPatch) -> None:
     """The loop, its evaluations and the probes that pick model_best.pt open train and val only."""
@@ -525,6 +395,7 @@ def gguf_file(trained: Path) -> Path:
     return export_gguf(trained / "model_final.pt", trained, "f32", force=True, modelfile=False).path
 
 
+@pytest.mark.slow
 def test_gguf_and_checkpoint_score_the_same_windows(trained: Path, gguf_file: Path,
                                                     monkeypatch: pytest.MonkeyPatch) -> None:
     import llama_cpp
@@ -555,6 +426,7 @@ def test_gguf_and_checkpoint_score_the_same_windows(trained: Path, gguf_file: Pa
     assert gg["bits_per_byte"] == pytest.approx(pt["bits_per_byte"], abs=2e-3)
 
 
+@pytest.mark.slow
 def test_gguf_with_a_different_vocabulary_is_a_clear_error(trained: Path, gguf_file: Path, other_tokenizer: Path,
                                                            tmp_path: Path) -> None:
     from codette.backends.gguf import GGUFBackend
@@ -575,6 +447,7 @@ def test_gguf_with_a_different_vocabulary_is_a_clear_error(trained: Path, gguf_f
 
 
 # ---- probes during training -----------------------------------------------------------------------------
+@pytest.mark.slow
 def test_training_time_probes_do_not_change_training(prepared: Path, tmp_path: Path) -> None:
     """Same losses with and without probes (dropout on, so any stray random draw would show)."""
     runs = {}
@@ -596,6 +469,7 @@ def test_training_time_probes_do_not_change_training(prepared: Path, tmp_path: P
     assert all(torch.equal(a[k], b[k]) for k in a)
 
 
+@pytest.mark.slow
 def test_monitor_keeps_to_its_time_budget(trained: Path) -> None:
     probes, _ = probe_set(trained / "data", per_kind=6)
     model = LocalBackend.from_checkpoint(trained / "model_final.pt").model
@@ -618,3 +492,65 @@ def test_monitor_keeps_to_its_time_budget(trained: Path) -> None:
         build_monitor(tiny_config(trained, **{"train.best_metric": "consciousness_score",
                                               "train.probes": 0}).train, trained / "data",
                       CodetteTokenizer.load(trained), trained / "logs", required=needs_probes("consciousness_score"))
+
+
+# ---- progress of every long stage of `codette eval` (the session's run_folder) ---------------------------
+class Hello:
+    """A backend that says hello to everything (no calls): the natural set runs through it in seconds."""
+
+    name = "hello"
+
+    def stream(self, messages, tools=None, sampling=None):
+        yield Chunk("Hello.", finish_reason="stop")
+
+    def chat(self, messages, tools=None, sampling=None):
+        return collect(self.stream(messages, tools, sampling)).text
+
+
+@pytest.mark.slow
+def test_eval_reports_progress_of_every_stage(run_folder: Path, tmp_path: Path) -> None:
+    from codette.evaluate.run import _add_behavior, evaluate_path
+
+    seen: dict[str, list[tuple[int, int]]] = {}
+
+    def record(stage: str, done: int, total: int) -> None:
+        seen.setdefault(stage, []).append((done, total))
+
+    evaluate_path(run_folder / "model_best.pt", max_batches=2, batch_size=2, probes_per_kind=1, samples=2,
+                  max_new_tokens=4, on_progress=record)
+    assert seen["lm"] == [(1, 2), (2, 2)]
+    assert seen["samples"] == [(1, 2), (2, 2)]
+    n = len(seen["probes"])
+    assert n > 0 and seen["probes"] == [(i, n) for i in range(1, n + 1)]
+
+    seen.clear()
+    _add_behavior({}, Hello(), tmp_path / "model.pt", None, 0, 16, 1, None, "test", natural=True,
+                  on_progress=record)
+    n = len(seen["natural"])
+    assert n > 100 and seen["natural"] == [(i, n) for i in range(1, n + 1)] and seen["samples"] == [(1, 1)]
+
+
+@pytest.mark.slow
+def test_gguf_eval_reports_its_lm_progress(run_folder: Path, tmp_path: Path) -> None:
+    from codette.evaluate.run import evaluate_path
+    from codette.export import export_gguf
+    from tests._runtimes import require
+
+    require("llama_cpp")
+    gguf_file = export_gguf(run_folder / "model_best.pt", tmp_path, "f32", modelfile=False).path
+    for name in ("tokenizer.json", "tokenizer_config.json"):
+        shutil.copy(run_folder / name, tmp_path / name)
+    seen: list[tuple[str, int, int]] = []
+    evaluate_path(gguf_file, packed_dir=run_folder / "packed", max_batches=1, batch_size=3, probes_per_kind=0,
+                  samples=1, max_new_tokens=4, on_progress=lambda *a: seen.append(a))
+    assert seen == [("lm", 1, 3), ("lm", 2, 3), ("lm", 3, 3), ("samples", 1, 1)]
+
+
+@pytest.mark.slow
+def test_codette_eval_shows_a_bar_per_stage(run_folder: Path, tmp_path: Path) -> None:
+    out = io.StringIO()
+    console = Console(file=out, force_terminal=True, width=150)
+    stages.run_eval(run_folder, console, output=tmp_path / "eval.json", max_batches=2, probes=1)
+    text = out.getvalue()
+    for label in ("test split: LM metrics", "behavioral probes", "sample chats"):
+        assert label in text, label

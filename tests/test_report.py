@@ -14,16 +14,16 @@ from codette.cli import stages
 from codette.errors import CodetteError
 from codette.report import build_report, find_metrics_files, load_run
 from codette.tensorboard import scalars_of
-from tests._pipeline import QUIET, codette, prepare, tiny_config
+from tests._pipeline import QUIET, codette, tiny_config
 
-PLOTS = ("loss", "lr", "tokens_per_second", "grad_norm", "behavior")
+PLOTS = ("loss", "lr", "tokens_per_second", "grad_norm", "behavior", "copy")  # copy: train.copy_monitor's default
 
 
 @pytest.fixture(scope="module")
-def run(tmp_path_factory: pytest.TempPathFactory) -> Path:
+def run(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A tiny run trained 30 steps with behavioral probes at each evaluation and live TensorBoard events."""
-    out = tmp_path_factory.mktemp("report_run")
-    prepare(out)
+    out = tmp_path_factory.mktemp("report_run") / "run"
+    shutil.copytree(prepared, out)
     cfg = tiny_config(out, **{"train.max_steps": 30, "train.eval_every": 10, "train.probes": 2,
                               "train.probe_budget": 1.0, "train.tensorboard": True})
     stages.run_train(cfg, QUIET)
@@ -38,6 +38,7 @@ def _events(folder: Path) -> dict[str, list[tuple[int, float]]]:
     return {tag: [(e.step, e.value) for e in acc.Scalars(tag)] for tag in acc.Tags()["scalars"]}
 
 
+@pytest.mark.slow
 def test_report_writes_pngs_and_html_from_a_real_run(run: Path, tmp_path: Path) -> None:
     rep = build_report(run, tmp_path / "rep")
     assert set(rep.plots) == set(PLOTS)
@@ -58,6 +59,7 @@ def test_report_writes_pngs_and_html_from_a_real_run(run: Path, tmp_path: Path) 
     assert all(n > 0 for pts in series.behavior.values() for _, _, n in pts)
 
 
+@pytest.mark.slow
 def test_report_includes_eval_json_figures(run: Path, tmp_path: Path) -> None:
     folder = tmp_path / "with_eval"
     shutil.copytree(run, folder, ignore=shutil.ignore_patterns("model_step_*"))
@@ -72,6 +74,7 @@ def test_report_includes_eval_json_figures(run: Path, tmp_path: Path) -> None:
     assert build_report(folder).eval_json == folder / "eval.json"
 
 
+@pytest.mark.slow
 def test_tensorboard_events_written_when_asked(run: Path, tmp_path: Path) -> None:
     out = tmp_path / "rep"
     rep = build_report(run / "logs", out, tensorboard=True)
@@ -86,6 +89,7 @@ def test_tensorboard_events_written_when_asked(run: Path, tmp_path: Path) -> Non
     assert not (tmp_path / "plain" / "tensorboard").exists()
 
 
+@pytest.mark.slow
 def test_training_with_tensorboard_writes_live_events(run: Path) -> None:
     folders = list((run / "logs" / "tensorboard").iterdir())
     assert len(folders) == 1
@@ -93,6 +97,7 @@ def test_training_with_tensorboard_writes_live_events(run: Path) -> None:
     assert len(tags["train/loss"]) == 30 and "eval/val_loss" in tags and "eval/probe_overhead" in tags
 
 
+@pytest.mark.slow
 def test_report_cli(run: Path, tmp_path: Path) -> None:
     proc = codette("report", str(run / "logs"), "--out", str(tmp_path / "cli"), "--tensorboard", check=True)
     assert "report.html" in proc.stdout and (tmp_path / "cli" / "loss.png").is_file()

@@ -28,15 +28,7 @@ from codette.tokenizer.bpe import TOKENIZER_FILE
 from codette.train.schedule import lr_at
 from codette.train.selection import BestTracker, direction
 from codette.train.trainer import Trainer
-from tests._pipeline import QUIET, TINY, codette, losses, prepare, tiny_config, write_config
-
-
-@pytest.fixture(scope="module")
-def prepared(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder with data and tokenizer (copied per test so runs never share checkpoints)."""
-    out = tmp_path_factory.mktemp("prepared")
-    prepare(out)
-    return out
+from tests._pipeline import QUIET, TINY, codette, losses, tiny_config, write_config
 
 
 WORDS = ("the river carries light over stone while old bridges remember every traveller who crossed "
@@ -45,7 +37,8 @@ WORDS = ("the river carries light over stone while old bridges remember every tr
 
 @pytest.fixture(scope="module")
 def prepared_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """Like ``prepared``, from a plain-text corpus only (no chat): a folder of .txt files."""
+    """Like the session's ``prepared`` (tests/conftest.py), from a plain-text corpus only (no chat): a folder of
+    .txt files."""
     import random
 
     rng = random.Random(0)
@@ -72,6 +65,7 @@ def _config_file(tmp_path: Path, out: Path, **train: object) -> Path:
     return write_config(tmp_path / f"{out.name}.json", data)
 
 
+@pytest.mark.slow
 def test_training_learns_and_writes_checkpoints(prepared: Path, tmp_path: Path) -> None:
     out = _fresh(prepared, tmp_path)
     result = stages.run_train(tiny_config(out), QUIET)
@@ -94,17 +88,24 @@ def _windows(log_dir: Path) -> list[str]:
     return [r["windows"] for r in records if r["kind"] == "start"]
 
 
-@pytest.mark.parametrize("corpus", ["chat", "text"])
-def test_resume_is_exact_in_process(corpus: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
-    """Chat reads document-aligned windows, plain text random-offset ones; both resume bit-identically."""
+@pytest.mark.parametrize(("corpus", "packing"), [("chat", "stream"), ("text", "stream"), ("chat", "bestfit")])
+@pytest.mark.slow
+def test_resume_is_exact_in_process(corpus: str, packing: str, request: pytest.FixtureRequest, tmp_path: Path) -> None:
+    """Stream packing reads chat in document-aligned windows, plain text in random-offset ones; best-fit packs
+    whole documents. Each resumes bit-identically."""
     prepared = request.getfixturevalue("prepared" if corpus == "chat" else "prepared_text")
     full = _fresh(prepared, tmp_path, "full")
-    stages.run_train(tiny_config(full), QUIET)
+    stages.run_train(tiny_config(full, **{"train.packing": packing}), QUIET)
     part = _fresh(prepared, tmp_path, "part")
     shutil.copy(full / "model_step_20.pt", part / "model_step_20.pt")
-    stages.run_train(tiny_config(part), QUIET, resume=str(part / "model_step_20.pt"))
-    want = "document-aligned" if corpus == "chat" else "random offsets"
+    stages.run_train(tiny_config(part, **{"train.packing": packing}), QUIET, resume=str(part / "model_step_20.pt"))
+    want = "best-fit" if packing == "bestfit" else "document-aligned" if corpus == "chat" else "random offsets"
     assert _windows(full / "logs") == [want] and _windows(part / "logs") == [want]
+    (log,) = (full / "logs").glob("metrics_*.jsonl")
+    start = json.loads(log.read_text().splitlines()[0])
+    assert start["kind"] == "start" and start["packing"] == packing
+    assert start["processed_to_distinct"] == pytest.approx(40 * 4 * 64 / start["train_tokens"])
+    assert (start["padding_fraction"] > 0) == (packing == "bestfit")
     a, b = losses(full / "logs"), losses(part / "logs")
     assert sorted(b) == list(range(21, 41))
     assert all(a[s] == b[s] for s in b), [(s, a[s], b[s]) for s in b if a[s] != b[s]][:3]
@@ -113,6 +114,7 @@ def test_resume_is_exact_in_process(corpus: str, request: pytest.FixtureRequest,
     assert all(torch.equal(fa[k], fb[k]) for k in fa)
 
 
+@pytest.mark.slow
 def test_resume_after_kill_9_matches_uninterrupted_run(prepared: Path, tmp_path: Path) -> None:
     steps = 400
     full = _fresh(prepared, tmp_path, "full")
@@ -136,6 +138,7 @@ def test_resume_after_kill_9_matches_uninterrupted_run(prepared: Path, tmp_path:
         assert a[s] == b[s], f"step {s}: {a[s]} != {b[s]} (resumed from step {start})"
 
 
+@pytest.mark.slow
 def test_gradient_accumulation_averages_over_tokens_not_micro_batches(prepared: Path, tmp_path: Path) -> None:
     """2 micro-batches of 4 take the same steps as one batch of 8 (the same windows), although the two
     halves hold different numbers of assistant tokens: a mean of the two means would not."""
@@ -280,6 +283,7 @@ def test_parallel_strategy_follows_the_config_and_the_model_size(monkeypatch: py
         tiny_config(Path("x"), **{"train.parallel": "zero3"})
 
 
+@pytest.mark.slow
 def test_ctrl_c_saves_checkpoint_and_exits_cleanly(prepared: Path, tmp_path: Path) -> None:
     out = _fresh(prepared, tmp_path)
     cfg = _config_file(tmp_path, out, max_steps=100000, eval_every=100000, save_every=50)
@@ -297,6 +301,7 @@ def test_ctrl_c_saves_checkpoint_and_exits_cleanly(prepared: Path, tmp_path: Pat
     assert ckpt is not None and load_checkpoint(ckpt)["step"] >= 50
 
 
+@pytest.mark.slow
 def test_nan_loss_stops_with_clear_message_and_keeps_last_good(prepared: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
     out = _fresh(prepared, tmp_path)
@@ -316,52 +321,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good(prepared: Path, t
     assert load_checkpoint(out / "model_step_10.pt")["step"] == 10
 
 
-def test_checkpoint_write_is_atomic(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    target = tmp_path / "model_step_1.pt"
-    save_checkpoint({"model": {"w": torch.ones(3)}, "model_config": {}}, target)
-    before = target.read_bytes()
-
-    def dies_halfway(obj, fh, *a, **k):
-        fh.write(b"PK\x03\x04 partial")
-        raise OSError("disk full")
-
-    monkeypatch.setattr(torch, "save", dies_halfway)
-    with pytest.raises(OSError):
-        save_checkpoint({"model": {"w": torch.zeros(3)}, "model_config": {}}, target)
-    with pytest.raises(OSError):
-        save_checkpoint({"model": {}, "model_config": {}}, tmp_path / "model_final.pt")
-    assert target.read_bytes() == before
-    assert not (tmp_path / "model_final.pt").exists()
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["model_step_1.pt"]
-
-
-class Evil:
-    def __reduce__(self):
-        return (os.system, ("echo pwned",))
-
-
-def test_checkpoint_loading_is_safe_and_errors_name_the_file(tmp_path: Path) -> None:
-    with pytest.raises(CodetteError, match="not found: .*nothere.pt"):
-        load_checkpoint(tmp_path / "nothere.pt")
-    empty = tmp_path / "empty.pt"
-    empty.write_bytes(b"")
-    with pytest.raises(CodetteError, match="empty.pt"):
-        load_checkpoint(empty)
-    good = save_checkpoint({"model": {"w": torch.ones(1000)}, "model_config": {}}, tmp_path / "good.pt")
-    trunc = tmp_path / "trunc.pt"
-    trunc.write_bytes(good.read_bytes()[: good.stat().st_size // 2])
-    with pytest.raises(CodetteError, match="trunc.pt.*corrupt or truncated"):
-        load_checkpoint(trunc)
-    evil = tmp_path / "evil.pt"
-    torch.save({"format": "codette-checkpoint-v1", "model": Evil(), "model_config": {}}, evil)
-    with pytest.raises(CodetteError, match=r"evil.pt is not a Codette checkpoint: it holds a Python object"):
-        load_checkpoint(evil)
-    foreign = tmp_path / "foreign.pt"
-    torch.save({"state_dict": {}}, foreign)
-    with pytest.raises(CodetteError, match="foreign.pt is not a Codette checkpoint"):
-        load_checkpoint(foreign)
-
-
+@pytest.mark.slow
 def test_resume_errors_and_auto_fallback(prepared: Path, tmp_path: Path) -> None:
     out = _fresh(prepared, tmp_path)
     stages.run_train(tiny_config(out, **{"train.max_steps": 30}), QUIET)
@@ -448,6 +408,7 @@ def test_codette_dtype_decides_what_auto_means_and_never_overrides_a_named_dtype
 
 
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
+@pytest.mark.slow
 def test_both_precisions_learn_and_are_recorded(prepared: Path, tmp_path: Path, dtype: str) -> None:
     out = _fresh(prepared, tmp_path)
     stages.run_train(tiny_config(out, **{"train.dtype": dtype, "train.max_steps": 20}), QUIET)
@@ -546,6 +507,7 @@ def _trainer(cfg: RunConfig) -> Trainer:
                    tokenizer_sha256=file_sha256(out / TOKENIZER_FILE))
 
 
+@pytest.mark.slow
 def test_init_from_starts_from_the_source_weights_with_a_fresh_optimizer(prepared: Path, source: Path,
                                                                          tmp_path: Path) -> None:
     best = load_checkpoint(source / "model_best.pt")
@@ -562,6 +524,7 @@ def test_init_from_starts_from_the_source_weights_with_a_fresh_optimizer(prepare
     assert steps == {1.0}  # AdamW's own step counter: new, not the source's
 
 
+@pytest.mark.slow
 def test_init_from_trains_a_new_run_and_says_where_it_started(prepared: Path, source: Path, tmp_path: Path) -> None:
     out = _fresh(prepared, tmp_path, "new")
     start = source / "model_final.pt"
@@ -577,6 +540,7 @@ def test_init_from_trains_a_new_run_and_says_where_it_started(prepared: Path, so
     assert losses(out / "logs")[1] < losses(fresh / "logs")[1] - 0.1
 
 
+@pytest.mark.slow
 def test_a_resumed_run_continues_its_own_checkpoint_not_init_from(prepared: Path, source: Path,
                                                                   tmp_path: Path) -> None:
     out = _fresh(prepared, tmp_path, "run")
@@ -593,6 +557,7 @@ def test_a_resumed_run_continues_its_own_checkpoint_not_init_from(prepared: Path
     assert starts == [(0, "", str(source / "model_best.pt")), (2, str(out / "model_final.pt"), "")]
 
 
+@pytest.mark.slow
 def test_init_from_another_architecture_or_vocabulary_is_one_line_naming_what_differs(
         prepared: Path, source: Path, tmp_path: Path) -> None:
     out = _fresh(prepared, tmp_path, "new")

@@ -69,6 +69,7 @@ class DataConfig:
     errors: str = "strict"  # how to treat invalid UTF-8 in user files: strict | replace
     skip_bad: bool = False  # count and skip bad JSONL lines / dataset rows instead of failing
     mix: dict = field(default_factory=dict)  # source (or "synthetic") -> ratio of the final dataset; sums to 1
+    copy_docs: int = 0  # copy documents (codette.data.copydocs) added to the data; with a mix, its "copy" ratio
     shares: dict = field(default_factory=dict)  # synthetic category -> share; empty: the built-in shares
     tool_mix: ToolMixConfig = field(default_factory=ToolMixConfig)  # inside the tool category
 
@@ -79,6 +80,8 @@ class DataConfig:
                                f"{self.val_fraction + self.test_fraction:g}; they must leave a share for training")
 
 
+# How training windows are cut (train.packing; codette.data.loader.BatchSampler and BestFitSampler).
+PACKINGS = ("stream", "bestfit")
 # The pre-tokenizers of codette.tokenizer.bpe (named here too, so a config is checked without loading it):
 # gpt2 is GPT-2's regex; gpt2-digits also splits every digit off.
 PRE_TOKENIZERS = ("gpt2", "gpt2-digits")
@@ -124,6 +127,9 @@ class TrainConfig:
     batch_size: int = 8
     grad_accum: int = 1
     seq_len: int | None = None  # None: the model's max_seq_len
+    # How training windows are cut (codette.data.loader): stream, a window from every document start into the
+    # documents after it; bestfit, whole documents packed into each window, every token read once an epoch.
+    packing: str = "stream"  # one of PACKINGS
     weight_decay: float = 0.1
     beta1: float = 0.9
     beta2: float = 0.95
@@ -139,6 +145,7 @@ class TrainConfig:
     best_metric: str = "val_loss"  # model_best.pt by: val_loss | perplexity | token_accuracy | a behavioral metric
     probes: int = 8  # behavioral probes per kind at each evaluation (0: none); see codette.evaluate.training
     probe_budget: float = 0.10  # probes may take at most this fraction of the training time
+    copy_monitor: int = 16  # val records the copy monitor scores at each evaluation (0: off); codette.evaluate.copying
     tensorboard: bool = False  # also write TensorBoard events to <log_dir>/tensorboard/
     parallel: str = "auto"  # under torchrun: ddp | fsdp (FSDP2, sharded) | auto (fsdp from 500M parameters)
     init_from: str | None = None  # weights of this checkpoint or run folder; new optimizer and schedule at step 0
@@ -193,7 +200,8 @@ def _one_of(*choices: str) -> Rule:
 _POSITIVE = _int_at_least(1)
 _PRESET_VALUE = "the preset's value"
 RULES: dict[str, dict[str, Rule]] = {
-    "data": {"samples": _int_at_least(0), "seed": _int_at_least(0), "val_fraction": _real(0.0, 1.0, low_open=True),
+    "data": {"samples": _int_at_least(0), "seed": _int_at_least(0), "copy_docs": _int_at_least(0),
+             "val_fraction": _real(0.0, 1.0, low_open=True),
              "test_fraction": _real(0.0, 1.0, low_open=True),
              "errors": _one_of("strict", "replace")},
     "data.tool_mix": {f.name: _real(0.0, 1.0, high_open=False) for f in dataclasses.fields(ToolMixConfig)},
@@ -206,11 +214,13 @@ RULES: dict[str, dict[str, Rule]] = {
         "lr": _real(0.0, low_open=True), "min_lr_ratio": _real(0.0, 1.0, high_open=False),
         "warmup_steps": _int_at_least(0), "max_steps": _POSITIVE, "eval_every": _POSITIVE, "save_every": _POSITIVE,
         "max_grad_norm": _real(0.0, low_open=True), "batch_size": _POSITIVE, "grad_accum": _POSITIVE,
-        "seq_len": _optional(_POSITIVE, "the model's context"), "weight_decay": _real(0.0),
+        "seq_len": _optional(_POSITIVE, "the model's context"), "packing": _one_of(*PACKINGS),
+        "weight_decay": _real(0.0),
         "beta1": _real(0.0, 1.0), "beta2": _real(0.0, 1.0), "seed": _int_at_least(0),
         "dtype": _one_of("auto", "fp32", "bf16"), "eval_batches": _POSITIVE, "log_every": _POSITIVE,
         "keep_checkpoints": _int_at_least(0), "threads": _int_at_least(0), "probes": _int_at_least(0),
-        "probe_budget": _real(0.0, 1.0, high_open=False), "parallel": _one_of("auto", "ddp", "fsdp"),
+        "probe_budget": _real(0.0, 1.0, high_open=False), "copy_monitor": _int_at_least(0),
+        "parallel": _one_of("auto", "ddp", "fsdp"),
         "init_from": _optional((lambda v: bool(v.strip()) and not v.strip().endswith(".gguf"),
                                 "a checkpoint (.pt, .dcp) or a run folder"), "the seeded initial weights"),
     },

@@ -10,11 +10,15 @@ User mistakes end with a one-line ``error:`` message (exit 2), never a traceback
 
 from __future__ import annotations
 
+import functools
 import json
 import logging
 import sys
+from collections.abc import Callable
+from dataclasses import dataclass, field, fields
+from inspect import Parameter, Signature, signature  # not `import inspect`: a verb has that name
 from pathlib import Path
-from typing import Optional
+from typing import Any, Optional, get_type_hints
 
 import typer
 from rich.console import Console
@@ -57,6 +61,9 @@ def data(
     mix: Optional[str] = typer.Option(None, help="Ratios of the final dataset, e.g. synthetic=0.5,my.jsonl=0.5 "
                                                  "(sum to 1; --samples is the total)."),
     skip_bad: Optional[bool] = typer.Option(None, "--skip-bad", help="Skip and count bad JSONL lines instead of failing."),
+    copy_docs: Optional[int] = typer.Option(None, "--copy-docs", help="Also write this many copy documents: requests "
+                                            "and their tool calls as plain text, learned on every token (with "
+                                            "--mix: give copy a ratio instead)."),
     stats: bool = typer.Option(False, "--stats", help="Also write the data card (card.json, card.png) and print it."),
 ) -> None:
     """Generate the Codette conversations (and add your own files) as train/val/test JSONL."""
@@ -65,7 +72,7 @@ def data(
     cfg = _config(config, out_dir=out_dir, **{"data.samples": samples, "data.seed": seed, "data.sources": source,
                                              "data.synthetic": synthetic, "data.errors": errors,
                                              "data.mix": parse_mix(mix) if mix is not None else None,
-                                             "data.skip_bad": skip_bad})
+                                             "data.skip_bad": skip_bad, "data.copy_docs": copy_docs})
     stages.run_data(cfg, console, card=stats)
 
 
@@ -170,8 +177,8 @@ def generate(
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or mps."),
 ) -> None:
     """Chat once with a trained checkpoint."""
+    from codette.backends.base import SamplingConfig, SamplingError
     from codette.backends.local import LocalBackend
-    from codette.model.generate import SamplingConfig, SamplingError
 
     try:  # the flags are checked before the checkpoint is loaded
         sampling = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
@@ -271,6 +278,9 @@ def main() -> None:
     """Console-script entry point: turn user errors into one clear line."""
     logging.basicConfig(level=logging.INFO, format="%(message)s",
                         handlers=[RichHandler(console=err_console, show_path=False)])
+    # The HTTP client logs every request at INFO; in a chat those lines land in the middle of a reply.
+    for noisy in ("httpx", "httpcore"):
+        logging.getLogger(noisy).setLevel(logging.WARNING)
     try:
         app()
     except TrainingInterrupted as exc:
@@ -329,65 +339,89 @@ ModelArg = typer.Argument("codette", help="A run folder, .pt checkpoint, .gguf, 
                                           "server, or an Ollama model name (default: the quickstart's codette_model/).")
 ToolsOpt = typer.Option(None, "--tools", help="Tools to offer: on (default: all but execute_python), off, or NAME,NAME.")
 PythonOpt = typer.Option(False, "--python", help="Also offer execute_python (runs model-written code).")
-WorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Folder the tools work in, and may not leave "
-                                                               "(default: the current folder).")
 ServeWorkspaceOpt = typer.Option(None, "--workspace", "-w", help="Folder the agent's tools work in (default: a "
                                                                 "temporary one, removed when the server stops).")
-ReplyTokensOpt = typer.Option(256, "--max-new-tokens", help="Longest reply per model call.")
-GreedyTemperatureOpt = typer.Option(0.0, "--temperature", help="0 for greedy decoding.")
-RoundsOpt = typer.Option(5, "--max-rounds", help="Tool rounds per message.")
 DeviceOpt = typer.Option("cpu", "--device", help="cpu, cuda or mps (checkpoints only).")
-RawOpt = typer.Option(False, "--raw", help="Show the model's control markers (<consciousness>, <perspective> KEY) "
-                                           "instead of hiding them.")
+
+
+def _flag(declaration: Any) -> Any:
+    """A dataclass field that carries its command-line declaration (a typer Argument or Option)."""
+    return field(metadata={"flag": declaration})
+
+
+@dataclass(frozen=True)
+class AgentOptions:
+    """The options `chat` and `ask` share, declared once so the two verbs cannot drift apart: each field
+    is one flag (:func:`agent_verb` hands them to typer)."""
+
+    model: str = _flag(ModelArg)
+    tools: Optional[str] = _flag(ToolsOpt)
+    python: bool = _flag(PythonOpt)
+    workspace: Optional[Path] = _flag(typer.Option(None, "--workspace", "-w", help="Folder the tools work in, and "
+                                                                                   "may not leave (default: the "
+                                                                                   "current folder)."))
+    max_new_tokens: int = _flag(typer.Option(256, "--max-new-tokens", help="Longest reply per model call."))
+    temperature: float = _flag(typer.Option(0.0, "--temperature", help="0 for greedy decoding."))
+    max_rounds: int = _flag(typer.Option(5, "--max-rounds", help="Tool rounds per message."))
+    device: str = _flag(DeviceOpt)
+    raw: bool = _flag(typer.Option(False, "--raw", help="Show the model's control markers (<consciousness>, "
+                                                        "<perspective> KEY) instead of hiding them."))
+
+
+def agent_verb(verb: Callable[..., None]) -> Callable[..., None]:
+    """``verb`` with :class:`AgentOptions`' flags in place of its ``AgentOptions`` parameter.
+
+    typer reads a command's flags from its signature, so the returned function's signature lists the
+    fields one by one (where that parameter stood); called, it gathers them into one AgentOptions,
+    checks its ``--device`` and passes it on.
+    """
+    hints = get_type_hints(AgentOptions)
+    shared = [Parameter(f.name, Parameter.KEYWORD_ONLY, default=f.metadata["flag"], annotation=hints[f.name])
+              for f in fields(AgentOptions)]
+    own = list(signature(verb, eval_str=True).parameters.values())
+    (slot,) = [i for i, p in enumerate(own) if p.annotation is AgentOptions]
+    # All keyword-only, as typer passes them: then a parameter without a default may follow one with a default.
+    params = [p.replace(kind=Parameter.KEYWORD_ONLY) for p in own[:slot] + shared + own[slot + 1:]]
+
+    @functools.wraps(verb)
+    def run(**flags: Any) -> None:
+        options = AgentOptions(**{p.name: flags.pop(p.name) for p in shared})
+        _check_device(options.device)
+        verb(**{own[slot].name: options}, **flags)
+
+    run.__signature__ = Signature(params)  # type: ignore[attr-defined]
+    run.__annotations__ = {p.name: p.annotation for p in params}
+    return run
 
 
 @app.command()
-def chat(
-    model: str = ModelArg,
-    tools: Optional[str] = ToolsOpt,
-    python: bool = PythonOpt,
-    workspace: Optional[Path] = WorkspaceOpt,
-    max_new_tokens: int = ReplyTokensOpt,
-    temperature: float = GreedyTemperatureOpt,
-    max_rounds: int = RoundsOpt,
-    device: str = DeviceOpt,
-    raw: bool = RawOpt,
-) -> None:
+@agent_verb
+def chat(options: AgentOptions) -> None:
     """Chat with Codette in the terminal: streamed replies, tool calls as they run, /help for commands."""
     from codette.cli.chat import ChatSession, confirm_in_terminal, make_agent
 
-    _check_device(device)
-    with make_agent(model, tools, python, workspace, max_new_tokens, temperature, max_rounds, device,
-                    confirm=confirm_in_terminal()) as agent:
-        ChatSession(agent, raw=raw).run()
+    with make_agent(options, confirm=confirm_in_terminal()) as agent:
+        ChatSession(agent, raw=options.raw).run()
 
 
 @app.command()
+@agent_verb
 def ask(
     prompt: str = typer.Argument(..., help="The message for Codette."),
-    model: str = ModelArg,
+    *,
+    options: AgentOptions,  # the shared flags, after PROMPT (agent_verb)
     json_out: bool = typer.Option(False, "--json", help="Print the whole Response (text, tool calls, metrics) as JSON."),
     image: Optional[list[Path]] = typer.Option(None, "--image", "-i", help="An image to analyse first (repeatable)."),
     perspective: Optional[list[str]] = typer.Option(None, "--perspective", "-p", help="Answer from this perspective "
                                                                                       "(repeatable)."),
-    tools: Optional[str] = ToolsOpt,
-    python: bool = PythonOpt,
-    workspace: Optional[Path] = WorkspaceOpt,
     yes: bool = typer.Option(False, "--yes", "-y", help="Let tools change files in the workspace (write_file, "
                                                         "execute_python); without it such calls are refused."),
-    max_new_tokens: int = ReplyTokensOpt,
-    temperature: float = GreedyTemperatureOpt,
-    max_rounds: int = RoundsOpt,
-    device: str = DeviceOpt,
-    raw: bool = RawOpt,
 ) -> None:
     """Ask Codette one question (tools run as the model calls them); --json prints the Response."""
     from codette.cli.chat import make_agent, refuse_without_yes, run_ask
 
-    _check_device(device)
-    with make_agent(model, tools, python, workspace, max_new_tokens, temperature, max_rounds, device,
-                    confirm=None if yes else refuse_without_yes) as agent:
-        run_ask(agent, prompt, json_out, list(image or []), list(perspective or []), raw=raw)
+    with make_agent(options, confirm=None if yes else refuse_without_yes) as agent:
+        run_ask(agent, prompt, json_out, list(image or []), list(perspective or []), raw=options.raw)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""What the training loop calls besides its own loss: behavioral probes on a budget, and TensorBoard.
+"""What the training loop calls besides its own loss: the copy monitor, behavioral probes on a budget, TensorBoard.
 
 The loop stays small: it hands one optional :class:`TrainingMonitor` every metrics record
 (:meth:`~TrainingMonitor.on_record`) and, at each evaluation, asks it for extra figures
@@ -11,12 +11,18 @@ the allowance is cumulative, so an evaluation that ran over is paid back at the 
 a fixed order interleaving the kinds, so an evaluation with a smaller allowance scores a prefix of
 the same probes, and each logged figure carries its own n (``<metric>_n``).
 
-Probes must not change training: the RNG states (torch, CUDA, Python) are saved and restored, the
-model is put back in training mode, and decoding is greedy (no random numbers drawn).
+The copy monitor (:mod:`codette.evaluate.copying`, ``train.copy_monitor`` records) runs first at each
+evaluation, outside the probe budget: one teacher-forced forward pass a record, a few percent of an
+evaluation.
+
+Neither may change training: the RNG states (torch, CUDA, Python) are saved and restored, the model is
+put back in training mode, decoding is greedy and the copy monitor only reads the model under no_grad in
+eval mode (no random numbers drawn).
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import time
@@ -25,10 +31,11 @@ from typing import Any
 
 import torch
 
+from codette.backends.base import SamplingConfig
 from codette.backends.local import LocalBackend
-from codette.evaluate.behavior import ToolWorkspace, run_probe, summarize
+from codette.evaluate.copying import CopyMonitor
 from codette.evaluate.probes import KINDS, Probe
-from codette.model.generate import SamplingConfig
+from codette.evaluate.probes_run import ToolWorkspace, run_probe, summarize
 from codette.rng import rng_state, set_rng_state
 from codette.tokenizer import CodetteTokenizer
 
@@ -45,10 +52,12 @@ def interleave(probes: list[Probe]) -> list[Probe]:
 
 
 class TrainingMonitor:
-    """Behavioral probes at each evaluation (within a time budget) and optional TensorBoard events."""
+    """The copy figures and behavioral probes (within a time budget) at each evaluation, and optional
+    TensorBoard events."""
 
     def __init__(self, tokenizer: CodetteTokenizer | None = None, probes: list[Probe] | None = None,
-                 budget: float = 0.10, max_new_tokens: int = 96, tensorboard_dir: Path | None = None) -> None:
+                 budget: float = 0.10, max_new_tokens: int = 96, tensorboard_dir: Path | None = None,
+                 copy: CopyMonitor | None = None) -> None:
         self.tokenizer = tokenizer
         self.probes = interleave(list(probes or []))
         self.budget = budget
@@ -58,6 +67,7 @@ class TrainingMonitor:
         self.cost: dict[str, list[float]] = {}
         self.tensorboard_dir = tensorboard_dir
         self._writer: Any = None
+        self.copy = copy
 
     # ---- behavioral probes ------------------------------------------------------------------------------
     @property
@@ -69,11 +79,14 @@ class TrainingMonitor:
         seen = self.cost.get(kind)
         return sum(seen) / len(seen) if seen else 0.0
 
-    def on_eval(self, model: torch.nn.Module, step: int, train_seconds: float) -> dict[str, Any]:
-        """Run as many probes as the budget allows; their figures (and ``_n`` counts) for the eval record."""
+    def on_eval(self, model: torch.nn.Module, step: int, train_seconds: float,
+                autocast: contextlib.AbstractContextManager | None = None) -> dict[str, Any]:
+        """The copy figures (``autocast``: the evaluation's), then as many probes as the budget allows; their
+        figures (and ``_n`` counts) for the eval record."""
         self.train_seconds = train_seconds
+        copied = self._copy(model, autocast)
         if not self.probes or self.tokenizer is None or self.budget <= 0:
-            return {}
+            return copied
         allowance = self.budget * train_seconds - self.spent
         saved_rng = rng_state()
         was_training = model.training
@@ -94,7 +107,7 @@ class TrainingMonitor:
             set_rng_state(saved_rng)
         dt = time.perf_counter() - t0
         self.spent += dt
-        out: dict[str, Any] = {"probe_n": len(results), "probe_seconds": dt, "probe_overhead": self.overhead}
+        out: dict[str, Any] = {**copied, "probe_n": len(results), "probe_seconds": dt, "probe_overhead": self.overhead}
         if results:
             for name, fig in summarize(results)["figures"].items():
                 if fig["n"] and not math.isnan(fig["value"]):
@@ -103,6 +116,16 @@ class TrainingMonitor:
         log.info("step %d behavioral probes: %d in %.1f s (overhead so far %.1f%% of training time)", step,
                  len(results), dt, 100 * self.overhead)
         return out
+
+    def _copy(self, model: torch.nn.Module, autocast: contextlib.AbstractContextManager | None) -> dict[str, Any]:
+        """The copy monitor's figures (none without one; the loop's eval line shows them), RNG states kept."""
+        if self.copy is None:
+            return {}
+        saved_rng = rng_state()
+        try:
+            return self.copy(model, autocast)
+        finally:
+            set_rng_state(saved_rng)
 
     # ---- TensorBoard -----------------------------------------------------------------------------------
     def on_record(self, record: dict[str, Any]) -> None:
@@ -126,8 +149,9 @@ class TrainingMonitor:
 
 def build_monitor(train_cfg: Any, data_dir: Path, tokenizer: CodetteTokenizer, log_dir: Path,
                   required: bool = False) -> TrainingMonitor | None:
-    """The monitor ``train.probes`` and ``train.tensorboard`` ask for (None: nothing to do). ``required``:
-    ``train.best_metric`` is a behavioral metric (the trainer's ``needs_probes``), so no probes is an error."""
+    """The monitor ``train.probes``, ``train.copy_monitor`` and ``train.tensorboard`` ask for (None: nothing to
+    do). ``required``: ``train.best_metric`` is a behavioral metric (the trainer's ``needs_probes``), so no
+    probes is an error."""
     from codette.errors import CodetteError
     from codette.evaluate.probes import probe_set
 
@@ -144,6 +168,8 @@ def build_monitor(train_cfg: Any, data_dir: Path, tokenizer: CodetteTokenizer, l
                            f"'train.probes' is {train_cfg.probes} and 'train.probe_budget' {train_cfg.probe_budget}; "
                            f"enable the probes or select by val_loss")
     tb = Path(log_dir) / "tensorboard" / time.strftime("%Y%m%d-%H%M%S") if train_cfg.tensorboard else None
-    if not probes and tb is None:
+    copy = CopyMonitor(tokenizer, data_dir, train_cfg.copy_monitor, train_cfg.seq_len) \
+        if train_cfg.copy_monitor > 0 else None
+    if not probes and tb is None and copy is None:
         return None
-    return TrainingMonitor(tokenizer, probes, train_cfg.probe_budget, tensorboard_dir=tb)
+    return TrainingMonitor(tokenizer, probes, train_cfg.probe_budget, tensorboard_dir=tb, copy=copy)

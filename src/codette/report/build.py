@@ -5,7 +5,7 @@ Input is what training already writes: the ``metrics_*.jsonl`` log (found by
 ``log_dir`` of its ``run_config.json``) and, when the run folder has one, the ``eval.json`` of
 ``codette eval``. Output (default ``<RUN_DIR>/report/``)::
 
-    loss.png, lr.png, tokens_per_second.png, grad_norm.png, behavior.png   (those the log has data for)
+    loss.png, lr.png, tokens_per_second.png, grad_norm.png, behavior.png, copy.png   (those the log has data for)
     report.html     one self-contained page: the PNGs are embedded as data URIs, so the file can be
                     mailed or attached on its own; the PNGs stay beside it for READMEs and slides
     tensorboard/    event files of every train/eval record (only with ``tensorboard=True``)
@@ -32,10 +32,10 @@ from pathlib import Path
 from typing import Any
 
 from codette.errors import CodetteError
-from codette.evaluate.stats import wilson
 from codette.fileio import atomic_write_text, ensure_writable_dir
-from codette.report.plots import plot_all
+from codette.report.plots import copy_series, plot_all
 from codette.report.records import RunSeries, load_run
+from codette.scoring.stats import wilson
 
 log = logging.getLogger(__name__)
 
@@ -45,6 +45,7 @@ PLOT_TITLES = {
     "tokens_per_second": "Throughput",
     "grad_norm": "Gradient norm",
     "behavior": "Behavioral probes during training",
+    "copy": "Copy monitor: the user's values in tool calls",
 }
 # Behavioral figures of eval.json in the order the HTML lists them, with what each one counts.
 EVAL_ROWS = [
@@ -218,6 +219,15 @@ def _summary_rows(run: RunSeries) -> list[list[str]]:
     tps = [v for _, v in run.train.get("tokens_per_second", [])]
     if tps:
         rows.append(["tokens/s (median over steps)", _e(f"{statistics.median(tps):,.0f}")])
+    copies = copy_series(run)
+    if copies.get("copy_exact"):
+        step, exact, n = copies["copy_exact"][-1]
+        unseen = _last([p for p in copies.get("copy_exact_unseen", []) if p[0] == step])
+        tokens = _last([p for p in copies.get("copy_token_acc", []) if p[0] == step])
+        rows.append([f"copy monitor (step {step})",
+                     f"{_pct(exact)} of {n} values copied exactly"
+                     + (f"; {_pct(unseen[1])} of the {unseen[2]} not in train.jsonl" if unseen else "")
+                     + (f"; value tokens {_pct(tokens[1])}" if tokens else "")])
     over = _last(run.eval.get("probe_overhead", []))
     if over:
         secs = sum(v for _, v in run.eval.get("probe_seconds", []))

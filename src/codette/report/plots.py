@@ -1,4 +1,4 @@
-"""PNG plots of a run: losses, learning rate, throughput, gradient norm, behavioral metrics.
+"""PNG plots of a run: losses, learning rate, throughput, gradient norm, behavioral metrics, the copy monitor.
 
 Drawn with matplotlib's object API on an Agg canvas (no pyplot, no global backend switch), so it
 works headless and does not disturb a notebook's backend. Behavioral metrics get their Wilson 95%
@@ -14,15 +14,21 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.ticker import FuncFormatter
 
-from codette.evaluate.stats import wilson
 from codette.fileio import atomic_open
 from codette.report.records import RunSeries
+from codette.scoring.stats import wilson
 
 log = logging.getLogger(__name__)
 
 DPI = 100
 BEHAVIOR_SHOWN = ("tool_task_success", "consciousness_score", "perspective_adherence", "tool_json_valid",
                   "identity_score", "behavior_score")
+# The copy monitor's rates (codette.evaluate.copying), each with the eval record's field that counts its n,
+# a colour and a legend label; the value rates get a Wilson band, the token rate none (a value's tokens
+# are not independent draws).
+COPY_SHOWN = (("copy_exact", "copy_n", "tab:blue", "values copied exactly", True),
+              ("copy_exact_unseen", "copy_unseen", "tab:red", "... of values not in train.jsonl", True),
+              ("copy_token_acc", "copy_tokens", "tab:gray", "value tokens right", False))
 
 
 def _save(fig: Figure, path: Path) -> Path:
@@ -147,6 +153,39 @@ def plot_behavior(run: RunSeries, path: Path) -> Path | None:
     return _save(fig, path)
 
 
+def copy_series(run: RunSeries) -> dict[str, list[tuple[int, float, int]]]:
+    """The copy monitor's rates over the evaluations: metric -> [(step, value, n)], from the metrics log alone."""
+    out: dict[str, list[tuple[int, float, int]]] = {}
+    for r in run.records:
+        if r.get("kind") != "eval":
+            continue
+        for key, n_key, *_ in COPY_SHOWN:
+            value, n = r.get(key), r.get(n_key)
+            if isinstance(value, (int, float)) and isinstance(n, int) and n > 0:
+                out.setdefault(key, []).append((int(r["step"]), float(value), n))
+    return out
+
+
+def plot_copy(run: RunSeries, path: Path) -> Path | None:
+    """The copy monitor's rates over steps on one 0..1 axis, the value rates with their 95% Wilson band."""
+    series = copy_series(run)
+    if not series:
+        return None
+    fig, ax = _axes("Copying the user's values into tool calls (val, teacher-forced)", "share")
+    for key, _n_key, color, label, band in COPY_SHOWN:
+        pts = series.get(key)
+        if not pts:
+            continue
+        x, y = [p[0] for p in pts], [p[1] for p in pts]
+        if band:
+            lo, hi = zip(*(wilson(round(v * n), n) for _, v, n in pts))
+            ax.fill_between(x, lo, hi, color=color, alpha=0.15, linewidth=0)
+        ax.plot(x, y, "o-", color=color, markersize=3.5, linewidth=1.4, label=f"{label} (n={pts[-1][2]})")
+    ax.set_ylim(-0.03, 1.03)
+    ax.legend(loc="best", fontsize=8)
+    return _save(fig, path)
+
+
 def plot_all(run: RunSeries, out_dir: Path) -> dict[str, Path]:
     """Write every plot the run has data for; returns {name: path}."""
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -158,5 +197,6 @@ def plot_all(run: RunSeries, out_dir: Path) -> dict[str, Path]:
         "grad_norm": plot_series(run.train.get("grad_norm", []), out_dir / "grad_norm.png",
                                  "Gradient norm (before clipping)", "L2 norm", "tab:red", log_y=True, smooth=True),
         "behavior": plot_behavior(run, out_dir / "behavior.png"),
+        "copy": plot_copy(run, out_dir / "copy.png"),
     }
     return {k: v for k, v in made.items() if v is not None}

@@ -28,6 +28,7 @@ from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, T
 
 from codette.checkpoint.manager import resume_checkpoint
 from codette.config import TrainConfig
+from codette.data.loader import reading_plan
 from codette.errors import CodetteError, TrainingInterrupted
 from codette.fileio import ensure_writable_dir, remove_stale_temporaries
 from codette.model import ModelConfig, count_parameters
@@ -184,6 +185,7 @@ class _StepReports:
         self.trainer, self.metrics, self.progress, self.task = trainer, metrics, progress, task
         self.pending: list[StepResult] = []
         self.seconds, self.tokens = 0.0, 0
+        self.note = ""  # the last evaluation's copy figures, kept on the progress line
         device = trainer.device
         # MFU against the GPU's known bf16 peak (model/flops.py); None where the device's peak is unknown.
         self.peak = gpu_bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
@@ -217,9 +219,16 @@ class _StepReports:
             self.metrics.write("train", step=p.step, loss=loss, lr=p.lr, grad_norm=grad_norm, tokens_per_second=tps,
                                data_position=p.position, **extra)
         p = done[-1]
-        self.progress.update(self.task, info=f"loss {loss:.3f}  lr {p.lr:.2e}  {tps:,.0f} tok/s")
+        self.progress.update(self.task, info=f"loss {loss:.3f}  lr {p.lr:.2e}  {tps:,.0f} tok/s{self.note}")
         if p.step % t.cfg.log_every == 0 and world.main:
             log.info("step %d loss %.4f lr %.3e grad_norm %.3f %.0f tok/s", p.step, loss, p.lr, grad_norm, tps)
+
+
+def copy_note(ev: dict[str, Any]) -> str:
+    """The copy monitor's figures for the progress line and the eval log line ('' without them)."""
+    if not ev.get("copy_n"):
+        return ""
+    return f"  copy {ev['copy_exact']:.0%} of {ev['copy_n']} (tokens {ev['copy_token_acc']:.0%})"
 
 
 def _build(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out_dir: Path, resume: str | None,
@@ -253,11 +262,16 @@ def _announce(trainer: Trainer, metrics: MetricsLog | _NoMetrics, resume_path: P
     log.info("model %s: %d parameters, device %s (%s), seq_len %d, batch %dx%dx%d (%s)",
              model_cfg.extra.get("preset", "custom"), n_params, trainer.device, trainer.precision, trainer.seq_len,
              cfg.batch_size, cfg.grad_accum, world.size, trainer.strategy if world.distributed else "one process")
+    plan = reading_plan(trainer.sampler, cfg.max_steps, trainer.per_step)
+    log.info("packing %s: %d steps read %s tokens of the %s distinct train tokens, %.2f times each (%.2f epochs of "
+             "%d windows, %.1f%% padding)", cfg.packing, cfg.max_steps, f"{plan['processed_tokens']:,}",
+             f"{plan['distinct_tokens']:,}", plan["processed_to_distinct"], plan["epochs"], plan["windows_per_epoch"],
+             100 * plan["padding_fraction"])
+    windows = "best-fit" if cfg.packing == "bestfit" else "random offsets" if trainer.plain_text else "document-aligned"
     metrics.write("start", step=trainer.step, params=n_params, device=str(trainer.device), precision=trainer.precision,
                   seq_len=trainer.seq_len, train_tokens=len(trainer.train_split), val_tokens=len(trainer.val_split),
                   resumed_from=str(resume_path or ""), init_from=str(trainer.init_source or ""),
-                  windows="random offsets" if trainer.plain_text else "document-aligned", world_size=world.size,
-                  parallel=trainer.strategy)
+                  windows=windows, packing=cfg.packing, world_size=world.size, parallel=trainer.strategy, **plan)
 
 
 def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out_dir: Path, log_dir: Path,
@@ -308,9 +322,10 @@ def _train(cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out_dir: Pa
                     ev = trainer.evaluate(reports.seconds)
                     result.last_eval = ev
                     metrics.write("eval", step=step, **ev)
+                    reports.note = copy_note(ev)
                     if world.main:
-                        log.info("step %d val_loss %.4f ppl %.2f acc %.4f", step, ev["val_loss"], ev["perplexity"],
-                                 ev["token_accuracy"])
+                        log.info("step %d val_loss %.4f ppl %.2f acc %.4f%s", step, ev["val_loss"], ev["perplexity"],
+                                 ev["token_accuracy"], reports.note)
                     if trainer.is_best(ev):
                         result.best_checkpoint = checkpoints.save_best(trainer.state_dict())
                 # Save.

@@ -23,7 +23,7 @@ import torch
 
 from codette.checkpoint.manager import CheckpointManager, init_weights
 from codette.config import TrainConfig
-from codette.data.loader import BatchSampler
+from codette.data.loader import BatchSampler, BestFitSampler
 from codette.data.pack import PackedSplit
 from codette.errors import CodetteError
 from codette.evaluate import evaluate_lm
@@ -119,10 +119,13 @@ class Trainer:
         if vocab_needed > model_cfg.vocab_size:
             raise CodetteError(f"the data uses {vocab_needed} token ids but the model has only "
                                f"{model_cfg.vocab_size} rows")
-        # Chat is read in windows that start where conversations start; plain text at random offsets.
+        # Stream packing reads chat in windows that start where conversations start, plain text at random
+        # offsets; best-fit packs whole documents of either kind into each window.
         self.plain_text = self.train_split.plain_text
-        self.sampler = BatchSampler(self.train_split, self.seq_len, cfg.seed, aligned=not self.plain_text,
-                                    random_offsets=self.plain_text)
+        self.sampler: BatchSampler | BestFitSampler = (
+            BestFitSampler(self.train_split, self.seq_len, cfg.seed) if cfg.packing == "bestfit" else
+            BatchSampler(self.train_split, self.seq_len, cfg.seed, aligned=not self.plain_text,
+                         random_offsets=self.plain_text))
         self.val_sampler = BatchSampler(self.val_split, self.seq_len, cfg.seed)
         self.per_step = cfg.batch_size * cfg.grad_accum * world.size  # sequences of one optimizer step, all ranks
         self.tokens_per_step = self.per_step * self.seq_len
@@ -175,6 +178,10 @@ class Trainer:
     def load_state_dict(self, state: dict[str, Any]) -> None:
         """Continue from ``state`` (:meth:`CheckpointManager.load`): the next step is the one after it."""
         self.checkpoints.load_weights(state)
+        saved = state.get("train_config", {}).get("packing", "stream")
+        if saved != self.cfg.packing:  # the data position then names other windows than the run read so far
+            log.warning("the checkpoint was trained with train.packing=%r, this run reads %r windows from its data "
+                        "position on", saved, self.cfg.packing)
         self.step, self.position = int(state["step"]), int(state["data_position"])
         self.best_val = float(state.get("best_val_loss", math.inf))
         self.best = BestTracker(self.cfg.best_metric, state.get("best_metric"), self.best_val)
@@ -213,15 +220,15 @@ class Trainer:
         return StepResult(self.step, lr, self.position, shares, grad_norm.detach(), time.perf_counter() - t0)
 
     def evaluate(self, train_seconds: float) -> dict[str, Any]:
-        """Held-out loss, perplexity and token accuracy on the val split, and the monitor's behavioral
-        figures where this process probes (their budget is a share of ``train_seconds``)."""
+        """Held-out loss, perplexity and token accuracy on the val split, and the monitor's copy and behavioral
+        figures where this process probes (the probes' budget is a share of ``train_seconds``)."""
         # The model itself, never DDP's wrapper: it adds nothing to a forward pass.
         m = evaluate_lm(self.model, self.val_sampler.sequential(self.cfg.batch_size, self.cfg.eval_batches),
                         self.device, self.autocast)
         record = {"val_loss": m.val_loss, "perplexity": m.perplexity, "token_accuracy": m.token_accuracy,
                   "val_tokens": m.tokens}
         if self.probing is not None:
-            record.update(self.probing.on_eval(self.model, self.step, train_seconds))
+            record.update(self.probing.on_eval(self.model, self.step, train_seconds, self.autocast))
         return record
 
     def is_best(self, record: dict[str, Any]) -> bool:
