@@ -304,6 +304,7 @@ def test_codette_chat_ctrl_c_arrow_keys_and_history_in_a_real_terminal(tmp_path)
         assert srv.requests[-1][2]["messages"][-1]["content"] == "line one\nline two"
         os.write(term.fd, b"\x03")
         term.read_until("(Ctrl-C again, Ctrl-D or /exit to leave)")
+        term.read_until("you> ")  # the second press at the new prompt, as a person's would be
         os.write(term.fd, b"\x03")
     finally:
         code = term.close()
