@@ -163,6 +163,8 @@ def test_quickstart_runs_every_stage(tmp_path: Path) -> None:
                  "codette_tiny-f16.gguf", "Modelfile"):
         assert (out / name).is_file(), name
     assert "Held-out evaluation" in proc.stdout
+    # the sample chats are shown as people meet them: control markers out (eval.json keeps the raw reply)
+    assert "<consciousness>" not in proc.stdout and "<perspective>" not in proc.stdout
     assert report["gguf"].endswith("codette_tiny-f16.gguf") and "ollama create codette" in proc.stdout
     gen = codette("generate", str(out / "model_final.pt"), "-p", "Who are you?", "--temperature", "0",
                   "--max-new-tokens", "8", check=True)

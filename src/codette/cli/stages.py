@@ -228,9 +228,13 @@ def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, o
         written.append(path)
     for table in console_tables(report):
         console.print(table)
+    from codette.agent.markup import strip_markers
+
     for chat in report["samples"]:
+        # shown as a person meets the reply: control markers out (the verdict names them; eval.json keeps them)
         body = Text("".join(f"[tool] {c['name']} {json.dumps(c['arguments'], ensure_ascii=False)} -> "
-                            f"{c['result'][:120]}\n" for c in chat.get("tool_calls", [])) + chat["assistant"])
+                            f"{c['result'][:120]}\n" for c in chat.get("tool_calls", []))
+                    + strip_markers(chat["assistant"])[0].strip())
         mark = "right" if chat.get("right") else "wrong"
         console.print(Panel(body, title=Text(f"user: {chat['user']}"), title_align="left",
                             subtitle=Text(f"{mark}: {chat.get('why', '')}"), subtitle_align="left"))
