@@ -39,6 +39,7 @@ class ToolSpec:
     compact_required: tuple[str, ...]  # shown only when asked for (about 7 tokens a tool)
     rewordings: tuple[str, ...]  # the compact description as other clients word it (names and parameters kept)
     default: bool = True  # offered unless switched on: execute_python runs code the model wrote
+    changes_files: bool = False  # writes in the workspace: an agent in a user's folder asks before running it
 
 
 def _obj(properties: dict[str, Any], required: tuple[str, ...] = (), **extra: Any) -> dict[str, Any]:
@@ -66,6 +67,7 @@ SPECS: dict[str, ToolSpec] = {spec.name: spec for spec in (
              ("path", "content")),
         "Write a text file.", {"path": "string", "content": "string", "append": "boolean"}, ("path", "content"),
         ("Create or overwrite a file; append adds to its end.", "Save text to a file."),
+        changes_files=True,
     ),
     ToolSpec(
         "list_directory", "list the files in a folder",
@@ -96,7 +98,7 @@ SPECS: dict[str, ToolSpec] = {spec.name: spec for spec in (
                        "description": "Python source code."}}, ("code",)),
         "Run Python code.", {"code": "string"}, ("code",),
         ("Execute a Python snippet and return its output.", "Run a Python program."),
-        default=False,
+        default=False, changes_files=True,
     ),
     ToolSpec(
         "calculator", "do exact arithmetic",
@@ -167,6 +169,7 @@ SPECS: dict[str, ToolSpec] = {spec.name: spec for spec in (
 
 TOOL_NAMES: tuple[str, ...] = tuple(SPECS)
 DEFAULT_TOOLS: tuple[str, ...] = tuple(name for name, spec in SPECS.items() if spec.default)
+CHANGES_FILES: frozenset[str] = frozenset(name for name, spec in SPECS.items() if spec.changes_files)
 
 
 def tool_schema(name: str, required: bool = False) -> dict:

@@ -15,7 +15,7 @@ ends with a ``done`` event carrying the :class:`~codette.agent.response.Response
 4. Valid calls run in order through :class:`~codette.tools.Toolbox`; each result is a ``tool``
    message, all of them go back before the model continues. A tool that fails (``ok: false``) is a
    result like any other: the model sees the error and explains it. With a ``confirm`` callable, a
-   call that changes files (:data:`codette.tools.CHANGES_FILES`) is first put to it, and a refusal
+   call that changes files (:data:`codette.tooltable.CHANGES_FILES`) is first put to it, and a refusal
    is that call's error ("the user declined write_file"): the model sees it and goes on.
 5. After ``max_rounds`` rounds of calls, a reply that still calls tools ends the turn with an error.
 
@@ -41,8 +41,9 @@ from codette.agent.metrics import reply_measures
 from codette.agent.response import Response, ToolCallRecord
 from codette.backends.base import SamplingConfig
 from codette.errors import CodetteError
-from codette.tools import CHANGES_FILES, Toolbox, ToolCall, ToolCallParseError, ToolError, ToolResult, split_tool_calls
+from codette.tools import Toolbox, ToolCall, ToolCallParseError, ToolError, ToolResult, split_tool_calls
 from codette.tools.calls import call_from_object
+from codette.tooltable import CHANGES_FILES
 
 log = logging.getLogger(__name__)
 

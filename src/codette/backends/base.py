@@ -16,7 +16,6 @@ from collections.abc import Iterable, Iterator
 from dataclasses import dataclass, field
 from typing import Any, Protocol
 
-from codette.tools.calls import format_tool_call, format_tool_call_text
 
 
 class SamplingError(ValueError):
@@ -108,6 +107,10 @@ def reply_text(reply: Reply) -> str:
     Arguments that are not a JSON object are written as they came, so the tool-call parser reports
     them (and the agent can ask for a repair) instead of this function guessing.
     """
+    # imported here: codette.tools loads every tool (PIL, jsonschema, httpx), which SamplingConfig's users
+    # (every backend, the agent, serve) need not pay for at import
+    from codette.tools.calls import format_tool_call, format_tool_call_text
+
     parts = [reply.text.strip()] if reply.text.strip() else []
     for tc in reply.tool_calls:
         args = tc["arguments"]

@@ -178,7 +178,7 @@ def run_ask(agent: Any, prompt: str, json_out: bool, images: list[Path], perspec
 
     The workspace goes to stderr, so stdout is the answer alone. ``raw`` keeps the control markers.
     """
-    from codette.tools import CHANGES_FILES
+    from codette.tooltable import CHANGES_FILES
 
     gated = [n for n in agent.tool_names if n in CHANGES_FILES] if agent.confirm is not None else []
     note = f" ({' and '.join(gated)} {'needs' if len(gated) == 1 else 'need'} --yes)" if gated else ""

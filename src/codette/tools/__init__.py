@@ -25,10 +25,10 @@ from codette.tools.calls import (
 from codette.tools.fixture_server import FixtureServer
 from codette.tools.knowledge import CODETTE_KNOWLEDGE, KnowledgeBase
 from codette.tools.python_exec import ExecutionResult, PythonWorker, run_python_once
-from codette.tools.registry import CHANGES_FILES, Toolbox, ToolRegistry
+from codette.tools.registry import Toolbox, ToolRegistry
 
 __all__ = [
-    "CHANGES_FILES", "CODETTE_KNOWLEDGE", "TOOL_CALL_CLOSE", "TOOL_CALL_OPEN",
+    "CODETTE_KNOWLEDGE", "TOOL_CALL_CLOSE", "TOOL_CALL_OPEN",
     "ExecutionResult", "FixtureServer", "KnowledgeBase", "PythonWorker", "Tool", "ToolCall", "ToolCallParseError",
     "ToolError", "ToolFailure", "ToolRegistry", "ToolResult", "Toolbox",
     "format_tool_call", "format_tool_calls", "parse_tool_calls", "run_python_once", "split_tool_calls",

@@ -28,8 +28,6 @@ from codette.tooltable import DEFAULT_TOOLS, SPECS, TOOL_NAMES
 
 log = logging.getLogger(__name__)
 
-# The tools that change files in the workspace: an agent working in a user's folder asks before running them.
-CHANGES_FILES: frozenset[str] = frozenset({"write_file", "execute_python"})
 # The only functions the analysis process runs: the parsers of a workspace file's bytes (docs/SECURITY.md).
 BOUNDED_OPERATIONS = (data_analysis.table_summary, image.describe_image)
 MAX_ARGUMENT_CHARS = 2 * 1024 * 1024
