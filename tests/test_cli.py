@@ -147,16 +147,30 @@ def test_config_file_errors_name_the_key(tmp_path: Path) -> None:
 
 @pytest.mark.slow
 def test_quickstart_runs_every_stage(tmp_path: Path) -> None:
-    """The quickstart wiring on a tiny model: data, tokenizer, train, eval, samples, eval.json."""
+    """The quickstart wiring on a tiny model: data, tokenizer, the copy stage then the chat stage from its
+    weights, eval, samples, eval.json."""
     out = tmp_path / "codette_model"
     cfg = write_config(tmp_path / "qs.json", {**TINY, "log_dir": str(tmp_path / "logs"),
-                                              "train": {**TINY["train"], "max_steps": 30}})
+                                              "train": {**TINY["train"], "max_steps": 30},
+                                              "copy_stage": {"steps": 10, "documents": 40}})
     proc = codette("quickstart", "-c", str(cfg), "-o", str(out), check=True)
     report = json.loads((out / "eval.json").read_text())
     for key in ("loss", "token_accuracy", "perplexity", "train_tokens_per_second", "wall_seconds",
                 "samples"):
         assert key in report, key
-    assert report["train_steps"] == 30 and report["target_tokens"] > 0 and report["split"] == "test"
+    assert report["train_steps"] == 40 and report["target_tokens"] > 0 and report["split"] == "test"
+    stages = report["train_stages"]
+    assert [(name, stages[name]["steps"]) for name in stages] == [("copy", 10), ("chat", 30)]
+    copy_dir = out / "copy_stage"
+    assert stages["copy"]["checkpoint"] == str(copy_dir / "model_final.pt")
+    assert (copy_dir / "tokenizer.json").read_bytes() == (out / "tokenizer.json").read_bytes()
+    copy_texts = [json.loads(line) for line in (copy_dir / "data" / "train.jsonl").read_text().splitlines()]
+    assert copy_texts and all(r["category"] == "copy" for r in copy_texts)
+    (metrics,) = (tmp_path / "logs").glob("metrics_*.jsonl")  # the chat stage's log (the copy stage logs in its folder)
+    start = next(r for r in map(json.loads, metrics.read_text().splitlines()) if r["kind"] == "start")
+    assert start["init_from"] == str(copy_dir / "model_final.pt")
+    assert list((copy_dir / "training_logs").glob("metrics_*.jsonl"))
+    assert "train stage 1/2: copy" in proc.stdout and "train stage 2/2: chat" in proc.stdout
     assert len(report["samples"]) == 3 and all(isinstance(s["assistant"], str) for s in report["samples"])
     for name in ("tokenizer.json", "tokenizer_config.json", "model_final.pt", "model_best.pt", "run_config.json",
                  "data/train.jsonl", "data/val.jsonl", "data/test.jsonl", "packed/train.bin", "packed/test.bin",

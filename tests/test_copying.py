@@ -21,11 +21,15 @@ from codette.evaluate.copying import (
     score_case,
     score_copies,
     target_positions,
+    text_copy_case,
+    text_copy_values,
     unseen_in,
 )
+from codette.data.copydocs import iter_copy_records
 from codette.report import build_report, load_run
 from codette.report.plots import copy_series
 from codette.tokenizer import CodetteTokenizer
+from codette.tools.calls import format_tool_call
 from tests._pipeline import QUIET, losses, tiny_config
 
 VALUE = "notes_2024.txt"
@@ -68,6 +72,27 @@ def test_a_value_the_call_escapes_is_located_in_its_escaped_form() -> None:
     text, values = copy_values(conversation(value), TOOLS)
     assert len(values) == 1 and values[0].raw == value and values[0].text == 'say \\"hi\\".txt'
     assert text[values[0].start:values[0].end] == values[0].text
+
+
+def test_copy_documents_are_scored_on_each_call_the_request_before_it_wrote(tokenizer: CodetteTokenizer) -> None:
+    """The copy stage's data: each call's values that its own request (since the blank line) holds, in place."""
+    doc = ("What is 37 * 91?\n" + format_tool_call("calculator", {"expression": "37 * 91"}) +
+           '\n{"result": 3367}\n37 * 91 = 3367.\n\nRead notes.md, please.\n' +
+           format_tool_call("read_file", {"path": "notes.md"}) + "\nIt says hi.\n\nRead it again.\n" +
+           format_tool_call("read_file", {"path": "37"}))  # 37 is in an earlier request only: not checked
+    values = text_copy_values(doc)
+    assert [(v.tool, v.argument, v.text) for v in values] == [("calculator", "expression", "37 * 91"),
+                                                                ("read_file", "path", "notes.md")]
+    for v in values:
+        assert doc[v.start:v.end] == v.text and doc[v.source:v.source + len(v.raw)] == v.raw and v.source < v.start
+    case = text_copy_case(doc, tokenizer, context=10_000)
+    assert case is not None and case.ids == tokenizer.encode(doc)[:case.targets[-1][-1] + 1]
+    assert ["".join(tokenizer.decode([case.ids[k]]) for k in t) for t in case.targets] == ["37 * 91", "notes.md"]
+    # the generator's own documents: every call is found, and most values are the request's
+    records = list(iter_copy_records(6, seed=3))
+    calls = sum(r["text"].count("<tool_call>") for r in records)
+    found = [text_copy_values(r["text"]) for r in records if r["template"] == "calls"]
+    assert calls > 30 and sum(map(len, found)) >= calls * 0.8
 
 
 def test_target_positions_are_the_tokens_overlapping_the_value() -> None:

@@ -154,6 +154,25 @@ class TrainConfig:
         check_fields(self, "train")
 
 
+# Where the copy stage's run lives, inside the chat run's folder (its data, packed tokens, checkpoints, logs).
+COPY_STAGE_DIR = "copy_stage"
+
+
+@dataclass
+class CopyStageConfig:
+    """``[copy_stage]``: a first training stage on copy documents alone, every token learned, whose final
+    weights the chat stage starts from (``train.init_from``). Copying the user's values is learned from
+    dense repeats long before chat data alone teaches it (docs/TRAINING_GUIDE.md, "Staged training").
+    """
+
+    steps: int = 0  # 0: no copy stage (`codette train`'s default; the quickstart has one)
+    documents: int = 2600  # copy documents written for it (codette.data.copydocs), about 1,100 tokens each
+    lr: float | None = None  # None: train.lr
+
+    def __post_init__(self) -> None:
+        check_fields(self, "copy_stage")
+
+
 @dataclass
 class RunConfig:
     out_dir: str = "codette_model"
@@ -162,6 +181,7 @@ class RunConfig:
     tokenizer: TokenizerConfig = field(default_factory=TokenizerConfig)
     model: ModelSection = field(default_factory=ModelSection)
     train: TrainConfig = field(default_factory=TrainConfig)
+    copy_stage: CopyStageConfig = field(default_factory=CopyStageConfig)
 
     def __post_init__(self) -> None:
         if not isinstance(self.out_dir, str) or not self.out_dir.strip():
@@ -224,6 +244,8 @@ RULES: dict[str, dict[str, Rule]] = {
         "init_from": _optional((lambda v: bool(v.strip()) and not v.strip().endswith(".gguf"),
                                 "a checkpoint (.pt, .dcp) or a run folder"), "the seeded initial weights"),
     },
+    "copy_stage": {"steps": _int_at_least(0), "documents": _POSITIVE,
+                   "lr": _optional(_real(0.0, low_open=True), "train.lr")},
 }
 
 
@@ -382,6 +404,23 @@ class Recipe:
     def build(self, file: Path | str | None = None, overrides: dict[str, Any] | None = None) -> RunConfig:
         """Defaults < this recipe < config file < ``overrides``."""
         return build_config(file, overrides, defaults=self.config)
+
+
+def copy_stage_config(cfg: RunConfig) -> RunConfig:
+    """The copy stage's own run: ``<out_dir>/copy_stage``, copy documents only (a seed apart from the chat
+    data's, so the replayed ones are other documents), ``copy_stage.steps`` steps, checked on its val loss and
+    the copy monitor over its val documents (no chat probes: it has no conversations), one checkpoint at the end."""
+    stage = cfg.copy_stage
+    out = Path(cfg.out_dir) / COPY_STAGE_DIR
+    data = dataclasses.replace(cfg.data, samples=0, synthetic=False, sources=[], mix={}, shares={},
+                               copy_docs=stage.documents, seed=cfg.data.seed + 1, val_fraction=0.04,
+                               test_fraction=0.02)
+    train = dataclasses.replace(cfg.train, max_steps=stage.steps, lr=stage.lr or cfg.train.lr,
+                                warmup_steps=min(cfg.train.warmup_steps, stage.steps),
+                                eval_every=min(cfg.train.eval_every, stage.steps), save_every=stage.steps,
+                                best_metric="val_loss", probes=0, init_from=None)
+    return dataclasses.replace(cfg, out_dir=str(out), log_dir=str(out / "training_logs"), data=data, train=train,
+                               copy_stage=CopyStageConfig())
 
 
 # `codette quickstart`: a tiny model and a short, fast schedule.

@@ -123,7 +123,7 @@ def train(
         "train.device": device, "train.seed": seed, "train.tensorboard": tensorboard, "train.parallel": parallel,
         "train.compile": compile_, "train.activation_checkpointing": activation_checkpointing,
         "train.init_from": init_from})
-    stages.run_train(cfg, console, resume=resume)
+    stages.run_train_stages(cfg, console, resume=resume)
 
 
 @app.command("eval")

@@ -26,11 +26,11 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from codette.config import QUICKSTART, RunConfig, to_dict
+from codette.config import QUICKSTART, RunConfig, copy_stage_config, to_dict
 from codette.data.split import SPLITS
 from codette.errors import CodetteError
 from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND
-from codette.fileio import atomic_write_text, ensure_writable_dir, file_sha256
+from codette.fileio import atomic_open, atomic_write_text, ensure_writable_dir, file_sha256
 
 if TYPE_CHECKING:  # the stages themselves are imported where they run: `codette inspect` needs no torch
     from codette.export.gguf_export import GGUFExport
@@ -103,7 +103,15 @@ def run_data(cfg: RunConfig, console: Console, card: bool = False) -> dict:
     console.print(table)
     if card:
         print_card(write_card(out / "data", out), console)
-    return stats.as_dict()
+    result = stats.as_dict()
+    if cfg.copy_stage.steps:
+        stage = copy_stage_config(cfg)
+        copy_stats = build_dataset(stage.data, Path(stage.out_dir) / "data")
+        console.print(f"copy stage data: {stage.data.copy_docs:,} copy documents (learned on every token) -> "
+                      f"{Path(stage.out_dir) / 'data'} ({copy_stats.train:,} train / {copy_stats.val:,} val)",
+                      highlight=False)
+        result["copy_stage"] = copy_stats.as_dict()
+    return result
 
 
 def print_card(card: dict, console: Console) -> None:
@@ -153,6 +161,62 @@ def _model_config(cfg: RunConfig, vocab_tokens: int | None) -> ModelConfig:
         return resolve_preset(cfg.model.preset, dataclasses.asdict(cfg.model), vocab_tokens)
     except ValueError as exc:
         raise CodetteError(str(exc)) from None
+
+
+@dataclasses.dataclass
+class StagedResult:
+    """What the quickstart reports of `codette train`: the chat stage's result, and the copy stage's before it."""
+
+    chat: TrainResult
+    copy: TrainResult | None = None
+
+    def figures(self) -> dict:
+        """eval.json's training figures: time and speed of the whole run, then of each stage."""
+        stages = {"copy": self.copy, "chat": self.chat} if self.copy else {"chat": self.chat}
+        seconds = sum(r.train_seconds for r in stages.values())
+        tokens = sum(r.train_seconds * r.train_tokens_per_second for r in stages.values())
+        out: dict = {"train_seconds": seconds, "train_tokens_per_second": tokens / seconds if seconds else 0.0,
+                     "train_steps": sum(r.steps for r in stages.values())}
+        if self.copy:
+            out["train_stages"] = {name: {"steps": r.steps, "seconds": r.train_seconds,
+                                          "tokens_per_second": r.train_tokens_per_second,
+                                          "checkpoint": str(r.final_checkpoint)} for name, r in stages.items()}
+        return out
+
+
+def run_train_stages(cfg: RunConfig, console: Console, resume: str | None = None) -> StagedResult:
+    """`codette train`: the copy stage first when ``copy_stage.steps`` asks for one (and ``train.init_from``
+    does not name other weights), then the chat stage from its final weights."""
+    from codette.tokenizer.bpe import CONFIG_FILE, TOKENIZER_FILE
+
+    if not cfg.copy_stage.steps:
+        return StagedResult(run_train(cfg, console, resume))
+    if cfg.train.init_from:
+        console.print(f"copy stage skipped: train.init_from names the starting weights ({cfg.train.init_from})",
+                      highlight=False)
+        return StagedResult(run_train(cfg, console, resume))
+    stage = copy_stage_config(cfg)
+    stage_dir = Path(stage.out_dir)
+    final = stage_dir / "model_final.pt"
+    copy_result = None
+    if resume and final.is_file():
+        console.print(f"copy stage: done before, its weights are {final}", highlight=False)
+    else:
+        if not (stage_dir / "data" / "train.jsonl").is_file():
+            raise CodetteError(f"copy_stage.steps is {cfg.copy_stage.steps} but {stage_dir / 'data'} has no copy "
+                               f"documents; run `codette data` with the same config first")
+        for name in (TOKENIZER_FILE, CONFIG_FILE):  # one tokenizer for both stages (init_from checks it)
+            if (Path(cfg.out_dir) / name).is_file():
+                with atomic_open(stage_dir / name) as fh:
+                    fh.write((Path(cfg.out_dir) / name).read_bytes())
+        console.rule(f"train stage 1/2: copy ({cfg.copy_stage.steps} steps, every token of copy documents)",
+                     style="dim")
+        copy_result = run_train(stage, console, resume="auto" if resume else None)
+        final = copy_result.final_checkpoint or final
+        console.rule(f"train stage 2/2: chat ({cfg.train.max_steps} steps from the copy stage's weights)",
+                     style="dim")
+    chat = dataclasses.replace(cfg, train=dataclasses.replace(cfg.train, init_from=str(final)))
+    return StagedResult(run_train(chat, console, resume), copy_result)
 
 
 def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> TrainResult:
@@ -252,13 +316,11 @@ def run_quickstart(cfg: RunConfig, console: Console) -> dict:
     run_data(cfg, console)
     console.rule("2/5 tokenizer")
     run_tokenizer(cfg, console)
-    console.rule("3/5 train")
-    result = run_train(cfg, console)
+    console.rule("3/5 train" + (" (copy stage, then chat)" if cfg.copy_stage.steps else ""))
+    result = run_train_stages(cfg, console)
     console.rule("4/5 evaluate")
-    ckpt = result.best_checkpoint or result.final_checkpoint
-    extra = {"train_tokens_per_second": result.train_tokens_per_second, "train_seconds": result.train_seconds,
-             "train_steps": result.steps}
-    report = run_eval(ckpt, console, extra=extra, probes=QUICKSTART.eval_probes)
+    ckpt = result.chat.best_checkpoint or result.chat.final_checkpoint
+    report = run_eval(ckpt, console, extra=result.figures(), probes=QUICKSTART.eval_probes)
     console.rule("5/5 export")
     exported = run_export(ckpt, console, fmt="gguf", quant="f16", force=True)
     report["gguf"] = str(exported.path)

@@ -19,6 +19,10 @@ Definitions (also in docs/EVALUATION.md, "The copy monitor"):
   no training conversation holds them; ``copy_exact_unseen`` = ``copy_exact`` over those values only: copying,
   not memory.
 
+A copy document (a text record of ``codette.data.copydocs``, the copy stage's data) is scored the same
+way: each ``<tool_call>`` block's values that its request (the text since the blank line before it) holds,
+in the document's text as it is (without the BOS token packing puts before it).
+
 A conversation longer than the model's context is read in the window of ``context`` tokens that ends at its
 last value; a value is checked only when its source in the user's turn lies inside that window (the model
 can see what it must copy). The records are the first ``records`` of ``val.jsonl`` (file order) with a value
@@ -173,6 +177,34 @@ def copy_values(messages: list[dict], tools: list[dict] | None = None) -> tuple[
     return full, values
 
 
+# One call of a copy document: the block as format_tool_call writes it, its JSON on one line.
+_TEXT_CALL = re.compile(r"<tool_call>\n(\{[^\n]*\})\n</tool_call>")
+
+
+def text_copy_values(text: str) -> list[CopyValue]:
+    """The copy values of a copy document: per call block, the argument values its request wrote."""
+    values: list[CopyValue] = []
+    for m in _TEXT_CALL.finditer(text):
+        with contextlib.suppress(json.JSONDecodeError):
+            call = json.loads(m.group(1))
+            name, args = _function(call)
+            if not isinstance(args, dict):
+                continue
+            written, leaves = argument_spans(args)
+            head = f'{{"name": {json.dumps(name, ensure_ascii=False)}, "arguments": '
+            if not m.group(1).startswith(head + written):
+                continue  # written otherwise: not located, not checked
+            base = m.start(1) + len(head)
+            start = text.rfind("\n\n", 0, m.start()) + 2 if text.rfind("\n\n", 0, m.start()) >= 0 else 0
+            request = text[start:m.start()]
+            for path, a, b, value in leaves:
+                raw = value if isinstance(value, str) else text[base + a:base + b]
+                k = _occurs(raw, request) if any(c.isalnum() for c in raw) else -1
+                if k >= 0:
+                    values.append(CopyValue(name, path, text[base + a:base + b], raw, base + a, base + b, start + k))
+    return values
+
+
 def target_positions(offsets: Sequence[tuple[int, int]], start: int, end: int) -> list[int]:
     """Indices of the tokens whose characters overlap ``[start, end)``; one with empty offsets counts as the
     character at its offset. Token 0 has no position before it to predict it."""
@@ -187,6 +219,15 @@ def copy_case(messages: list[dict], tools: list[dict] | None, tokenizer: Codette
               context: int) -> CopyCase | None:
     """The record's window and its checkable values, or None when it has none (see the module's definitions)."""
     text, values = copy_values(messages, tools)
+    return _case(text, values, tokenizer, context)
+
+
+def text_copy_case(text: str, tokenizer: CodetteTokenizer, context: int) -> CopyCase | None:
+    """:func:`copy_case` for a copy document."""
+    return _case(text, text_copy_values(text), tokenizer, context)
+
+
+def _case(text: str, values: list[CopyValue], tokenizer: CodetteTokenizer, context: int) -> CopyCase | None:
     if not values:
         return None
     ids, offsets = tokenizer.encode_with_offsets(text)
@@ -264,8 +305,10 @@ def unseen_in(texts: Sequence[str], train_path: Path, max_bytes: int = DEFAULT_T
 
 
 def _records(path: Path) -> Iterator[dict]:
+    """Conversations, and text records that hold tool calls (copy documents)."""
     for _, rec in read_jsonl(path):
-        if isinstance(rec, dict) and isinstance(rec.get("messages"), list):
+        if isinstance(rec, dict) and (isinstance(rec.get("messages"), list)
+                                      or (isinstance(rec.get("text"), str) and "<tool_call>" in rec["text"])):
             yield rec
 
 
@@ -277,7 +320,8 @@ def load_cases(data_dir: Path, tokenizer: CodetteTokenizer, records: int, contex
     if records <= 0 or not val.is_file():
         return cases
     for rec in _records(val):
-        case = copy_case(rec["messages"], rec.get("tools"), tokenizer, context)
+        case = (text_copy_case(rec["text"], tokenizer, context) if "messages" not in rec
+                else copy_case(rec["messages"], rec.get("tools"), tokenizer, context))
         if case is not None:
             cases.append(case)
             if len(cases) >= records:
