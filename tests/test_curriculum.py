@@ -132,10 +132,13 @@ def test_tool_lists_are_the_ones_deployed_prompts_send(data: list[dict]) -> None
     lists = [rec["tools"] for rec in _by(data, "tools")]
     share = {"agent": sum(t == agent_list for t in lists) / len(lists), "all": sum(t == every for t in lists) / len(lists),
              "few": sum(len(t) <= 4 for t in lists) / len(lists)}
-    assert 0.35 <= share["agent"] <= 0.6 and 0.08 <= share["all"] <= 0.25 and 0.2 <= share["few"] <= 0.45, share
+    # Bounds around what seeds 11-18 give (agent 0.34-0.41, all 0.07-0.11, few 0.31-0.37 of 375 conversations):
+    # the fixture's draw shifts whenever another category's generator changes.
+    assert 0.3 <= share["agent"] <= 0.6 and 0.06 <= share["all"] <= 0.25 and 0.2 <= share["few"] <= 0.45, share
     names = [[t["function"]["name"] for t in tl] for tl in lists]
     reworded = [tl for tl, ns in zip(lists, names) if tl != [tool_schema(n) for n in ns]]
-    assert 0.08 <= len(reworded) / len(lists) <= 0.25
+    # 15% of the drawn lists, but drills show theirs as written: about 9% of all tool conversations (0.07-0.11).
+    assert 0.05 <= len(reworded) / len(lists) <= 0.25
     # Reworded lists keep the names and parameters; only descriptions change.
     assert all([t["function"]["parameters"] for t in tl] == [tool_schema(n)["function"]["parameters"] for n in ns]
                for tl, ns in zip(lists, names))
@@ -148,7 +151,8 @@ def test_tool_conversations_cover_errors_and_no_tool_questions(data: list[dict])
     failed = [r for r in tools if r["tool_ok"] is False]
     failed_in_drills = {c["tool"] for r in tools if r.get("scenario") == "drill" for c in r["chain"]
                         if "error" in json.loads(c["result"])}
-    assert len(failed) >= 15 and len({r["tool"] for r in failed} | failed_in_drills) >= 8
+    # One-call failures: 13 to 23 in 375 tool conversations over seeds 11-18.
+    assert len(failed) >= 10 and len({r["tool"] for r in failed} | failed_in_drills) >= 8
     for rec in failed:  # the answer explains instead of inventing a result
         error = json.loads(rec["expected_result"])["error"]
         assert error and _answer(rec)
@@ -257,6 +261,112 @@ def test_identity_answers_state_one_consistent_set_of_facts(data: list[dict]) ->
         assert STYLES[key].phrase in _answer(rec)
 
 
+@pytest.fixture(scope="module")
+def asked() -> list:
+    """2,000 identity and 2,000 perspective conversations as the data stage makes them (deduplicated,
+    roughened, tool lists decided), as Sample objects so the generator's own slots can be read."""
+    return list(synthetic.iter_samples(4000, seed=21, shares={"consciousness": 0.5, "perspectives": 0.5}))
+
+
+def _question(s) -> str:
+    return [m["content"] for m in s.messages if m["role"] == "user"][-1]
+
+
+def test_every_identity_answer_passes_the_rubric_for_its_question_type(asked: list) -> None:
+    """Each generated answer scores 1 under the evaluation's rubric for the record's question type, with
+    the polarity a yes/no question's true answer has ("Are you human?" -> No, "Are you a bot?" -> Yes)."""
+    from codette.data.curriculum.identity import expected_polarity
+    from codette.evaluate.natural import QTYPES
+    from codette.scoring.identity import polarity, score_identity
+
+    recs = [s for s in asked if s.category == "consciousness"]
+    assert len(recs) == 2000
+    seen, polar = Counter(), Counter()
+    for s in recs:
+        qtype, answer = s.meta["question_type"], _answer(s.to_json())
+        used = re.match(r"<perspective> (\w+)", s.messages[-3]["content"]).group(1) if qtype == "reflection" else None
+        want = expected_polarity(s)
+        reference = {"yes": "Yes.", "no": "No."}.get(want or "", "")  # as the natural-set runner builds it
+        result = score_identity(answer, qtype, reference, used)
+        assert result.score == 1, (qtype, _question(s), answer, result.as_dict())
+        assert polarity(answer) == want or want is None, (_question(s), answer)
+        assert not any(m.get("tool_calls") for m in s.messages), _question(s)  # answered in words
+        seen[qtype] += 1
+        polar[(qtype.split(":")[0], want)] += 1
+    assert set(QTYPES) | {"reflection"} == set(seen), set(QTYPES) ^ set(seen)
+    # Both polarities where both exist: not a person / not ChatGPT, but a bot; correcting, not flattering.
+    assert polar[("identity", "no")] and polar[("identity", "yes")] and polar[("identity", None)]
+    assert polar[("intent", "no")] and polar[("intent", "yes")] and polar[("limits", "no")] and polar[("limits", "yes")]
+
+
+def test_identity_and_perspective_questions_come_in_casual_forms(asked: list) -> None:
+    """People type "who r u", "whats ur name", "newton angle on ...": lower case, no final mark, chat-speak,
+    typos, and perspectives named by label, adverb or person, not only "the X perspective"."""
+    for cat, chat in (("consciousness", 0.15), ("perspectives", 0.02)):  # requests have few "you"s to shorten
+        qs = [_question(s) for s in asked if s.category == cat]
+        share = {
+            "lower": sum(q == q.lower() for q in qs) / len(qs),
+            "bare": sum(q[-1:] not in ".?!" for q in qs) / len(qs),
+            "chat": sum(bool(re.search(r"\b(?:u|ur|r|urself|pls|whats|im)\b", q)) for q in qs) / len(qs),
+            "formal": sum(q[:1].isupper() and q[-1:] in ".?!" for q in qs) / len(qs),
+        }
+        assert share["lower"] >= 0.35 and share["bare"] >= 0.25 and share["chat"] >= chat, (cat, share)
+        assert share["formal"] >= 0.2, (cat, share)  # the tidy form stays too
+    ident = [_question(s).lower() for s in asked if s.category == "consciousness"]
+    for form in (" r u ", "ur name", "can u ", "do u ", "urself", "whats"):
+        assert any(form in q for q in ident), form
+    persp = " | ".join(_question(s).lower() for s in asked if s.category == "perspectives")
+    for form in ("angle", "mode", "think like", "philosophically", "psychologically", "mathematically", "maths",
+                 "leonardo", "gut-feeling", "copilot-style", "lens"):
+        assert form in persp, form
+
+
+def test_identity_and_perspective_conversations_are_shown_as_the_agent_shows_them(asked: list) -> None:
+    """Mostly the agent's own system prompt (what the agent and the natural-set runner send), with and
+    without its tool list: a question about Codette or a perspective is answered in words either way."""
+    from codette.agent.core import default_tools
+    from codette.persona import DEFAULT_SYSTEM
+    from codette.tooltable import tool_schema
+
+    agent_list = [tool_schema(n) for n in default_tools()]
+    for cat in ("consciousness", "perspectives"):
+        recs = [s.to_json() for s in asked if s.category == cat]
+        default = [r for r in recs if r["messages"][0] == {"role": "system", "content": DEFAULT_SYSTEM}]
+        with_tools = [r for r in default if r.get("tools")]
+        assert len(default) / len(recs) >= 0.6, cat
+        assert 0.2 <= len(with_tools) / len(recs) <= 0.35 and len(default) - len(with_tools) >= 0.35 * len(recs), cat
+        assert sum(r.get("tools") == agent_list for r in with_tools) >= 0.4 * len(with_tools), cat
+        assert not any(m.get("tool_calls") for r in recs for m in r["messages"]), cat
+
+
+def test_perspective_answers_pass_the_adherence_rubric_against_their_own_prompt(asked: list) -> None:
+    """Marker and dominant style both the asked perspective, with the prompt's words ignored as the scorer does."""
+    from codette.scoring.perspective import score_perspective
+
+    recs = [s for s in asked if s.category == "perspectives"]
+    assert {s.meta["perspective"] for s in recs} == set(PERSPECTIVES)
+    for s in recs:
+        result = score_perspective(_answer(s.to_json()), s.meta["perspective"], _question(s))
+        assert result.adherent == 1, (_question(s), result.as_dict())
+
+
+def test_no_natural_set_identity_or_perspective_prompt_occurs_in_generated_questions(asked: list) -> None:
+    """The natural set is held out: none of its identity or perspective turns appears, word for word
+    (case and punctuation aside), inside a generated user message."""
+    from codette.evaluate import natural as nat
+
+    def norm(text: str) -> str:
+        return " " + " ".join(re.findall(r"[a-z0-9]+", text.lower())) + " "
+
+    held_out = {norm(t): i.id for i in nat.load_set().items if i.kind in ("identity", "perspective") for t in i.turns}
+    assert len(held_out) >= 40
+    said = [norm(m["content"]) for s in asked for m in s.messages if m["role"] == "user"]
+    leaks = sorted({i for q in said for t, i in held_out.items() if t in q})
+    assert not leaks, leaks
+    # The check can fail: a generated question is found inside itself.
+    assert any(norm("Are you ChatGPT?") in q for q in said)
+
+
 # ------------------------------------------------------------------------------------------------
 # The CLI: statistics and the data card
 # ------------------------------------------------------------------------------------------------
@@ -311,7 +421,9 @@ def test_some_user_messages_are_roughened_and_every_value_survives(data: list[di
         for m in rec["messages"]:
             for c in m.get("tool_calls") or []:
                 for v in c["function"]["arguments"].values():
-                    if isinstance(v, str) and len(v) > 2 and v.lower() in asked.lower():
+                    # the value as a word of its own ("sum" is not the value in "Summarise")
+                    if isinstance(v, str) and len(v) > 2 and re.search(rf"(?<!\w){re.escape(v.lower())}(?!\w)",
+                                                                       asked.lower()):
                         assert v in asked, (v, asked)  # a value the user wrote is still written exactly
     text = "Please calculate 12 * 7 for my budget_2024.csv file."
     assert roughen_text(_random.Random(0), text, set(), "lower_bare") == "please calculate 12 * 7 for my budget_2024.csv file"

@@ -4,6 +4,13 @@ An answer starts with ``<perspective> <key>`` and is built from that perspective
 step(s) and closer (:mod:`codette.data.curriculum.styles`). Perspectives with a quantitative side
 also get numeric problems whose numbers are computed here: kinematics for Newton, algebra and unit
 conversions for the mathematical perspective, probabilities for quantum computing, and so on.
+
+People name a perspective in many ways: "the Newton perspective", "newton angle on ...", "think like
+Da Vinci about ...", "philosophically, ...", "maths view of ...". Each perspective has label, adverb
+and person forms (:data:`LABELS`, :data:`ADVERBS`, :data:`WHO`) that the requests use, on everyday
+topics as well as the shared ones, written formally or casually (:func:`~codette.data.curriculum.rough.casual`).
+The conversations are shown as deployed (:func:`as_deployed`): mostly with the agent's system prompt,
+often with its tool list offered, and the answer is still the perspective's, with no call.
 """
 
 from __future__ import annotations
@@ -12,8 +19,12 @@ import math
 import random
 from collections.abc import Callable
 
-from codette.data.curriculum.common import TOPICS, Sample, assistant, cap, fmt, fmt_big, pct, user, with_system
+from codette.config import ToolMixConfig
+from codette.data.curriculum.common import (TOPICS, Sample, assistant, cap, fmt, fmt_big, pct, user,
+                                            with_agent_system)
+from codette.data.curriculum.rough import CASUAL, casual
 from codette.data.curriculum.styles import STYLES
+from codette.data.curriculum.tools.lists import tools_for
 
 G = 9.81
 
@@ -28,11 +39,104 @@ ASKS = [
     "Analyse {t} with your {P} perspective.",
     "I'd like the {P} take on {t}.",
     "Describe {t} the way your {P} perspective would.",
+    # Casual and short forms; {L}: a label ("newton", "maths", "gut feeling"), {A}: an adverb
+    # ("philosophically", "like Newton"), {W}: a person or thing that reasons that way ("a mathematician").
+    "{L} perspective on {t}?",
+    "{L} view on {t}",
+    "{L} angle on {t}, please",
+    "Give me the {L} angle on {t}.",
+    "What's the {L} take on {t}?",
+    "{L} lens: {t}",
+    "{L} mode: think about {t}",
+    "{L} style: talk me through {t}",
+    "Look at {t} with your {L} hat on.",
+    "Switch to {L} and look at {t}.",
+    "Through the {L} lens, what about {t}?",
+    "Using {L}, what do you make of {t}?",
+    "What would your {L} side say about {t}?",
+    "{L} thoughts on {t}?",
+    "Talk about {t} in {L} terms.",
+    "I want the {L} answer about {t}.",
+    "{L} please: {t}",
+    "Apply {L} thinking to {t}.",
+    "Run {t} through your {L} perspective.",
+    "What does {L} thinking say about {t}?",
+    "Quick {L} read on {t}?",
+    "Can you do {t} from the {L} angle?",
+    "{A}, what about {t}?",
+    "{A}, what is going on with {t}?",
+    "Think about {t} {A}.",
+    "Explain {t} {A}.",
+    "How would you see {t} {A}?",
+    "Look at {t} {A}, please.",
+    "Think like {W} about {t}.",
+    "How would {W} see {t}?",
+    "What would {W} say about {t}?",
+    "Explain {t} the way {W} would.",
+    "Channel {W} and look at {t}.",
+    "If you were {W}, how would you look at {t}?",
+    "{L} check: {t}",
+    "Do a {L} pass over {t}.",
 ]
+# How people name each perspective: labels (in "{L} angle", "the {L} lens"), adverbs, and who reasons so.
+LABELS: dict[str, list[str]] = {
+    "newton": ["Newton", "newton", "Newtonian", "Isaac Newton"],
+    "davinci": ["Da Vinci", "da vinci", "Leonardo", "Leonardo da Vinci", "DaVinci"],
+    "human_intuition": ["human intuition", "intuition", "intuitive", "gut-feeling"],
+    "quantum_computing": ["quantum computing", "quantum", "quantum computer", "quantum-computing"],
+    "philosophical": ["philosophical", "philosophy", "philosophic"],
+    "neural_network": ["neural network", "neural net", "neural-net", "neural networks"],
+    "bias_mitigation": ["bias mitigation", "bias-mitigation", "fairness", "anti-bias"],
+    "psychological": ["psychological", "psychology", "psych"],
+    "copilot": ["copilot", "co-pilot", "Copilot"],
+    "mathematical": ["mathematical", "math", "maths", "mathematics"],
+    "symbolic": ["symbolic", "symbolic logic", "logic", "logical"],
+}
+ADVERBS: dict[str, list[str]] = {
+    "newton": ["like Newton", "Newton-style", "the Newton way"],
+    "davinci": ["like Da Vinci", "Da Vinci-style", "the way Leonardo would"],
+    "human_intuition": ["intuitively", "going by gut feeling", "on human intuition"],
+    "quantum_computing": ["like a quantum computer", "quantum-style", "in quantum terms"],
+    "philosophical": ["philosophically", "like a philosopher", "in philosophical terms"],
+    "neural_network": ["like a neural network", "neural-network style", "in neural network terms"],
+    "bias_mitigation": ["with fairness in mind", "with an eye on bias", "in bias mitigation terms"],
+    "psychological": ["psychologically", "like a psychologist", "in psychological terms"],
+    "copilot": ["as my copilot", "in copilot mode", "copilot-style"],
+    "mathematical": ["mathematically", "like a mathematician", "in maths terms"],
+    "symbolic": ["symbolically", "logically", "in symbolic terms"],
+}
+WHO: dict[str, list[str]] = {
+    "newton": ["Newton", "Isaac Newton", "a physicist like Newton"],
+    "davinci": ["Da Vinci", "Leonardo", "Leonardo da Vinci"],
+    "human_intuition": ["someone going on intuition", "a person trusting their instinct"],
+    "quantum_computing": ["a quantum computer", "a quantum computing expert"],
+    "philosophical": ["a philosopher", "an old philosopher"],
+    "neural_network": ["a neural network", "a neural net"],
+    "bias_mitigation": ["a bias mitigation expert", "someone checking for bias"],
+    "psychological": ["a psychologist", "a psychology expert"],
+    "copilot": ["a copilot", "my copilot"],
+    "mathematical": ["a mathematician", "a maths teacher"],
+    "symbolic": ["a logician", "a symbolic logic expert"],
+}
+# Everyday subjects beside the shared topics (people ask about their own lives more than about bridges).
+EVERYDAY = [
+    "a leaky tap", "a crowded train", "a morning alarm", "a garden fence", "a weekend hike", "a shopping list",
+    "a noisy neighbour", "a burnt piece of toast", "a lost umbrella", "a group chat", "a board game night",
+    "a new bike lane", "a phone battery that dies early", "a rainy commute", "a waiting room", "a cluttered garage",
+    "a late train", "a houseplant that keeps wilting", "a first driving lesson", "a family dinner",
+    "a gym membership", "a long email thread", "a cold shower", "a power cut", "a flat tyre", "a pot of soup",
+    "a sunrise", "a dog that barks at night", "a neighbourhood cleanup", "a rent increase", "a school timetable",
+    "a rooftop garden", "a noisy fridge", "a traffic light", "a stack of unread books", "a new pair of shoes",
+    "a morning jog", "a video call", "a wedding speech", "a broken zip", "a crowded beach", "a slow laptop",
+    "a recycling bin", "a packed suitcase", "a house move across town", "a missed bus", "a dripping umbrella",
+]
+# How often each writing style of :data:`CASUAL` is used (as written, lower, lower bare, u, txt, typo).
+CASUAL_WEIGHTS = (0.4, 0.12, 0.18, 0.1, 0.1, 0.1)
+TOOLS_OFFERED = 0.35  # share of conversations shown with a tool list, as the agent sends one
 # Ways to name a perspective before a numeric question.
 NUMERIC_PREFIXES = [
     "Using the {P} perspective, ", "From the {P} perspective: ", "{Pc} perspective, please. ",
-    "With your {P} perspective, ",
+    "With your {P} perspective, ", "{L} angle: ", "{L} mode, ", "{A}, ", "Think like {W}: ", "{L} view please. ",
 ]
 
 OBJECTS = ["ball", "stone", "apple", "wrench", "book", "marble", "cup", "key", "coin", "shoe", "brick", "melon"]
@@ -279,28 +383,61 @@ def pick_perspective(rng: random.Random) -> str:
     return rng.choice(list(STYLES))
 
 
-def perspective_sample(rng: random.Random, key: str | None = None) -> Sample:
-    """One perspective conversation; ``key`` (see :func:`pick_perspective`) fixes the perspective."""
+def as_deployed(rng: random.Random, turns: list[dict], mix: ToolMixConfig | None = None,
+                share: float = TOOLS_OFFERED) -> tuple[list[dict], list[dict]]:
+    """The conversation as the agent shows it: its system prompt (:func:`with_agent_system`: mostly the
+    agent's own) and, in ``share`` of the conversations, the tool list it offers (the tool curriculum's
+    :func:`tools_for`, no tool named), else ``[]`` (decided: none shown, so the synthetic stage adds
+    none). Decoration, not part of the key: a question that needs no tool is answered in words even
+    while tools are offered."""
+    msgs = with_agent_system(rng, turns)
+    tools = tools_for(rng, None, mix or ToolMixConfig()) if rng.random() < share else []
+    return msgs, tools
+
+
+def _names(rng: random.Random, key: str, template: str) -> tuple[dict[str, str], int]:
+    """The names ``template`` uses for perspective ``key`` and which form was drawn (a slot)."""
+    st = STYLES[key]
+    forms = LABELS[key] if "{L}" in template else ADVERBS[key] if "{A}" in template else \
+        WHO[key] if "{W}" in template else [st.phrase]
+    ni = rng.randrange(len(forms))
+    return {"P": st.phrase, "Pc": cap(st.phrase), "L": forms[ni], "A": forms[ni], "W": forms[ni]}, ni
+
+
+def _written(text: str, style: str, names: dict[str, str]) -> str:
+    """``text`` capitalised, then in ``style``; a typo never falls on a word of the perspective's name."""
+    keep = {w.lower() for v in names.values() for w in v.replace("-", " ").split()}
+    return casual(cap(text), style, keep)
+
+
+def perspective_sample(rng: random.Random, key: str | None = None, mix: ToolMixConfig | None = None) -> Sample:
+    """One perspective conversation; ``key`` (see :func:`pick_perspective`) fixes the perspective. It takes
+    one draw from ``rng`` and makes the rest with its own generator seeded by it, so adding phrasings
+    here leaves the other categories' samples as they were."""
+    rng = random.Random(rng.getrandbits(64))
     key = key or pick_perspective(rng)
     st = STYLES[key]
-    names = {"P": st.phrase, "Pc": cap(st.phrase)}
+    ci = rng.choices(range(len(CASUAL)), weights=CASUAL_WEIGHTS)[0]
     if key in NUMERIC and rng.random() < NUMERIC_SHARE:
         fi = rng.randrange(len(NUMERIC[key]))
         question, worked, slots = NUMERIC[key][fi](rng)
+        ci = rng.choice((0, 0, 1))  # as written or lower case: the worked problem's words stay as they are
         pi = rng.randrange(len(NUMERIC_PREFIXES))
+        names, ni = _names(rng, key, NUMERIC_PREFIXES[pi])
         o, c = rng.randrange(len(st.openers)), rng.randrange(len(st.closers))
         prefix = NUMERIC_PREFIXES[pi].format(**names)
-        prompt = prefix + (cap(question) if prefix.endswith(". ") else question)
+        prompt = _written(prefix + (cap(question) if prefix.endswith(". ") else question), CASUAL[ci], names)
         answer = marker(key) + f"{st.openers[o]} {worked} {st.closers[c]}"
         template = f"num-{key}-{NUMERIC[key][fi].__name__}-{pi}"
-        slots = (*slots, o, c)
+        slots = (*slots, o, c, ni, ci)
     else:
         ai = rng.randrange(len(ASKS))
-        topic = rng.choice(TOPICS)
+        topic = rng.choice(TOPICS + EVERYDAY)
+        names, ni = _names(rng, key, ASKS[ai])
         body, choice = perspective_body(rng, key, topic)
-        prompt = ASKS[ai].format(t=topic, **names)
+        prompt = _written(ASKS[ai].format(t=topic, **names), CASUAL[ci], names)
         answer = marker(key) + body
         template = f"ask{ai}-{key}"
-        slots = (topic, *choice)
-    msgs = with_system(rng, [user(prompt), assistant(answer)])
-    return Sample("perspectives", template, slots, msgs, {"perspective": key})
+        slots = (topic, *choice, ni, ci)
+    msgs, tools = as_deployed(rng, [user(prompt), assistant(answer)], mix)
+    return Sample("perspectives", template, slots, msgs, {"perspective": key}, tools=tools)

@@ -78,3 +78,63 @@ def roughen(sample: Sample, share: float = ROUGH_SHARE) -> Sample:
             m["content"] = new
             sample.meta["rough"] = sorted({*sample.meta.get("rough", []), style})
     return sample
+
+
+# ------------------------------------------------------------------------------------------------
+# Chat-speak: the short forms people type to a chatbot ("r u a bot", "whats ur name", "pls")
+# ------------------------------------------------------------------------------------------------
+# How a question is written, chosen by the generator and kept in the sample's key: as written, lower
+# case, lower case without the final mark, chat-speak with "u"/"ur" only, full chat-speak, or a typo.
+CASUAL = ("as_written", "lower", "lower_bare", "u", "txt", "typo")
+# Word -> short form. "u" swaps only the first group (you, your); "txt" swaps all of them.
+_U_FORMS = {"you": "u", "your": "ur", "yourself": "urself", "what's": "whats", "you're": "ur"}
+_TXT_FORMS = {**_U_FORMS, "are": "r", "please": "pls", "i'm": "im", "don't": "dont", "can't": "cant",
+              "doesn't": "doesnt", "isn't": "isnt", "that's": "thats", "it's": "its", "won't": "wont",
+              "thanks": "thx", "because": "cuz", "okay": "ok", "really": "rly", "people": "ppl", "about": "abt",
+              "do you": "do u", "what is": "whats", "who is": "whos", "to be honest": "tbh",
+              "by the way": "btw", "i do not": "i dont", "going to": "gonna", "want to": "wanna"}
+_PHRASES = sorted((k for k in _TXT_FORMS if " " in k), key=len, reverse=True)
+_EDGE = ".,!?:;\"()"
+
+
+def _swap_words(text: str, forms: dict[str, str]) -> str:
+    low = text.lower().replace("\u2019", "'")
+    for phrase in (p for p in _PHRASES if p in forms):
+        low = re.sub(rf"\b{re.escape(phrase)}\b", forms[phrase], low)
+    out = []
+    for w in low.split(" "):
+        core = w.strip(_EDGE)
+        if core in forms:
+            w = w.replace(core, forms[core], 1)
+        out.append(w)
+    return " ".join(out)
+
+
+def casual(text: str, style: str, keep: frozenset[str] | set[str] = frozenset()) -> str:
+    """``text`` written the way ``style`` (one of :data:`CASUAL`) types it; deterministic for a text and style.
+
+    Chat-speak (``u``, ``txt``) and ``lower*`` are lower case; ``*_bare`` and ``txt`` drop the final
+    mark; ``typo`` swaps two inner letters of one word (seeded by the text itself, so the sample's key,
+    which holds the style, fixes the result), never of a word in ``keep`` (lower case), and writes the
+    text lower case without its final mark when no word fits.
+    """
+    if style == "as_written":
+        return text
+    if style == "typo":
+        words = text.split(" ")
+        fits = [i for i, w in enumerate(words) if len(w.strip(_EDGE)) >= 5 and w.strip(_EDGE).isalpha()
+                and w.strip(_EDGE).lower() not in keep]
+        if not fits:
+            return casual(text, "lower_bare")
+        rng = random.Random(digest64(text))
+        i = rng.choice(fits)
+        core = words[i].strip(_EDGE)
+        words[i] = words[i].replace(core, _typo(rng, core), 1)
+        return " ".join(words)
+    if style in ("lower", "lower_bare"):
+        out = text.lower()
+    else:
+        out = _swap_words(text, _U_FORMS if style == "u" else _TXT_FORMS)
+    if style in ("lower_bare", "txt"):
+        out = out.rstrip(".?!")
+    return out
