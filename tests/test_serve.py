@@ -188,6 +188,31 @@ def test_stop_sequences_sampling_and_seed_reach_the_backend():
         assert "".join(ch.choices[0].delta.content or "" for ch in chunks if ch.choices) == "one tw"
 
 
+def test_response_format_reaches_the_backend_from_the_client_and_from_codettes_openai_backend():
+    from codette.backends.base import SamplingConfig
+    from codette.backends.openai import OpenAIBackend
+
+    schema = {"type": "object", "properties": {"answer": {"type": "string"}}, "required": ["answer"]}
+    backend = Scripted(['{"answer": "yes"}'])
+    with running(backend) as url:
+        c = client(url)
+        msgs = [{"role": "user", "content": "yes?"}]
+        r = c.chat.completions.create(model="codette", messages=msgs, response_format={"type": "json_object"})
+        assert json.loads(r.choices[0].message.content) == {"answer": "yes"}
+        assert backend.samplings[-1].response_format == "json"
+        c.chat.completions.create(model="codette", messages=msgs, response_format={
+            "type": "json_schema", "json_schema": {"name": "answer", "schema": schema}})
+        assert backend.samplings[-1].response_format == schema
+        c.chat.completions.create(model="codette", messages=msgs, response_format={"type": "text"})
+        assert backend.samplings[-1].response_format is None
+        remote = OpenAIBackend(url, model="codette", retries=0)
+        try:
+            remote.complete(msgs, None, SamplingConfig(response_format=schema))
+        finally:
+            remote.close()
+        assert backend.samplings[-1].response_format == schema
+
+
 def test_a_stop_sequence_ends_the_generation_before_the_next_request():
     """Stopping early closes the generation: its thread has ended when the answer comes back."""
     backend = Scripted(["ab STOP " + "x" * 600], delay=0.005)  # 203 pieces, about 1 s if not stopped
@@ -377,7 +402,9 @@ def test_serve_answers_on_the_port_it_bound_first(monkeypatch, capsys):
     (["--tools", "bogus"], "unknown tool 'bogus'"),
     (["--tools", "execute_python"], "execute_python runs model-written code: pass enable_python=True (CLI: --python)"),
     (["--port", "BUSY"], "--port BUSY: the port is already in use on 127.0.0.1"),
-], ids=["unknown-tool", "python-without-flag", "port-in-use"])
+    (["--ctx-size", "1"], "--ctx-size must be 2 tokens or more, got 1"),
+    (["--threads", "0"], "--threads must be 1 or more, got 0"),
+], ids=["unknown-tool", "python-without-flag", "port-in-use", "ctx-size", "threads"])
 def test_codette_serve_refuses_at_start_up_in_one_line(args, needle):
     from tests._pipeline import codette
 

@@ -36,6 +36,10 @@ class SamplingConfig:
     top_k: int = 0  # 0 disables
     top_p: float = 1.0  # 1.0 disables
     seed: int | None = None
+    # Constrain the reply to JSON: "json" (any JSON value) or a JSON schema (a dict). Backends that can
+    # constrain decoding (GGUF through llama.cpp's grammars, Ollama and OpenAI-style servers) pass it on;
+    # the PyTorch backend cannot and ignores it.
+    response_format: str | dict | None = None
 
     def __post_init__(self) -> None:
         checks = (
@@ -46,6 +50,8 @@ class SamplingConfig:
             # outside 64 bits torch.Generator.manual_seed fails mid-generation (a 500 from `codette serve`)
             ("seed", "None or an integer from -2**63 to 2**64-1",
              lambda v: v is None or (isinstance(v, int) and -(1 << 63) <= v < (1 << 64))),
+            ("response_format", "None, 'json' or a JSON schema (a dict)",
+             lambda v: v is None or v == "json" or isinstance(v, dict)),
         )
         problems = []
         for name, rule, ok in checks:

@@ -12,6 +12,7 @@ Decoding is greedy by default and stops at ``<|im_end|>`` or ``<eos>``.
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 from collections.abc import Iterator
@@ -32,10 +33,14 @@ class GGUFMeta(NamedTuple):
     tokens: list[str]
     chat_template: str | None
     context_length: int | None  # the context the model was trained with (``<arch>.context_length``)
+    architecture: str | None = None  # ``general.architecture`` (llama, starcoder2, ...)
+    file_type: str | None = None  # ``general.file_type`` by llama.cpp's name: F32, F16, Q8_0, Q4_K_M, ...
+    parameter_count: int | None = None  # the tensors' elements, summed
 
 
 def gguf_metadata(path: Path) -> GGUFMeta:
-    """The GGUF's token list, chat template and context length (None when absent), read without loading weights."""
+    """The GGUF's token list, chat template, context length, architecture, file type and parameter count
+    (None when absent), read without loading weights."""
     import gguf
 
     try:
@@ -49,8 +54,23 @@ def gguf_metadata(path: Path) -> GGUFMeta:
     tmpl = reader.fields.get("tokenizer.chat_template")
     arch = reader.fields.get("general.architecture")
     ctx = reader.fields.get(f"{arch.contents()}.context_length") if arch is not None else None
+    ftype = reader.fields.get("general.file_type")
     return GGUFMeta(tokens, str(tmpl.contents()) if tmpl is not None else None,
-                    int(ctx.contents()) if ctx is not None else None)
+                    int(ctx.contents()) if ctx is not None else None,
+                    str(arch.contents()) if arch is not None else None,
+                    _file_type_name(int(ftype.contents())) if ftype is not None else None,
+                    sum(int(t.n_elements) for t in reader.tensors))
+
+
+def _file_type_name(value: int) -> str:
+    """``general.file_type`` as llama.cpp prints it (``MOSTLY_Q8_0`` -> ``Q8_0``, ``ALL_F32`` -> ``F32``)."""
+    import gguf
+
+    try:
+        name = gguf.LlamaFileType(value).name
+    except ValueError:
+        return str(value)
+    return name.removeprefix("MOSTLY_").removeprefix("ALL_")
 
 
 def check_vocab(gguf_tokens: list[str], tok: CodetteTokenizer, path: Path, tokenizer_dir: Path) -> None:
@@ -88,7 +108,7 @@ class GGUFBackend:
         if not self.path.is_file():
             raise CodetteError(f"GGUF file not found: {self.path}")
         self.meta = gguf_metadata(self.path)
-        gguf_tokens, template, trained_ctx = self.meta
+        gguf_tokens, template, trained_ctx = self.meta.tokens, self.meta.chat_template, self.meta.context_length
         self.chat_template = template or CHAT_TEMPLATE
         self.tokenizer: CodetteTokenizer | None = None
         tdir = Path(tokenizer_dir) if tokenizer_dir else self.path.parent
@@ -120,22 +140,22 @@ class GGUFBackend:
         """Tokens of the rendered prompt (generation header included), as :meth:`chat` would send it."""
         return len(self.prompt_ids(messages, tools))
 
-    def _tokens(self, messages: list[dict], tools: list[dict] | None,
-                sampling: SamplingConfig) -> tuple[list[int], Iterator[int]]:
-        """The prompt's ids and the generated ids (stop token excluded), after the context check."""
-        ids = self.prompt_ids(messages, tools)
-        if len(ids) >= self.n_ctx:
-            raise CodetteError(f"the conversation is {len(ids)} tokens; this model's context is {self.n_ctx}")
+    def _tokens(self, ids: list[int], sampling: SamplingConfig) -> Iterator[int]:
+        """The generated ids after the prompt ``ids`` (stop token excluded), after the context check."""
+        if not ids or len(ids) >= self.n_ctx:
+            raise CodetteError(f"the prompt is {len(ids)} tokens; it must be 1 to {self.n_ctx - 1} for this "
+                               f"model's context of {self.n_ctx}")
         greedy = sampling.temperature <= 0
         if sampling.seed is not None:
             self.llm.set_seed(sampling.seed)
+        grammar = self._grammar(sampling.response_format)
 
         def generated() -> Iterator[int]:
             n = 0
             for token in self.llm.generate(ids, temp=0.0 if greedy else sampling.temperature,
                                            top_k=1 if greedy else sampling.top_k,
                                            top_p=1.0 if greedy else sampling.top_p,
-                                           min_p=0.0, repeat_penalty=1.0, reset=True):
+                                           min_p=0.0, repeat_penalty=1.0, reset=True, grammar=grammar):
                 if token in self._stop:
                     return
                 yield int(token)
@@ -143,18 +163,60 @@ class GGUFBackend:
                 if n >= sampling.max_new_tokens or len(ids) + n >= self.n_ctx:
                     return
 
-        return ids, generated()
+        return generated()
+
+    @staticmethod
+    def _grammar(response_format: str | dict | None) -> object | None:
+        """llama.cpp's grammar for a JSON reply (any JSON for "json", else the schema's), or None."""
+        if response_format is None:
+            return None
+        from llama_cpp import LlamaGrammar
+        from llama_cpp.llama_grammar import JSON_GBNF
+
+        try:
+            if response_format == "json":
+                return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
+            return LlamaGrammar.from_json_schema(json.dumps(response_format), verbose=False)
+        except Exception as exc:  # noqa: BLE001 - llama.cpp's converter raises plain errors on odd schemas
+            raise CodetteError(f"format: llama.cpp cannot turn this JSON schema into a grammar "
+                               f"({type(exc).__name__}: {exc})") from None
+
+    def _checked(self, messages: list[dict], tools: list[dict] | None) -> list[int]:
+        ids = self.prompt_ids(messages, tools)
+        if len(ids) >= self.n_ctx:
+            raise CodetteError(f"the conversation is {len(ids)} tokens; this model's context is {self.n_ctx}")
+        return ids
 
     def chat(self, messages: list[dict], tools: list[dict] | None = None,
              sampling: SamplingConfig | None = None) -> str:
-        _, tokens = self._tokens(messages, tools, sampling or SamplingConfig())
+        tokens = self._tokens(self._checked(messages, tools), sampling or SamplingConfig())
         return self._decode(list(tokens)).strip()
 
     def stream(self, messages: list[dict], tools: list[dict] | None = None,
                sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
         """:meth:`chat`'s reply as text deltas, then the token counts."""
+        yield from self.stream_tokens(self._checked(messages, tools), sampling)
+
+    # -- raw text: what a server's text-completion and tokenizer routes need -----------------------------
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` as written (no chat template; special tokens in it become their ids)."""
+        if self.tokenizer is not None:
+            return self.tokenizer.encode(text)
+        return self.llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+
+    def detokenize(self, ids: list[int]) -> str:
+        """The text of ``ids``, special tokens included (so ``detokenize(tokenize(t)) == t``)."""
+        if any(not 0 <= i < len(self.meta.tokens) for i in ids):
+            raise CodetteError(f"token ids must be 0 to {len(self.meta.tokens) - 1}")
+        if self.tokenizer is not None:
+            return self.tokenizer.decode(ids)
+        return self.llm.detokenize(ids, special=True).decode("utf-8", errors="replace")
+
+    def stream_tokens(self, ids: list[int], sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
+        """The continuation of the prompt ``ids`` as text deltas, then the token counts (raw completions,
+        and :meth:`stream` after its template)."""
         sampling = sampling or SamplingConfig()
-        ids, tokens = self._tokens(messages, tools, sampling)
+        tokens = self._tokens(ids, sampling)
         deltas = TextDeltas(self._decode)
         for token in tokens:
             text = deltas.push(token)
@@ -164,6 +226,12 @@ class GGUFBackend:
         full = n >= sampling.max_new_tokens or len(ids) + n >= self.n_ctx
         yield Chunk(deltas.flush(), prompt_tokens=len(ids), completion_tokens=n,
                     finish_reason="length" if full else "stop")
+
+    def model_facts(self) -> dict[str, object]:
+        """What a server reports about the model (Ollama's /api/show), from the file's own metadata."""
+        return {"format": "gguf", "family": self.meta.architecture, "parameter_count": self.meta.parameter_count,
+                "quantization": self.meta.file_type, "context_length": self.n_ctx, "template": self.chat_template,
+                "file": str(self.path)}
 
     def _decode(self, ids: list[int]) -> str:
         if self.tokenizer is not None:

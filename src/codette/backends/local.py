@@ -38,6 +38,7 @@ class LocalBackend:
 
     def __init__(self, model: CodetteModel, tokenizer: CodetteTokenizer, step: int = 0) -> None:
         self.model, self.tokenizer, self.step = model, tokenizer, step
+        self.path: Path | None = None  # the checkpoint file, when loaded from one
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Path | str, tokenizer_dir: Path | str | None = None,
@@ -48,7 +49,9 @@ class LocalBackend:
         tokenizer_dir = Path(tokenizer_dir) if tokenizer_dir else checkpoint.parent
         tokenizer = CodetteTokenizer.load(tokenizer_dir)
         check_tokenizer_matches(state, tokenizer, tokenizer_dir, checkpoint, model)
-        return cls(model, tokenizer, int(state.get("step", 0)))
+        backend = cls(model, tokenizer, int(state.get("step", 0)))
+        backend.path = checkpoint
+        return backend
 
     def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         text = self.tokenizer.apply_chat_template(messages, tools, add_generation_prompt=True)
@@ -88,13 +91,43 @@ class LocalBackend:
                sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
         """:meth:`chat`'s reply as text deltas (KV-cache decoding), then the token counts."""
         sampling = sampling or SamplingConfig()
-        ids = self._checked_prompt(messages, tools)
+        yield from self.stream_tokens(self._checked_prompt(messages, tools), sampling)
+
+    # -- raw text: what a server's text-completion and tokenizer routes need -----------------------------
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of ``text`` as written (no chat template; special tokens in it become their ids)."""
+        return self.tokenizer.encode(text)
+
+    def detokenize(self, ids: list[int]) -> str:
+        """The text of ``ids``, special tokens included (so ``detokenize(tokenize(t)) == t``)."""
+        if any(not 0 <= i < len(self.tokenizer) for i in ids):
+            raise CodetteError(f"token ids must be 0 to {len(self.tokenizer) - 1}")
+        return self.tokenizer.decode(ids)
+
+    def stream_tokens(self, ids: list[int], sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
+        """The continuation of the prompt ``ids`` (already rendered and tokenized) as text deltas, then the
+        token counts: :meth:`stream` after its template, and raw completions."""
+        sampling = sampling or SamplingConfig()
+        ctx = self.model.cfg.max_seq_len
+        if not ids or len(ids) >= ctx:
+            raise CodetteError(f"the prompt is {len(ids)} tokens; it must be 1 to {ctx - 1} for this model's "
+                               f"context of {ctx}")
         deltas = TextDeltas(lambda out: self.tokenizer.decode(out, skip_control=True))
         for token in self._generate(ids, sampling):
             text = deltas.push(token)
             if text:
                 yield Chunk(text)
         n = len(deltas.ids)
-        full = n >= sampling.max_new_tokens or len(ids) + n >= self.model.cfg.max_seq_len
+        full = n >= sampling.max_new_tokens or len(ids) + n >= ctx
         yield Chunk(deltas.flush(), prompt_tokens=len(ids), completion_tokens=n,
                     finish_reason="length" if full else "stop")
+
+    def model_facts(self) -> dict[str, object]:
+        """What a server reports about the model (Ollama's /api/show): format, family, size, dtype, context."""
+        first = next(self.model.parameters(), None)
+        dtype = str(first.dtype).removeprefix("torch.") if first is not None else "float32"
+        return {"format": "pytorch", "family": self.model.cfg.block_style,
+                "parameter_count": self.model.num_parameters(),
+                "quantization": {"float32": "F32", "bfloat16": "BF16", "float16": "F16"}.get(dtype, dtype.upper()),
+                "context_length": self.context_length, "template": self.tokenizer.chat_template,
+                "file": str(self.path) if self.path else None}

@@ -1,13 +1,14 @@
 """Ollama's native ``POST /api/chat`` as a backend: ``tools``, ``tool_calls`` and NDJSON streaming.
 
 Request and answer follow Ollama's API reference (docs/api.md in the Ollama repository): the
-request carries ``model``, ``messages``, ``tools``, ``stream`` and ``options`` (``temperature``,
-``top_k``, ``top_p``, ``seed``, ``num_predict``); a streamed answer is one JSON object per line,
-each with ``message.content`` (and ``message.tool_calls`` when the model calls a tool, arguments
-as an object), the last one with ``done: true``, ``done_reason``, ``prompt_eval_count`` and
-``eval_count``. An error is ``{"error": "..."}``, as the body of a 4xx/5xx or as a line of the
-stream. The host comes from ``OLLAMA_HOST`` as Ollama itself reads it (``host``, ``host:port`` or
-a URL; default ``127.0.0.1:11434``).
+request carries ``model``, ``messages``, ``tools``, ``stream``, ``format`` (when the sampling asks
+for JSON) and ``options`` (``temperature``, ``top_k``, ``top_p``, ``seed``, ``num_predict``); a
+streamed answer is one JSON object per line, each with ``message.content`` (and
+``message.tool_calls`` when the model calls a tool, arguments as an object), the last one with
+``done: true``, ``done_reason``, ``prompt_eval_count`` and ``eval_count``. An error is
+``{"error": "..."}``, as the body of a 4xx/5xx or as a line of the stream. The host comes from
+``OLLAMA_HOST`` as Ollama itself reads it (``host``, ``host:port`` or a URL; default
+``127.0.0.1:11434``).
 """
 
 from __future__ import annotations
@@ -100,6 +101,8 @@ class OllamaBackend(HTTPChatBackend):
                                 "options": options}
         if tools:
             body["tools"] = tools
+        if sampling.response_format is not None:
+            body["format"] = sampling.response_format  # Ollama's own field: "json" or a JSON schema
         return body
 
     def _chunk(self, obj: dict) -> Chunk:

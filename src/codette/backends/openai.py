@@ -82,6 +82,11 @@ class OpenAIBackend(HTTPChatBackend):
             body["seed"] = sampling.seed
         if tools:
             body["tools"] = tools
+        if sampling.response_format == "json":
+            body["response_format"] = {"type": "json_object"}
+        elif sampling.response_format is not None:
+            body["response_format"] = {"type": "json_schema",
+                                       "json_schema": {"name": "reply", "schema": sampling.response_format}}
         if stream:
             body["stream_options"] = {"include_usage": True}  # token counts in the last event, where supported
         return body

@@ -430,7 +430,8 @@ def serve(
     host: str = typer.Option("127.0.0.1", "--host", help="Address to listen on (0.0.0.0: every interface)."),
     port: int = typer.Option(8080, "--port", help="TCP port."),
     api_key: Optional[str] = typer.Option(None, "--api-key", envvar="CODETTE_API_KEY",
-                                          help="Require 'Authorization: Bearer KEY' on /v1/ (env CODETTE_API_KEY)."),
+                                          help="Require 'Authorization: Bearer KEY' on the API routes (/v1, /api, "
+                                               "/tokenize, /metrics; env CODETTE_API_KEY)."),
     tools: Optional[str] = ToolsOpt,
     python: bool = PythonOpt,
     workspace: Optional[Path] = ServeWorkspaceOpt,
@@ -442,9 +443,16 @@ def serve(
     max_queue: int = typer.Option(8, "--max-queue", help="Requests that may wait for the model; more get a 503."),
     timeout: float = typer.Option(300.0, "--timeout", help="Deadline of each request in seconds."),
     max_tokens: int = typer.Option(512, "--max-tokens", help="Reply limit when a request sets none."),
+    ctx_size: Optional[int] = typer.Option(None, "--ctx-size", help="Context in tokens (prompt and reply), when "
+                                                                    "smaller than the model's."),
+    threads: Optional[int] = typer.Option(None, "--threads", help="CPU threads for generation (GGUF: llama.cpp's; "
+                                                                  "checkpoint: torch's)."),
+    model_alias: Optional[str] = typer.Option(None, "--model-alias", help="The model name clients see and send "
+                                                                          "(/v1/models, /api/tags)."),
+    metrics: bool = typer.Option(False, "--metrics", help="Serve Prometheus metrics at /metrics."),
     device: str = DeviceOpt,
 ) -> None:
-    """Serve a model over HTTP: OpenAI's /v1/chat/completions, Codette's agent, and a chat page at /."""
+    """Serve a model over HTTP: OpenAI's API (/v1), Ollama's API (/api), Codette's agent, and a chat page at /."""
     from codette.cli.chat import parse_tools
     from codette.serve import ServeConfig, serve as run_server
 
@@ -452,5 +460,6 @@ def serve(
     cfg = ServeConfig(host=host, workspace=workspace, enable_python=python, agent_tools=parse_tools(tools),
                       api_key=api_key,
                       allow_hosts=list(allow_host or []), allow_origins=list(allow_origin or []),
-                      max_queue=max_queue, timeout_s=timeout, max_tokens=max_tokens)
+                      max_queue=max_queue, timeout_s=timeout, max_tokens=max_tokens, ctx_size=ctx_size,
+                      threads=threads, model_alias=model_alias, metrics=metrics)
     run_server(model, port, cfg, device=device)

@@ -1,4 +1,5 @@
-"""`codette serve`: an OpenAI-compatible HTTP server, Codette's agent over HTTP, and a web chat page.
+"""`codette serve`: an OpenAI- and Ollama-compatible HTTP server, Codette's agent over HTTP, and a web
+chat page (docs/SERVING.md lists the routes and options).
 
 ::
 
@@ -7,6 +8,9 @@
     from openai import OpenAI
     client = OpenAI(base_url="http://127.0.0.1:8080/v1", api_key="none")
     client.chat.completions.create(model="codette", messages=[{"role": "user", "content": "Hi"}])
+    # or Ollama's client:
+    import ollama
+    ollama.Client(host="http://127.0.0.1:8080").chat(model="codette", messages=[{"role": "user", "content": "Hi"}])
 
 :func:`create_app` builds the ASGI application around any backend; :func:`serve` resolves a model
 (a run folder, checkpoint or GGUF, as the agent does) and runs it with uvicorn.

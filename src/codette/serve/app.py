@@ -1,4 +1,6 @@
-"""The HTTP application: OpenAI's chat-completions API, Codette's agent, and the web chat page.
+"""The HTTP application: OpenAI's chat-completions API, Codette's agent, and the web chat page; Ollama's
+native API (:mod:`codette.serve.ollama`), raw-text completions and the tokenizer
+(:mod:`codette.serve.rawtext`) and Prometheus metrics (:mod:`codette.serve.metrics`) beside them.
 
 Routes (all answers JSON unless streamed as server-sent events):
 
@@ -9,6 +11,10 @@ Routes (all answers JSON unless streamed as server-sent events):
   (``auto``/``none``), ``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``seed``, ``stream``;
   the client's tools are rendered by the model's chat template and its ``<tool_call>`` markup comes
   back as structured ``tool_calls``; nothing runs on the server;
+* ``POST /v1/completions``, ``POST /tokenize``, ``POST /detokenize`` — raw text (:mod:`~codette.serve.rawtext`);
+* ``/api/chat``, ``/api/generate``, ``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version`` — Ollama's
+  API (:mod:`~codette.serve.ollama`);
+* ``GET /metrics`` — Prometheus text, only with ``--metrics`` (404 otherwise);
 * ``GET /v1/agent/info`` and ``POST /v1/agent`` — one turn of Codette's own agent: its system prompt,
   its tools run here in the server's workspace (execute_python only with ``--python``), the loop's
   events streamed as they happen. The page uses these.
@@ -16,20 +22,18 @@ Routes (all answers JSON unless streamed as server-sent events):
 The text returned (``content``, the agent's ``text``) leaves out the model's control markers
 (``<consciousness>``, ``<perspective> KEY``), also when streamed; ``raw: true`` in either request keeps them.
 
-Errors use OpenAI's error object. A bad body is a 400 naming the field; a prompt longer than the
-context a 400 with both token counts; a full queue a 503 with ``Retry-After``; a request past its
-deadline a 504 (or an error event once streaming has begun).
+Errors use OpenAI's error object (Ollama's ``{"error": ...}`` on ``/api/``). A bad body is a 400 naming
+the field; a prompt longer than the context a 400 with both token counts; a full queue a 503 with
+``Retry-After``; a request past its deadline a 504 (or an error event once streaming has begun).
 """
 
 from __future__ import annotations
 
 import contextlib
-import json
 import logging
 import shutil
 import tempfile
 import threading
-import time
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -38,11 +42,16 @@ from typing import Any
 
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import HTMLResponse, JSONResponse, StreamingResponse
+from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
 from codette.errors import CodetteError
 from codette.serve import completions as oc
-from codette.serve.guard import Guard, error_body
+from codette.serve.completions import sse
+from codette.serve.engine import ContextTooLong, NotSupported, ServedModel, Timing, stream_failure
+from codette.serve.guard import OLLAMA_PREFIX, Guard, error_body
+from codette.serve.modelinfo import ModelInfo
+from codette.serve.ollama import ollama_routes
+from codette.serve.rawtext import raw_text_routes
 from codette.serve.schemas import AgentRequest, ChatRequest, to_codette_messages, tool_dicts
 from codette.serve.worker import Busy, DeadlineExceeded, ModelWorker
 
@@ -69,10 +78,14 @@ class ServeConfig:
     max_tokens: int = 512  # the reply limit when a request sets none (cut to what the context leaves)
     temperature: float = 0.7  # when a request sets none
     agent_rounds: int = 5
+    model_alias: str | None = None  # the name clients see and send (/v1/models, /api/tags), instead of model_name
+    ctx_size: int | None = None  # a smaller context than the model's (prompt and reply together)
+    threads: int | None = None  # CPU threads of the generation (read when the backend loads, by serve())
+    metrics: bool = False  # GET /metrics (Prometheus); 404 when off
 
-
-class ContextTooLong(CodetteError):
-    pass
+    @property
+    def served_name(self) -> str:
+        return self.model_alias or self.model_name
 
 
 class _Borrowed:
@@ -88,13 +101,13 @@ class _Borrowed:
         pass
 
 
-def _sse(obj: Any) -> str:
-    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
-
-
-def _error(status: int, message: str, code: str, param: str | None = None, headers: dict | None = None) -> JSONResponse:
-    kind = {429: "rate_limit_error", 503: "server_error", 504: "timeout_error", 500: "server_error"}.get(
-        status, "invalid_request_error")
+def _error(request: Request, status: int, message: str, code: str, param: str | None = None,
+           headers: dict | None = None) -> JSONResponse:
+    """The error in the shape of the API asked: Ollama's ``{"error": ...}`` on its routes, OpenAI's elsewhere."""
+    if request.url.path.startswith(OLLAMA_PREFIX):
+        return JSONResponse({"error": message}, status_code=status, headers=headers)
+    kind = {429: "rate_limit_error", 503: "server_error", 504: "timeout_error", 500: "server_error",
+            501: "server_error"}.get(status, "invalid_request_error")
     return JSONResponse(error_body(message, code, param, kind), status_code=status, headers=headers)
 
 
@@ -103,13 +116,22 @@ def _field(loc: tuple) -> str:
     return ".".join(parts) or "body"
 
 
-def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
-    """The ASGI application serving ``backend`` (the FastAPI app behind the :class:`Guard`)."""
+def create_app(backend: Any, config: ServeConfig | None = None) -> Any:
+    """The ASGI application serving ``backend``: the FastAPI app behind the :class:`Guard` (and, with
+    ``metrics``, behind the request counter, so refused requests are counted too)."""
     from codette.agent.core import check_tools
 
     cfg = config or ServeConfig()
     check_tools(cfg.agent_tools, cfg.enable_python)  # at start-up, not as a failure of every agent request
     worker = ModelWorker(backend, cfg.max_queue, cfg.timeout_s)
+    metrics = None
+    if cfg.metrics:  # prometheus_client is loaded only when asked for
+        from codette.serve.metrics import ServeMetrics
+
+        metrics = ServeMetrics(worker)
+    served = ServedModel(backend, worker, cfg.ctx_size, metrics)
+    name = cfg.served_name
+    info = ModelInfo.of(backend, name, served.context)
     own_workspace = cfg.workspace is None
     workspace = Path(tempfile.mkdtemp(prefix="codette-serve-")) if own_workspace else Path(cfg.workspace)
     workspace.mkdir(parents=True, exist_ok=True)
@@ -122,40 +144,44 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
 
     app = FastAPI(title="Codette", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
     app.state.worker, app.state.config, app.state.workspace = worker, cfg, workspace
-    context = getattr(backend, "context_length", None)
-    counter = getattr(backend, "count_tokens", None)
+    app.state.served, app.state.metrics = served, metrics
+    context = served.context
 
     # -- errors ---------------------------------------------------------------------------------------
     @app.exception_handler(RequestValidationError)
-    async def _invalid(_: Request, exc: RequestValidationError) -> JSONResponse:
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
         first = exc.errors()[0] if exc.errors() else {"loc": ("body",), "msg": "invalid body", "type": ""}
         if first.get("type") == "json_invalid":
-            return _error(400, f"the body is not valid JSON ({first.get('ctx', {}).get('error', 'parse error')})",
-                          "invalid_json")
+            why = first.get("ctx", {}).get("error", "parse error")
+            return _error(request, 400, f"the body is not valid JSON ({why})", "invalid_json")
         if first.get("type") == "lone_surrogate":  # a body-wide check: the message names the field itself
-            return _error(400, first["msg"], "invalid_request_error", first["ctx"]["field"])
-        name = _field(tuple(first.get("loc", ())))
-        if first.get("type") == "missing" and name == "body":
-            return _error(400, "the body is empty: send a JSON object", "invalid_request_error")
-        return _error(400, f"{name}: {first.get('msg')}", "invalid_request_error", name)
+            return _error(request, 400, first["msg"], "invalid_request_error", first["ctx"]["field"])
+        field_name = _field(tuple(first.get("loc", ())))
+        if first.get("type") == "missing" and field_name == "body":
+            return _error(request, 400, "the body is empty: send a JSON object", "invalid_request_error")
+        return _error(request, 400, f"{field_name}: {first.get('msg')}", "invalid_request_error", field_name)
 
     @app.exception_handler(ContextTooLong)
-    async def _too_long(_: Request, exc: ContextTooLong) -> JSONResponse:
-        return _error(400, str(exc), "context_length_exceeded", "messages")
+    async def _too_long(request: Request, exc: ContextTooLong) -> JSONResponse:
+        return _error(request, 400, str(exc), "context_length_exceeded", exc.param)
+
+    @app.exception_handler(NotSupported)
+    async def _unsupported(request: Request, exc: NotSupported) -> JSONResponse:
+        return _error(request, 501, str(exc), "not_supported")
 
     @app.exception_handler(Busy)
-    async def _busy(_: Request, exc: Busy) -> JSONResponse:
-        return _error(503, str(exc), "server_busy", headers={"Retry-After": str(RETRY_AFTER_S)})
+    async def _busy(request: Request, exc: Busy) -> JSONResponse:
+        return _error(request, 503, str(exc), "server_busy", headers={"Retry-After": str(RETRY_AFTER_S)})
 
     @app.exception_handler(DeadlineExceeded)
-    async def _late(_: Request, exc: DeadlineExceeded) -> JSONResponse:
-        return _error(504, str(exc), "timeout")
+    async def _late(request: Request, exc: DeadlineExceeded) -> JSONResponse:
+        return _error(request, 504, str(exc), "timeout")
 
     @app.exception_handler(CodetteError)
-    async def _bad(_: Request, exc: CodetteError) -> JSONResponse:
+    async def _bad(request: Request, exc: CodetteError) -> JSONResponse:
         message = str(exc)
-        param = message.split(":", 1)[0] if message.startswith(("messages.", "history.")) else None
-        return _error(400, message, "invalid_request_error", param)
+        param = message.split(":", 1)[0] if message.startswith(("messages.", "history.", "prompt:")) else None
+        return _error(request, 400, message, "invalid_request_error", param)
 
     # -- plain routes ---------------------------------------------------------------------------------
     @app.get("/", response_class=HTMLResponse)
@@ -167,15 +193,18 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
 
     @app.get("/health")
     async def health() -> dict[str, Any]:
-        return {"status": "ok", "model": cfg.model_name, "generating": worker.running, "waiting": worker.waiting,
+        return {"status": "ok", "model": name, "generating": worker.running, "waiting": worker.waiting,
                 "max_queue": worker.max_queue}
 
     @app.get("/v1/models")
     async def models() -> dict[str, Any]:
-        card = {"id": cfg.model_name, "object": "model", "created": int(time.time()), "owned_by": "codette"}
-        if isinstance(context, int):
-            card["context_length"] = context
-        return {"object": "list", "data": [card]}
+        return {"object": "list", "data": [info.card()]}
+
+    if metrics is not None:
+        @app.get("/metrics")
+        async def metrics_text() -> Response:
+            text, media_type = metrics.render()
+            return Response(text, media_type=media_type)
 
     # -- OpenAI chat completions ----------------------------------------------------------------------
     def prepared(body: ChatRequest) -> tuple[list[dict], list[dict] | None, Any]:
@@ -183,20 +212,17 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
 
         messages = to_codette_messages(body.messages)
         tools = tool_dicts(body.tools) if body.uses_tools() else None
-        prompt_tokens = counter(messages, tools) if callable(counter) else None
-        limit = body.reply_limit() or cfg.max_tokens
-        if prompt_tokens is not None and isinstance(context, int):
-            if prompt_tokens >= context:
-                raise ContextTooLong(f"the prompt is {prompt_tokens} tokens and this model's context is {context} "
-                                     f"tokens; send fewer or shorter messages or tools")
-            limit = min(limit, context - prompt_tokens)
+        prompt_tokens = served.counter(messages, tools) if served.counter else None
+        limit = served.reply_limit(prompt_tokens, body.reply_limit(), cfg.max_tokens)
         temperature = cfg.temperature if body.temperature is None else body.temperature
         sampling = SamplingConfig(max_new_tokens=limit, temperature=temperature, top_p=body.top_p or 1.0,
-                                  seed=body.seed)
+                                  seed=body.seed,
+                                  response_format=body.response_format.constraint() if body.response_format else None)
         return messages, tools, sampling
 
     @app.post("/v1/chat/completions")
     async def chat_completions(body: ChatRequest) -> Any:
+        timing = Timing()  # from the request's arrival: time to first token includes the queue
         messages, tools, sampling = prepared(body)
         cid = oc.new_id("chatcmpl-")
         tools_on = tools is not None
@@ -207,61 +233,42 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
         if body.stream:
             worker.check_room()
             include_usage = bool(body.stream_options and body.stream_options.include_usage)
-            return StreamingResponse(_stream(cid, make, tools_on, body.stop, include_usage, body.raw),
+            return StreamingResponse(_stream(cid, make, tools_on, body.stop, include_usage, body.raw, timing),
                                      media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
-        deadline = worker.deadline()
-        reply = oc.Collected(body.stop)
-        async with worker.slot(deadline), contextlib.aclosing(worker.iterate(make, deadline)) as pieces:
-            async for piece in pieces:  # a break (a stop sequence) closes the generation inside the slot
-                reply.add(piece)
-                if reply.stopped:
-                    break
-        reply.end()
-        content, calls = reply.calls(tools_on, reply.text.strip())
-        if content and not body.raw:  # the control markers are the model's, not the reader's
-            from codette.agent.markup import strip_markers
-
-            content = strip_markers(content)[0].strip()
-        return oc.completion(cid, cfg.model_name, content, calls, reply.finish(calls), reply.usage())
+        reply = await served.collect(make, body.stop, timing)
+        content, calls = oc.whole_reply(reply, tools_on, body.raw)
+        return oc.completion(cid, name, content, calls, reply.finish(calls), reply.usage())
 
     async def _stream(cid: str, make: Any, tools_on: bool, stops: list[str] | None,
-                      include_usage: bool, raw: bool) -> AsyncIterator[str]:
-        from codette.agent.markup import MarkerFilter, MarkupFilter
-
-        deadline = worker.deadline()
-        reply, hide = oc.Collected(stops), (MarkupFilter() if tools_on else None)
-        marks = None if raw else MarkerFilter()  # a marker split across pieces is held back until whole
+                      include_usage: bool, raw: bool, timing: Timing) -> AsyncIterator[str]:
+        shown = oc.Shown(stops, tools_on, raw)
         try:
-            async with worker.slot(deadline), contextlib.aclosing(worker.iterate(make, deadline)) as pieces:
-                yield _sse(oc.chunk(cid, cfg.model_name, {"role": "assistant", "content": ""}))
+            async with served.generate(make, timing) as pieces:
+                yield sse(oc.chunk(cid, name, {"role": "assistant", "content": ""}))
                 async for piece in pieces:
-                    text = reply.add(piece)
-                    shown = hide.feed(text) if hide else text
-                    shown = marks.feed(shown) if marks else shown
-                    if shown:
-                        yield _sse(oc.chunk(cid, cfg.model_name, {"content": shown}))
-                    if reply.stopped:
+                    text = shown.add(piece)
+                    if text:
+                        yield sse(oc.chunk(cid, name, {"content": text}))
+                    if shown.stopped:
                         break
-            tail = reply.end()
-            shown = (hide.feed(tail) + hide.flush()) if hide else tail
-            shown = (marks.feed(shown) + marks.flush()) if marks else shown
-            content, calls = reply.calls(tools_on)
-            if tools_on and not calls:
-                shown += oc.hidden_blocks(reply.text)  # markup that did not parse: show it as written
-            if shown:
-                yield _sse(oc.chunk(cid, cfg.model_name, {"content": shown}))
+            text, calls = shown.end()
+            if text:
+                yield sse(oc.chunk(cid, name, {"content": text}))
             for delta in oc.call_deltas(calls):
-                yield _sse(oc.chunk(cid, cfg.model_name, delta))
-            yield _sse(oc.chunk(cid, cfg.model_name, {}, reply.finish(calls)))
+                yield sse(oc.chunk(cid, name, delta))
+            yield sse(oc.chunk(cid, name, {}, shown.reply.finish(calls)))
             if include_usage:
-                yield _sse(oc.chunk(cid, cfg.model_name, None, use=reply.usage()))
+                yield sse(oc.chunk(cid, name, None, use=shown.reply.usage()))
         except Exception as exc:  # noqa: BLE001 - after the headers went out: an error event ends the stream
-            if not isinstance(exc, (CodetteError, ValueError)):
-                log.exception("the generation failed")
-            code = "server_busy" if isinstance(exc, Busy) else "timeout" if isinstance(exc, DeadlineExceeded) \
-                else "generation_failed"
-            yield _sse(error_body(str(exc), code, kind="server_error"))
+            message, code = stream_failure(exc)
+            yield sse(error_body(message, code, kind="server_error"))
         yield "data: [DONE]\n\n"
+
+    # -- Ollama's API, raw text ---------------------------------------------------------------------------
+    routers = [ollama_routes(served, info, cfg.max_tokens, cfg.temperature),
+               raw_text_routes(served, name, cfg.max_tokens, cfg.temperature)]
+    for router in routers:
+        app.include_router(router)
 
     # -- Codette's agent ------------------------------------------------------------------------------
     def make_agent(tools_on: bool, max_tokens: int | None) -> Any:
@@ -278,7 +285,7 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
 
         agent = make_agent(True, None)
         try:
-            return {"model": cfg.model_name, "context_length": context, "tools": agent.tool_names,
+            return {"model": name, "context_length": context, "tools": agent.tool_names,
                     "tools_note": agent.tools_note, "python": cfg.enable_python, "perspectives": PERSPECTIVES}
         finally:
             agent.close()
@@ -306,20 +313,25 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Guard:
                         async with contextlib.aclosing(worker.iterate(make, deadline)) as turn_events:
                             async for event in turn_events:
                                 if event.type == "done":
-                                    yield _sse({"type": "done", "response": event.data["response"].to_dict(),
+                                    yield sse({"type": "done", "response": event.data["response"].to_dict(),
                                                 "tools_note": agent.tools_note})
                                 else:
-                                    yield _sse({"type": event.type, **event.data})
+                                    yield sse({"type": event.type, **event.data})
                     finally:
                         agent.close()
             except CodetteError as exc:
-                yield _sse({"type": "error", "error": str(exc)})
+                yield sse({"type": "error", "error": str(exc)})
             except Exception as exc:  # noqa: BLE001 - a stream always ends with done or error, never silently
                 log.exception("the agent turn failed")
-                yield _sse({"type": "error", "error": f"the turn failed: {type(exc).__name__}: {str(exc)[:200]}"})
+                yield sse({"type": "error", "error": f"the turn failed: {type(exc).__name__}: {str(exc)[:200]}"})
 
         return StreamingResponse(events(), media_type="text/event-stream", headers={"Cache-Control": "no-cache"})
 
-    return Guard(app, bind_host=cfg.host, allow_hosts=cfg.allow_hosts, allow_origins=cfg.allow_origins,
-                 api_key=cfg.api_key, max_body=cfg.max_body)
+    guarded = Guard(app, bind_host=cfg.host, allow_hosts=cfg.allow_hosts, allow_origins=cfg.allow_origins,
+                    api_key=cfg.api_key, max_body=cfg.max_body)
+    if metrics is None:
+        return guarded
+    metrics.routes.update(getattr(r, "path", "") for routes in [app.routes, *(r.routes for r in routers)]
+                          for r in routes)
+    return metrics.counting(guarded)
 

@@ -1,4 +1,5 @@
 """The model's text as OpenAI chat-completion objects: tool-call markup parsed, stop sequences applied.
+The reply helpers (:class:`Collected`, :class:`Shown`, :func:`whole_reply`) serve Ollama's routes too.
 
 A reply is the model's raw text. With tools offered (and ``tool_choice`` not ``none``), its Hermes
 ``<tool_call>`` blocks become structured ``tool_calls`` (ids ``call_...``, arguments as JSON text, as
@@ -15,11 +16,16 @@ import time
 import uuid
 from typing import Any
 
-from codette.agent.markup import partial_tail
+from codette.agent.markup import MarkerFilter, MarkupFilter, partial_tail, strip_markers
 from codette.tools import ToolCallParseError, split_tool_calls
 from codette.tools.calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 _BLOCKS = re.compile(re.escape(TOOL_CALL_OPEN) + r".*?(?:" + re.escape(TOOL_CALL_CLOSE) + r"|$)", re.DOTALL)
+
+
+def sse(obj: Any) -> str:
+    """One server-sent event carrying ``obj`` as JSON (OpenAI's streaming wire format)."""
+    return f"data: {json.dumps(obj, ensure_ascii=False)}\n\n"
 
 
 def new_id(prefix: str) -> str:
@@ -100,6 +106,52 @@ class Collected:
 
     def usage(self) -> dict[str, int] | None:
         return usage(self.prompt_tokens, self.completion_tokens)
+
+
+def whole_reply(reply: Collected, tools_on: bool, raw: bool,
+                strip: bool = True) -> tuple[str | None, list[dict[str, Any]]]:
+    """``(content, tool_calls)`` of a reply that has ended, content without the control markers unless
+    ``raw`` (they are the model's, not the reader's), and without surrounding blanks when ``strip``."""
+    content, calls = reply.calls(tools_on, reply.text.strip() if strip else reply.text)
+    if content and not raw:
+        content = strip_markers(content)[0].strip()
+    return content, calls
+
+
+class Shown:
+    """A streamed reply as a reader sees it, whatever the wire format (OpenAI's events, Ollama's lines):
+    stop sequences applied, tool-call markup held back while tools are on, control markers left out
+    unless ``raw``. A marker or tag split across pieces is held until it is whole."""
+
+    def __init__(self, stops: list[str] | None, tools_on: bool, raw: bool) -> None:
+        self.reply = Collected(stops)
+        self.tools_on = tools_on
+        self._hide = MarkupFilter() if tools_on else None
+        self._marks = None if raw else MarkerFilter()
+
+    def add(self, piece: Any) -> str:
+        """Take one backend ``Chunk``; returns the text to show now (maybe empty)."""
+        return self._show(self.reply.add(piece), final=False)
+
+    @property
+    def stopped(self) -> bool:
+        return self.reply.stopped
+
+    def end(self) -> tuple[str, list[dict[str, Any]]]:
+        """The reply has ended: ``(text still to show, tool_calls)``; markup that did not parse is shown
+        as written, so nothing is silently dropped."""
+        shown = self._show(self.reply.end(), final=True)
+        _, calls = self.reply.calls(self.tools_on)
+        if self.tools_on and not calls:
+            shown += hidden_blocks(self.reply.text)
+        return shown, calls
+
+    def _show(self, text: str, final: bool) -> str:
+        if self._hide:
+            text = self._hide.feed(text) + (self._hide.flush() if final else "")
+        if self._marks:
+            text = self._marks.feed(text) + (self._marks.flush() if final else "")
+        return text
 
 
 def structured_calls(raw: list[dict[str, Any]]) -> list[dict[str, Any]]:

@@ -11,7 +11,12 @@ at 127.0.0.1 (DNS rebinding) so that the browser treats the server as that page'
   origin given with ``--allow-origin``; only those get CORS headers (never ``*``);
 * a ``POST`` body must be JSON (``Content-Type: application/json``), which a plain HTML form cannot
   send, and at most ``max_body`` bytes (413 otherwise);
-* with ``--api-key``, every ``/v1/`` route needs ``Authorization: Bearer <key>`` (the page asks for it).
+* with ``--api-key``, every API route (``/v1/``, Ollama's ``/api/``, ``/tokenize``, ``/detokenize``,
+  ``/metrics``) needs ``Authorization: Bearer <key>`` (the page asks for it); the page and ``/health``
+  stay open.
+
+Refusals use OpenAI's error object, and Ollama's ``{"error": "..."}`` on Ollama's ``/api/`` routes, so
+each API's own clients read the message.
 
 Written as plain ASGI middleware, so streamed responses and disconnects pass through untouched.
 """
@@ -30,6 +35,9 @@ log = logging.getLogger(__name__)
 
 LOOPBACK_NAMES = {"localhost", "localhost.localdomain"}
 WILDCARD = {"0.0.0.0", "::", ""}
+# The routes that need the API key when one is set (a path equal to one of these, or below one ending in "/").
+PROTECTED = ("/v1/", "/api/", "/tokenize", "/detokenize", "/metrics")
+OLLAMA_PREFIX = "/api/"
 ASGIApp = Callable[[dict, Callable[[], Awaitable[dict]], Callable[[dict], Awaitable[None]]], Awaitable[None]]
 
 
@@ -57,8 +65,10 @@ class Guard:
     """The checks above, in front of ``app``."""
 
     def __init__(self, app: ASGIApp, *, bind_host: str = "127.0.0.1", allow_hosts: Iterable[str] = (),
-                 allow_origins: Iterable[str] = (), api_key: str | None = None, max_body: int = 1 << 20) -> None:
+                 allow_origins: Iterable[str] = (), api_key: str | None = None, max_body: int = 1 << 20,
+                 protected: Iterable[str] = PROTECTED) -> None:
         self.app = app
+        self.protected = tuple(protected)
         self.bind_host = _split_host(bind_host)
         self.allow_hosts = {_split_host(h) for h in allow_hosts}
         self.allow_origins = {o.rstrip("/").lower() for o in allow_origins}
@@ -80,6 +90,9 @@ class Guard:
         parts = urlsplit(origin)
         return parts.scheme == scheme and parts.netloc == host_header.strip().lower()
 
+    def needs_key(self, path: str) -> bool:
+        return any(path.startswith(p) if p.endswith("/") else path == p for p in self.protected)
+
     def key_ok(self, authorization: str) -> bool:
         if self.api_key is None:
             return True
@@ -93,18 +106,22 @@ class Guard:
             await self.app(scope, receive, send)
             return
         headers = {k.decode("latin-1").lower(): v.decode("latin-1") for k, v in scope.get("headers", [])}
+        path = scope.get("path", "")
+        ollama = path.startswith(OLLAMA_PREFIX)
         host_header = headers.get("host", "")
         host = _split_host(host_header)
         if not self.host_ok(host):
             await _error(send, 403, f"Host {host_header!r} is not this server's name; start it with "
-                                    f"--allow-host {host or 'NAME'} to accept it", "host_not_allowed")
+                                    f"--allow-host {host or 'NAME'} to accept it", "host_not_allowed",
+                         ollama=ollama)
             return
         origin = headers.get("origin")
         cors: list[tuple[bytes, bytes]] = []
         if origin is not None:
             if not self.origin_ok(origin, host_header, scope.get("scheme", "http")):
                 await _error(send, 403, f"requests from the web page {origin!r} are not allowed; start the "
-                                        f"server with --allow-origin {origin} to allow that page", "origin_not_allowed")
+                                        f"server with --allow-origin {origin} to allow that page",
+                             "origin_not_allowed", ollama=ollama)
                 return
             cors = [(b"access-control-allow-origin", origin.encode("latin-1")), (b"vary", b"Origin")]
         method = scope.get("method", "GET")
@@ -115,21 +132,21 @@ class Guard:
                 (b"access-control-max-age", b"600")]})
             await send({"type": "http.response.body", "body": b""})
             return
-        path = scope.get("path", "")
-        if path.startswith("/v1/") and not self.key_ok(headers.get("authorization", "")):
+        if self.needs_key(path) and not self.key_ok(headers.get("authorization", "")):
             await _error(send, 401, "this server needs an API key: send 'Authorization: Bearer <key>'",
-                         "invalid_api_key", extra=cors + [(b"www-authenticate", b"Bearer")])
+                         "invalid_api_key", extra=cors + [(b"www-authenticate", b"Bearer")], ollama=ollama)
             return
         if method == "POST":
             ctype = headers.get("content-type", "").split(";")[0].strip().lower()
             if ctype != "application/json":
                 await _error(send, 415, f"the body must be JSON (Content-Type: application/json), got "
-                                        f"{ctype or 'no Content-Type'!r}", "unsupported_media_type", extra=cors)
+                                        f"{ctype or 'no Content-Type'!r}", "unsupported_media_type", extra=cors,
+                             ollama=ollama)
                 return
             body = await _read_body(receive, self.max_body, headers.get("content-length"))
             if body is None:
                 await _error(send, 413, f"the request body is larger than {self.max_body:,} bytes",
-                             "request_too_large", extra=cors)
+                             "request_too_large", extra=cors, ollama=ollama)
                 return
             receive = _replay(body, receive)
         if cors:
@@ -180,8 +197,8 @@ def _with_headers(send: Callable[[dict], Awaitable[None]], extra: list[tuple[byt
 
 
 async def _error(send: Callable[[dict], Awaitable[None]], status: int, message: str, code: str,
-                 extra: list[tuple[bytes, bytes]] | None = None) -> None:
-    body = json.dumps(error_body(message, code)).encode()
+                 extra: list[tuple[bytes, bytes]] | None = None, ollama: bool = False) -> None:
+    body = json.dumps({"error": message} if ollama else error_body(message, code)).encode()
     log.info("refused (%d): %s", status, message)
     await send({"type": "http.response.start", "status": status, "headers": [
         (b"content-type", b"application/json"), (b"content-length", str(len(body)).encode())] + (extra or [])})

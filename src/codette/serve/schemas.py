@@ -26,6 +26,18 @@ class _Loose(BaseModel):
     model_config = ConfigDict(extra="ignore")
 
 
+def check_stops(value: str | list[str] | None, most: int = MAX_STOP) -> list[str] | None:
+    """Stop sequences as a list: at most ``most``, each 1 to MAX_STOP_CHARS characters."""
+    stops = [value] if isinstance(value, str) else value
+    if stops is None:
+        return None
+    if len(stops) > most:
+        raise ValueError(f"at most {most} stop sequences")
+    if any(not s or len(s) > MAX_STOP_CHARS for s in stops):
+        raise ValueError(f"each stop sequence must be 1 to {MAX_STOP_CHARS} characters")
+    return stops
+
+
 def _lone_surrogate(body: Any) -> tuple[str, str, int] | None:
     """``(field, surrogate, index)`` of the first string (value or key) of a decoded JSON body holding a
     lone UTF-16 surrogate, or None; index -1 for a key. JSON's ``"\\ud800"`` decodes to one; such text
@@ -117,6 +129,26 @@ class StreamOptions(_Loose):
     include_usage: bool = False
 
 
+class JSONSchemaFormat(_Loose):
+    schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
+    name: Optional[str] = None
+
+
+class ResponseFormat(_Loose):
+    """OpenAI's ``response_format``: ``text``, ``json_object`` or ``json_schema`` (its ``schema``)."""
+
+    type: Literal["text", "json_object", "json_schema"]
+    json_schema: Optional[JSONSchemaFormat] = None
+
+    def constraint(self) -> str | dict[str, Any] | None:
+        """What the backend's decoding is asked for: None, "json" or the schema."""
+        if self.type == "json_object":
+            return "json"
+        if self.type == "json_schema":
+            return (self.json_schema.schema_ if self.json_schema else None) or "json"
+        return None
+
+
 class ChatRequest(_Body):
     """``POST /v1/chat/completions``."""
 
@@ -133,25 +165,75 @@ class ChatRequest(_Body):
     stream: bool = False
     stream_options: Optional[StreamOptions] = None
     n: int = Field(1, ge=1, le=1)
+    response_format: Optional[ResponseFormat] = None  # constrains decoding where the backend can (see SERVING.md)
     raw: bool = False  # Codette's own: keep the control markers (<consciousness>, <perspective> KEY) in content
 
     @field_validator("stop")
     @classmethod
     def _stop(cls, value: str | list[str] | None) -> list[str] | None:
-        stops = [value] if isinstance(value, str) else value
-        if stops is None:
-            return None
-        if len(stops) > MAX_STOP:
-            raise ValueError(f"at most {MAX_STOP} stop sequences")
-        if any(not s or len(s) > MAX_STOP_CHARS for s in stops):
-            raise ValueError(f"each stop sequence must be 1 to {MAX_STOP_CHARS} characters")
-        return stops
+        return check_stops(value)
 
     def reply_limit(self) -> int | None:
         return self.max_completion_tokens or self.max_tokens
 
     def uses_tools(self) -> bool:
         return bool(self.tools) and self.tool_choice != "none"
+
+
+class CompletionRequest(_Body):
+    """``POST /v1/completions``: OpenAI's legacy text completion, the prompt continued as written."""
+
+    model: Optional[str] = None
+    prompt: Union[str, list[str], list[int]]  # one text, a list of one, or token ids (as llama-server takes)
+    suffix: Optional[str] = None
+    max_tokens: Optional[int] = Field(None, ge=1)
+    temperature: Optional[float] = Field(None, ge=0, le=2)
+    top_p: Optional[float] = Field(None, gt=0, le=1)
+    top_k: Optional[int] = Field(None, ge=0)  # not OpenAI's; llama-server and vLLM take it
+    stop: Union[str, list[str], None] = None
+    seed: Optional[int] = Field(None, ge=SEED_MIN, le=SEED_MAX)
+    stream: bool = False
+    stream_options: Optional[StreamOptions] = None
+    echo: bool = False
+    logprobs: Optional[int] = Field(None, ge=0, le=5)  # accepted; no backend here reports them, so null
+    n: int = Field(1, ge=1, le=1)
+
+    @field_validator("stop")
+    @classmethod
+    def _stop(cls, value: str | list[str] | None) -> list[str] | None:
+        return check_stops(value)
+
+    @field_validator("prompt")
+    @classmethod
+    def _one_prompt(cls, value: str | list) -> str | list[int]:
+        if isinstance(value, list) and value and all(isinstance(v, str) for v in value):
+            if len(value) != 1:
+                raise ValueError("send one prompt per request (a string, or a list of one)")
+            return value[0]
+        if isinstance(value, list) and not value:
+            raise ValueError("the prompt is empty")
+        return value
+
+    @field_validator("suffix")
+    @classmethod
+    def _no_suffix(cls, value: str | None) -> str | None:
+        if value:
+            raise ValueError("this model cannot fill in the middle: leave suffix out")
+        return value
+
+
+class TokenizeRequest(_Body):
+    """``POST /tokenize`` (llama-server's): text -> token ids, no chat template."""
+
+    content: str = Field(max_length=1 << 20)
+    with_pieces: bool = False
+    add_special: bool = False  # accepted: Codette's models add no BOS, so there is nothing to add
+
+
+class DetokenizeRequest(_Body):
+    """``POST /detokenize`` (llama-server's): token ids -> text."""
+
+    tokens: list[int] = Field(max_length=1 << 18)
 
 
 class AgentRequest(_Body):
