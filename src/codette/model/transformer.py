@@ -26,7 +26,7 @@ import torch.utils.checkpoint
 from torch import nn
 
 from codette.model.config import ModelConfig
-from codette.model.loss import LMOutput, cross_entropy_sum
+from codette.model.loss import IGNORE_INDEX, LMOutput, cross_entropy_sum
 
 
 class RMSNorm(nn.Module):
@@ -234,20 +234,23 @@ class CodetteModel(nn.Module):
 
     @overload
     def forward(self, idx: torch.Tensor, targets: None = None, cache: KVCache | None = None, *,
-                last_only: bool = False) -> torch.Tensor: ...
+                last_only: bool = False, scored_only: bool = False) -> torch.Tensor: ...
 
     @overload
     def forward(self, idx: torch.Tensor, targets: torch.Tensor, cache: KVCache | None = None, *,
-                last_only: bool = False) -> LMOutput: ...
+                last_only: bool = False, scored_only: bool = False) -> LMOutput: ...
 
     def forward(self, idx: torch.Tensor, targets: torch.Tensor | None = None, cache: KVCache | None = None, *,
-                last_only: bool = False) -> torch.Tensor | LMOutput:
+                last_only: bool = False, scored_only: bool = False) -> torch.Tensor | LMOutput:
         """Logits (B, T, vocab) for token ids ``idx`` (B, T); with ``cache``, positions continue from it.
 
         With ``targets`` (B, T; ``IGNORE_INDEX`` where not scored) the result is an :class:`LMOutput`:
         the logits, the summed cross-entropy and the number of scored targets (see
         :mod:`codette.model.loss`). ``last_only`` projects only the last position (B, 1, vocab), which
-        is all that decoding needs.
+        is all that decoding needs. ``scored_only`` (training) projects only the positions whose target is
+        scored, so the logits are (N, vocab) for the N scored targets: the output layer and the softmax
+        are the largest cost after the blocks at a small width, and a chat window scores about a third of
+        its tokens. The loss is the same sum over the same targets.
         """
         t = idx.shape[1]
         start = cache.length if cache is not None else 0
@@ -267,6 +270,9 @@ class CodetteModel(nn.Module):
             if targets is not None:
                 raise ValueError("last_only is for decoding; a loss needs the logits of every position")
             x = x[:, -1:]
+        if targets is not None and scored_only:
+            keep = targets != IGNORE_INDEX
+            x, targets = x[keep], targets[keep]
         logits = self.lm_head(self.norm(x))
         if targets is None:
             return logits

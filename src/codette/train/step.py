@@ -50,7 +50,7 @@ def accumulate_gradients(
         sync = no_sync() if no_sync is not None and i < last else contextlib.nullcontext()
         with sync:
             with autocast if autocast is not None else contextlib.nullcontext():
-                out = model(x, y)
+                out = model(x, y, scored_only=True)  # the output layer only where a target is scored
             loss = out.loss_sum / step_targets
             shares.append(loss.detach())
             (loss * world_size if world_size > 1 else loss).backward()
