@@ -187,6 +187,20 @@ def test_documents_are_deterministic_by_seed() -> None:
     assert a == b and a != c
 
 
+def test_repeat_documents_write_each_line_of_fresh_values_twice() -> None:
+    """The induction warm-up: every line is followed by itself, values rarely recur across lines, and a share of
+    the records (seeded) are repeat documents while the rest stay call and persona documents."""
+    text = copydocs.repeat_document(random.Random(5))
+    pairs = [block.split("\n") for block in text.strip().split("\n\n")]
+    assert len(pairs) >= 10 and all(len(p) == 2 and p[0] == p[1] and p[0].strip() for p in pairs)
+    assert len({p[0] for p in pairs}) == len(pairs) and len(text) >= copydocs.REPEAT_CHARS
+    recs = list(copydocs.iter_copy_records(60, seed=2, repeat_share=0.5))
+    kinds = Counter(r["template"] for r in recs)
+    assert 18 <= kinds["repeat"] <= 42 and kinds["calls"] > 10
+    assert recs == list(copydocs.iter_copy_records(60, seed=2, repeat_share=0.5))
+    assert not any(r["template"] == "repeat" for r in copydocs.iter_copy_records(20, seed=2))
+
+
 def test_a_copy_document_is_learned_on_every_token(records: list[dict]) -> None:
     """Text records: every token a target, even with assistant-only loss; the call markers are single tokens."""
     text = next(r["text"] for r in records if r["template"] == "calls")

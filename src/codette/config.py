@@ -70,6 +70,7 @@ class DataConfig:
     skip_bad: bool = False  # count and skip bad JSONL lines / dataset rows instead of failing
     mix: dict = field(default_factory=dict)  # source (or "synthetic") -> ratio of the final dataset; sums to 1
     copy_docs: int = 0  # copy documents (codette.data.copydocs) added to the data; with a mix, its "copy" ratio
+    copy_repeat: float = 0.0  # of the copy documents: repeat documents (lines of fresh values written twice)
     shares: dict = field(default_factory=dict)  # synthetic category -> share; empty: the built-in shares
     tool_mix: ToolMixConfig = field(default_factory=ToolMixConfig)  # inside the tool category
 
@@ -167,6 +168,7 @@ class CopyStageConfig:
 
     steps: int = 0  # 0: no copy stage (`codette train`'s default; the quickstart has one)
     documents: int = 2600  # copy documents written for it (codette.data.copydocs), about 1,100 tokens each
+    repeat_share: float = 0.0  # of them: repeat documents, an induction warm-up (codette.data.copydocs)
     lr: float | None = None  # None: train.lr
 
     def __post_init__(self) -> None:
@@ -221,6 +223,7 @@ _POSITIVE = _int_at_least(1)
 _PRESET_VALUE = "the preset's value"
 RULES: dict[str, dict[str, Rule]] = {
     "data": {"samples": _int_at_least(0), "seed": _int_at_least(0), "copy_docs": _int_at_least(0),
+             "copy_repeat": _real(0.0, 1.0, high_open=False),
              "val_fraction": _real(0.0, 1.0, low_open=True),
              "test_fraction": _real(0.0, 1.0, low_open=True),
              "errors": _one_of("strict", "replace")},
@@ -244,7 +247,7 @@ RULES: dict[str, dict[str, Rule]] = {
         "init_from": _optional((lambda v: bool(v.strip()) and not v.strip().endswith(".gguf"),
                                 "a checkpoint (.pt, .dcp) or a run folder"), "the seeded initial weights"),
     },
-    "copy_stage": {"steps": _int_at_least(0), "documents": _POSITIVE,
+    "copy_stage": {"steps": _int_at_least(0), "documents": _POSITIVE, "repeat_share": _real(0.0, 1.0, high_open=False),
                    "lr": _optional(_real(0.0, low_open=True), "train.lr")},
 }
 
@@ -413,7 +416,8 @@ def copy_stage_config(cfg: RunConfig) -> RunConfig:
     stage = cfg.copy_stage
     out = Path(cfg.out_dir) / COPY_STAGE_DIR
     data = dataclasses.replace(cfg.data, samples=0, synthetic=False, sources=[], mix={}, shares={},
-                               copy_docs=stage.documents, seed=cfg.data.seed + 1, val_fraction=0.04,
+                               copy_docs=stage.documents, copy_repeat=stage.repeat_share, seed=cfg.data.seed + 1,
+                               val_fraction=0.04,
                                test_fraction=0.02)
     train = dataclasses.replace(cfg.train, max_steps=stage.steps, lr=stage.lr or cfg.train.lr,
                                 warmup_steps=min(cfg.train.warmup_steps, stage.steps),

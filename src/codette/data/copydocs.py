@@ -533,8 +533,27 @@ def copy_document(rng: random.Random, runner: ToolRunner) -> tuple[str, list[Cop
     return "\n\n".join(item.text() for item in items), items
 
 
-def iter_copy_records(n: int, seed: int = 0, runner: ToolRunner | None = None) -> Iterator[dict]:
-    """``n`` copy records (:data:`PERSONA_SHARE` of them persona documents); the same seed gives the same records."""
+REPEAT_CHARS = 2000  # a repeat document's length: about 700 tokens, a window of the quickstart's context
+REPEAT_VALUES: tuple[Callable[[random.Random], str], ...] = (word, file_name, number, expression, path_in_folder,
+                                                             folder_name)
+
+
+def repeat_document(rng: random.Random) -> str:
+    """Lines of fresh values, each line written twice: the second copy is predictable only by looking back
+    at the first, the pure form of what induction heads do (an induction warm-up, ``copy_stage.repeat_share``)."""
+    lines: list[str] = []
+    size = 0
+    while size < REPEAT_CHARS:
+        row = " ".join(rng.choice(REPEAT_VALUES)(rng) for _ in range(rng.randint(2, 6)))
+        lines += [row, row, ""]
+        size += 2 * len(row) + 3
+    return "\n".join(lines).strip() + "\n"
+
+
+def iter_copy_records(n: int, seed: int = 0, runner: ToolRunner | None = None,
+                      repeat_share: float = 0.0) -> Iterator[dict]:
+    """``n`` copy records: ``repeat_share`` of them repeat documents, :data:`PERSONA_SHARE` of the rest persona
+    documents, the others call documents; the same seed and share give the same records."""
     if n < 0:
         raise CodetteError(f"config key 'data.copy_docs': expected an integer >= 0, got {n}")
     rng = random.Random(f"codette-copy-{seed}")
@@ -542,7 +561,9 @@ def iter_copy_records(n: int, seed: int = 0, runner: ToolRunner | None = None) -
     runner = runner or ToolRunner()
     try:
         for _ in range(n):
-            if rng.random() < PERSONA_SHARE:
+            if repeat_share and rng.random() < repeat_share:
+                yield {"text": repeat_document(rng), "category": COPY, "template": "repeat"}
+            elif rng.random() < PERSONA_SHARE:
                 yield {"text": persona_document(rng), "category": COPY, "template": "persona"}
             else:
                 yield {"text": copy_document(rng, runner)[0], "category": COPY, "template": "calls"}
