@@ -18,7 +18,7 @@ from typer.testing import CliRunner
 from codette.backends import LocalBackend, SamplingConfig
 from codette.cli import stages
 from codette.cli.main import AgentOptions, app
-from codette.config import QUICKSTART, TrainConfig
+from codette.config import LONG, QUICKSTART, TrainConfig
 from codette.model import CodetteModel, MemoryEstimate, ModelConfig
 from codette.train.device import autocast_for
 from codette.train.schedule import build_optimizer
@@ -216,7 +216,16 @@ def test_next_lines_name_the_venv_when_the_shell_would_not_find_it(monkeypatch: 
 def test_quickstart_context_is_the_one_printed() -> None:
     """The --n_ctx the Next line passes is the model's; the quickstart's is 768 (docs say so too)."""
     cfg = QUICKSTART.build()
-    assert cfg.model.max_seq_len == 768 and cfg.train.batch_size == 6 and cfg.train.max_steps == 900
+    assert cfg.model.max_seq_len == 768 and cfg.train.batch_size == 6 and cfg.train.max_steps == 800
+
+
+def test_the_long_recipe_is_the_quickstart_with_more_of_each_stage_and_a_bad_recipe_is_one_line() -> None:
+    quick, long = QUICKSTART.build(), LONG.build()
+    assert long.model == quick.model and long.tokenizer == quick.tokenizer and long.train.lr == quick.train.lr
+    assert long.copy_stage.steps > quick.copy_stage.steps > 0 and long.train.max_steps > quick.train.max_steps
+    assert long.data.samples > quick.data.samples and long.copy_stage.documents > quick.copy_stage.documents
+    proc = codette("quickstart", "--recipe", "huge")
+    assert proc.returncode == 2 and "--recipe: expected quickstart or long, got 'huge'" in proc.stderr
 
 
 def test_eval_help_says_a_run_folder_is_taken() -> None:

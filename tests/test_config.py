@@ -141,8 +141,8 @@ def test_wrong_type_names_the_key(key: str, value: object) -> None:
     assert repr(value) in msg
 
 
-def test_packing_defaults_to_stream_and_a_bad_value_is_one_line_naming_the_key(tmp_path: Path) -> None:
-    assert build_config().train.packing == "stream" and QUICKSTART.build().train.packing == "stream"
+def test_packing_defaults_to_stream_the_quickstart_packs_best_fit_and_a_bad_value_names_the_key(tmp_path: Path) -> None:
+    assert build_config().train.packing == "stream" and QUICKSTART.build().train.packing == "bestfit"
     assert build_config(_write(tmp_path, "c.toml", '[train]\npacking = "bestfit"\n')).train.packing == "bestfit"
     msg = _error(None, {"train.packing": "best-fit"})
     assert msg == "config key 'train.packing': expected stream | bestfit, got 'best-fit'", msg

@@ -427,7 +427,7 @@ def copy_stage_config(cfg: RunConfig) -> RunConfig:
                                copy_stage=CopyStageConfig())
 
 
-# `codette quickstart`: a tiny model and a short, fast schedule.
+# `codette quickstart`: a tiny model, a copy stage, then a chat stage over data read about once.
 QUICKSTART = Recipe(
     "quickstart",
     {
@@ -435,13 +435,31 @@ QUICKSTART = Recipe(
         # A 768-token context: the agent's prompt with all ten default tools takes about 280 tokens, and
         # three tool rounds fit after it (docs/AGENT.md).
         "model": {"preset": "tiny", "max_seq_len": 768},
-        # 900 steps x 6 sequences of 768 tokens: whole conversations fit one window (see data.loader);
-        # measured times, with their CPUs and commits, in docs/RESULTS.md. Tool calls and identity facts are
-        # learned late (measured with the earlier 8 x 512 recipe): at lr 1e-3 the right tool was picked
-        # on held-out prompts in 0% after 360 steps, 64% after 480 and 100% after 900. lr 3e-3 beat 1e-3, 2e-3
-        # and 5e-3 in held-out loss and in calls that return the right result (docs/TRAINING_GUIDE.md).
-        "train": {"lr": 3e-3, "warmup_steps": 30, "max_steps": 900, "eval_every": 300, "save_every": 300,
-                  "batch_size": 6, "eval_batches": 25, "log_every": 20, "probe_budget": 0.05},
+        # 20,000 conversations (the seed's 5,000 is `codette data`'s default) so that the chat stage reads each
+        # about once, plus 600 copy documents replayed in it (about 15% of its tokens).
+        "data": {"samples": 20000, "copy_docs": 600},
+        # The copy stage: 600 steps over 2,600 copy documents, every token learned (docs/TRAINING_GUIDE.md,
+        # "Staged training"); the chat stage starts from its weights.
+        "copy_stage": {"steps": 600, "documents": 2600},
+        # The chat stage: 800 steps x 6 sequences of 768 tokens, whole conversations packed best-fit. lr 3e-3
+        # beat 1e-3, 2e-3 and 5e-3 in held-out loss and in calls that return the right result (TRAINING_GUIDE).
+        # Measured times, with their CPUs and commits, in docs/RESULTS.md.
+        "train": {"lr": 3e-3, "warmup_steps": 30, "max_steps": 800, "eval_every": 200, "save_every": 200,
+                  "batch_size": 6, "eval_batches": 25, "log_every": 20, "probe_budget": 0.05,
+                  "packing": "bestfit"},
     },
     eval_probes=16,  # about a minute on a laptop CPU
 )
+
+
+# `codette quickstart --recipe long`: the same stages, about 2.4 times the tokens (at most 90 minutes on 2 cores).
+LONG = Recipe(
+    "long",
+    merge(QUICKSTART.config, {
+        "data": {"samples": 40000, "copy_docs": 1200},
+        "copy_stage": {"steps": 1500, "documents": 6000},
+        "train": {"max_steps": 1800, "eval_every": 300, "save_every": 300},
+    }),
+    eval_probes=QUICKSTART.eval_probes,
+)
+RECIPES = {r.name: r for r in (QUICKSTART, LONG)}

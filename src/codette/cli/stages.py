@@ -26,7 +26,7 @@ from rich.panel import Panel
 from rich.table import Table
 from rich.text import Text
 
-from codette.config import QUICKSTART, RunConfig, copy_stage_config, to_dict
+from codette.config import QUICKSTART, Recipe, RunConfig, copy_stage_config, to_dict
 from codette.data.split import SPLITS
 from codette.errors import CodetteError
 from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND
@@ -309,7 +309,7 @@ def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, o
     return report
 
 
-def run_quickstart(cfg: RunConfig, console: Console) -> dict:
+def run_quickstart(cfg: RunConfig, console: Console, recipe: Recipe = QUICKSTART) -> dict:
     """data, tokenizer, train, evaluate, then an F16 GGUF + Modelfile (the quickstart rewrites its own folder)."""
     t0 = time.perf_counter()
     console.rule("1/5 data")
@@ -320,7 +320,7 @@ def run_quickstart(cfg: RunConfig, console: Console) -> dict:
     result = run_train_stages(cfg, console)
     console.rule("4/5 evaluate")
     ckpt = result.chat.best_checkpoint or result.chat.final_checkpoint
-    report = run_eval(ckpt, console, extra=result.figures(), probes=QUICKSTART.eval_probes)
+    report = run_eval(ckpt, console, extra=result.figures(), probes=recipe.eval_probes)
     console.rule("5/5 export")
     exported = run_export(ckpt, console, fmt="gguf", quant="f16", force=True)
     report["gguf"] = str(exported.path)
