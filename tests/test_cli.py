@@ -228,6 +228,12 @@ def test_the_long_recipe_is_the_quickstart_with_more_of_each_stage_and_a_bad_rec
     assert proc.returncode == 2 and "--recipe: expected quickstart or long, got 'huge'" in proc.stderr
 
 
+def test_eval_kinds_names_the_flag_and_the_kinds_it_takes(tmp_path: Path) -> None:
+    proc = codette("eval", str(tmp_path), "--kinds", "tools")
+    assert proc.returncode == 2 and "--kinds: expected names from tool, no_tool, identity, perspective, got 'tools'" \
+        in proc.stderr
+
+
 def test_eval_help_says_a_run_folder_is_taken() -> None:
     res = CliRunner().invoke(app, ["eval", "--help"], terminal_width=200)
     assert "A run folder" in res.output

@@ -235,6 +235,15 @@ def test_probe_subsets_are_balanced_and_prefixes_of_larger_ones() -> None:
     assert order[:2] == ["tool", "identity"]
 
 
+def test_a_limit_per_kind_runs_only_the_kinds_it_names() -> None:
+    probes = [_probe("tool", t, i) for t in ("calculator", "read_file") for i in range(5)]
+    probes += [_probe("identity", "identity", i) for i in range(4)]
+    only_tools = select(probes, {"tool": None})
+    assert len(only_tools) == 10 and {p.kind for p in only_tools} == {"tool"}
+    assert [p.id for p in select(probes, {"tool": 3, "identity": None})] == \
+        [p.id for p in select(probes, 3) if p.kind == "tool"] + [p.id for p in select(probes, None) if p.kind == "identity"]
+
+
 def test_empty_probe_set_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(CodetteError, match="probe set is empty"):
         run_probes(Scripted(), [])

@@ -144,13 +144,24 @@ def eval_(
     natural: bool = typer.Option(False, "--natural/--no-natural",
                                  help="Also run the hand-written natural-prompt set through the agent's tool loop "
                                       "(eval.json's natural section; minutes on a CPU)."),
+    kinds: Optional[str] = typer.Option(None, "--kinds", help="Probe kinds to run, e.g. tool (default: tool, no_tool, "
+                                                              "identity, perspective)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or mps (checkpoints; a .gguf runs in llama.cpp)."),
 ) -> None:
     """Held-out LM metrics (loss, perplexity, accuracy, bits/byte) and behavioral probes with 95% intervals."""
+    from codette.evaluate.probes import KINDS
+
     _check_device(device)
+    limit = None if probes < 0 else probes
+    per_kind: object = limit
+    if kinds is not None:
+        names = [k.strip() for k in kinds.split(",") if k.strip()]
+        bad = [k for k in names if k not in KINDS]
+        if bad or not names:
+            raise CodetteError(f"--kinds: expected names from {', '.join(KINDS)}, got {kinds!r}")
+        per_kind = {k: limit for k in names}
     stages.run_eval(checkpoint, console, data_dir=data_dir, output=output, max_batches=max_batches,
-                    probes=None if probes < 0 else probes, probe_dir=probe_dir, split=split, natural=natural,
-                    device=device)
+                    probes=per_kind, probe_dir=probe_dir, split=split, natural=natural, device=device)
 
 
 def _check_device(device: str) -> None:

@@ -29,7 +29,7 @@ from rich.text import Text
 from codette.config import QUICKSTART, Recipe, RunConfig, copy_stage_config, to_dict
 from codette.data.split import SPLITS
 from codette.errors import CodetteError
-from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND
+from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND, PerKind
 from codette.fileio import atomic_open, atomic_write_text, ensure_writable_dir, file_sha256
 
 if TYPE_CHECKING:  # the stages themselves are imported where they run: `codette inspect` needs no torch
@@ -256,7 +256,7 @@ def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> Tr
 
 
 def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, output: Path | None = None,
-             max_batches: int | None = None, extra: dict | None = None, probes: int | None = DEFAULT_PROBES_PER_KIND,
+             max_batches: int | None = None, extra: dict | None = None, probes: PerKind = DEFAULT_PROBES_PER_KIND,
              probe_dir: Path | None = None, markdown: bool = True, split: str = "test", natural: bool = False,
              device: str = "cpu") -> dict:
     """`codette eval` on a checkpoint or a .gguf: eval.json, eval_probes.jsonl (per probe), eval.md.

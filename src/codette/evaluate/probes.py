@@ -20,10 +20,10 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Union
 
 from codette.data.split import HELD_OUT
 from codette.errors import CodetteError
@@ -179,8 +179,14 @@ def _order(pid: str) -> int:
     return int.from_bytes(hashlib.sha256(pid.encode()).digest()[:8], "big")
 
 
-def select(probes: list[Probe], per_kind: int | None) -> list[Probe]:
+PerKind = Union[int, None, Mapping[str, Union[int, None]]]  # a limit for every kind, or per kind (absent: none)
+
+
+def select(probes: list[Probe], per_kind: PerKind) -> list[Probe]:
     """A deterministic, balanced subset: at most ``per_kind`` probes of each kind, round-robin over groups.
+
+    ``per_kind`` is one limit for every kind (None: all of them) or a limit per kind, where a kind it does
+    not name gets none (``{"tool": None}``: every tool probe and nothing else).
 
     Round-robin over groups (tools, aspects, perspectives) in a fixed hash order means a subset of 10
     covers 10 different tools rather than whichever came first, and a smaller subset is always a
@@ -188,6 +194,9 @@ def select(probes: list[Probe], per_kind: int | None) -> list[Probe]:
     """
     out: list[Probe] = []
     for kind in KINDS:
+        limit = per_kind.get(kind, 0) if isinstance(per_kind, Mapping) else per_kind
+        if limit == 0:
+            continue
         of_kind = sorted((p for p in probes if p.kind == kind), key=lambda p: _order(p.id))
         groups: dict[str, list[Probe]] = {}
         for p in of_kind:
@@ -195,16 +204,16 @@ def select(probes: list[Probe], per_kind: int | None) -> list[Probe]:
         order = sorted(groups, key=lambda g: _order(g))
         picked: list[Probe] = []
         depth = 0
-        while len(picked) < len(of_kind) and (per_kind is None or len(picked) < per_kind):
+        while len(picked) < len(of_kind) and (limit is None or len(picked) < limit):
             for g in order:
-                if depth < len(groups[g]) and (per_kind is None or len(picked) < per_kind):
+                if depth < len(groups[g]) and (limit is None or len(picked) < limit):
                     picked.append(groups[g][depth])
             depth += 1
         out += picked
     return out
 
 
-def probe_set(data_dir: Path | str, per_kind: int | None = None, unseen_only: bool = True,
+def probe_set(data_dir: Path | str, per_kind: PerKind = None, unseen_only: bool = True,
               split: str = "test") -> tuple[list[Probe], dict]:
     """The probes of ``data_dir/<split>.jsonl`` (``train.jsonl`` for the unseen filter), with counts.
 
@@ -226,6 +235,6 @@ def probe_set(data_dir: Path | str, per_kind: int | None = None, unseen_only: bo
                            f"perspectives{' whose prompt is not in train.jsonl' if dropped else ''}); "
                            f"regenerate the data with `codette data`")
     info = {"source": str(source), "split": split, "available": total, "seen_in_train_dropped": dropped,
-            "selected": len(chosen), "per_kind_limit": per_kind,
+            "selected": len(chosen), "per_kind_limit": dict(per_kind) if isinstance(per_kind, Mapping) else per_kind,
             "by_kind": {k: sum(1 for p in chosen if p.kind == k) for k in KINDS}}
     return chosen, info

@@ -30,7 +30,7 @@ from codette.data.pack import PackedSplit
 from codette.data.split import HELD_OUT
 from codette.errors import CodetteError
 from codette.evaluate.lm import LMMetrics, LMTally, evaluate_lm, token_byte_lengths
-from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND, probe_set
+from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND, PerKind, probe_set
 from codette.evaluate.probes_run import flat, run_probes, summarize
 from codette.evaluate.showcase import sample_chats
 
@@ -79,7 +79,7 @@ def _probe_source(explicit: Path | str | None, default: Path, split: str) -> Pat
     return None
 
 
-def behavior_report(backend: ChatBackend, probe_dir: Path | str, probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND,
+def behavior_report(backend: ChatBackend, probe_dir: Path | str, probes_per_kind: PerKind = DEFAULT_PROBES_PER_KIND,
                     max_new_tokens: int = 128, unseen_only: bool = True,
                     on_result: Callable[[int, int, dict], None] | None = None, split: str = "test") -> dict[str, Any]:
     """Run the probes of ``probe_dir/<split>.jsonl`` through ``backend``; figures flattened into the report."""
@@ -92,7 +92,7 @@ def behavior_report(backend: ChatBackend, probe_dir: Path | str, probes_per_kind
 
 
 def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path, probe_dir: Path | str | None,
-                  probes_per_kind: int | None, max_new_tokens: int, samples: int, on_result: Any, split: str,
+                  probes_per_kind: PerKind, max_new_tokens: int, samples: int, on_result: Any, split: str,
                   natural: bool = False, on_natural: Any = None, on_progress: OnProgress | None = None) -> None:
     """The behavioral probes (from ``probe_dir`` or data/ beside the model), the natural-prompt set when asked
     for, and sample chats, into ``report``. ``on_progress`` reports each of them unless ``on_result`` (probes)
@@ -116,7 +116,7 @@ def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path
 def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenizer_dir: Path | str | None = None,
                         batch_size: int = 16, max_batches: int | None = None, samples: int = 3,
                         device: str = "cpu", probe_dir: Path | str | None = None,
-                        probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND, max_new_tokens: int = 128,
+                        probes_per_kind: PerKind = DEFAULT_PROBES_PER_KIND, max_new_tokens: int = 128,
                         on_result: Callable[[int, int, dict], None] | None = None, split: str = "test",
                         natural: bool = False, on_natural: Callable[[int, int, dict], None] | None = None,
                         on_progress: OnProgress | None = None) -> dict:
@@ -194,7 +194,7 @@ def gguf_lm_metrics(backend: GGUFBackend, packed_dir: Path | str, max_sequences:
 
 
 def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_dir: Path | str | None = None,
-                  tokenizer_dir: Path | str | None = None, probes_per_kind: int | None = DEFAULT_PROBES_PER_KIND,
+                  tokenizer_dir: Path | str | None = None, probes_per_kind: PerKind = DEFAULT_PROBES_PER_KIND,
                   max_new_tokens: int = 128, samples: int = 3, lm_sequences: int | None = 64,
                   on_result: Callable[[int, int, dict], None] | None = None, split: str = "test",
                   natural: bool = False, on_natural: Callable[[int, int, dict], None] | None = None,
