@@ -5,7 +5,8 @@ run holds only its shards of the weights and AdamW moments, so it writes them as
 (:mod:`codette.checkpoint.sharded`) where one process writes a single file. The trainer asks for "a step
 checkpoint", "the best", "the final one" and "the newest valid one"; the layout is decided here, once.
 
-Also here: which checkpoint ``--resume`` means, and the weights ``--init-from`` starts a new run from.
+Also here: which checkpoint ``--resume`` means, and the weights ``--init-from`` starts a new run from (a
+Codette checkpoint or run folder, or a local Hugging Face model folder: :mod:`codette.checkpoint.hf`).
 """
 
 from __future__ import annotations
@@ -18,14 +19,17 @@ from typing import Any
 import torch
 
 from codette.checkpoint import (
+    RUN_CHECKPOINTS,
     latest_valid_checkpoint,
     load_checkpoint,
     model_config_of,
     model_file,
     prune_step_checkpoints,
+    run_folder_model,
     save_checkpoint,
 )
 from codette.checkpoint import sharded as dcp_files
+from codette.checkpoint.hf import grow_vocab, hf_tokenizer_size, is_hf_folder, load_hf_weights, read_hf_config
 from codette.errors import CodetteError
 from codette.model import ModelConfig
 
@@ -36,7 +40,7 @@ log = logging.getLogger(__name__)
 # context (``max_seq_len``: RoPE has no learned positions), dropout and the init scale may differ.
 ARCHITECTURE = {"vocab_size": "vocab_size", "d_model": "d_model", "n_layers": "n_layers", "n_heads": "n_heads",
                 "n_kv_heads": "kv_heads", "d_ff": "ffn_dim", "block_style": "block_style", "rope_theta": "rope_theta",
-                "norm_eps": "norm_eps", "tie_embeddings": "tie_embeddings"}
+                "norm_eps": "norm_eps", "tie_embeddings": "tie_embeddings", "qkv_bias": "qkv_bias"}
 
 
 class CheckpointManager:
@@ -144,14 +148,20 @@ def resume_checkpoint(resume: str | None, folder: Path) -> Path | None:
 
 
 def init_weights(source: str | Path, model_cfg: ModelConfig, tokenizer_sha256: str | None) -> tuple[Path, dict]:
-    """The weights ``--init-from`` names (a checkpoint file, a sharded ``.dcp`` folder or a run folder) and
-    the file they came from; a one-line error when their architecture or vocabulary is not this run's.
+    """The weights ``--init-from`` names (a checkpoint file, a sharded ``.dcp`` folder, a run folder or a
+    local Hugging Face model folder) and the file they came from; a one-line error when their architecture
+    or vocabulary is not this run's.
 
     Only the weights are read: the new run gets its own optimizer, schedule, step and data position.
     """
     path = Path(source)
     if not path.exists():
         raise CodetteError(f"--init-from {path}: no such checkpoint file or run folder")
+    if path.is_dir() and not dcp_files.is_sharded(path) and run_folder_model(path, gguf=False) is None:
+        if not is_hf_folder(path):
+            raise CodetteError(f"--init-from {path} holds no model: no {', '.join(RUN_CHECKPOINTS)} or "
+                               f"model_step_N.pt, and no config.json of a Hugging Face model")
+        return path, _hf_weights(path, model_cfg)
     if dcp_files.is_sharded(path):
         state, weights = dcp_files.read_weights(path)
     else:
@@ -172,3 +182,26 @@ def init_weights(source: str | Path, model_cfg: ModelConfig, tokenizer_sha256: s
         raise CodetteError(f"--init-from {path}: it was trained with another tokenizer (tokenizer.json sha256 "
                            f"{theirs[:12]} != {tokenizer_sha256[:12]} here); use the tokenizer.json of its run")
     return path, weights
+
+
+def _hf_weights(folder: Path, model_cfg: ModelConfig) -> dict:
+    """The weights of Hugging Face folder ``folder`` for a run of ``model_cfg``: its shape must be the
+    folder's (:func:`~codette.checkpoint.hf.read_hf_config`), except a larger embedding: the base model's
+    tokenizer plus the special tokens Codette adds (:mod:`codette.tokenizer.hf`). Those tokens take the ids
+    from the base tokenizer's size on, so every row from there (new rows, and padding rows the table already
+    had, as Qwen2's) is set to the mean of the base tokenizer's rows (:func:`~codette.checkpoint.hf.grow_vocab`)."""
+    theirs = read_hf_config(folder)
+    for key, attr in ARCHITECTURE.items():
+        there, here = getattr(theirs, attr), getattr(model_cfg, attr)
+        if there != here and not (key == "vocab_size" and here > there):
+            hint = " (embedding rows: the run's tokenizer has fewer tokens than the base model's)" \
+                if key == "vocab_size" else " (the run's model shape must be the base model's: read_hf_config)"
+            raise CodetteError(f"--init-from {folder}: {key} {there} != {here} in this config{hint}")
+    weights = load_hf_weights(folder, theirs)
+    base = hf_tokenizer_size(folder) or theirs.vocab_size  # rows past the base tokenizer: padding, never trained
+    if model_cfg.vocab_size > theirs.vocab_size or base < theirs.vocab_size:
+        weights, _ = grow_vocab(weights, theirs, model_cfg.vocab_size, new_rows=range(base, theirs.vocab_size),
+                                mean_of=base)
+        log.info("--init-from %s: embedding rows %d.. of %d set to the mean of the base tokenizer's %d rows", folder,
+                 min(base, theirs.vocab_size), model_cfg.vocab_size, base)
+    return weights

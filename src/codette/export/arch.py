@@ -53,6 +53,9 @@ class TensorPlan:
 def resolve_arch(cfg: ModelConfig, arch: str | None) -> str:
     """The GGUF architecture for ``cfg``; a requested one that cannot express the blocks is an error."""
     allowed = ARCHES[cfg.block_style]
+    if cfg.qkv_bias:  # an imported Qwen2 model: its q/k/v biases are not written yet (not silently dropped)
+        raise CodetteError("GGUF export of a model with q/k/v biases (an imported Qwen2) is not supported yet; "
+                           "export it with --format hf")
     if arch is None or arch == "auto":
         return allowed[0]
     if arch not in _ARCH_ENUM:

@@ -3,7 +3,9 @@
 ``llama`` blocks are ``LlamaForCausalLM`` as they are (Hugging Face rotates halves, like Codette, so
 Q and K are *not* permuted). ``codette`` blocks are ``Starcoder2ForCausalLM`` with ``use_bias=False``
 and ``hidden_act="gelu_pytorch_tanh"``; Starcoder2's LayerNorms always have a bias, so zeros are
-written for them. Tied embeddings become ``tie_word_embeddings`` and no ``lm_head.weight`` is stored.
+written for them. A model with q/k/v biases (an imported Qwen2, ``qkv_bias``) is ``Qwen2ForCausalLM``.
+The tensor names are :func:`codette.checkpoint.hf.hf_tensor_names`, the table import reads with too.
+Tied embeddings become ``tie_word_embeddings`` and no ``lm_head.weight`` is stored.
 """
 
 from __future__ import annotations
@@ -16,10 +18,10 @@ from pathlib import Path
 import torch
 from safetensors.torch import save_file
 
+from codette.checkpoint.hf import hf_tensor_names
 from codette.errors import CodetteError
 from codette.export.files import atomic_dir, refuse_existing
 from codette.export.source import ExportSource, open_checkpoint
-from codette.model import ModelConfig
 from codette.tokenizer.bpe import CONFIG_FILE, TOKENIZER_FILE
 from codette.tokenizer.chat_template import BOS, EOS, IM_END, PAD
 
@@ -64,40 +66,15 @@ def hf_config(src: ExportSource, dtype: torch.dtype) -> dict:
         "torch_dtype": _DTYPE_NAMES[dtype],
         "use_cache": True,
     }
+    if cfg.qkv_bias:  # an imported Qwen2 model (codette.checkpoint.hf): Llama's blocks with q/k/v biases
+        return {"architectures": ["Qwen2ForCausalLM"], "model_type": "qwen2", **common, "hidden_act": "silu",
+                "rms_norm_eps": cfg.norm_eps, "use_sliding_window": False, "sliding_window": None}
     if cfg.block_style == "llama":
         return {"architectures": ["LlamaForCausalLM"], "model_type": "llama", **common, "hidden_act": "silu",
                 "rms_norm_eps": cfg.norm_eps, "attention_bias": False, "mlp_bias": False}
     return {"architectures": ["Starcoder2ForCausalLM"], "model_type": "starcoder2", **common,
             "hidden_act": "gelu_pytorch_tanh", "norm_epsilon": cfg.norm_eps, "use_bias": False,
             "residual_dropout": 0.0, "embedding_dropout": 0.0, "sliding_window": None}
-
-
-def hf_tensor_names(cfg: ModelConfig) -> list[tuple[str, str | None]]:
-    """(Hugging Face name, Codette name or None for a zero LayerNorm bias) for every stored tensor."""
-    llama = cfg.block_style == "llama"
-    out: list[tuple[str, str | None]] = [("model.embed_tokens.weight", "embed.weight")]
-    for i in range(cfg.n_layers):
-        hf, cd = f"model.layers.{i}.", f"blocks.{i}."
-        out.append((hf + "input_layernorm.weight", cd + "attn_norm.weight"))
-        if not llama:
-            out.append((hf + "input_layernorm.bias", None))
-        for p in "qkvo":
-            out.append((hf + f"self_attn.{p}_proj.weight", cd + f"attn.{p}_proj.weight"))
-        out.append((hf + "post_attention_layernorm.weight", cd + "mlp_norm.weight"))
-        if llama:
-            out += [(hf + "mlp.gate_proj.weight", cd + "mlp.gate_proj.weight"),
-                    (hf + "mlp.up_proj.weight", cd + "mlp.up_proj.weight"),
-                    (hf + "mlp.down_proj.weight", cd + "mlp.down_proj.weight")]
-        else:
-            out += [(hf + "post_attention_layernorm.bias", None),
-                    (hf + "mlp.c_fc.weight", cd + "mlp.up_proj.weight"),
-                    (hf + "mlp.c_proj.weight", cd + "mlp.down_proj.weight")]
-    out.append(("model.norm.weight", "norm.weight"))
-    if not llama:
-        out.append(("model.norm.bias", None))
-    if not cfg.tie_embeddings:
-        out.append(("lm_head.weight", "lm_head.weight"))
-    return out
 
 
 def generation_config(src: ExportSource) -> dict:

@@ -106,6 +106,8 @@ def expected_shapes(cfg: ModelConfig) -> dict[str, tuple[int, ...]]:
         })
         if cfg.block_style == "llama":
             shapes[p + "mlp.gate_proj.weight"] = (ff, d)
+        if cfg.qkv_bias:
+            shapes.update({p + "attn.q_proj.bias": (q,), p + "attn.k_proj.bias": (kv,), p + "attn.v_proj.bias": (kv,)})
     shapes.update({"norm.weight": (d,), "lm_head.weight": (v, d)})
     return shapes
 

@@ -28,6 +28,7 @@ class ModelConfig:
     norm_eps: float = 1e-5
     dropout: float = 0.0
     tie_embeddings: bool = True
+    qkv_bias: bool = False  # biases on the q/k/v projections (Qwen2 checkpoints); Codette's own models have none
     init_std: float = 0.02
     extra: dict = field(default_factory=dict)  # free-form notes (e.g. preset name); not used by the net
 
@@ -75,13 +76,14 @@ def padded_vocab(n_tokens: int, multiple: int = 64) -> int:
 def count_parameters(cfg: ModelConfig) -> int:
     """Unique parameters of the network ``cfg`` describes (a tied embedding counts once), from the shapes.
 
-    Embedding, per block two norm scales, the q/k/v/o projections and the MLP (up and down, plus the
-    gate for SwiGLU), the final norm, and an output projection unless tied. A test checks it against
-    a model built on the meta device.
+    Embedding, per block two norm scales, the q/k/v/o projections (and the q/k/v biases with
+    ``qkv_bias``) and the MLP (up and down, plus the gate for SwiGLU), the final norm, and an output
+    projection unless tied. A test checks it against a model built on the meta device.
     """
     d, attn = cfg.d_model, cfg.n_heads * cfg.head_dim
     kv = cfg.kv_heads * cfg.head_dim
     mlp = (3 if cfg.block_style == "llama" else 2) * d * cfg.ffn_dim
-    block = 2 * d + (2 * d * attn + 2 * d * kv) + mlp
+    biases = attn + 2 * kv if cfg.qkv_bias else 0
+    block = 2 * d + (2 * d * attn + 2 * d * kv) + biases + mlp
     head = 0 if cfg.tie_embeddings else cfg.vocab_size * d
     return cfg.vocab_size * d + cfg.n_layers * block + d + head

@@ -7,7 +7,8 @@ Two block styles share everything but the norm and the MLP:
 
 Both use rotary position embeddings in the "rotate half" (GPT-NeoX / Hugging Face) convention,
 causal attention through ``F.scaled_dot_product_attention``, optional grouped-query attention,
-tied input/output embeddings and no biases. The shape is a :class:`~codette.model.config.ModelConfig`.
+tied input/output embeddings and no biases (``qkv_bias`` adds q/k/v biases, for imported Qwen2
+checkpoints: :mod:`codette.checkpoint.hf`). The shape is a :class:`~codette.model.config.ModelConfig`.
 This module imports only torch.
 
 A large model can be built without allocating memory: ``with torch.device("meta"): m = CodetteModel(cfg)``,
@@ -106,9 +107,10 @@ class Attention(nn.Module):
     def __init__(self, cfg: ModelConfig) -> None:
         super().__init__()
         self.cfg = cfg
-        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=False)
-        self.k_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
-        self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=False)
+        bias = cfg.qkv_bias  # Qwen2 checkpoints; never the output projection
+        self.q_proj = nn.Linear(cfg.d_model, cfg.n_heads * cfg.head_dim, bias=bias)
+        self.k_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=bias)
+        self.v_proj = nn.Linear(cfg.d_model, cfg.kv_heads * cfg.head_dim, bias=bias)
         self.o_proj = nn.Linear(cfg.n_heads * cfg.head_dim, cfg.d_model, bias=False)
 
     def forward(
@@ -118,10 +120,11 @@ class Attention(nn.Module):
         cfg = self.cfg
         h, kv = cfg.n_heads, cfg.kv_heads
         projections = (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
+        biases = (self.q_proj.bias, self.k_proj.bias, self.v_proj.bias) if cfg.qkv_bias else (None, None, None)
         if t > 1:  # one matmul for q, k and v (the weights are concatenated: small next to the activations)
-            qkv = F.linear(x, torch.cat(projections))
+            qkv = F.linear(x, torch.cat(projections), torch.cat(biases) if cfg.qkv_bias else None)
         else:  # decoding one token: concatenating the weights would cost as much as the product itself
-            qkv = torch.cat([F.linear(x, w) for w in projections], dim=-1)
+            qkv = torch.cat([F.linear(x, w, b) for w, b in zip(projections, biases)], dim=-1)
         # split, not slicing: its backward is one concatenation, where each slice's would fill a zero
         # tensor the size of the whole product and add the three up.
         qk, v = qkv.view(b, t, h + 2 * kv, cfg.head_dim).split([h + kv, kv], dim=2)
@@ -227,6 +230,8 @@ class CodetteModel(nn.Module):
     def _init_module(self, module: nn.Module) -> None:
         if isinstance(module, (nn.Linear, nn.Embedding)):
             nn.init.normal_(module.weight, mean=0.0, std=self.cfg.init_std)
+        if isinstance(module, nn.Linear) and module.bias is not None:  # q/k/v with qkv_bias
+            nn.init.zeros_(module.bias)
 
     def num_parameters(self) -> int:
         """Unique parameters (a tied embedding counts once)."""

@@ -89,7 +89,8 @@ def build_model(model_cfg: ModelConfig, device: torch.device, strategy: str, pre
 class Trainer:
     """The model, its optimizer, the batches and the run's counters, on one process of ``world``.
 
-    ``init_from`` (a checkpoint or run folder) replaces the seeded initial weights and nothing else: the
+    ``init_from`` (a checkpoint, a run folder or a local Hugging Face model folder:
+    :func:`~codette.checkpoint.manager.init_weights`) replaces the seeded initial weights and nothing else: the
     optimizer, schedule, step and data position start new. ``monitor`` (a
     :class:`codette.evaluate.training.TrainingMonitor`) adds behavioral figures to each evaluation where
     the run can probe (rank 0 of an unsharded run).
