@@ -19,7 +19,7 @@ from codette.checkpoint.hf import grow_vocab, hf_tensor_names, load_hf_weights, 
 from codette.checkpoint.manager import init_weights
 from codette.errors import CodetteError
 from codette.model import CodetteModel, count_parameters
-from codette.tokenizer import SPECIAL_TOKENS
+from codette.tokenizer import SPECIAL_TOKENS, CodetteTokenizer
 from codette.tokenizer.hf import load_hf_tokenizer
 from tests._runtimes import require
 
@@ -374,3 +374,37 @@ def test_init_weights_sets_the_rows_past_the_base_tokenizer_to_its_mean(tmp_path
     for key in ("embed.weight", "lm_head.weight"):
         assert torch.equal(weights[key][:n], original[key][:n])
         assert torch.allclose(weights[key][n:], original[key][:n].mean(0).expand(VOCAB - n, -1))
+
+
+# ---- the command line: codette data, tokenizer and train from a base model ----------------------------------
+def test_codette_train_from_a_base_model_keeps_its_tokenizer_and_shape(tmp_path: Path) -> None:
+    """`--init-from HF_FOLDER` through the stages: the tokenizer stage writes the base's tokenizer (plus the
+    special tokens), the model takes the base's shape, and training starts from its weights."""
+    from typer.testing import CliRunner
+
+    from codette.cli.main import app
+
+    base = tmp_path / "base"
+    hf_model(base, "llama", tied=False)
+    hf_tokenizer_json(base)
+    out = tmp_path / "run"
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"data": {"samples": 60}, "model": {"max_seq_len": 96},
+                               "train": {"init_from": str(base), "max_steps": 2, "batch_size": 2, "eval_every": 2,
+                                         "save_every": 2, "eval_batches": 1, "probes": 0, "copy_monitor": 0,
+                                         "dtype": "fp32", "warmup_steps": 0}}))
+    runner = CliRunner()
+    for verb in ("data", "tokenizer", "train"):
+        res = runner.invoke(app, [verb, "-c", str(cfg), "-o", str(out)], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    tok = CodetteTokenizer.load(out)
+    assert tok.encode("Hello there") == load_hf_tokenizer(base).tokenizer.encode("Hello there")
+    ckpt = torch.load(out / "model_final.pt", map_location="cpu", weights_only=True)
+    shape = read_hf_config(base)
+    model_cfg = ckpt["model_config"]
+    assert (model_cfg["d_model"], model_cfg["n_layers"], model_cfg["n_kv_heads"], model_cfg["max_seq_len"]) == \
+        (shape.d_model, shape.n_layers, shape.n_kv_heads, 96)
+    assert model_cfg["vocab_size"] >= len(tok)
+    start = next(r for r in map(json.loads, next((out / "training_logs").glob("metrics_*.jsonl")).read_text()
+                                .splitlines()) if r["kind"] == "start")
+    assert start["init_from"] == str(base)

@@ -149,14 +149,41 @@ def run_tokenizer(cfg: RunConfig, console: Console) -> CodetteTokenizer:
 
     out = _out(cfg)
     model_cfg = _model_config(cfg, vocab_tokens=None)
+    base = _hf_base(cfg)
+    if base is not None:  # a base model keeps its own tokenizer: its embedding rows mean its tokens
+        from codette.tokenizer.hf import load_hf_tokenizer
+
+        hf = load_hf_tokenizer(base, model_max_length=model_cfg.max_seq_len)
+        hf.tokenizer.save(out)
+        console.print(f"tokenizer: the base model's ({base}), {hf.base_tokens} tokens + {len(hf.added)} special tokens "
+                      f"added -> {out / TOKENIZER_FILE}", highlight=False)
+        return hf.tokenizer
     tok = train_tokenizer(training_texts(out / "data"), cfg.tokenizer, out, model_max_length=model_cfg.max_seq_len)
     console.print(f"tokenizer: {len(tok)} tokens (embedding rows {padded_vocab(len(tok))}) -> {out / TOKENIZER_FILE}")
     return tok
 
 
+def _hf_base(cfg: RunConfig) -> Path | None:
+    """The Hugging Face model folder ``train.init_from`` names, if it names one."""
+    from codette.checkpoint.hf import is_hf_folder
+
+    init = cfg.train.init_from
+    return Path(init) if init and is_hf_folder(init) else None
+
+
 def _model_config(cfg: RunConfig, vocab_tokens: int | None) -> ModelConfig:
+    """The model's shape: a preset's with the config's overrides, or a Hugging Face base model's own (its
+    vocabulary grown to fit the special tokens added to its tokenizer, its context at most the config's)."""
     from codette.model.presets import resolve_preset
 
+    base = _hf_base(cfg)
+    if base is not None:
+        from codette.checkpoint.hf import read_hf_config
+
+        shape = read_hf_config(base)
+        rows = shape.vocab_size if vocab_tokens is None else max(shape.vocab_size, -(-vocab_tokens // 64) * 64)
+        context = min(shape.max_seq_len, cfg.model.max_seq_len or shape.max_seq_len)
+        return dataclasses.replace(shape, vocab_size=rows, max_seq_len=context)
     try:
         return resolve_preset(cfg.model.preset, dataclasses.asdict(cfg.model), vocab_tokens)
     except ValueError as exc:
