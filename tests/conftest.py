@@ -88,3 +88,13 @@ def trained_models(model_data: Path) -> dict[str, Trained]:
 def tiny(trained_models: dict[str, Trained]) -> Trained:
     """The ``llama`` test model: what the backend, agent and serve tests run."""
     return trained_models["llama"]
+
+
+@pytest.fixture(scope="module")
+def one_thread():
+    """Tiny matmuls are fastest on one thread; on a busy 2-core machine more threads spin and stall.
+    A module asks for it with ``pytestmark = pytest.mark.usefixtures("one_thread")``."""
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)

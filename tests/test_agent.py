@@ -47,6 +47,7 @@ class Scripted:
     def __init__(self, replies: list, tokenizer=None, context_length: int | None = None) -> None:
         self.replies = list(replies)
         self.prompts: list[tuple[list[dict], list[dict] | None]] = []
+        self.samplings: list = []
         self.tokenizer = tokenizer
         if tokenizer is not None:
             self.context_length = context_length
@@ -56,6 +57,7 @@ class Scripted:
 
     def stream(self, messages, tools=None, sampling=None):
         self.prompts.append((json.loads(json.dumps(messages)), tools))
+        self.samplings.append(sampling)
         reply = self.replies.pop(0)
         if isinstance(reply, Exception):
             raise reply
@@ -189,6 +191,55 @@ def test_invalid_calls_are_refused_before_anything_runs(agent_for, bad, expected
     r = agent.respond("Do it.")
     assert r.metrics["repairs"] == 1 and r.tool_calls == [] and r.error is None
     assert expected in backend.prompts[1][0][-1]["content"]
+
+
+def test_calls_are_held_to_the_full_schemas_unless_constrain_is_off(agent_for):
+    """The backend is asked for lazy constrained calls against the Toolbox's full schemas (the prompt keeps
+    the compact ones); a backend that cannot constrain still gets its bad call refused before it runs."""
+    agent, backend = agent_for([call("calculator", expression=5), "Sorry."], tools=["calculator", "read_file"])
+    r = agent.respond("Do it.")
+    assert r.tool_calls == [] and r.metrics["repairs"] == 1
+    sampled = backend.samplings[0]
+    assert sampled.tool_choice == "auto" and sampled.call_schemas == agent.toolbox.schemas()
+    assert sampled.call_schemas[0]["function"]["parameters"]["required"] == ["expression"]
+    assert backend.prompts[0][1] == agent.tool_schemas()  # what the model reads is unchanged
+    off, backend = agent_for(["Hi."], constrain=False, workspace=agent.workspace)
+    off.respond("Hi")
+    assert backend.samplings[0].tool_choice is None and backend.samplings[0].call_schemas is None
+
+
+BAD_CALLS = ['<tool_call>\n{"name": "calculator", "arguments": {"expression": 42}}\n</tool_call>',
+             '<tool_call>\n{"name": "rm_rf", "arguments": {"path": "/"}}\n</tool_call>']
+
+
+@pytest.mark.parametrize("bad", BAD_CALLS, ids=["wrong-type", "unknown-tool"])
+@pytest.mark.parametrize("constrain", [True, False])
+def test_a_model_that_wants_a_bad_call_never_runs_one(tokenizer, tmp_path, monkeypatch, bad, constrain):
+    """A model (on the PyTorch backend) that spells a bad call: held, it makes a valid call of an offered
+    tool; unheld, the call is refused and repaired. Either way no tool runs with bad arguments."""
+    import jsonschema
+
+    from codette.tools import Toolbox
+    from codette.tooltable import SPECS
+    from tests.test_constraints import scripted_backend
+
+    ran = []
+    real = Toolbox.run_call
+
+    def spy(self, tool_call):
+        jsonschema.validate(tool_call.arguments, SPECS[tool_call.name].parameters)
+        ran.append(tool_call)
+        return real(self, tool_call)
+
+    monkeypatch.setattr(Toolbox, "run_call", spy)
+    backend = scripted_backend(tokenizer, [bad, "Done."])
+    with MultimodalCodette(backend=backend, tools=["calculator"], workspace=tmp_path, constrain=constrain) as agent:
+        r = agent.respond("Compute it.")
+    assert r.error is None and r.text == "Done."
+    if constrain:
+        assert [c.name for c in ran] == ["calculator"] and r.metrics["repairs"] == 0
+    else:
+        assert ran == [] and r.metrics["repairs"] == 1
 
 
 def test_a_failing_tool_is_a_result_the_model_explains(agent_for):

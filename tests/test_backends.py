@@ -114,6 +114,30 @@ def test_openai_stream_with_tool_call_deltas_runs_the_call(tmp_path):
         srv.close()
 
 
+def test_http_backends_pass_the_constraints_on():
+    """OpenAI-style servers get response_format, tool_choice and parallel_tool_calls (tool_choice only with
+    tools, which OpenAI requires); Ollama gets format."""
+    srv = Loopback(lambda m, p, b: (200, "application/json", [_completion("ok")]))
+    tools = [tool_schema("calculator")]
+    named = {"type": "function", "function": {"name": "calculator"}}
+    try:
+        backend = OpenAIBackend(srv.url, model="m")
+        backend.chat([{"role": "user", "content": "hi"}], tools,
+                     SamplingConfig(tool_choice=named, parallel_tool_calls=False, response_format="json"))
+        body = srv.requests[-1][2]
+        assert body["tool_choice"] == named and body["parallel_tool_calls"] is False
+        assert body["response_format"] == {"type": "json_object"}
+        backend.chat([{"role": "user", "content": "hi"}], None, SamplingConfig(tool_choice="auto"))
+        assert "tool_choice" not in srv.requests[-1][2] and "parallel_tool_calls" not in srv.requests[-1][2]
+    finally:
+        srv.close()
+    schema = {"type": "object", "properties": {"n": {"type": "integer"}}}
+    ollama = OllamaBackend("codette", host="http://127.0.0.1:9")
+    body = ollama._body([{"role": "user", "content": "hi"}], tools, SamplingConfig(response_format=schema,
+                                                                                   tool_choice="required"), False)
+    assert body["format"] == schema and "tool_choice" not in body
+
+
 def test_ollama_host_forms():
     assert ollama_host("") == "http://127.0.0.1:11434"
     assert ollama_host("0.0.0.0") == "http://0.0.0.0:11434"

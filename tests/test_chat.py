@@ -22,8 +22,10 @@ import pytest
 from codette.backends.base import Chunk
 from codette.cli.chat import ChatSession
 from codette.cli.terminal import LineEditor, read_message
+from codette.errors import CodetteError
 from tests._loopback import Loopback
 from tests.test_agent import Scripted, Terminal, agent_for, call  # noqa: F401 - agent_for is a fixture
+from tests.test_constraints import untrained  # noqa: F401 - a fixture
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -314,3 +316,27 @@ def test_codette_chat_ctrl_c_arrow_keys_and_history_in_a_real_terminal(tmp_path)
     assert "<consciousness>" not in screen and "^[[A" not in screen and "Traceback" not in screen
     history = (tmp_path / ".codette" / "chat_history").read_text().splitlines()
     assert history == ["first question", "tell me a long story", "and then?", '"""', "line one", 'line two"""']
+
+
+def test_ask_with_a_json_schema_answers_in_it(untrained, tmp_path, monkeypatch):
+    """`codette ask --json-schema FILE` on an untrained checkpoint: its noise, held to the schema, is the answer."""
+    import jsonschema
+    from typer.testing import CliRunner
+
+    import codette.cli.chat as chat
+    from codette.cli.main import app
+    from tests.test_constraints import SCHEMA
+
+    out, real = io.StringIO(), chat.run_ask
+    monkeypatch.setattr(chat, "run_ask", lambda *args, **kwargs: real(*args, **{**kwargs, "out": out}))
+    schema = tmp_path / "shape.json"
+    schema.write_text(json.dumps(SCHEMA), encoding="utf-8")
+    ask = ["ask", "Describe a shape.", str(untrained[0]), "--tools", "off", "--workspace", str(tmp_path)]
+    result = CliRunner().invoke(app, [*ask, "--json-schema", str(schema), "--temperature", "1"])
+    assert result.exit_code == 0, result.output
+    jsonschema.validate(json.loads(out.getvalue()), SCHEMA)
+    missing = CliRunner().invoke(app, [*ask, "--json-schema", str(tmp_path / "nope.json")])
+    assert isinstance(missing.exception, CodetteError) and "--json-schema: cannot read" in str(missing.exception)
+    schema.write_text("[1, 2]", encoding="utf-8")
+    listed = CliRunner().invoke(app, [*ask, "--json-schema", str(schema)])
+    assert "must hold a JSON object" in str(listed.exception)

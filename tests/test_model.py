@@ -29,13 +29,7 @@ from codette.model.generate import filter_logits
 VOCAB = 128
 
 
-@pytest.fixture(autouse=True, scope="module")
-def _one_thread():
-    """Tiny matmuls are fastest on one thread; on a busy 2-core machine more threads spin and stall."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 # (block_style, n_heads, n_kv_heads): both styles with full multi-head attention and with GQA.
 ARCHS = [

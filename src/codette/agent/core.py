@@ -80,6 +80,10 @@ class MultimodalCodette:
     ``system``: the system prompt (default the persona's; ``""`` for none).
     ``confirm``: asked ``(tool name, arguments)`` before a call that changes files runs (True runs
     it; False or a reason refuses it, and the model sees the refusal); None allows every call.
+    ``constrain``: hold tool calls to the enabled tools' schemas while decoding (lazily: the reply is free
+    text until it opens ``<tool_call>``), on backends that can; False decodes freely. Calls are validated,
+    and repaired, either way.
+    ``response_format``: "json" or a JSON schema the answer must follow (``codette ask --json-schema``).
     """
 
     def __init__(self, model_name: str = "codette", backend: Any | None = None,
@@ -88,11 +92,13 @@ class MultimodalCodette:
                  repair_tries: int = 2, max_new_tokens: int = 256, temperature: float = 0.0,
                  top_k: int = 0, top_p: float = 1.0, seed: int | None = None, reply_reserve: int = 32,
                  device: str = "cpu", ollama_host: str | None = None,
-                 http: dict[str, Any] | None = None, confirm: Confirm | None = None) -> None:
+                 http: dict[str, Any] | None = None, confirm: Confirm | None = None, constrain: bool = True,
+                 response_format: str | dict | None = None) -> None:
         from codette.backends.base import SamplingConfig
 
         try:
-            sampling = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed)
+            sampling = SamplingConfig(max_new_tokens, temperature, top_k, top_p, seed, response_format=response_format,
+                                      tool_choice="auto" if constrain else None)
         except ValueError as exc:  # out-of-range knobs, named by SamplingConfig
             raise CodetteError(f"sampling settings: {exc}") from None
         self.config = LoopConfig(max_rounds, repair_tries, reply_reserve, sampling)
@@ -191,7 +197,7 @@ class MultimodalCodette:
                         {"role": "tool", "content": record.result}]
         system = [{"role": "system", "content": self.system}] if self.system else []
         return Turn(system, history, opening, prelude, self.tool_schemas(), prompt.strip(), keys, question_type,
-                    hide_markers=not raw)
+                    hide_markers=not raw, call_schemas=self.toolbox.schemas())
 
     def iter_events(self, prompt: str, *, images: Iterable[Path | str] | None = None,
                     perspectives: list[str] | None = None, history: list[dict] | None = None,

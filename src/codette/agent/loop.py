@@ -9,7 +9,8 @@ ends with a ``done`` event carrying the :class:`~codette.agent.response.Response
    Hermes ``<tool_call>`` markup, whitespace tolerated) plus any structured ``tool_calls`` an HTTP
    server returned. No call: the reply is the final answer.
 3. Every call of the reply is validated (known, enabled tool; arguments that match its JSON
-   schema) before any runs. A malformed or invalid call gets a *repair turn*: the reply and a
+   schema) before any runs, also when decoding was constrained to valid calls (``tool_choice`` in the
+   sampling settings: the agent's default), since a backend that cannot constrain ignores it. A malformed or invalid call gets a *repair turn*: the reply and a
    ``tool`` message with the error go back to the model, at most ``repair_tries`` times per turn;
    after that the turn ends with the error. Repair exchanges stay out of the returned history.
 4. Valid calls run in order through :class:`~codette.tools.Toolbox`; each result is a ``tool``
@@ -25,6 +26,7 @@ end it with ``Response.error`` set; the agent is ready for the next prompt.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import threading
@@ -99,6 +101,9 @@ class Turn:
     # Remove the control markers from the streamed text and Response.text (the agent does, for people);
     # off by default so the evaluation scores the model's own text, markers included.
     hide_markers: bool = False
+    # The full schemas of the offered tools, which constrained calls are held to (the prompt shows the
+    # compact ones); None leaves the sampling's own (the evaluation's turns, which are not constrained).
+    call_schemas: list[dict] | None = None
 
 
 def structured_calls(raw: list[dict[str, Any]], first_index: int) -> list[ToolCall]:
@@ -127,6 +132,9 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
     model_calls = rounds = repairs = dropped = 0
     text, error = "", None
     tools = turn.tool_schemas or None
+    sampling = cfg.sampling
+    if turn.call_schemas is not None and sampling.tool_choice not in (None, "none"):
+        sampling = dataclasses.replace(sampling, call_schemas=turn.call_schemas)
     while True:
         _check(stop)
         try:
@@ -147,7 +155,7 @@ def run_turn(backend: Any, toolbox: Toolbox, turn: Turn, cfg: LoopConfig,
         raw_calls: list[dict] = []
         usage: tuple[int | None, int | None] = (None, None)
         started = time.perf_counter()
-        stream = backend.stream(messages, tools, cfg.sampling)
+        stream = backend.stream(messages, tools, sampling)
         try:
             for chunk in stream:
                 _check(stop)

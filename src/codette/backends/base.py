@@ -26,6 +26,13 @@ class SamplingError(ValueError):
         super().__init__("; ".join(f"{name} must be {rule}, got {value!r}" for name, rule, value in problems))
 
 
+def _tool_choice_ok(value: object) -> bool:
+    if value is None or value in ("auto", "none", "required"):
+        return True
+    function = value.get("function") if isinstance(value, dict) and value.get("type") == "function" else None
+    return isinstance(function, dict) and isinstance(function.get("name"), str) and bool(function["name"])
+
+
 @dataclass
 class SamplingConfig:
     """Decoding knobs; ``temperature=0`` means greedy. Out-of-range values raise :class:`SamplingError`
@@ -36,10 +43,18 @@ class SamplingConfig:
     top_k: int = 0  # 0 disables
     top_p: float = 1.0  # 1.0 disables
     seed: int | None = None
-    # Constrain the reply to JSON: "json" (any JSON value) or a JSON schema (a dict). Backends that can
-    # constrain decoding (GGUF through llama.cpp's grammars, Ollama and OpenAI-style servers) pass it on;
-    # the PyTorch backend cannot and ignores it.
+    # Constrain the reply to JSON: "json" (any JSON object) or a JSON schema (a dict). The PyTorch and GGUF
+    # backends hold decoding to it (codette.backends.constraints); Ollama and OpenAI-style servers get it.
     response_format: str | dict | None = None
+    # Hold tool calls to the offered tools: None leaves them free; "auto" lets the reply be text until it
+    # opens <tool_call>, then holds the call (a tool's name, arguments valid under its schema); "required"
+    # makes the reply calls only; {"type": "function", "function": {"name": N}} one call of N; "none" asks
+    # a server for no calls. HTTP backends send it as OpenAI's tool_choice.
+    tool_choice: str | dict | None = None
+    parallel_tool_calls: bool = True  # False: at most one call per reply
+    # The tools whose schemas constrained calls must match, when they are not the tools shown in the prompt
+    # (the agent shows a small model compact schemas and validates calls against the full ones).
+    call_schemas: list[dict] | None = None
 
     def __post_init__(self) -> None:
         checks = (
@@ -52,12 +67,18 @@ class SamplingConfig:
              lambda v: v is None or (isinstance(v, int) and -(1 << 63) <= v < (1 << 64))),
             ("response_format", "None, 'json' or a JSON schema (a dict)",
              lambda v: v is None or v == "json" or isinstance(v, dict)),
+            ("tool_choice", "None, 'auto', 'none', 'required' or {'type': 'function', 'function': {'name': ...}}",
+             _tool_choice_ok),
+            ("parallel_tool_calls", "True or False", lambda v: True),
+            ("call_schemas", "None or a list of tools (dicts)",
+             lambda v: v is None or (isinstance(v, list) and all(isinstance(t, dict) for t in v))),
         )
         problems = []
         for name, rule, ok in checks:
             value = getattr(self, name)
             try:
-                good = not isinstance(value, bool) and bool(ok(value))
+                # a bool is an int to Python: only the one switch may be one
+                good = isinstance(value, bool) == (name == "parallel_tool_calls") and bool(ok(value))
             except TypeError:
                 good = False
             if not good:

@@ -12,7 +12,6 @@ Decoding is greedy by default and stops at ``<|im_end|>`` or ``<eos>``.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 from collections.abc import Iterator
@@ -20,6 +19,8 @@ from pathlib import Path
 from typing import NamedTuple
 
 from codette.backends.base import Chunk, SamplingConfig
+from codette.backends.constraints import UnsupportedSchema, constraint_for
+from codette.backends.gbnf import gbnf_grammar
 from codette.backends.textdeltas import TextDeltas
 from codette.errors import CodetteError
 from codette.tokenizer import CodetteTokenizer, render
@@ -140,7 +141,7 @@ class GGUFBackend:
         """Tokens of the rendered prompt (generation header included), as :meth:`chat` would send it."""
         return len(self.prompt_ids(messages, tools))
 
-    def _tokens(self, ids: list[int], sampling: SamplingConfig) -> Iterator[int]:
+    def _tokens(self, ids: list[int], sampling: SamplingConfig, tools: list[dict] | None = None) -> Iterator[int]:
         """The generated ids after the prompt ``ids`` (stop token excluded), after the context check."""
         if not ids or len(ids) >= self.n_ctx:
             raise CodetteError(f"the prompt is {len(ids)} tokens; it must be 1 to {self.n_ctx - 1} for this "
@@ -148,7 +149,7 @@ class GGUFBackend:
         greedy = sampling.temperature <= 0
         if sampling.seed is not None:
             self.llm.set_seed(sampling.seed)
-        grammar = self._grammar(sampling.response_format)
+        grammar = self._grammar(sampling, tools)
 
         def generated() -> Iterator[int]:
             n = 0
@@ -165,21 +166,30 @@ class GGUFBackend:
 
         return generated()
 
-    @staticmethod
-    def _grammar(response_format: str | dict | None) -> object | None:
-        """llama.cpp's grammar for a JSON reply (any JSON for "json", else the schema's), or None."""
-        if response_format is None:
-            return None
-        from llama_cpp import LlamaGrammar
-        from llama_cpp.llama_grammar import JSON_GBNF
+    def check_constraint(self, sampling: SamplingConfig, tools: list[dict] | None = None) -> None:
+        """Raise :class:`~codette.backends.constraints.UnsupportedSchema` (or CodetteError) now, before any
+        token, when ``sampling`` asks for a constraint the grammar cannot express (a server's 400)."""
+        self._grammar(sampling, tools)
 
-        try:
-            if response_format == "json":
-                return LlamaGrammar.from_string(JSON_GBNF, verbose=False)
-            return LlamaGrammar.from_json_schema(json.dumps(response_format), verbose=False)
-        except Exception as exc:  # noqa: BLE001 - llama.cpp's converter raises plain errors on odd schemas
-            raise CodetteError(f"format: llama.cpp cannot turn this JSON schema into a grammar "
-                               f"({type(exc).__name__}: {exc})") from None
+    def _grammar(self, sampling: SamplingConfig, tools: list[dict] | None) -> object | None:
+        """llama.cpp's grammar for what ``sampling`` asks (see :mod:`codette.backends.gbnf`), or None.
+
+        llama.cpp parses it once here, on its own: a grammar it refuses would otherwise be a null sampler
+        inside ``generate``, and a crash."""
+        constraint = constraint_for(sampling, tools)
+        if constraint is None:
+            return None
+        import llama_cpp
+        from llama_cpp import LlamaGrammar
+
+        text = gbnf_grammar(constraint)
+        probe = llama_cpp.llama_sampler_init_grammar(llama_cpp.llama_model_get_vocab(self.llm.model),
+                                                     text.encode(), b"root")
+        if not probe:
+            raise UnsupportedSchema(f"{constraint.param}: llama.cpp refused the grammar made from this schema "
+                                    f"(too large or too deeply nested)", constraint.param)
+        llama_cpp.llama_sampler_free(probe)
+        return LlamaGrammar.from_string(text, verbose=False)
 
     def _checked(self, messages: list[dict], tools: list[dict] | None) -> list[int]:
         ids = self.prompt_ids(messages, tools)
@@ -189,13 +199,13 @@ class GGUFBackend:
 
     def chat(self, messages: list[dict], tools: list[dict] | None = None,
              sampling: SamplingConfig | None = None) -> str:
-        tokens = self._tokens(self._checked(messages, tools), sampling or SamplingConfig())
+        tokens = self._tokens(self._checked(messages, tools), sampling or SamplingConfig(), tools)
         return self._decode(list(tokens)).strip()
 
     def stream(self, messages: list[dict], tools: list[dict] | None = None,
                sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
         """:meth:`chat`'s reply as text deltas, then the token counts."""
-        yield from self.stream_tokens(self._checked(messages, tools), sampling)
+        yield from self.stream_tokens(self._checked(messages, tools), sampling, tools)
 
     # -- raw text: what a server's text-completion and tokenizer routes need -----------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -212,11 +222,12 @@ class GGUFBackend:
             return self.tokenizer.decode(ids)
         return self.llm.detokenize(ids, special=True).decode("utf-8", errors="replace")
 
-    def stream_tokens(self, ids: list[int], sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
+    def stream_tokens(self, ids: list[int], sampling: SamplingConfig | None = None,
+                      tools: list[dict] | None = None) -> Iterator[Chunk]:
         """The continuation of the prompt ``ids`` as text deltas, then the token counts (raw completions,
-        and :meth:`stream` after its template)."""
+        and :meth:`stream` after its template, with the ``tools`` its calls are held to)."""
         sampling = sampling or SamplingConfig()
-        tokens = self._tokens(ids, sampling)
+        tokens = self._tokens(ids, sampling, tools)
         deltas = TextDeltas(self._decode)
         for token in tokens:
             text = deltas.push(token)

@@ -1,13 +1,16 @@
-"""Chat with a PyTorch checkpoint: render with the chat template, decode with the KV cache."""
+"""Chat with a PyTorch checkpoint: render with the chat template, decode with the KV cache (held to a
+grammar with llguidance when the sampling settings ask for structured output, :mod:`codette.backends.guided`)."""
 
 from __future__ import annotations
 
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import torch
 
 from codette.backends.base import Chunk, SamplingConfig
+from codette.backends.constraints import constraint_for
 from codette.backends.textdeltas import TextDeltas
 from codette.checkpoint import load_model
 from codette.errors import CodetteError
@@ -39,6 +42,7 @@ class LocalBackend:
     def __init__(self, model: CodetteModel, tokenizer: CodetteTokenizer, step: int = 0) -> None:
         self.model, self.tokenizer, self.step = model, tokenizer, step
         self.path: Path | None = None  # the checkpoint file, when loaded from one
+        self._guide: Any = None  # llguidance's view of the tokenizer, built at the first constraint
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Path | str, tokenizer_dir: Path | str | None = None,
@@ -73,8 +77,28 @@ class LocalBackend:
             raise CodetteError(f"the conversation is {len(ids)} tokens; this model's context is {ctx}")
         return ids
 
-    def _generate(self, ids: list[int], sampling: SamplingConfig) -> Iterator[int]:
+    def check_constraint(self, sampling: SamplingConfig, tools: list[dict] | None = None) -> None:
+        """Raise :class:`~codette.backends.constraints.UnsupportedSchema` (or CodetteError) now, before any
+        token, when ``sampling`` asks for a constraint the grammar cannot express (a server's 400)."""
+        self._matcher(sampling, tools)
+
+    def _matcher(self, sampling: SamplingConfig, tools: list[dict] | None) -> Any:
+        constraint = constraint_for(sampling, tools)
+        if constraint is None:
+            return None
+        if self._guide is None:
+            from codette.backends.guided import Guide
+
+            self._guide = Guide(self.tokenizer)
+        return self._guide.matcher(constraint)
+
+    def _generate(self, ids: list[int], sampling: SamplingConfig, tools: list[dict] | None = None) -> Iterator[int]:
         """The reply's token ids (KV-cache decoding), stop token excluded: what chat and stream share."""
+        matcher = self._matcher(sampling, tools)
+        if matcher is not None:
+            from codette.backends.guided import guided_tokens
+
+            return guided_tokens(self.model, ids, sampling, matcher, self.tokenizer.stop_ids, len(self.tokenizer))
         return generate_tokens(self.model, ids, max_new_tokens=sampling.max_new_tokens,
                                temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
                                seed=sampling.seed, stop_ids=self.tokenizer.stop_ids, vocab_size=len(self.tokenizer))
@@ -84,14 +108,14 @@ class LocalBackend:
              sampling: SamplingConfig | None = None) -> str:
         sampling = sampling or SamplingConfig()
         ids = self._checked_prompt(messages, tools)
-        out = list(self._generate(ids, sampling))
+        out = list(self._generate(ids, sampling, tools))
         return self.tokenizer.decode(out, skip_control=True).strip()
 
     def stream(self, messages: list[dict], tools: list[dict] | None = None,
                sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
         """:meth:`chat`'s reply as text deltas (KV-cache decoding), then the token counts."""
         sampling = sampling or SamplingConfig()
-        yield from self.stream_tokens(self._checked_prompt(messages, tools), sampling)
+        yield from self.stream_tokens(self._checked_prompt(messages, tools), sampling, tools)
 
     # -- raw text: what a server's text-completion and tokenizer routes need -----------------------------
     def tokenize(self, text: str) -> list[int]:
@@ -104,16 +128,18 @@ class LocalBackend:
             raise CodetteError(f"token ids must be 0 to {len(self.tokenizer) - 1}")
         return self.tokenizer.decode(ids)
 
-    def stream_tokens(self, ids: list[int], sampling: SamplingConfig | None = None) -> Iterator[Chunk]:
+    def stream_tokens(self, ids: list[int], sampling: SamplingConfig | None = None,
+                      tools: list[dict] | None = None) -> Iterator[Chunk]:
         """The continuation of the prompt ``ids`` (already rendered and tokenized) as text deltas, then the
-        token counts: :meth:`stream` after its template, and raw completions."""
+        token counts: :meth:`stream` after its template (``tools``: what its calls are held to), and raw
+        completions."""
         sampling = sampling or SamplingConfig()
         ctx = self.model.cfg.max_seq_len
         if not ids or len(ids) >= ctx:
             raise CodetteError(f"the prompt is {len(ids)} tokens; it must be 1 to {ctx - 1} for this model's "
                                f"context of {ctx}")
         deltas = TextDeltas(lambda out: self.tokenizer.decode(out, skip_control=True))
-        for token in self._generate(ids, sampling):
+        for token in self._generate(ids, sampling, tools):
             text = deltas.push(token)
             if text:
                 yield Chunk(text)

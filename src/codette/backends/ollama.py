@@ -2,9 +2,10 @@
 
 Request and answer follow Ollama's API reference (docs/api.md in the Ollama repository): the
 request carries ``model``, ``messages``, ``tools``, ``stream``, ``format`` (when the sampling asks
-for JSON) and ``options`` (``temperature``, ``top_k``, ``top_p``, ``seed``, ``num_predict``); a
-streamed answer is one JSON object per line, each with ``message.content`` (and
-``message.tool_calls`` when the model calls a tool, arguments as an object), the last one with
+for JSON: Ollama holds decoding to it; its API has no ``tool_choice``, so calls are not held) and
+``options`` (``temperature``, ``top_k``, ``top_p``, ``seed``, ``num_predict``); a streamed answer is
+one JSON object per line, each with ``message.content`` (and ``message.tool_calls`` when the model
+calls a tool, arguments as an object), the last one with
 ``done: true``, ``done_reason``, ``prompt_eval_count`` and ``eval_count``. An error is
 ``{"error": "..."}``, as the body of a 4xx/5xx or as a line of the stream. The host comes from
 ``OLLAMA_HOST`` as Ollama itself reads it (``host``, ``host:port`` or a URL; default

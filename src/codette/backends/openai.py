@@ -82,6 +82,12 @@ class OpenAIBackend(HTTPChatBackend):
             body["seed"] = sampling.seed
         if tools:
             body["tools"] = tools
+            # OpenAI refuses tool_choice without tools; "auto" is its default, sent anyway so a server that
+            # constrains calls (llama-server, vLLM, `codette serve`) knows it is asked to
+            if sampling.tool_choice is not None:
+                body["tool_choice"] = sampling.tool_choice
+            if not sampling.parallel_tool_calls:
+                body["parallel_tool_calls"] = False
         if sampling.response_format == "json":
             body["response_format"] = {"type": "json_object"}
         elif sampling.response_format is not None:

@@ -55,7 +55,23 @@ def make_agent(options: AgentOptions, confirm: Callable[..., Any] | None = None)
     return MultimodalCodette(options.model, tools=parse_tools(options.tools),
                              workspace=check_workspace(options.workspace), enable_python=options.python,
                              max_new_tokens=options.max_new_tokens, temperature=options.temperature,
-                             max_rounds=options.max_rounds, device=options.device, confirm=confirm)
+                             max_rounds=options.max_rounds, device=options.device, confirm=confirm,
+                             response_format=read_schema(options.json_schema))
+
+
+def read_schema(path: Path | None) -> dict[str, Any] | None:
+    """``--json-schema FILE``: the JSON schema the answers must follow, or a one-line error."""
+    if path is None:
+        return None
+    try:
+        schema = json.loads(Path(path).read_text(encoding="utf-8"))
+    except OSError as exc:
+        raise CodetteError(f"--json-schema: cannot read {path}: {exc.strerror or exc}") from None
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CodetteError(f"--json-schema: {path} is not JSON ({exc})") from None
+    if not isinstance(schema, dict):
+        raise CodetteError(f"--json-schema: {path} must hold a JSON object (a JSON schema)")
+    return schema
 
 
 def check_workspace(path: Path | None) -> Path:

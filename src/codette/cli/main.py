@@ -382,6 +382,9 @@ class AgentOptions:
     device: str = _flag(DeviceOpt)
     raw: bool = _flag(typer.Option(False, "--raw", help="Show the model's control markers (<consciousness>, "
                                                         "<perspective> KEY) instead of hiding them."))
+    json_schema: Optional[Path] = _flag(typer.Option(None, "--json-schema", metavar="FILE",
+                                                     help="Answer as JSON following this JSON schema (decoding "
+                                                          "is held to it on a checkpoint or GGUF)."))
 
 
 def agent_verb(verb: Callable[..., None]) -> Callable[..., None]:

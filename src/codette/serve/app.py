@@ -8,9 +8,12 @@ Routes (all answers JSON unless streamed as server-sent events):
 * ``GET /health`` — ``{"status": "ok", ...}`` with the queue's state;
 * ``GET /v1/models`` — the one model served;
 * ``POST /v1/chat/completions`` — OpenAI's API: ``messages``, ``tools``, ``tool_choice``
-  (``auto``/``none``), ``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``seed``, ``stream``;
-  the client's tools are rendered by the model's chat template and its ``<tool_call>`` markup comes
-  back as structured ``tool_calls``; nothing runs on the server;
+  (``auto``/``none``/``required``/a named function), ``parallel_tool_calls``, ``response_format``
+  (``text``/``json_object``/``json_schema``), ``temperature``, ``top_p``, ``max_tokens``, ``stop``, ``seed``,
+  ``stream``; the client's tools are rendered by the model's chat template and its ``<tool_call>`` markup
+  comes back as structured ``tool_calls``; nothing runs on the server. A local model's decoding is held to
+  the response format and to calls of the offered tools (:mod:`codette.backends.constraints`); a schema
+  its grammar cannot express is a 400 naming the keyword;
 * ``POST /v1/completions``, ``POST /tokenize``, ``POST /detokenize`` — raw text (:mod:`~codette.serve.rawtext`);
 * ``/api/chat``, ``/api/generate``, ``/api/tags``, ``/api/show``, ``/api/ps``, ``/api/version`` — Ollama's
   API (:mod:`~codette.serve.ollama`);
@@ -30,6 +33,7 @@ the field; a prompt longer than the context a 400 with both token counts; a full
 from __future__ import annotations
 
 import contextlib
+import dataclasses
 import logging
 import shutil
 import tempfile
@@ -44,6 +48,7 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import HTMLResponse, JSONResponse, Response, StreamingResponse
 
+from codette.backends.constraints import ConstraintError, UnsupportedSchema
 from codette.errors import CodetteError
 from codette.serve import completions as oc
 from codette.serve.completions import sse
@@ -177,6 +182,11 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Any:
     async def _late(request: Request, exc: DeadlineExceeded) -> JSONResponse:
         return _error(request, 504, str(exc), "timeout")
 
+    @app.exception_handler(ConstraintError)
+    async def _unconstrainable(request: Request, exc: ConstraintError) -> JSONResponse:
+        code = "unsupported_schema" if isinstance(exc, UnsupportedSchema) else "invalid_request_error"
+        return _error(request, 400, str(exc), code, exc.param)
+
     @app.exception_handler(CodetteError)
     async def _bad(request: Request, exc: CodetteError) -> JSONResponse:
         message = str(exc)
@@ -217,7 +227,17 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Any:
         temperature = cfg.temperature if body.temperature is None else body.temperature
         sampling = SamplingConfig(max_new_tokens=limit, temperature=temperature, top_p=body.top_p or 1.0,
                                   seed=body.seed,
-                                  response_format=body.response_format.constraint() if body.response_format else None)
+                                  response_format=body.response_format.constraint() if body.response_format else None,
+                                  tool_choice=body.call_choice(), parallel_tool_calls=body.parallel_tool_calls is not False)
+        try:
+            served.check_constraint(sampling, tools)
+        except UnsupportedSchema as exc:
+            if body.tool_choice is not None or exc.param != "tools":
+                raise
+            # Nobody asked for held calls: tools the grammar cannot express are offered unheld, as before.
+            log.warning("%s; the calls are not held to the tools", exc)
+            sampling = dataclasses.replace(sampling, tool_choice=None)
+            served.check_constraint(sampling, tools)
         return messages, tools, sampling
 
     @app.post("/v1/chat/completions")

@@ -112,6 +112,16 @@ class ServedModel:
                                f"{getattr(self.backend, 'name', 'served')} backend has no tokenizer here")
         return getattr(self.backend, method)
 
+    def check_constraint(self, sampling: Any, tools: list[dict] | None) -> None:
+        """Refuse now, before a stream's headers go out, a constraint that cannot be had: a ``tool_choice``
+        naming no offered tool, or a schema the backend's grammar cannot express
+        (:class:`~codette.backends.constraints.ConstraintError`, a 400 naming the field)."""
+        from codette.backends.constraints import constraint_for
+
+        constraint_for(sampling, tools)
+        if self.can("check_constraint"):
+            self.backend.check_constraint(sampling, tools)
+
     def count_text(self, text: str) -> int | None:
         """Tokens of ``text`` by the backend's tokenizer (None without one): a reply's count when a stop
         sequence ended the generation before the backend reported it."""

@@ -9,9 +9,9 @@ Shapes follow Ollama's API reference (docs/api.md in the ollama/ollama repositor
   durations in nanoseconds (``load_duration`` is the wait for the model, which is loaded once at start);
 * ``options``: ``temperature``, ``top_p``, ``top_k``, ``seed``, ``num_predict`` (-1 and -2: until the
   context is full), ``num_ctx`` (a smaller context for this request) and ``stop``; others are ignored;
-* ``format`` (``"json"`` or a JSON schema) is passed to the backend, which constrains decoding where it
-  can (GGUF through llama.cpp's grammars; an upstream server gets the field); a PyTorch checkpoint
-  cannot, and its reply is then whatever the model writes, in the same response shape;
+* ``format`` (``"json"`` or a JSON schema) is passed to the backend, which constrains decoding (a
+  checkpoint through llguidance, a GGUF through llama.cpp's grammars; an upstream server gets the field);
+  a schema the grammar cannot express is a 400 naming the keyword;
 * tool calls come back as ``message.tool_calls`` with the arguments as an object;
 * ``keep_alive`` is accepted and ignored (the model stays loaded while the server runs); an empty
   ``messages`` list or ``prompt`` answers at once with ``done_reason: "load"`` (``"unload"`` when
@@ -195,16 +195,18 @@ def ollama_routes(served: ServedModel, info: ModelInfo, default_tokens: int, def
     name = tagged(info.name)
 
     def sampling(opts: Options | None, prompt_tokens: int | None, fmt: str | dict | None,
-                 param: str) -> SamplingConfig:
+                 param: str, tools: list[dict] | None = None) -> SamplingConfig:
         opts = opts or Options()
         wanted = opts.num_predict
         if wanted is not None and wanted < 0:  # until the context is full (cut below to what the prompt leaves)
             contexts = [c for c in (served.context, opts.num_ctx) if c]
             wanted = min(contexts) if contexts else default_tokens
         limit = served.reply_limit(prompt_tokens, wanted, default_tokens, opts.num_ctx, param)
-        return SamplingConfig(max_new_tokens=limit,
-                              temperature=default_temperature if opts.temperature is None else opts.temperature,
-                              top_p=opts.top_p or 1.0, top_k=opts.top_k or 0, seed=opts.seed, response_format=fmt)
+        sampled = SamplingConfig(max_new_tokens=limit,
+                                 temperature=default_temperature if opts.temperature is None else opts.temperature,
+                                 top_p=opts.top_p or 1.0, top_k=opts.top_k or 0, seed=opts.seed, response_format=fmt)
+        served.check_constraint(sampled, tools)
+        return sampled
 
     def head(**fields: Any) -> dict[str, Any]:
         return {"model": name, "created_at": now(), **fields}
@@ -269,7 +271,7 @@ def ollama_routes(served: ServedModel, info: ModelInfo, default_tokens: int, def
         tools = tool_dicts(body.tools) if body.tools else None
         prompt_tokens = served.counter(messages, tools) if served.counter else None
         opts = body.options or Options()
-        sampled = sampling(opts, prompt_tokens, body.response_format(), "messages")
+        sampled = sampling(opts, prompt_tokens, body.response_format(), "messages", tools)
 
         def make(_stop: threading.Event) -> Iterator[Any]:
             return served.backend.stream(messages, tools, sampled)

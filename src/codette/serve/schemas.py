@@ -132,6 +132,18 @@ class StreamOptions(_Loose):
 class JSONSchemaFormat(_Loose):
     schema_: dict[str, Any] = Field(default_factory=dict, alias="schema")
     name: Optional[str] = None
+    strict: Optional[bool] = None  # accepted: decoding is held to the schema either way (where the backend can)
+
+
+class NamedFunction(_Loose):
+    name: str = Field(min_length=1, max_length=128)
+
+
+class NamedToolChoice(_Loose):
+    """``{"type": "function", "function": {"name": ...}}``: one call of that tool."""
+
+    type: Literal["function"]
+    function: NamedFunction
 
 
 class ResponseFormat(_Loose):
@@ -155,7 +167,8 @@ class ChatRequest(_Body):
     model: Optional[str] = None
     messages: list[Message] = Field(min_length=1)
     tools: Optional[list[ToolDef]] = None
-    tool_choice: Optional[Literal["auto", "none"]] = None
+    tool_choice: Union[Literal["auto", "none", "required"], NamedToolChoice, None] = None
+    parallel_tool_calls: Optional[bool] = None
     temperature: Optional[float] = Field(None, ge=0, le=2)
     top_p: Optional[float] = Field(None, gt=0, le=1)
     max_tokens: Optional[int] = Field(None, ge=1)
@@ -178,6 +191,15 @@ class ChatRequest(_Body):
 
     def uses_tools(self) -> bool:
         return bool(self.tools) and self.tool_choice != "none"
+
+    def call_choice(self) -> str | dict[str, Any] | None:
+        """``tool_choice`` as the sampling settings take it: "auto" (the default) holds calls lazily to the
+        offered tools, "none" is None (no tools are sent, nothing is parsed)."""
+        if self.tool_choice is None:
+            return "auto"
+        if isinstance(self.tool_choice, NamedToolChoice):
+            return self.tool_choice.model_dump()
+        return None if self.tool_choice == "none" else self.tool_choice
 
 
 class CompletionRequest(_Body):
