@@ -18,7 +18,7 @@ IGNORE_INDEX = -100  # targets with this id are not scored (F.cross_entropy's de
 class LMOutput(NamedTuple):
     """What :meth:`CodetteModel.forward` returns when it is given targets."""
 
-    logits: torch.Tensor  # (B, T, vocab) in the compute dtype; (N, vocab), the scored positions, with scored_only
+    logits: torch.Tensor  # (B, T, vocab) in the compute dtype; with scored_only, the scored positions (padded rows after)
     loss_sum: torch.Tensor  # fp32 (or fp64) scalar: nats summed over the targets that count
     n_targets: torch.Tensor  # int64 scalar: how many targets count
 

@@ -29,6 +29,8 @@ from torch import nn
 from codette.model.config import ModelConfig
 from codette.model.loss import IGNORE_INDEX, LMOutput, cross_entropy_sum
 
+SCORED_ROWS = 512  # scored_only pads its rows to a multiple of this: a few shapes, not one per step
+
 
 class RMSNorm(nn.Module):
     """Root-mean-square norm with a learned scale (no bias), as in LLaMA."""
@@ -253,9 +255,10 @@ class CodetteModel(nn.Module):
         the logits, the summed cross-entropy and the number of scored targets (see
         :mod:`codette.model.loss`). ``last_only`` projects only the last position (B, 1, vocab), which
         is all that decoding needs. ``scored_only`` (training) projects only the positions whose target is
-        scored, so the logits are (N, vocab) for the N scored targets: the output layer and the softmax
-        are the largest cost after the blocks at a small width, and a chat window scores about a third of
-        its tokens. The loss is the same sum over the same targets.
+        scored, so the logits are (N, vocab) for the N scored targets, then rows of ignored targets up to a
+        multiple of :data:`SCORED_ROWS`: the output layer and the softmax are the largest cost after the
+        blocks at a small width, and a chat window scores about a third of its tokens. The loss is the
+        same sum over the same targets.
         """
         t = idx.shape[1]
         start = cache.length if cache is not None else 0
@@ -278,6 +281,12 @@ class CodetteModel(nn.Module):
         if targets is not None and scored_only:
             keep = targets != IGNORE_INDEX
             x, targets = x[keep], targets[keep]
+            # Rows padded to a multiple of SCORED_ROWS (ignored targets): a new row count every step would
+            # make the CPU's matmul library build and cache kernels for each shape, and memory grows by GBs.
+            pad = -len(targets) % SCORED_ROWS
+            if pad:
+                x = torch.cat([x, x.new_zeros(pad, x.shape[-1])])
+                targets = torch.cat([targets, targets.new_full((pad,), IGNORE_INDEX)])
         logits = self.lm_head(self.norm(x))
         if targets is None:
             return logits
