@@ -171,7 +171,7 @@ def test_quickstart_runs_every_stage(tmp_path: Path) -> None:
     assert start["init_from"] == str(copy_dir / "model_final.pt")
     assert list((copy_dir / "training_logs").glob("metrics_*.jsonl"))
     assert "train stage 1/2: copy" in proc.stdout and "train stage 2/2: chat" in proc.stdout
-    assert len(report["samples"]) == 3 and all(isinstance(s["assistant"], str) for s in report["samples"])
+    assert len(report["samples"]) == 4 and all(isinstance(s["assistant"], str) for s in report["samples"])
     for name in ("tokenizer.json", "tokenizer_config.json", "model_final.pt", "model_best.pt", "run_config.json",
                  "data/train.jsonl", "data/val.jsonl", "data/test.jsonl", "packed/train.bin", "packed/test.bin",
                  "codette_tiny-f16.gguf", "Modelfile"):

@@ -215,7 +215,10 @@ def run_train_stages(cfg: RunConfig, console: Console, resume: str | None = None
     """`codette train`: the copy stage first when ``copy_stage.steps`` asks for one (and ``train.init_from``
     does not name other weights), then the chat stage from its final weights."""
     from codette.tokenizer.bpe import CONFIG_FILE, TOKENIZER_FILE
+    from codette.train.distributed import world_from_env
 
+    if not world_from_env().main:  # under torchrun every rank trains both stages; rank 0 reports
+        console = Console(quiet=True)
     if not cfg.copy_stage.steps:
         return StagedResult(run_train(cfg, console, resume))
     if cfg.train.init_from:
@@ -233,7 +236,7 @@ def run_train_stages(cfg: RunConfig, console: Console, resume: str | None = None
             raise CodetteError(f"copy_stage.steps is {cfg.copy_stage.steps} but {stage_dir / 'data'} has no copy "
                                f"documents; run `codette data` with the same config first")
         for name in (TOKENIZER_FILE, CONFIG_FILE):  # one tokenizer for both stages (init_from checks it)
-            if (Path(cfg.out_dir) / name).is_file():
+            if (Path(cfg.out_dir) / name).is_file():  # every rank: each has it before it reads it
                 with atomic_open(stage_dir / name) as fh:
                     fh.write((Path(cfg.out_dir) / name).read_bytes())
         console.rule(f"train stage 1/2: copy ({cfg.copy_stage.steps} steps, every token of copy documents)",

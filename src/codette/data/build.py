@@ -143,7 +143,7 @@ def build_dataset(cfg: DataConfig, out_dir: Path | str) -> BuildStats:
             st = collector.stats()
             syn_stats = {**asdict(st), "distinct_ratio": st.distinct_ratio}
         if n_copy:  # plain text learned on every token, split by content like the user's documents
-            log.info("writing %d copy documents (every call runs for real: 20 to 45 documents a second)", n_copy)
+            log.info("writing %d copy documents (every call runs for real: about 50 documents a second)", n_copy)
             for rec in copydocs.iter_copy_records(n_copy, cfg.seed, repeat_share=cfg.copy_repeat):
                 out.write(rec, _content_split(rec, cfg))
             per_source[COPY] = {"available": n_copy, "used": n_copy}

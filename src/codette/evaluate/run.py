@@ -32,7 +32,7 @@ from codette.errors import CodetteError
 from codette.evaluate.lm import LMMetrics, LMTally, evaluate_lm, token_byte_lengths
 from codette.evaluate.probes import DEFAULT_PROBES_PER_KIND, PerKind, probe_set
 from codette.evaluate.probes_run import flat, run_probes, summarize
-from codette.evaluate.showcase import sample_chats
+from codette.evaluate.showcase import SHOWCASE, sample_chats
 
 if TYPE_CHECKING:
     from codette.backends.gguf import GGUFBackend
@@ -114,7 +114,7 @@ def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path
 
 
 def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenizer_dir: Path | str | None = None,
-                        batch_size: int = 16, max_batches: int | None = None, samples: int = 3,
+                        batch_size: int = 16, max_batches: int | None = None, samples: int = len(SHOWCASE),
                         device: str = "cpu", probe_dir: Path | str | None = None,
                         probes_per_kind: PerKind = DEFAULT_PROBES_PER_KIND, max_new_tokens: int = 128,
                         on_result: Callable[[int, int, dict], None] | None = None, split: str = "test",
@@ -195,7 +195,7 @@ def gguf_lm_metrics(backend: GGUFBackend, packed_dir: Path | str, max_sequences:
 
 def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_dir: Path | str | None = None,
                   tokenizer_dir: Path | str | None = None, probes_per_kind: PerKind = DEFAULT_PROBES_PER_KIND,
-                  max_new_tokens: int = 128, samples: int = 3, lm_sequences: int | None = 64,
+                  max_new_tokens: int = 128, samples: int = len(SHOWCASE), lm_sequences: int | None = 64,
                   on_result: Callable[[int, int, dict], None] | None = None, split: str = "test",
                   natural: bool = False, on_natural: Callable[[int, int, dict], None] | None = None,
                   on_progress: OnProgress | None = None) -> dict:
