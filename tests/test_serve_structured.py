@@ -18,8 +18,10 @@ import openai
 import pytest
 from pydantic import BaseModel, Field
 
-from tests.test_constraints import TOOLS, _one_thread, scripted_backend, untrained  # noqa: F401 - fixtures
+from tests.test_constraints import TOOLS, scripted_backend, untrained  # noqa: F401 - fixtures
 from tests.test_serve import client, running
+
+pytestmark = pytest.mark.usefixtures("one_thread")  # tests/conftest.py
 
 ASK = [{"role": "user", "content": "Describe a shape."}]
 BAD_CALL = '<tool_call>\n{"name": "oven", "arguments": {"minutes": "ten"}}\n</tool_call>'
