@@ -279,7 +279,7 @@ def quickstart(
     out_dir: Optional[str] = OutOpt,
     max_steps: Optional[int] = typer.Option(None, help="Chat-stage training steps (quickstart default 800; the copy "
                                                   "stage before it: copy_stage.steps)."),
-    recipe: str = typer.Option("quickstart", "--recipe", help="quickstart (about 25 minutes on 2 cores) or long "
+    recipe: str = typer.Option("quickstart", "--recipe", help="quickstart (20 to 30 minutes on 2 cores) or long "
                                                               "(the same stages, about 2.4 times the tokens)."),
 ) -> None:
     """Every stage on the CPU: data, tokenizer, train, eval, sample chats, an F16 GGUF."""
