@@ -417,8 +417,7 @@ def copy_stage_config(cfg: RunConfig) -> RunConfig:
     out = Path(cfg.out_dir) / COPY_STAGE_DIR
     data = dataclasses.replace(cfg.data, samples=0, synthetic=False, sources=[], mix={}, shares={},
                                copy_docs=stage.documents, copy_repeat=stage.repeat_share, seed=cfg.data.seed + 1,
-                               val_fraction=0.04,
-                               test_fraction=0.02)
+                               val_fraction=0.04, test_fraction=0.02)
     train = dataclasses.replace(cfg.train, max_steps=stage.steps, lr=stage.lr or cfg.train.lr,
                                 warmup_steps=min(cfg.train.warmup_steps, stage.steps),
                                 eval_every=min(cfg.train.eval_every, stage.steps), save_every=stage.steps,
@@ -452,7 +451,8 @@ QUICKSTART = Recipe(
 )
 
 
-# `codette quickstart --recipe long`: the same stages, about 2.4 times the tokens (at most 90 minutes on 2 cores).
+# `codette quickstart --recipe long`: the same stages, about 2.4 times the tokens (not yet timed; from the
+# quickstart's measured tokens/s, about 50 minutes on the 2-core Xeon of docs/RESULTS.md).
 LONG = Recipe(
     "long",
     merge(QUICKSTART.config, {
