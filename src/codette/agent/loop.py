@@ -10,7 +10,8 @@ ends with a ``done`` event carrying the :class:`~codette.agent.response.Response
    server returned. No call: the reply is the final answer.
 3. Every call of the reply is validated (known, enabled tool; arguments that match its JSON
    schema) before any runs, also when decoding was constrained to valid calls (``tool_choice`` in the
-   sampling settings: the agent's default), since a backend that cannot constrain ignores it. A malformed or invalid call gets a *repair turn*: the reply and a
+   sampling settings: the agent's default), since a backend that cannot constrain ignores it. A malformed
+   or invalid call gets a *repair turn*: the reply and a
    ``tool`` message with the error go back to the model, at most ``repair_tries`` times per turn;
    after that the turn ends with the error. Repair exchanges stay out of the returned history.
 4. Valid calls run in order through :class:`~codette.tools.Toolbox`; each result is a ``tool``
