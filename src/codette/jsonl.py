@@ -115,3 +115,17 @@ def read_jsonl(path: Path | str, errors: str = "strict", partial_last_ok: bool =
                     return
                 raise
             yield lineno, value
+
+
+def read_json_object(path: Path | str) -> dict[str, Any]:
+    """A JSON file whose top level is an object (a config file); anything else is one line naming the file."""
+    path = Path(path)
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
+        raise CodetteError(f"{path} is not valid JSON: {exc}") from None
+    except RecursionError:
+        raise CodetteError(f"{path} is not valid JSON: nested too deeply") from None
+    if not isinstance(data, dict):
+        raise CodetteError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
+    return data

@@ -26,7 +26,6 @@ Third-party: safetensors, and ``tokenizers`` only to count a base model's tokens
 from __future__ import annotations
 
 import dataclasses
-import json
 import math
 from collections.abc import Iterable
 from pathlib import Path
@@ -35,6 +34,7 @@ from typing import Any
 import torch
 
 from codette.errors import CodetteError
+from codette.jsonl import read_json_object
 from codette.model import CodetteModel, ModelConfig
 
 CONFIG_JSON = "config.json"
@@ -90,18 +90,6 @@ def is_hf_folder(path: Path | str) -> bool:
     return path.is_dir() and (path / CONFIG_JSON).is_file()
 
 
-def _read_json(path: Path) -> dict[str, Any]:
-    try:
-        data = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CodetteError(f"{path} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise CodetteError(f"{path} is not valid JSON: nested too deeply") from None
-    if not isinstance(data, dict):
-        raise CodetteError(f"{path}: expected a JSON object at the top level, got {type(data).__name__}")
-    return data
-
-
 def read_hf_config(folder: Path | str) -> ModelConfig:
     """The :class:`ModelConfig` of Hugging Face model folder ``folder`` (its ``config.json``).
 
@@ -118,7 +106,7 @@ def read_hf_config(folder: Path | str) -> ModelConfig:
     if not path.is_file():
         raise CodetteError(f"{folder} has no {CONFIG_JSON}: not a Hugging Face model folder (one holds "
                            f"{CONFIG_JSON} and *.safetensors)")
-    hf = _read_json(path)
+    hf = read_json_object(path)
     readable = ", ".join(ARCHITECTURES)
     archs = hf.get("architectures")
     arch = archs[0] if isinstance(archs, list) and archs else archs
@@ -192,7 +180,7 @@ def safetensors_files(folder: Path | str) -> list[Path]:
     folder = Path(folder)
     index = folder / SAFETENSORS_INDEX
     if index.is_file():
-        weight_map = _read_json(index).get("weight_map")
+        weight_map = read_json_object(index).get("weight_map")
         if not isinstance(weight_map, dict) or not weight_map:
             raise CodetteError(f"{index}: no 'weight_map'")
         files = [folder / name for name in sorted(set(weight_map.values()))]

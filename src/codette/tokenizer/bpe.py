@@ -20,6 +20,7 @@ from tokenizers import Tokenizer, decoders, models, pre_tokenizers, trainers
 
 from codette.errors import CodetteError
 from codette.fileio import atomic_write_text
+from codette.jsonl import read_json_object
 from codette.tokenizer.chat_template import (
     BOS,
     CHAT_TEMPLATE,
@@ -225,14 +226,7 @@ class CodetteTokenizer:
 
 def _read_config(path: Path, template: str, max_len: int) -> tuple[str, int]:
     """``chat_template`` and ``model_max_length`` of a tokenizer_config.json, each checked by name."""
-    try:
-        cfg = json.loads(path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise CodetteError(f"{path} is not valid JSON: {exc}") from None
-    except RecursionError:
-        raise CodetteError(f"{path} is not valid JSON: nested too deeply") from None
-    if not isinstance(cfg, dict):
-        raise CodetteError(f"{path}: expected a JSON object at the top level, got {type(cfg).__name__}")
+    cfg = read_json_object(path)
     version = cfg.get(FORMAT_KEY, 1)
     if version != FORMAT_VERSION:
         raise CodetteError(f"{path}: '{FORMAT_KEY}' is {version!r}; this version of Codette reads format version "
