@@ -37,7 +37,7 @@ import logging
 import math
 import re
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -167,14 +167,22 @@ def copy_values(messages: list[dict], tools: list[dict] | None = None) -> tuple[
                 continue
             base = at + len(head)
             cursor = base + len(text)
-            for path, a, b, value in leaves:
-                raw = value if isinstance(value, str) else full[base + a:base + b]
-                if not any(c.isalnum() for c in raw):
-                    continue
-                source = max((off + k for off, content in users if (k := _occurs(raw, content)) >= 0), default=-1)
-                if source >= 0:
-                    values.append(CopyValue(name, path, full[base + a:base + b], raw, base + a, base + b, source))
+            values += _located(name, leaves, full, base, lambda raw: max(
+                (off + k for off, content in users if (k := _occurs(raw, content)) >= 0), default=-1))
     return full, values
+
+
+def _located(name: str, leaves: list[tuple[str, int, int, Any]], text: str, base: int,
+             source_of: Callable[[str], int]) -> list[CopyValue]:
+    """The call's leaves (offsets from ``base`` in ``text``) that have a letter or digit and whose text
+    ``source_of`` finds where the user wrote it (an offset in ``text``, or -1)."""
+    found = []
+    for path, a, b, value in leaves:
+        raw = value if isinstance(value, str) else text[base + a:base + b]
+        source = source_of(raw) if any(c.isalnum() for c in raw) else -1
+        if source >= 0:
+            found.append(CopyValue(name, path, text[base + a:base + b], raw, base + a, base + b, source))
+    return found
 
 
 # One call of a copy document: the block as format_tool_call writes it, its JSON on one line.
@@ -195,13 +203,11 @@ def text_copy_values(text: str) -> list[CopyValue]:
             if not m.group(1).startswith(head + written):
                 continue  # written otherwise: not located, not checked
             base = m.start(1) + len(head)
-            start = text.rfind("\n\n", 0, m.start()) + 2 if text.rfind("\n\n", 0, m.start()) >= 0 else 0
+            blank = text.rfind("\n\n", 0, m.start())  # the request starts after the blank line before the call
+            start = blank + 2 if blank >= 0 else 0
             request = text[start:m.start()]
-            for path, a, b, value in leaves:
-                raw = value if isinstance(value, str) else text[base + a:base + b]
-                k = _occurs(raw, request) if any(c.isalnum() for c in raw) else -1
-                if k >= 0:
-                    values.append(CopyValue(name, path, text[base + a:base + b], raw, base + a, base + b, start + k))
+            values += _located(name, leaves, text, base,
+                               lambda raw: start + k if (k := _occurs(raw, request)) >= 0 else -1)
     return values
 
 
