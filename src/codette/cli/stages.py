@@ -179,9 +179,11 @@ def _model_config(cfg: RunConfig, vocab_tokens: int | None) -> ModelConfig:
     base = _hf_base(cfg)
     if base is not None:
         from codette.checkpoint.hf import read_hf_config
+        from codette.model import padded_vocab
 
-        shape = read_hf_config(base)
-        rows = shape.vocab_size if vocab_tokens is None else max(shape.vocab_size, -(-vocab_tokens // 64) * 64)
+        shape = read_hf_config(base)  # rows as HFTokenizer.embedding_rows counts them: grown only when ids overflow
+        fits = vocab_tokens is None or vocab_tokens <= shape.vocab_size
+        rows = shape.vocab_size if fits else padded_vocab(vocab_tokens)
         context = min(shape.max_seq_len, cfg.model.max_seq_len or shape.max_seq_len)
         return dataclasses.replace(shape, vocab_size=rows, max_seq_len=context)
     try:
