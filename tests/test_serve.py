@@ -353,6 +353,24 @@ def test_agent_tools_are_checked_when_the_app_is_made(config, needle):
     create_app(Scripted(["ok"]), ServeConfig(agent_tools=["execute_python"], enable_python=True))
 
 
+def test_the_temporary_workspace_goes_with_an_app_that_never_ran():
+    import gc
+
+    import tempfile
+    from pathlib import Path
+
+    def folders() -> set[Path]:
+        return set(Path(tempfile.gettempdir()).glob("codette-serve-*"))
+
+    before = folders()
+    app = create_app(Scripted(["ok"]), ServeConfig())
+    made = folders() - before
+    assert len(made) == 1 and next(iter(made)).is_dir()
+    del app
+    gc.collect()
+    assert not next(iter(made)).exists()
+
+
 def test_a_port_in_use_is_refused_before_the_model_loads(monkeypatch, capsys):
     from codette.errors import CodetteError
     from codette.serve import serve

@@ -38,6 +38,7 @@ import logging
 import shutil
 import tempfile
 import threading
+import weakref
 from collections.abc import AsyncIterator, Iterator
 from dataclasses import dataclass, field
 from importlib import resources
@@ -148,6 +149,8 @@ def create_app(backend: Any, config: ServeConfig | None = None) -> Any:
             shutil.rmtree(workspace, ignore_errors=True)
 
     app = FastAPI(title="Codette", docs_url=None, redoc_url=None, openapi_url=None, lifespan=lifespan)
+    if own_workspace:  # also when the app never ran its lifespan (built and dropped, or a test client)
+        weakref.finalize(app, shutil.rmtree, workspace, True)
     app.state.worker, app.state.config, app.state.workspace = worker, cfg, workspace
     app.state.served, app.state.metrics = served, metrics
     context = served.context
