@@ -318,6 +318,37 @@ def test_scored_only_projects_the_scored_positions_and_trains_as_the_full_output
     assert max(abs(a - b) / a for a, b in zip(plain, scored)) < 1e-4
 
 
+def test_compiled_blocks_serve_the_training_forward_only() -> None:
+    """compile_blocks: the training forward runs the compiled callables, evaluation and cached decoding the
+    plain blocks (their shapes change every call), and the state_dict keeps the eager model's keys."""
+    model = _model("llama", 4, 2, d_model=32)
+    keys = list(model.state_dict())
+    model.compile_blocks()
+    assert list(model.state_dict()) == keys
+    used: list[str] = []
+
+    def recording(block: torch.nn.Module, i: int):  # stands in for block i's compiled callable
+        def call(*args: object) -> torch.Tensor:
+            used.append(f"compiled {i}")
+            return block(*args)
+        return call
+
+    model._training_blocks = [recording(b, i) for i, b in enumerate(model.blocks)]
+    x = torch.randint(0, VOCAB, (2, 8))
+    model.train()
+    trained = model(x)
+    assert used == [f"compiled {i}" for i in range(len(model.blocks))]
+    used.clear()
+    model.eval()
+    with torch.no_grad():
+        assert torch.allclose(model(x), trained, atol=1e-6)  # dropout is 0: the same function
+        cache = model.new_cache(2)
+        model(x, cache=cache)
+    model.train()
+    model(x, cache=model.new_cache(2))  # a cache means decoding even in training mode
+    assert used == []
+
+
 # ------------------------------------------------------------------------------------------------
 # filter_logits
 # ------------------------------------------------------------------------------------------------

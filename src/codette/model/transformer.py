@@ -121,12 +121,15 @@ class Attention(nn.Module):
         b, t, _ = x.shape
         cfg = self.cfg
         h, kv = cfg.n_heads, cfg.kv_heads
-        projections = (self.q_proj.weight, self.k_proj.weight, self.v_proj.weight)
-        biases = (self.q_proj.bias, self.k_proj.bias, self.v_proj.bias) if cfg.qkv_bias else (None, None, None)
-        if t > 1:  # one matmul for q, k and v (the weights are concatenated: small next to the activations)
-            qkv = F.linear(x, torch.cat(projections), torch.cat(biases) if cfg.qkv_bias else None)
-        else:  # decoding one token: concatenating the weights would cost as much as the product itself
-            qkv = torch.cat([F.linear(x, w, b) for w, b in zip(projections, biases)], dim=-1)
+        modules = (self.q_proj, self.k_proj, self.v_proj)
+        # One matmul for q, k and v (the weights are concatenated: small next to the activations), unless
+        # decoding one token (concatenating would cost as much as the product itself) or a projection is
+        # wrapped (peft's LoRA layers add their adapters in their own forward: their weight alone is the base's).
+        if t > 1 and all(type(m) is nn.Linear for m in modules):
+            biases = [m.bias for m in modules] if cfg.qkv_bias else None
+            qkv = F.linear(x, torch.cat([m.weight for m in modules]), torch.cat(biases) if biases else None)
+        else:
+            qkv = torch.cat([m(x) for m in modules], dim=-1)
         # split, not slicing: its backward is one concatenation, where each slice's would fill a zero
         # tensor the size of the whole product and add the three up.
         qk, v = qkv.view(b, t, h + 2 * kv, cfg.head_dim).split([h + kv, kv], dim=2)
@@ -204,7 +207,17 @@ class CodetteModel(nn.Module):
         # Training option, not part of the architecture: recompute each block's activations in the
         # backward pass instead of keeping them (less memory, about a third more compute).
         self.activation_checkpointing = False
+        self._training_blocks: list[nn.Module] | None = None  # compile_blocks(); a plain list: no state_dict keys
         self._codette_init()
+
+    def compile_blocks(self) -> None:
+        """torch.compile each block for the training forward (and its backward) only.
+
+        The compiled callables wrap the same block modules, so parameters, hooks and ``state_dict`` keys
+        are the eager model's (no ``_orig_mod`` prefix). Evaluation and decoding, whose cache and lengths
+        change from call to call and would recompile, stay eager.
+        """
+        self._training_blocks = [torch.compile(block) for block in self.blocks]
 
     def init_weights(self) -> None:
         """Initialise a model built on the meta device and moved with ``to_empty``: RoPE tables and weights.
@@ -267,7 +280,8 @@ class CodetteModel(nn.Module):
                 f"sequence length {start + t} exceeds the model's context max_seq_len={self.cfg.max_seq_len}"
             )
         x = self.embed(idx)
-        for i, block in enumerate(self.blocks):
+        compiled = self._training_blocks is not None and self.training and cache is None
+        for i, block in enumerate(self._training_blocks if compiled else self.blocks):
             if self.activation_checkpointing and cache is None and torch.is_grad_enabled():
                 x = torch.utils.checkpoint.checkpoint(block, x, self.rotary, None, i, use_reentrant=False)
             else:

@@ -91,7 +91,8 @@ class Trainer:
 
     ``init_from`` (a checkpoint, a run folder or a local Hugging Face model folder:
     :func:`~codette.checkpoint.manager.init_weights`) replaces the seeded initial weights and nothing else: the
-    optimizer, schedule, step and data position start new. ``monitor`` (a
+    optimizer, schedule, step and data position start new. With ``train.lora_rank`` those weights are frozen
+    and peft's LoRA adapters train on them (:mod:`codette.train.lora`): the optimizer holds the adapters only. ``monitor`` (a
     :class:`codette.evaluate.training.TrainingMonitor`) adds behavioral figures to each evaluation where
     the run can probe (rank 0 of an unsharded run).
     """
@@ -109,6 +110,10 @@ class Trainer:
             raise CodetteError(f"train.seq_len={self.seq_len} exceeds the model's context "
                                f"max_seq_len={model_cfg.max_seq_len}")
         self.strategy = choose_strategy(cfg.parallel, count_parameters(model_cfg), world)
+        if cfg.lora_rank and self.strategy == "fsdp":  # a few adapters: DDP's copies of them cost nothing
+            if cfg.parallel == "fsdp":
+                raise CodetteError("train.parallel=fsdp: a LoRA run (train.lora_rank) is not sharded; use ddp or auto")
+            self.strategy = "ddp"
         sharded = self.strategy == "fsdp"
         # FSDP2's mixed-precision policy computes in bf16 on CUDA by itself; elsewhere autocast does it.
         self.autocast = contextlib.nullcontext() if sharded and uses_fsdp_autocast(self.device, self.precision) \
@@ -138,11 +143,17 @@ class Trainer:
         torch.manual_seed(cfg.seed)
         random.seed(cfg.seed)
         self.model = build_model(model_cfg, self.device, self.strategy, self.precision, world, weights)
+        self.lora = None  # a LoRA run's adapters (codette.train.lora); resuming, the checkpoint names the base
+        if cfg.lora_rank:
+            from codette.train.lora import inject
+
+            self.lora = inject(self.model, cfg, self.init_source)
+        # Only trainable parameters (a LoRA run: the adapters) are optimised.
         # Fused AdamW (one kernel over all parameters) on CUDA and the CPU: on the CPU torch's per-tensor
         # AdamW took 328 ms of a 7.2 s step at 42M parameters against 58 ms fused (benchmarks/train_throughput.py).
         self.optimizer = build_optimizer(self.model, cfg, fused=self.device.type in ("cuda", "cpu") and not sharded)
         self.checkpoints = CheckpointManager(out_dir, self.model, self.optimizer, sharded=sharded, main=world.main,
-                                             keep=cfg.keep_checkpoints)
+                                             keep=cfg.keep_checkpoints, lora=self.lora)
         self.step, self.position, self.best_val = 0, 0, math.inf
         self.best = BestTracker(cfg.best_metric)
         self.train_model: torch.nn.Module = self.model  # DDP's wrapper once wrap() ran
@@ -192,9 +203,8 @@ class Trainer:
         """Activation checkpointing, torch.compile and DDP's wrapper: after any checkpoint is loaded, so
         DDP's first broadcast sends the loaded weights."""
         self.model.activation_checkpointing = self.cfg.activation_checkpointing
-        if self.cfg.compile:  # per block, as torchtitan does: in place, so state_dict keys have no _orig_mod prefix
-            for block in self.model.blocks:
-                block.compile()
+        if self.cfg.compile:  # per block, as torchtitan does; state_dict keys have no _orig_mod prefix
+            self.model.compile_blocks()
         self.train_model = ddp_wrap(self.model, self.device) if self.strategy == "ddp" else self.model
         self.no_sync = no_sync_for(self.strategy, self.train_model)
         self.model.train()
