@@ -2,17 +2,22 @@
 
 Offline: tiny random ``LlamaForCausalLM``/``Qwen2ForCausalLM``/``MistralForCausalLM`` models are built with
 ``transformers`` and saved into ``tmp_path`` as safetensors; Codette's model must give their logits
-(fp32, max abs diff <= 1e-4), and what it cannot read must be one clear line.
+(fp32, max abs diff <= 1e-4), and what it cannot read must be one clear line. An imported model exports
+back: a GGUF (``llama`` or ``qwen2``, with the base model's own tokenizer under llama.cpp's name for its
+pre-tokenizer) that llama.cpp runs and tokenizes like PyTorch, and a Hugging Face folder transformers runs.
 """
 
 from __future__ import annotations
 
+import contextlib
 import json
+import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 import torch
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 
 from codette.checkpoint import save_checkpoint
 from codette.checkpoint.hf import grow_vocab, hf_tensor_names, load_hf_weights, read_hf_config
@@ -256,6 +261,57 @@ def hf_tokenizer_json(folder: Path, vocab_size: int = VOCAB) -> Tokenizer:
     return tok
 
 
+# Base models' pre-tokenizers as their tokenizer.json files write them: Llama 3's and Qwen2's Split regexes
+# before a byte-level map (llama.cpp's "llama-bpe" ignores merges for words in the vocabulary, as Llama 3's
+# BPE does; Qwen2's has an NFC normalizer), and GPT-2's plain ByteLevel (hf_tokenizer_json).
+TOKENIZER_STYLE = {"llama": "llama3", "qwen2": "qwen2"}
+TOKENIZER_TEXTS = ["Hello there, how are you? I am a small model, and I'm fine. It's 12345 or 3.14 today.",
+                   "def f(x):\n    return x * 2  # twice\n\n\tprint(f(21))\r\n", "Ωμέγα naïve café 漢字 😀 ½"] * 20
+
+
+def base_tokenizer_json(folder: Path, style: str, vocab_size: int = VOCAB) -> Tokenizer:
+    """A base model's tokenizer.json of ``style`` (gpt2 | llama3 | qwen2) trained on a few texts, with the
+    special tokens such files have and one non-special added token (``<think>``), as Qwen2.5 has some."""
+    from tokenizers import AddedToken, Regex
+
+    from codette.export.gguf_vocab import LLAMA3_REGEX, QWEN2_REGEX
+
+    if style == "gpt2":
+        return hf_tokenizer_json(folder, vocab_size)
+    regex = {"llama3": LLAMA3_REGEX, "qwen2": QWEN2_REGEX}[style]
+    tok = Tokenizer(models.BPE(ignore_merges=style == "llama3"))
+    tok.pre_tokenizer = pre_tokenizers.Sequence([pre_tokenizers.Split(Regex(regex), behavior="isolated"),
+                                                 pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])
+    if style == "qwen2":
+        tok.normalizer = normalizers.NFC()
+    tok.decoder = decoders.ByteLevel()
+    tok.train_from_iterator(TOKENIZER_TEXTS, trainers.BpeTrainer(
+        vocab_size=vocab_size - 1, special_tokens=["<|endoftext|>", "<|im_start|>", "<|im_end|>"],
+        initial_alphabet=pre_tokenizers.ByteLevel.alphabet(), show_progress=False))
+    tok.add_tokens([AddedToken("<think>", special=False, normalized=False)])
+    folder.mkdir(parents=True, exist_ok=True)
+    tok.save(str(folder / "tokenizer.json"))
+    return tok
+
+
+@contextlib.contextmanager
+def llama_runtime(path: Path, f32_cache: bool = True):
+    """llama.cpp (llama-cpp-python) on ``path``, with an F32 K/V cache or its default F16 one, closed afterwards."""
+    llama_cpp = require("llama_cpp")
+    cache = {"type_k": 0, "type_v": 0} if f32_cache else {}  # 0: GGML_TYPE_F32
+    llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=128, n_threads=1, verbose=False, **cache)
+    try:
+        yield llm
+    finally:
+        llm.close()
+
+
+def cpp_logits(llm, ids: list[int]) -> np.ndarray:
+    llm.reset()
+    llm.eval(ids)
+    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+
+
 def test_the_base_tokenizer_gains_codettes_special_tokens_and_the_embedding_its_rows(tmp_path: Path) -> None:
     base = hf_tokenizer_json(tmp_path)
     n = base.get_vocab_size()
@@ -302,38 +358,55 @@ def test_grown_rows_are_the_mean_and_change_nothing_for_old_tokens(tmp_path: Pat
 
 
 # ---- an imported model exported again ---------------------------------------------------------------------
-@pytest.mark.parametrize(("arch", "tied", "cls"), [("qwen2", False, "Qwen2ForCausalLM"),
-                                                  ("llama", True, "LlamaForCausalLM")])
-def test_an_imported_model_exports_back_to_its_architecture(tmp_path: Path, arch: str, tied: bool, cls: str) -> None:
-    """A Codette checkpoint of an imported model (its own tokenizer grown by Codette's special tokens) exports
-    as its architecture with the same logits; GGUF refuses Qwen2's q/k/v biases (not written yet)."""
+def imported_checkpoint(root: Path, arch: str, tied: bool, tokenizer: str = "gpt2", vocab_size: int = 280
+                        ) -> tuple[torch.nn.Module, Path, object]:
+    """A Codette checkpoint of a random base model (``root/run/model_final.pt``) as ``codette train`` starts it:
+    the base's own tokenizer (style ``tokenizer``) with Codette's special tokens, the embedding grown to fit.
+    Returns (the transformers model, the checkpoint, the HFTokenizer)."""
     import dataclasses
 
-    from codette.export import export_gguf, export_hf
-
-    hf = hf_model(tmp_path / "base", arch, tied=tied)
-    hf_tokenizer_json(tmp_path / "base", vocab_size=280)
-    got = load_hf_tokenizer(tmp_path / "base", model_max_length=128)
-    cfg = read_hf_config(tmp_path / "base")
+    hf = hf_model(root / "base", arch, tied=tied)
+    base_tokenizer_json(root / "base", tokenizer, vocab_size)
+    got = load_hf_tokenizer(root / "base", model_max_length=128)
+    cfg = read_hf_config(root / "base")
     rows = got.embedding_rows(cfg.vocab_size)
-    weights, cfg = grow_vocab(load_hf_weights(tmp_path / "base", cfg), cfg, rows, new_rows=got.added_ids,
+    weights, cfg = grow_vocab(load_hf_weights(root / "base", cfg), cfg, rows, new_rows=got.added_ids,
                               mean_of=got.base_tokens)
-    run = tmp_path / "run"
+    run = root / "run"
     run.mkdir()
     got.tokenizer.save(run)
     save_checkpoint({"model": weights, "model_config": dataclasses.asdict(cfg), "step": 0}, run / "model_final.pt")
-    out = export_hf(run / "model_final.pt", tmp_path / "exported")
+    return hf, run / "model_final.pt", got
+
+
+@pytest.mark.parametrize(("arch", "tied", "tokenizer", "cls"), [
+    ("qwen2", False, "qwen2", "Qwen2ForCausalLM"), ("qwen2", True, "qwen2", "Qwen2ForCausalLM"),
+    ("llama", True, "llama3", "LlamaForCausalLM"), ("llama", False, "gpt2", "LlamaForCausalLM")])
+def test_an_imported_model_exports_back_to_its_architecture(tmp_path: Path, arch: str, tied: bool, tokenizer: str,
+                                                            cls: str) -> None:
+    """A Codette checkpoint of an imported model (its own tokenizer grown by Codette's special tokens) exports
+    as its architecture with the same logits: a Hugging Face folder for transformers, a GGUF (``qwen2`` with
+    the q/k/v biases, or ``llama``) for llama.cpp."""
+    from codette.export import export_gguf, export_hf
+
+    hf, ckpt, got = imported_checkpoint(tmp_path, arch, tied, tokenizer=tokenizer)
+    out = export_hf(ckpt, tmp_path / "exported")
     assert out.architecture == cls
     back = transformers.AutoModelForCausalLM.from_pretrained(out.path, dtype=torch.float32).eval()
     assert type(back).__name__ == cls
     ids = ids_for() % got.base_tokens
     with torch.no_grad():
-        assert (back(ids).logits[..., :got.base_tokens] - hf(ids).logits[..., :got.base_tokens]).abs().max() <= TOL
+        want = hf(ids).logits[..., :got.base_tokens]
+        hf_diff = (back(ids).logits[..., :got.base_tokens] - want).abs().max().item()
     assert read_hf_config(out.path).qkv_bias == (arch == "qwen2")
-    if arch != "qwen2":
-        return
-    with pytest.raises(CodetteError, match="GGUF export of a model with q/k/v biases .* not supported yet"):
-        export_gguf(run / "model_final.pt", tmp_path / "gguf")
+    result = export_gguf(ckpt, tmp_path / "gguf", "f32", modelfile=False)
+    assert result.arch == arch
+    with llama_runtime(result.path) as llm:
+        cpp_diff = max(float(np.abs(cpp_logits(llm, row)[:, :got.base_tokens] - expected).max())
+                       for row, expected in zip(ids.tolist(), want.numpy(), strict=True))
+    print(f"\n{arch} {'tied' if tied else 'untied'}: max |logit diff| from the base model: HF export {hf_diff:.2e}, "
+          f"GGUF f32 in llama.cpp {cpp_diff:.2e} (logits up to {want.abs().max():.1f})")
+    assert hf_diff <= TOL and cpp_diff <= TOL
 
 
 def test_qkv_bias_models_count_build_and_export_their_shapes() -> None:
@@ -357,6 +430,23 @@ def test_qkv_bias_models_count_build_and_export_their_shapes() -> None:
     torch.manual_seed(0)
     lazy.init_weights()
     assert all(torch.equal(a, b) for a, b in zip(lazy.state_dict().values(), eager.state_dict().values()))
+
+
+def test_a_qkv_bias_model_is_gguf_qwen2_and_only_qwen2() -> None:
+    """llama.cpp's ``llama`` graph would drop the biases (or rotate pairs of them): it is refused by name."""
+    from codette.export.arch import resolve_arch
+    from codette.model import ModelConfig
+
+    shape = dict(vocab_size=128, d_model=32, n_layers=2, n_heads=4, n_kv_heads=2, block_style="llama")
+    biased, plain = ModelConfig(**shape, qkv_bias=True), ModelConfig(**shape)
+    assert resolve_arch(biased, None) == resolve_arch(biased, "auto") == resolve_arch(biased, "qwen2") == "qwen2"
+    assert resolve_arch(plain, None) == "llama"
+    with pytest.raises(CodetteError) as exc:
+        resolve_arch(biased, "llama")
+    assert one_line(exc) == ("model_config.block_style='llama' (RMSNorm + SwiGLU) with q/k/v biases "
+                             "(model_config.qkv_bias) cannot be expressed by GGUF architecture 'llama'; use qwen2")
+    with pytest.raises(CodetteError, match=r"cannot be expressed by GGUF architecture 'qwen2'; use llama$"):
+        resolve_arch(plain, "qwen2")
 
 
 def test_init_weights_sets_the_rows_past_the_base_tokenizer_to_its_mean(tmp_path: Path) -> None:
@@ -408,3 +498,216 @@ def test_codette_train_from_a_base_model_keeps_its_tokenizer_and_shape(tmp_path:
     start = next(r for r in map(json.loads, next((out / "training_logs").glob("metrics_*.jsonl")).read_text()
                                 .splitlines()) if r["kind"] == "start")
     assert start["init_from"] == str(base)
+
+
+# ---- GGUF of an imported model: its own tokenizer under llama.cpp's name for its pre-tokenizer ---------------
+def parity_strings(nfc: bool) -> list[str]:
+    """Text that separates the pre-tokenizers: digit runs, contractions in both cases, line breaks and
+    spaces before words and symbols, unicode, every special token, and the added ``<think>``; in NFC when
+    the tokenizer normalizes to it (llama.cpp does not normalize)."""
+    import random
+    import unicodedata
+
+    pieces = ["Hello", "there", "I'M", "it's", "WE'LL", "don't", "7", "42", "12345", "3.14159", "1,234,567", "v2.0.1",
+              "  ", "   ", "\t", "\n", "\n\n", "\r\n", " \n ", "x**2", "->", "é", "naïve", "Ωμέγα", "漢字", "😀", "½",
+              "e\u0301", "\u00a0", "def f(x):\n    return x * 2\n", '{"a": [1, 2]}', "<|im", "end|>", "<think>",
+              "<|endoftext|>", *SPECIAL_TOKENS]
+    rng = random.Random(0)
+    texts = list(SPECIAL_TOKENS) + TOKENIZER_TEXTS[:3]
+    while len(texts) < 400:
+        texts.append(rng.choice(["", " ", "\n", "  "]).join(rng.choice(pieces) for _ in range(rng.randint(1, 10))))
+    return [unicodedata.normalize("NFC", t) for t in texts] if nfc else texts
+
+
+@pytest.mark.parametrize(("style", "pre"), [("gpt2", "gpt-2"), ("llama3", "llama-bpe"), ("qwen2", "qwen2")])
+def test_the_gguf_carries_the_base_tokenizer_and_llama_cpp_tokenizes_like_it(tmp_path: Path, style: str,
+                                                                             pre: str) -> None:
+    """Tokens, merges, types, special ids, the pre-tokenizer's llama.cpp name and the chat template; llama.cpp
+    then cuts every test string into our ids and detokenizes them back."""
+    import gguf
+
+    from codette.export import export_gguf
+    from codette.export.gguf_vocab import OLLAMA_PRETOKENIZER_KEY, LLAMA3_REGEX, QWEN2_REGEX, GPT2_REGEX
+    from codette.tokenizer import CHAT_TEMPLATE, CONTROL_TOKENS, MARKER_TOKENS
+
+    _, ckpt, got = imported_checkpoint(tmp_path, "llama", True, tokenizer=style)
+    tok = got.tokenizer
+    path = export_gguf(ckpt, tmp_path / "gguf", "f32", modelfile=False).path
+    f = {k: v.contents() for k, v in gguf.GGUFReader(path).fields.items() if not k.startswith("GGUF.")}
+    assert f["tokenizer.ggml.model"] == "gpt2" and f["tokenizer.ggml.pre"] == pre
+    assert f[OLLAMA_PRETOKENIZER_KEY] == {"gpt2": GPT2_REGEX, "llama3": LLAMA3_REGEX, "qwen2": QWEN2_REGEX}[style]
+    tokens, types = f["tokenizer.ggml.tokens"], f["tokenizer.ggml.token_type"]
+    assert len(tokens) == len(types) == VOCAB > len(tok)
+    assert tokens[:len(tok)] == [tok.tok.id_to_token(i) for i in range(len(tok))]
+    assert tokens[len(tok):] == [f"[PAD{i}]" for i in range(len(tok), VOCAB)]
+    assert set(types[len(tok):]) == {gguf.TokenType.UNUSED}
+    assert f["tokenizer.ggml.merges"][:3] == [" ".join(m) for m in json.loads(tok.tok.to_str())["model"]["merges"][:3]]
+    expected_types = {**dict.fromkeys(CONTROL_TOKENS, gguf.TokenType.CONTROL),
+                      **dict.fromkeys(MARKER_TOKENS, gguf.TokenType.USER_DEFINED),
+                      "<|endoftext|>": gguf.TokenType.CONTROL}  # the base's own special token
+    if style != "gpt2":
+        expected_types["<think>"] = gguf.TokenType.USER_DEFINED  # the base's non-special added token
+    for text, kind in expected_types.items():
+        assert types[tok.token_id(text)] == kind, text
+    assert types[tok.encode("Hello")[0]] == gguf.TokenType.NORMAL
+    assert (f["tokenizer.ggml.bos_token_id"], f["tokenizer.ggml.eos_token_id"], f["tokenizer.ggml.eot_token_id"],
+            f["tokenizer.ggml.padding_token_id"]) == (tok.bos_id, tok.im_end_id, tok.im_end_id, tok.pad_id)
+    assert f["tokenizer.ggml.add_bos_token"] is False and f["tokenizer.chat_template"] == CHAT_TEMPLATE
+    llama_cpp = require("llama_cpp")
+    llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    try:
+        texts = parity_strings(nfc=style == "qwen2")
+        for text in texts:
+            theirs = llm.tokenize(text.encode("utf-8"), add_bos=False, special=True)
+            assert theirs == tok.encode(text), f"{pre}: tokenization differs for {text!r}"
+            assert llm.detokenize(theirs, special=True).decode("utf-8") == text
+        assert llm.token_bos() == tok.bos_id and llm.token_eos() == tok.im_end_id
+    finally:
+        llm.close()
+
+
+def test_a_wrong_llama_cpp_name_would_tokenize_differently(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    import gguf
+
+    """Control: Llama 3's tokenizer (digit runs of up to three, merged into "123"-style tokens) written under
+    Qwen2's name (every digit alone) is cut differently by llama.cpp, so the parity check above can fail."""
+    from codette.export import export_gguf, gguf_vocab
+
+    wrong = tuple(gguf_vocab.SplitPreTokenizer("qwen2", b.regex, True, b.models) if b.pre == "llama-bpe" else b
+                  for b in gguf_vocab.BASE_PRE_TOKENIZERS)
+    monkeypatch.setattr(gguf_vocab, "BASE_PRE_TOKENIZERS", wrong)
+    _, ckpt, got = imported_checkpoint(tmp_path, "llama", False, tokenizer="llama3")
+    path = export_gguf(ckpt, tmp_path / "gguf", "f32", modelfile=False).path
+    assert gguf.GGUFReader(path).fields["tokenizer.ggml.pre"].contents() == "qwen2"
+    llama_cpp = require("llama_cpp")
+    llm = llama_cpp.Llama(str(path), vocab_only=True, verbose=False)
+    try:
+        texts = parity_strings(nfc=False)
+        differ = [t for t in texts if llm.tokenize(t.encode(), add_bos=False, special=True) != got.tokenizer.encode(t)]
+    finally:
+        llm.close()
+    assert len(differ) > 20
+
+
+@pytest.mark.parametrize(("change", "said"), [
+    (lambda t: setattr(t, "pre_tokenizer", pre_tokenizers.ByteLevel(add_prefix_space=True)),
+     r'pre-tokenizer \{"type": "ByteLevel", "add_prefix_space": true, .* with ignore_merges true has no llama\.cpp '
+     r"equivalent; GGUF export recognises GPT-2's byte-level regex \(gpt-2\), .*Qwen2's Split regex with "
+     r"ignore_merges false \(qwen2\); --format hf writes any tokenizer$"),
+    (lambda t: setattr(t, "pre_tokenizer", pre_tokenizers.Whitespace()),
+     r'pre-tokenizer \{"type": "Whitespace"\} with ignore_merges true has no llama\.cpp equivalent'),
+    (lambda t: setattr(t.model, "ignore_merges", False),  # Llama 3's regex, but merges applied to known words
+     r'pre-tokenizer \{"type": "Sequence", .* with ignore_merges false has no llama\.cpp equivalent'),
+    (lambda t: setattr(t, "normalizer", normalizers.Lowercase()),
+     r'normalizer \{"type": "Lowercase"\} has no llama\.cpp equivalent \(GGUF export takes none, or NFC\)'),
+    (lambda t: setattr(t.model, "byte_fallback", True),
+     r"BPE has byte_fallback True \(a SentencePiece-style or sub-word BPE\)"),
+], ids=["prefix-space", "whitespace", "merges", "lowercase", "byte-fallback"])
+def test_a_tokenizer_llama_cpp_would_cut_differently_is_one_line_and_nothing_is_written(
+        tmp_path: Path, change, said: str) -> None:
+    from codette.export import export_gguf
+
+    _, ckpt, got = imported_checkpoint(tmp_path, "llama", True, tokenizer="llama3")
+    change(got.tokenizer.tok)
+    got.tokenizer.save(ckpt.parent)
+    out = tmp_path / "gguf"
+    with pytest.raises(CodetteError) as exc:
+        export_gguf(ckpt, out, "f32")
+    msg = one_line(exc)
+    assert msg.startswith(f"{ckpt.parent / 'tokenizer.json'}: ")
+    assert re.search(said, msg), msg
+    assert not out.exists() or list(out.iterdir()) == []  # no GGUF, no temporary, no Modelfile
+
+
+# ---- the round trip: import -> 20 steps of `codette train` -> GGUF -> llama.cpp -> HF -> transformers ----------
+@pytest.mark.slow
+@pytest.mark.parametrize(("arch", "tied", "base_tokens"), [("llama", True, VOCAB), ("qwen2", False, 280)],
+                         ids=["llama-tied-grown", "qwen2-untied"])
+def test_round_trip_import_finetune_gguf_and_hf(tmp_path: Path, arch: str, tied: bool, base_tokens: int) -> None:
+    """A random base model and its tokenizer, fine-tuned 20 steps through the CLI, exported both ways: llama.cpp
+    gives PyTorch's logits (F32, top-1 over held-out conversations) and tokenizes them to the same ids, the
+    Modelfile's special strings are single tokens of the GGUF, and transformers gives the same logits too.
+    ``llama-tied-grown``: 300 base tokens in a 300-row table, so the special tokens grow it to 320 rows."""
+    import gguf
+    from typer.testing import CliRunner
+
+    from codette.checkpoint import load_model
+    from codette.cli.main import app
+    from codette.export import export_gguf
+    from codette.export.modelfile import GO_TEMPLATE, STOP_STRINGS
+    from codette.tokenizer import render
+
+    base = tmp_path / "base"
+    hf_model(base, arch, tied=tied)
+    base_tokenizer_json(base, TOKENIZER_STYLE[arch], base_tokens)
+    out = tmp_path / "run"
+    cfg = tmp_path / "c.json"
+    cfg.write_text(json.dumps({"data": {"samples": 80}, "model": {"max_seq_len": 96},
+                               "train": {"init_from": str(base), "max_steps": 20, "batch_size": 4, "eval_every": 20,
+                                         "save_every": 20, "eval_batches": 1, "probes": 0, "copy_monitor": 0,
+                                         "dtype": "fp32", "warmup_steps": 0, "lr": 3e-3, "threads": 1}}))
+    runner = CliRunner()
+    for verb in ("data", "tokenizer", "train"):
+        res = runner.invoke(app, [verb, "-c", str(cfg), "-o", str(out)], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    model, state = load_model(out / "model_final.pt")
+    tok = CodetteTokenizer.load(out)
+    assert state["step"] == 20 and model.cfg.qkv_bias == (arch == "qwen2") and model.cfg.tie_embeddings == tied
+    assert model.cfg.vocab_size == (320 if base_tokens == VOCAB else VOCAB) >= len(tok)
+    start = load_hf_weights(base, read_hf_config(base))["blocks.0.attn.q_proj.weight"]
+    assert not torch.equal(model.blocks[0].attn.q_proj.weight.detach(), start)  # it was fine-tuned
+
+    res = runner.invoke(app, ["export", str(out / "model_final.pt"), "--quant", "f32", "-o", str(tmp_path / "gguf")],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    path = next((tmp_path / "gguf").glob("*.gguf"))
+    assert f"GGUF ({arch}, f32)" in res.output
+    fields = {k: v.contents() for k, v in gguf.GGUFReader(path).fields.items() if not k.startswith("GGUF.")}
+    assert fields["general.architecture"] == arch
+    assert fields["tokenizer.ggml.pre"] == {"llama": "llama-bpe", "qwen2": "qwen2"}[arch]
+    modelfile = (tmp_path / "gguf" / "Modelfile").read_text()
+    assert f"FROM ./{path.name}" in modelfile and GO_TEMPLATE in modelfile
+    assert f"PARAMETER num_ctx {model.cfg.max_seq_len}" in modelfile
+
+    conversations = [json.loads(line) for line in (out / "data" / "val.jsonl").read_text().splitlines()[:8]]
+    seqs = [tok.encode(render(c["messages"], c.get("tools")))[:model.cfg.max_seq_len] for c in conversations]
+    texts = [render(c["messages"], c.get("tools")) for c in conversations]
+    worst, agree, positions, references, largest = 0.0, 0, 0, [], 0.0
+    with llama_runtime(path) as llm:
+        for text in texts:
+            assert llm.tokenize(text.encode(), add_bos=False, special=True) == tok.encode(text)
+        for special in [*STOP_STRINGS, "<bos>", "<|im_start|>", "<tool_call>", "</tool_call>"]:
+            assert llm.tokenize(special.encode(), add_bos=False, special=True) == [tok.token_id(special)]
+        for ids in seqs:
+            theirs = cpp_logits(llm, ids)
+            with torch.no_grad():
+                ours = model(torch.tensor([ids]))[0].numpy()
+            worst = max(worst, float(np.abs(theirs - ours).max()))
+            agree += int((theirs.argmax(-1) == ours.argmax(-1)).sum())
+            references.append(ours.argmax(-1))
+            largest = max(largest, float(np.abs(ours).max()))
+            positions += len(ids)
+    f16 = export_gguf(out / "model_final.pt", tmp_path / "gguf", "f16", modelfile=False).path
+    with llama_runtime(f16, f32_cache=False) as llm:  # as users run it: F16 weights and K/V cache
+        agree16 = sum(int((cpp_logits(llm, ids).argmax(-1) == reference).sum())
+                      for ids, reference in zip(seqs, references, strict=True))
+    print(f"\n{arch} ({'tied' if tied else 'untied'}) after 20 steps, GGUF in llama.cpp: f32 max |logit diff| "
+          f"{worst:.2e} (logits up to {largest:.1f}), top-1 agreement f32 {agree}/{positions}, "
+          f"f16 {agree16}/{positions}")
+    assert positions >= 400 and worst <= TOL and agree == positions and agree16 >= 0.99 * positions
+
+    res = runner.invoke(app, ["export", str(out / "model_final.pt"), "--format", "hf", "-o", str(tmp_path / "hf")],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    folder = next((tmp_path / "hf").iterdir())
+    back = transformers.AutoModelForCausalLM.from_pretrained(folder, dtype=torch.float32).eval()
+    hf_tok = transformers.AutoTokenizer.from_pretrained(folder)
+    worst_hf = 0.0
+    for text, ids in zip(texts, seqs, strict=True):
+        assert hf_tok.encode(text, add_special_tokens=False) == tok.encode(text)
+        with torch.no_grad():
+            theirs = back(torch.tensor([ids])).logits[0]
+            ours = model(torch.tensor([ids]))[0]
+        worst_hf = max(worst_hf, (theirs - ours).abs().max().item())
+    print(f"{arch}: Hugging Face export in transformers: max |logit diff| {worst_hf:.2e}")
+    assert worst_hf <= TOL

@@ -189,7 +189,9 @@ def test_export_refuses_a_pre_tokenizer_llama_cpp_would_not_match(tokenizers, tm
     changed.tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=True, use_regex=True)
     changed.save(tmp_path)
     ckpt = random_checkpoint(tmp_path / "model", tmp_path, n_layers=1)
-    with pytest.raises(CodetteError, match=r"none of Codette's \(gpt2 \| gpt2-digits\).*add_prefix_space.*"
-                                           r"only Codette tokenizers can be written to GGUF"):
+    with pytest.raises(CodetteError, match=r"tokenizer.json: pre-tokenizer \{\"type\": \"ByteLevel\", "
+                                           r"\"add_prefix_space\": true, .* has no llama.cpp equivalent; GGUF export "
+                                           r"recognises GPT-2's byte-level regex \(gpt-2\), digits then GPT-2's regex "
+                                           r"\(starcoder\), "):
         export_gguf(ckpt, tmp_path / "gguf", "f32", modelfile=False)
     assert not (tmp_path / "gguf").exists() or not any((tmp_path / "gguf").iterdir())

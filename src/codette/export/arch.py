@@ -13,7 +13,12 @@
   required by older builds, such as those bundled with some Ollama releases: zeros are written for
   them too, so one file loads in both.
 
-With tied embeddings ``output.weight`` is omitted: both graphs fall back to ``token_embd.weight``.
+- ``llama`` blocks with q/k/v biases (an imported Qwen2, ``qkv_bias``) are GGUF ``qwen2``: the same
+  blocks plus ``attn_q/k/v.bias``. llama.cpp's ``qwen2`` graph rotates *halves* (ggml "NEOX" rope, as
+  Hugging Face and Codette do), so Q, K and their biases are written as they are, not permuted
+  (llama.cpp's own ``convert_hf_to_gguf.py`` likewise permutes Q/K for Llama but not for Qwen2).
+
+With tied embeddings ``output.weight`` is omitted: the graphs fall back to ``token_embd.weight``.
 """
 
 from __future__ import annotations
@@ -32,8 +37,11 @@ T = gguf.MODEL_TENSOR
 
 # Which GGUF architectures can express each block style (first = default).
 ARCHES: dict[str, tuple[str, ...]] = {"llama": ("llama",), "codette": ("starcoder2",)}
-_ARCH_ENUM = {"llama": gguf.MODEL_ARCH.LLAMA, "starcoder2": gguf.MODEL_ARCH.STARCODER2}
+QKV_BIAS_ARCHES = ("qwen2",)  # llama blocks with q/k/v biases (model_config.qkv_bias)
+_ARCH_ENUM = {"llama": gguf.MODEL_ARCH.LLAMA, "starcoder2": gguf.MODEL_ARCH.STARCODER2,
+              "qwen2": gguf.MODEL_ARCH.QWEN2}
 _DESCRIBE = {"llama": "RMSNorm + SwiGLU", "codette": "LayerNorm + GELU(tanh)"}
+_RMS_NORM_ARCHES = ("llama", "qwen2")
 
 # Matmul and embedding weights (quantizable) vs norms and biases (always F32).
 WEIGHT, NORM, BIAS = "weight", "norm", "bias"
@@ -52,18 +60,16 @@ class TensorPlan:
 
 def resolve_arch(cfg: ModelConfig, arch: str | None) -> str:
     """The GGUF architecture for ``cfg``; a requested one that cannot express the blocks is an error."""
-    allowed = ARCHES[cfg.block_style]
-    if cfg.qkv_bias:  # an imported Qwen2 model: its q/k/v biases are not written yet (not silently dropped)
-        raise CodetteError("GGUF export of a model with q/k/v biases (an imported Qwen2) is not supported yet; "
-                           "export it with --format hf")
+    allowed = QKV_BIAS_ARCHES if cfg.qkv_bias else ARCHES[cfg.block_style]
     if arch is None or arch == "auto":
         return allowed[0]
     if arch not in _ARCH_ENUM:
         raise CodetteError(f"unknown GGUF architecture {arch!r}; supported: {', '.join(_ARCH_ENUM)}")
     if arch not in allowed:
+        what = " with q/k/v biases (model_config.qkv_bias)" if cfg.qkv_bias else ""
         raise CodetteError(
-            f"model_config.block_style={cfg.block_style!r} ({_DESCRIBE[cfg.block_style]}) cannot be expressed by "
-            f"GGUF architecture {arch!r}; use {' or '.join(allowed)}")
+            f"model_config.block_style={cfg.block_style!r} ({_DESCRIBE[cfg.block_style]}){what} cannot be expressed "
+            f"by GGUF architecture {arch!r}; use {' or '.join(allowed)}")
     return arch
 
 
@@ -73,10 +79,9 @@ def _name(kind: gguf.MODEL_TENSOR, suffix: str, bid: int | None = None) -> str:
 
 
 def rope_halves_to_pairs(w: torch.Tensor, n_heads: int) -> torch.Tensor:
-    """Reorder Q/K rows from rotate-half layout to llama.cpp's interleaved pairs (per head)."""
-    rows, cols = w.shape
-    half = rows // n_heads // 2
-    return w.reshape(n_heads, 2, half, cols).transpose(1, 2).reshape(rows, cols)
+    """Reorder Q/K rows (of a matrix or a bias) from rotate-half layout to llama.cpp's interleaved pairs, per head."""
+    half = w.shape[0] // n_heads // 2
+    return w.reshape(n_heads, 2, half, -1).transpose(1, 2).reshape(w.shape)
 
 
 def plan_tensors(src: ExportSource, arch: str) -> list[TensorPlan]:
@@ -84,20 +89,26 @@ def plan_tensors(src: ExportSource, arch: str) -> list[TensorPlan]:
     cfg = src.cfg
     d, ff, vocab = cfg.d_model, cfg.ffn_dim, cfg.vocab_size
     q_rows, kv_rows = cfg.n_heads * cfg.head_dim, cfg.kv_heads * cfg.head_dim
-    llama = arch == "llama"
+    starcoder2, pairs = arch == "starcoder2", arch == "llama"  # only llama's graph rotates adjacent pairs
     plans: list[TensorPlan] = []
 
     def add(kind: gguf.MODEL_TENSOR, bid: int | None, shape: tuple[int, ...], what: str, key: str,
-            rope_heads: int | None = None) -> None:
-        if rope_heads is not None and llama:
+            rope_heads: int | None = None, suffix: str = "weight") -> None:
+        if rope_heads is not None and pairs:
             load: Callable[[], torch.Tensor] = lambda: rope_halves_to_pairs(src.tensor(key), rope_heads)  # noqa: E731
         else:
             load = lambda: src.tensor(key)  # noqa: E731
-        plans.append(TensorPlan(_name(kind, "weight", bid), shape, what, load, key))
+        plans.append(TensorPlan(_name(kind, suffix, bid), shape, what, load, key))
 
     def zero_bias(kind: gguf.MODEL_TENSOR, bid: int | None, n: int) -> None:
-        if not llama:  # starcoder2 requires these; Codette has none, so they are zeros
+        if starcoder2:  # starcoder2 requires these; Codette has none, so they are zeros
             plans.append(TensorPlan(_name(kind, "bias", bid), (n,), BIAS, lambda: torch.zeros(n)))
+
+    def qkv_bias(kind: gguf.MODEL_TENSOR, bid: int, n: int, key: str, rope_heads: int | None) -> None:
+        if cfg.qkv_bias:  # qwen2: the model's own biases (not rotated by it: no permutation, see above)
+            add(kind, bid, (n,), BIAS, key, rope_heads=rope_heads, suffix="bias")
+        else:
+            zero_bias(kind, bid, n)
 
     add(T.TOKEN_EMBD, None, (vocab, d), WEIGHT, "embed.weight")
     for i in range(cfg.n_layers):
@@ -107,14 +118,14 @@ def plan_tensors(src: ExportSource, arch: str) -> list[TensorPlan]:
         add(T.ATTN_Q, i, (q_rows, d), WEIGHT, p + "attn.q_proj.weight", rope_heads=cfg.n_heads)
         add(T.ATTN_K, i, (kv_rows, d), WEIGHT, p + "attn.k_proj.weight", rope_heads=cfg.kv_heads)
         add(T.ATTN_V, i, (kv_rows, d), WEIGHT, p + "attn.v_proj.weight")
-        zero_bias(T.ATTN_Q, i, q_rows)
-        zero_bias(T.ATTN_K, i, kv_rows)
-        zero_bias(T.ATTN_V, i, kv_rows)
+        qkv_bias(T.ATTN_Q, i, q_rows, p + "attn.q_proj.bias", cfg.n_heads)
+        qkv_bias(T.ATTN_K, i, kv_rows, p + "attn.k_proj.bias", cfg.kv_heads)
+        qkv_bias(T.ATTN_V, i, kv_rows, p + "attn.v_proj.bias", None)
         add(T.ATTN_OUT, i, (d, q_rows), WEIGHT, p + "attn.o_proj.weight")
         zero_bias(T.ATTN_OUT, i, d)
         add(T.FFN_NORM, i, (d,), NORM, p + "mlp_norm.weight")
         zero_bias(T.FFN_NORM, i, d)
-        if llama:
+        if not starcoder2:
             add(T.FFN_GATE, i, (ff, d), WEIGHT, p + "mlp.gate_proj.weight")
         add(T.FFN_UP, i, (ff, d), WEIGHT, p + "mlp.up_proj.weight")
         zero_bias(T.FFN_UP, i, ff)
@@ -151,7 +162,7 @@ def add_arch_metadata(writer: gguf.GGUFWriter, arch: str, cfg: ModelConfig) -> N
     writer.add_value_length(cfg.head_dim)
     writer.add_rope_freq_base(float(cfg.rope_theta))
     writer.add_rope_dimension_count(cfg.head_dim)
-    if arch == "llama":
+    if arch in _RMS_NORM_ARCHES:
         writer.add_layer_norm_rms_eps(float(cfg.norm_eps))
     else:
         writer.add_layer_norm_eps(float(cfg.norm_eps))

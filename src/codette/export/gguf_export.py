@@ -29,10 +29,11 @@ import torch
 from codette.errors import CodetteError
 from codette.export.arch import WEIGHT, TensorPlan, add_arch_metadata, plan_tensors, resolve_arch
 from codette.export.files import atomic_path, refuse_existing, scratch_path
-from codette.export.gguf_vocab import add_tokenizer_metadata
+from codette.export.gguf_vocab import GGUFVocab, add_tokenizer_metadata, gguf_vocab
 from codette.export.kquant import KQUANTS, check_rows, check_types, import_llama_cpp, misfit_rows, quantize
 from codette.export.modelfile import modelfile_target, write_modelfile
 from codette.export.source import ExportSource, open_checkpoint
+from codette.tokenizer.bpe import TOKENIZER_FILE
 
 log = logging.getLogger(__name__)
 
@@ -151,14 +152,14 @@ def _general_metadata(writer: gguf.GGUFWriter, src: ExportSource, arch: str, qua
     writer.add_quantization_version(gguf.GGML_QUANT_VERSION)
 
 
-def _write_gguf(src: ExportSource, plans: list[TensorPlan], arch: str, quant: str, label: str,
+def _write_gguf(src: ExportSource, vocab: GGUFVocab, plans: list[TensorPlan], arch: str, quant: str, label: str,
                 tmp: Path) -> tuple[list[str], float]:
     """Write the GGUF of ``quant`` (a gguf-py type) to ``tmp``; returns (F16 fallbacks, seconds before the fsync)."""
     target_type = QUANT_TYPES[quant][0]
     writer = gguf.GGUFWriter(path=None, arch=arch)
     _general_metadata(writer, src, arch, quant, label)
     add_arch_metadata(writer, arch, src.cfg)
-    add_tokenizer_metadata(writer, src.tokenizer, src.cfg.vocab_size)
+    add_tokenizer_metadata(writer, vocab)
 
     types: list[gguf.GGMLQuantizationType] = []
     fallbacks: list[str] = []
@@ -194,6 +195,15 @@ def _write_gguf(src: ExportSource, plans: list[TensorPlan], arch: str, quant: st
     return fallbacks, write_seconds
 
 
+def tokenizer_vocab(src: ExportSource) -> GGUFVocab:
+    """The GGUF vocabulary of the tokenizer beside the checkpoint; one that llama.cpp cannot reproduce is an
+    error naming the tokenizer file, raised before anything is written."""
+    try:
+        return gguf_vocab(src.tokenizer, src.cfg.vocab_size)
+    except CodetteError as exc:
+        raise CodetteError(f"{src.path.parent / TOKENIZER_FILE}: {exc}") from None
+
+
 def export_gguf(
     checkpoint: Path | str,
     out_dir: Path | str | None = None,
@@ -211,6 +221,7 @@ def export_gguf(
     quant = check_quant(quant)
     src = open_checkpoint(checkpoint)
     arch = resolve_arch(src.cfg, arch)
+    vocab = tokenizer_vocab(src)
     out = Path(out_dir) if out_dir is not None else src.path.parent
     path = out / gguf_file_name(src.preset, quant)
     mf_path, mf_kept = modelfile_target(out, path.name, quant) if modelfile else (None, None)
@@ -225,12 +236,12 @@ def export_gguf(
         check_rows(quant, rows, fitting_quants(rows))
         import_llama_cpp()  # a missing llama-cpp-python is reported before anything is written
         with atomic_path(path) as tmp, scratch_path(path) as f16:
-            fallbacks, write_seconds = _write_gguf(src, plans, arch, "f16", quant, f16)
+            fallbacks, write_seconds = _write_gguf(src, vocab, plans, arch, "f16", quant, f16)
             quantize(f16, tmp, quant)
             check_types(tmp, quant, [p.name for p in matrices])
     else:
         with atomic_path(path) as tmp:
-            fallbacks, write_seconds = _write_gguf(src, plans, arch, quant, quant, tmp)
+            fallbacks, write_seconds = _write_gguf(src, vocab, plans, arch, quant, quant, tmp)
     seconds = time.perf_counter() - t0
     n_bytes = path.stat().st_size
     log.info("wrote %s (%s, %s, %d tensors, %.1f MB in %.2f s, %.2f s before fsync)", path, arch, quant, len(plans),

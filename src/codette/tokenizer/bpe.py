@@ -57,7 +57,7 @@ _PRE_TOKENIZERS: dict[str, Callable[[], pre_tokenizers.PreTokenizer]] = {
 PRE_TOKENIZERS = tuple(_PRE_TOKENIZERS)
 
 
-def _pre_tokenizer_spec(name: str) -> dict:
+def pre_tokenizer_spec(name: str) -> dict:
     """The ``pre_tokenizer`` object that pre-tokenizer ``name`` has in a tokenizer.json."""
     tok = Tokenizer(models.BPE())
     tok.pre_tokenizer = _PRE_TOKENIZERS[name]()
@@ -140,7 +140,7 @@ class CodetteTokenizer:
         """The name (in :data:`PRE_TOKENIZERS`) of this tokenizer's pre-tokenizer, read from its spec."""
         spec = json.loads(self.tok.to_str()).get("pre_tokenizer")
         for name in PRE_TOKENIZERS:
-            if spec == _pre_tokenizer_spec(name):
+            if spec == pre_tokenizer_spec(name):
                 return name
         raise CodetteError(f"the tokenizer's pre-tokenizer is none of Codette's ({' | '.join(PRE_TOKENIZERS)}): "
                            f"{json.dumps(spec)[:120]}")
