@@ -145,7 +145,8 @@ class ServedModel:
         return limit
 
     @contextlib.asynccontextmanager
-    async def generate(self, make: Make, timing: Timing | None = None) -> AsyncIterator[AsyncIterator[Any]]:
+    async def generate(self, make: Make, timing: Timing | None = None,
+                       _timed: bool = True) -> AsyncIterator[AsyncIterator[Any]]:
         """Wait for the model (or :class:`~codette.serve.worker.Busy` at once when the queue is full), then
         the pieces of ``make(stop)`` as they come, timed. Leaving the block (a stop sequence, a disconnect)
         stops the generation and frees the model before the next request starts."""
@@ -155,20 +156,36 @@ class ServedModel:
             async with self.worker.slot(deadline):
                 timing.model_at = time.perf_counter()
                 async with contextlib.aclosing(self.worker.iterate(make, deadline)) as pieces:
-                    yield _Timed(pieces, timing)
+                    yield _Timed(pieces, timing) if _timed else pieces
         finally:
             timing.end_at = time.perf_counter()
             if self.metrics is not None:
                 self.metrics.observe(timing)
 
     async def collect(self, make: Make, stops: list[str] | None, timing: Timing | None = None) -> Collected:
-        """The whole reply (not streamed), cut at the first stop sequence."""
-        reply = Collected(stops)
-        async with self.generate(make, timing) as pieces:
-            async for piece in pieces:  # a break closes the generation inside the slot
-                reply.add(piece)
-                if reply.stopped:
-                    break
+        """The whole reply (not streamed), cut at the first stop sequence.
+
+        The pieces are gathered in the generation thread and handed over once: a wake-up of the event
+        loop for every token would take a core from the model's own threads on a small machine."""
+        timing = timing or Timing()
+
+        def whole(stop: threading.Event) -> Iterator[Collected]:
+            reply = Collected(stops)
+            pieces = make(stop)
+            try:
+                for piece in pieces:
+                    timing.piece(piece)
+                    reply.add(piece)
+                    if reply.stopped or stop.is_set():  # a stop sequence, a deadline, a client gone
+                        break
+            finally:
+                close = getattr(pieces, "close", None)
+                if callable(close):
+                    close()
+            yield reply
+
+        async with self.generate(whole, timing, _timed=False) as replies:
+            reply = await replies.__anext__()
         reply.end()
         return reply
 
