@@ -16,6 +16,7 @@ import pytest
 FIXES = {
     "llama_cpp": "run `make test` (it builds llama-cpp-python portably), or see docs/DEPLOYMENT.md",
     "transformers": "pip install -e '.[dev]'",
+    "peft": "pip install -e '.[dev]' (or '.[lora]')",
 }
 
 

@@ -81,6 +81,9 @@ class DataConfig:
                                f"{self.val_fraction + self.test_fraction:g}; they must leave a share for training")
 
 
+# The projections of Codette's blocks (codette.model.transformer) that LoRA adapters may wrap (train.lora_targets):
+# attention's q/k/v/o and the MLP's (gate_proj only in llama blocks, whose MLP is SwiGLU).
+LORA_TARGETS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 # How training windows are cut (train.packing; codette.data.loader.BatchSampler and BestFitSampler).
 PACKINGS = ("stream", "bestfit")
 # The pre-tokenizers of codette.tokenizer.bpe (named here too, so a config is checked without loading it):
@@ -150,9 +153,26 @@ class TrainConfig:
     tensorboard: bool = False  # also write TensorBoard events to <log_dir>/tensorboard/
     parallel: str = "auto"  # under torchrun: ddp | fsdp (FSDP2, sharded) | auto (fsdp from 500M parameters)
     init_from: str | None = None  # weights of this checkpoint or run folder; new optimizer and schedule at step 0
+    # LoRA (peft, docs/FINETUNE.md): rank-R adapters on init_from's frozen weights; 0 trains every weight.
+    lora_rank: int = 0
+    lora_alpha: float | None = None  # the adapters' scale is lora_alpha / lora_rank; None: 2 x lora_rank
+    lora_targets: list[str] | None = None  # projections that get adapters (LORA_TARGETS); None: all the model has
 
     def __post_init__(self) -> None:
         check_fields(self, "train")
+        if not self.lora_rank:
+            for name in ("lora_alpha", "lora_targets"):
+                if getattr(self, name) is not None:
+                    raise CodetteError(f"config key 'train.{name}' is set but 'train.lora_rank' is 0 (LoRA off); "
+                                       f"set a rank or remove it")
+        elif not self.init_from:
+            raise CodetteError("config key 'train.lora_rank': LoRA trains adapters on a base model's frozen weights; "
+                               "name it with 'train.init_from' (--init-from)")
+
+    @property
+    def lora_alpha_value(self) -> float:
+        """The effective ``lora_alpha`` (its default is twice the rank)."""
+        return float(self.lora_alpha) if self.lora_alpha is not None else 2.0 * self.lora_rank
 
 
 # Where the copy stage's run lives, inside the chat run's folder (its data, packed tokens, checkpoints, logs).
@@ -246,6 +266,10 @@ RULES: dict[str, dict[str, Rule]] = {
         "parallel": _one_of("auto", "ddp", "fsdp"),
         "init_from": _optional((lambda v: bool(v.strip()) and not v.strip().endswith(".gguf"),
                                 "a checkpoint (.pt, .dcp) or a run folder"), "the seeded initial weights"),
+        "lora_rank": _int_at_least(0),
+        "lora_alpha": _optional(_real(0.0, low_open=True), "2 x train.lora_rank"),
+        "lora_targets": _optional((lambda v: bool(v) and len(set(v)) == len(v) and set(v) <= set(LORA_TARGETS),
+                                   f"distinct names from {', '.join(LORA_TARGETS)}"), "every one the model has"),
     },
     "copy_stage": {"steps": _int_at_least(0), "documents": _POSITIVE, "repeat_share": _real(0.0, 1.0, high_open=False),
                    "lr": _optional(_real(0.0, low_open=True), "train.lr")},
@@ -421,7 +445,8 @@ def copy_stage_config(cfg: RunConfig) -> RunConfig:
     train = dataclasses.replace(cfg.train, max_steps=stage.steps, lr=stage.lr or cfg.train.lr,
                                 warmup_steps=min(cfg.train.warmup_steps, stage.steps),
                                 eval_every=min(cfg.train.eval_every, stage.steps), save_every=stage.steps,
-                                best_metric="val_loss", probes=0, init_from=None)
+                                best_metric="val_loss", probes=0, init_from=None, lora_rank=0, lora_alpha=None,
+                                lora_targets=None)
     return dataclasses.replace(cfg, out_dir=str(out), log_dir=str(out / "training_logs"), data=data, train=train,
                                copy_stage=CopyStageConfig())
 

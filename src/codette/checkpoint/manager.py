@@ -6,7 +6,9 @@ run holds only its shards of the weights and AdamW moments, so it writes them as
 checkpoint", "the best", "the final one" and "the newest valid one"; the layout is decided here, once.
 
 Also here: which checkpoint ``--resume`` means, and the weights ``--init-from`` starts a new run from (a
-Codette checkpoint or run folder, or a local Hugging Face model folder: :mod:`codette.checkpoint.hf`).
+Codette checkpoint or run folder, or a local Hugging Face model folder: :mod:`codette.checkpoint.hf`;
+:func:`~codette.checkpoint.init_weights`). A LoRA run's checkpoints hold its adapters and their optimizer
+state only, and name its base (:mod:`codette.checkpoint.lora`).
 """
 
 from __future__ import annotations
@@ -19,51 +21,55 @@ from typing import Any
 import torch
 
 from codette.checkpoint import (
-    RUN_CHECKPOINTS,
+    ARCHITECTURE,
+    LORA,
+    init_weights,
     latest_valid_checkpoint,
     load_checkpoint,
     model_config_of,
-    model_file,
     prune_step_checkpoints,
-    run_folder_model,
     save_checkpoint,
 )
 from codette.checkpoint import sharded as dcp_files
-from codette.checkpoint.hf import grow_vocab, hf_tokenizer_size, is_hf_folder, load_hf_weights, read_hf_config
+from codette.checkpoint.lora import check_base
 from codette.errors import CodetteError
 from codette.model import ModelConfig
 
 log = logging.getLogger(__name__)
 
-# What must agree for weights to mean the same in another run: config key -> the ModelConfig attribute
-# compared (the effective value: ``n_kv_heads`` None is ``n_heads``, ``d_ff`` None the style's width). The
-# context (``max_seq_len``: RoPE has no learned positions), dropout and the init scale may differ.
-ARCHITECTURE = {"vocab_size": "vocab_size", "d_model": "d_model", "n_layers": "n_layers", "n_heads": "n_heads",
-                "n_kv_heads": "kv_heads", "d_ff": "ffn_dim", "block_style": "block_style", "rope_theta": "rope_theta",
-                "norm_eps": "norm_eps", "tie_embeddings": "tie_embeddings", "qkv_bias": "qkv_bias"}
+__all__ = ["ARCHITECTURE", "CheckpointManager", "init_weights", "resume_checkpoint"]  # init_weights: the trainer's
 
 
 class CheckpointManager:
     """Writes and reads one run's checkpoints in ``folder``: single files, or ``.dcp`` folders when ``sharded``.
 
     ``main`` is the process that writes single files (every process takes part in a sharded write); ``keep``
-    is how many periodic checkpoints :meth:`prune` leaves.
+    is how many periodic checkpoints :meth:`prune` leaves. ``lora`` is a LoRA run's adapters
+    (:class:`codette.train.lora.LoraAdapters`: ``meta``, ``state(model)``, ``load(model, state)``): then
+    ``model`` is the adapters alone, saved beside the checkpoint, and ``lora`` names the base.
     """
 
     def __init__(self, folder: Path, model: torch.nn.Module, optimizer: torch.optim.Optimizer, *,
-                 sharded: bool = False, main: bool = True, keep: int = 0) -> None:
+                 sharded: bool = False, main: bool = True, keep: int = 0, lora: Any | None = None) -> None:
         self.folder, self.model, self.optimizer = Path(folder), model, optimizer
-        self.sharded, self.main, self.keep = sharded, main, keep
+        self.sharded, self.main, self.keep, self.lora = sharded, main, keep, lora
 
     def weights(self) -> dict[str, Any]:
-        """``model`` and ``optimizer`` state as this layout saves them: whole, or this process's shards."""
+        """``model`` and ``optimizer`` state as this layout saves them: whole, or this process's shards
+        (a LoRA run: the adapters, their optimizer state, and the ``lora`` entry naming the base)."""
+        if self.lora is not None:
+            return {"model": self.lora.state(self.model), "optimizer": self.optimizer.state_dict(),
+                    LORA: dict(self.lora.meta)}
         if self.sharded:
             return dcp_files.sharded_weights(self.model, self.optimizer)
         return {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict()}
 
     def load_weights(self, state: dict[str, Any]) -> None:
         """The inverse of :meth:`weights`, from a state :meth:`load` returned."""
-        if self.sharded:
+        if self.lora is not None:  # the base weights from where the run found them, then the adapters
+            self.lora.load(self.model, state)
+            self.optimizer.load_state_dict(state["optimizer"])
+        elif self.sharded:
             dcp_files.set_sharded_weights(self.model, self.optimizer, state)
         else:
             self.model.load_state_dict(state["model"])
@@ -118,11 +124,29 @@ class CheckpointManager:
         if dcp_files.is_sharded(path):
             raise CodetteError(f"cannot resume from {path}: it is a sharded (FSDP) checkpoint; resume it under "
                                f"torchrun with train.parallel=fsdp")
-        state = load_checkpoint(path, map_location=next(self.model.parameters()).device)
+        state = load_checkpoint(path, map_location=next(self.model.parameters()).device, merge_lora=False)
         _check_same_model(model_config_of(state, path), model_cfg, path)
         if "optimizer" not in state:
             raise CodetteError(f"{path} holds weights only (no optimizer state); it cannot be resumed")
+        self._check_same_lora(state.get(LORA), path)
+        if self.lora is not None:
+            check_base(state[LORA], path)  # before anything is loaded: a changed base is one line naming it
         return state
+
+    def _check_same_lora(self, saved: dict | None, path: Path) -> None:
+        """A LoRA checkpoint resumes only a LoRA run with the same rank, alpha and targets, and a full one only
+        a full one."""
+        ours = self.lora.meta if self.lora is not None else None
+        if saved is None and ours is not None:
+            raise CodetteError(f"cannot resume from {path}: it is a full fine-tuning checkpoint, this run trains LoRA "
+                               f"adapters (train.lora_rank={ours['rank']}); start a LoRA run from it with --init-from")
+        if saved is not None and ours is None:
+            raise CodetteError(f"cannot resume from {path}: it is a LoRA checkpoint (rank {saved.get('rank')}); "
+                               f"resume it with the same train.lora_rank, lora_alpha and lora_targets")
+        for key in ("rank", "alpha", "targets") if saved is not None else ():
+            if saved.get(key) != ours[key]:
+                raise CodetteError(f"cannot resume from {path}: train.lora_{key}={saved.get(key)!r} there but "
+                                   f"{ours[key]!r} in this run")
 
 
 def _check_same_model(saved: ModelConfig, ours: ModelConfig, path: Path) -> None:
@@ -145,63 +169,3 @@ def resume_checkpoint(resume: str | None, folder: Path) -> Path | None:
             log.info("--resume auto: no valid checkpoint in %s, starting fresh", folder)
         return found
     return Path(resume)
-
-
-def init_weights(source: str | Path, model_cfg: ModelConfig, tokenizer_sha256: str | None) -> tuple[Path, dict]:
-    """The weights ``--init-from`` names (a checkpoint file, a sharded ``.dcp`` folder, a run folder or a
-    local Hugging Face model folder) and the file they came from; a one-line error when their architecture
-    or vocabulary is not this run's.
-
-    Only the weights are read: the new run gets its own optimizer, schedule, step and data position.
-    """
-    path = Path(source)
-    if not path.exists():
-        raise CodetteError(f"--init-from {path}: no such checkpoint file or run folder")
-    if path.is_dir() and not dcp_files.is_sharded(path) and run_folder_model(path, gguf=False) is None:
-        if not is_hf_folder(path):
-            raise CodetteError(f"--init-from {path} holds no model: no {', '.join(RUN_CHECKPOINTS)} or "
-                               f"model_step_N.pt, and no config.json of a Hugging Face model")
-        return path, _hf_weights(path, model_cfg)
-    if dcp_files.is_sharded(path):
-        state, weights = dcp_files.read_weights(path)
-    else:
-        path = model_file(path, gguf=False)
-        if path.suffix != ".pt":
-            raise CodetteError(f"--init-from {path}: not a checkpoint (.pt), sharded checkpoint (.dcp) or run folder")
-        state = load_checkpoint(path, mmap=True)
-        weights = state["model"]
-    saved = model_config_of(state, path)
-    for key, attr in ARCHITECTURE.items():
-        there, here = getattr(saved, attr), getattr(model_cfg, attr)
-        if there != here:
-            hint = " (embedding rows: another tokenizer; use the tokenizer.json of its run)" \
-                if key == "vocab_size" else ""
-            raise CodetteError(f"--init-from {path}: {key} {there} != {here} in this config{hint}")
-    theirs = state.get("tokenizer_sha256") or ""
-    if theirs and tokenizer_sha256 and theirs != tokenizer_sha256:
-        raise CodetteError(f"--init-from {path}: it was trained with another tokenizer (tokenizer.json sha256 "
-                           f"{theirs[:12]} != {tokenizer_sha256[:12]} here); use the tokenizer.json of its run")
-    return path, weights
-
-
-def _hf_weights(folder: Path, model_cfg: ModelConfig) -> dict:
-    """The weights of Hugging Face folder ``folder`` for a run of ``model_cfg``: its shape must be the
-    folder's (:func:`~codette.checkpoint.hf.read_hf_config`), except a larger embedding: the base model's
-    tokenizer plus the special tokens Codette adds (:mod:`codette.tokenizer.hf`). Those tokens take the ids
-    from the base tokenizer's size on, so every row from there (new rows, and padding rows the table already
-    had, as Qwen2's) is set to the mean of the base tokenizer's rows (:func:`~codette.checkpoint.hf.grow_vocab`)."""
-    theirs = read_hf_config(folder)
-    for key, attr in ARCHITECTURE.items():
-        there, here = getattr(theirs, attr), getattr(model_cfg, attr)
-        if there != here and not (key == "vocab_size" and here > there):
-            hint = " (embedding rows: the run's tokenizer has fewer tokens than the base model's)" \
-                if key == "vocab_size" else " (the run's model shape must be the base model's: read_hf_config)"
-            raise CodetteError(f"--init-from {folder}: {key} {there} != {here} in this config{hint}")
-    weights = load_hf_weights(folder, theirs)
-    base = hf_tokenizer_size(folder) or theirs.vocab_size  # rows past the base tokenizer: padding, never trained
-    if model_cfg.vocab_size > theirs.vocab_size or base < theirs.vocab_size:
-        weights, _ = grow_vocab(weights, theirs, model_cfg.vocab_size, new_rows=range(base, theirs.vocab_size),
-                                mean_of=base)
-        log.info("--init-from %s: embedding rows %d.. of %d set to the mean of the base tokenizer's %d rows", folder,
-                 min(base, theirs.vocab_size), model_cfg.vocab_size, base)
-    return weights

@@ -268,8 +268,15 @@ def _announce(trainer: Trainer, metrics: MetricsLog | _NoMetrics, resume_path: P
              f"{plan['distinct_tokens']:,}", plan["processed_to_distinct"], plan["epochs"], plan["windows_per_epoch"],
              100 * plan["padding_fraction"])
     windows = "best-fit" if cfg.packing == "bestfit" else "random offsets" if trainer.plain_text else "document-aligned"
-    metrics.write("start", step=trainer.step, params=n_params, device=str(trainer.device), precision=trainer.precision,
-                  seq_len=trainer.seq_len, train_tokens=len(trainer.train_split), val_tokens=len(trainer.val_split),
+    trainable = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad)
+    lora = {}
+    if trainer.lora is not None:
+        lora = {"lora": trainer.lora.meta}
+        log.info("LoRA rank %d on %s: %s trainable parameters, base %s", cfg.lora_rank, ",".join(trainer.lora.targets),
+                 f"{trainable:,}", trainer.lora.base)
+    metrics.write("start", step=trainer.step, params=n_params, trainable=trainable, **lora, device=str(trainer.device),
+                  precision=trainer.precision, seq_len=trainer.seq_len, train_tokens=len(trainer.train_split),
+                  val_tokens=len(trainer.val_split),
                   resumed_from=str(resume_path or ""), init_from=str(trainer.init_source or ""),
                   windows=windows, packing=cfg.packing, world_size=world.size, parallel=trainer.strategy, **plan)
 

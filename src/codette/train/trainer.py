@@ -92,9 +92,9 @@ class Trainer:
     ``init_from`` (a checkpoint, a run folder or a local Hugging Face model folder:
     :func:`~codette.checkpoint.manager.init_weights`) replaces the seeded initial weights and nothing else: the
     optimizer, schedule, step and data position start new. With ``train.lora_rank`` those weights are frozen
-    and peft's LoRA adapters train on them (:mod:`codette.train.lora`): the optimizer holds the adapters only. ``monitor`` (a
-    :class:`codette.evaluate.training.TrainingMonitor`) adds behavioral figures to each evaluation where
-    the run can probe (rank 0 of an unsharded run).
+    and peft's LoRA adapters train on them (:mod:`codette.train.lora`): the optimizer holds the adapters only.
+    ``monitor`` (a :class:`codette.evaluate.training.TrainingMonitor`) adds behavioral figures to each
+    evaluation where the run can probe (rank 0 of an unsharded run).
     """
 
     def __init__(self, cfg: TrainConfig, model_cfg: ModelConfig, data_dir: Path, out_dir: Path, *,
@@ -110,10 +110,15 @@ class Trainer:
             raise CodetteError(f"train.seq_len={self.seq_len} exceeds the model's context "
                                f"max_seq_len={model_cfg.max_seq_len}")
         self.strategy = choose_strategy(cfg.parallel, count_parameters(model_cfg), world)
-        if cfg.lora_rank and self.strategy == "fsdp":  # a few adapters: DDP's copies of them cost nothing
-            if cfg.parallel == "fsdp":
-                raise CodetteError("train.parallel=fsdp: a LoRA run (train.lora_rank) is not sharded; use ddp or auto")
-            self.strategy = "ddp"
+        if cfg.lora_rank:
+            from codette.train.lora import require_peft
+
+            require_peft(cfg)  # before any weights are read
+            if self.strategy == "fsdp":  # a few adapters: DDP's copies of them cost nothing
+                if cfg.parallel == "fsdp":
+                    raise CodetteError("train.parallel=fsdp: a LoRA run (train.lora_rank) is not sharded; use ddp "
+                                       "or auto")
+                self.strategy = "ddp"
         sharded = self.strategy == "fsdp"
         # FSDP2's mixed-precision policy computes in bf16 on CUDA by itself; elsewhere autocast does it.
         self.autocast = contextlib.nullcontext() if sharded and uses_fsdp_autocast(self.device, self.precision) \
