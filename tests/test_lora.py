@@ -3,7 +3,8 @@
 Offline: the base is a tiny random ``LlamaForCausalLM`` saved with ``transformers`` (and a small tokenizer
 trained here), or a tiny random Codette checkpoint. The merged model must equal peft's unmerged one, only
 the adapters may learn, a resumed LoRA run must be bit-identical, every loader (eval, chat, export) must read
-a LoRA checkpoint as its merged model, and bad input must be one line.
+a LoRA checkpoint as its merged model (its F32 GGUF gives the merged model's logits in llama.cpp), and bad
+input must be one line.
 """
 
 from __future__ import annotations
@@ -427,3 +428,68 @@ def test_lora_targets_are_the_models_projection_names() -> None:
     names = {n.rsplit(".", 1)[-1] for n, m in CodetteModel(cfg).blocks.named_modules()
              if isinstance(m, torch.nn.Linear)}
     assert names == set(LORA_TARGETS)
+
+
+# ---- end to end: the CLI stages, a GGUF, llama.cpp ------------------------------------------------------------
+@pytest.mark.slow
+def test_a_lora_run_exported_to_gguf_runs_in_llama_cpp_as_its_merged_model(tmp_path: Path) -> None:
+    """`codette data`, `tokenizer` and `train` (LoRA on a random Llama folder with its own byte-level BPE tokenizer,
+    grown by Codette's special tokens), then `codette export --quant f32`: llama.cpp tokenizes held-out
+    conversations as Codette does and computes the merged model's logits (top-1 equal at every position), and
+    those are far from the base model's, so the adapters are in the file."""
+    import numpy as np
+    from typer.testing import CliRunner
+
+    from codette.cli.main import app
+    from codette.tokenizer import render
+    from tests.test_hf_import import cpp_logits, hf_model, hf_tokenizer_json, llama_runtime
+
+    base = tmp_path / "base"
+    hf_model(base, "llama", tied=False)  # logits of order 1: the bounds below mean something
+    hf_tokenizer_json(base)
+    out, cfg = tmp_path / "run", tmp_path / "c.json"
+    steps = 8
+    cfg.write_text(json.dumps({"data": {"samples": 60, "seed": 0}, "model": {"max_seq_len": 96},
+                               "train": {**TRAIN, "max_steps": steps, "eval_every": steps, "save_every": steps,
+                                         "batch_size": 4, "init_from": str(base)}}))
+    runner = CliRunner()
+    for verb in ("data", "tokenizer", "train"):
+        res = runner.invoke(app, [verb, "-c", str(cfg), "-o", str(out)], catch_exceptions=False)
+        assert res.exit_code == 0, res.output
+    final = out / "model_final.pt"
+    raw = load_checkpoint(final, merge_lora=False)
+    assert raw["step"] == steps and (raw["lora"]["rank"], raw["lora"]["alpha"]) == (RANK, ALPHA)
+    assert set(raw["model"]) and all(".lora_" in k for k in raw["model"])  # a LoRA run: adapters only
+    model, _ = load_model(final)  # the merged model
+    _, base_weights = init_weights(base, model.cfg, None)  # the base, its embedding grown the same way
+    before = _plain(model.cfg, base_weights)
+
+    res = runner.invoke(app, ["export", str(final), "--quant", "f32", "-o", str(tmp_path / "gguf")],
+                        catch_exceptions=False)
+    assert res.exit_code == 0, res.output
+    assert "GGUF (llama, f32)" in res.output
+    path = next((tmp_path / "gguf").glob("*.gguf"))
+
+    tok = CodetteTokenizer.load(out)
+    conversations = [json.loads(line) for line in (out / "data" / "val.jsonl").read_text().splitlines()[:8]]
+    texts = [render(c["messages"], c.get("tools")) for c in conversations]
+    worst, shift, agree, positions, largest = 0.0, 0.0, 0, 0, 0.0
+    with llama_runtime(path) as llm:
+        for text in texts:
+            ids = tok.encode(text)
+            assert llm.tokenize(text.encode(), add_bos=False, special=True) == ids
+            ids = ids[:model.cfg.max_seq_len]
+            theirs = cpp_logits(llm, ids)
+            with torch.no_grad():
+                ours = model(torch.tensor([ids]))[0].numpy()
+                start = before(torch.tensor([ids]))[0].numpy()
+            worst = max(worst, float(np.abs(theirs - ours).max()))
+            shift = max(shift, float(np.abs(theirs - start).max()))
+            agree += int((theirs.argmax(-1) == ours.argmax(-1)).sum())
+            largest = max(largest, float(np.abs(ours).max()))
+            positions += len(ids)
+    print(f"\nLoRA (rank {RANK}, {steps} steps) GGUF f32 in llama.cpp: max |logit diff| from the merged model "
+          f"{worst:.2e}, from the base model {shift:.2e} (logits up to {largest:.1f}); top-1 agreement "
+          f"{agree}/{positions}")
+    assert positions >= 400 and agree == positions and worst <= 1e-4
+    assert shift >= 1e-1 and shift >= 1000 * worst  # the adapters moved the logits far beyond llama.cpp's error
