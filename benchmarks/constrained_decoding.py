@@ -11,12 +11,16 @@ machine slows both alike:
 * ``forced call``: ``tool_choice`` "required" against the same prompt unheld;
 * ``schema``: a JSON-schema answer against free text.
 
-Prints completion tokens per second and the added milliseconds per token. The reply lengths differ
-(held replies end when the grammar does), hence tokens per second, not seconds per reply.
+Prints completion tokens per second, the added milliseconds per token, and the share of held steps the
+grammar masked (both backends let the model pick first and mask only a step whose pick the grammar
+refuses: a trained model's steps go unmasked, an untrained model's noise is masked at almost every step
+of a call). The reply lengths differ (held replies end when the grammar does), hence tokens per second,
+not seconds per reply.
 
     python benchmarks/constrained_decoding.py                      # about 20 s on a shared 2-core CPU
     python benchmarks/constrained_decoding.py --replies 8 --tokens 128 --vocab 16000
-    python benchmarks/constrained_decoding.py --checkpoint codette_model/model_best.pt
+    python benchmarks/constrained_decoding.py --checkpoint codette_model/model_best.pt --replies 12
+    python benchmarks/constrained_decoding.py --checkpoint codette_model/model_best.pt --temperature 0
 """
 
 from __future__ import annotations
@@ -62,11 +66,13 @@ def build_model(folder: Path, vocab: int) -> Path:
     return path
 
 
-def rate(backend, messages: list[dict], tools: list[dict] | None, sampling: SamplingConfig) -> tuple[int, float]:
-    """Completion tokens and seconds of one streamed reply."""
+def rate(backend, messages: list[dict], tools: list[dict] | None,
+         sampling: SamplingConfig) -> tuple[int, float, int]:
+    """Completion tokens, seconds and masked steps of one streamed reply."""
+    backend.masked_at = []
     start = time.perf_counter()
     *_, last = backend.stream(messages, tools, sampling)
-    return last.completion_tokens or 0, time.perf_counter() - start
+    return last.completion_tokens or 0, time.perf_counter() - start, len(backend.masked_at)
 
 
 def main() -> None:
@@ -76,6 +82,7 @@ def main() -> None:
     ap.add_argument("--replies", type=int, default=4, help="timed replies per case and mode (after one warm-up)")
     ap.add_argument("--tokens", type=int, default=64, help="reply limit")
     ap.add_argument("--threads", type=int, default=1, help="torch and llama.cpp threads")
+    ap.add_argument("--temperature", type=float, default=1.0, help="0: greedy, as the agent decodes")
     args = ap.parse_args()
 
     from codette.backends.gguf import GGUFBackend
@@ -95,21 +102,25 @@ def main() -> None:
                  "forced call": (shown, {"tool_choice": "required", "call_schemas": full}),
                  "schema": (None, {"response_format": SCHEMA})}
         print(f"vocabulary {len(backends[0].tokenizer)} tokens, {args.threads} thread(s), {args.replies} replies "
-              f"of up to {args.tokens} tokens per cell; temperature 1")
-        print(f"{'backend':8} {'case':26} {'unheld tok/s':>13} {'held tok/s':>11} {'added ms/token':>15}")
+              f"of up to {args.tokens} tokens per cell; temperature {args.temperature:g}")
+        print(f"{'backend':8} {'case':26} {'unheld tok/s':>13} {'held tok/s':>11} {'added ms/token':>15} "
+              f"{'slower':>7} {'masked':>7}")
         for backend in backends:
             for case, (tools, held) in cases.items():
-                totals = {False: [0, 0.0], True: [0, 0.0]}
+                totals = {False: [0, 0.0, 0], True: [0, 0.0, 0]}
                 for i in range(args.replies + 1):
                     for constrained in (False, True):
-                        sampling = SamplingConfig(max_new_tokens=args.tokens, temperature=1.0, seed=i,
+                        sampling = SamplingConfig(max_new_tokens=args.tokens, temperature=args.temperature, seed=i,
                                                   **(held if constrained else {}))
-                        n, seconds = rate(backend, ask, tools, sampling)
+                        n, seconds, masked = rate(backend, ask, tools, sampling)
                         if i:  # the first round warms caches up (grammar text, llguidance's token table)
                             totals[constrained][0] += n
                             totals[constrained][1] += seconds
+                            totals[constrained][2] += masked
                 free, bound = (totals[c][0] / totals[c][1] for c in (False, True))
-                print(f"{backend.name:8} {case:26} {free:13.0f} {bound:11.0f} {1e3 / bound - 1e3 / free:15.2f}")
+                masked = totals[True][2] / max(totals[True][0], 1)
+                print(f"{backend.name:8} {case:26} {free:13.0f} {bound:11.0f} {1e3 / bound - 1e3 / free:15.2f} "
+                      f"{1 - bound / free:7.0%} {masked:7.0%}")
         backends[1].close()
 
 

@@ -3,7 +3,9 @@
 an untrained model to it: a JSON schema, forced and named tool calls, and lazy calls after free text.
 
 An untrained model writes noise, so a reply that validates shows the grammar did the work; the same
-check without the constraint fails. ``ScriptedModel`` (shared with the agent and server tests) is a
+check without the constraint fails. The same model with its ``<tool_call>`` row made large opens calls
+every few tokens, for the lazy hold: free text decoded as unheld, then a held call. Both engines let the
+model pick first and mask only a refused step, so free text is the unheld text token for token. ``ScriptedModel`` (shared with the agent and server tests) is a
 "model" whose logits spell a chosen text, to show a constraint overriding what the model wants.
 """
 
@@ -25,7 +27,7 @@ from codette.backends.gbnf import check_schema, gbnf_grammar, text_avoiding
 from codette.model.config import ModelConfig
 from codette.tokenizer import CodetteTokenizer
 from codette.tokenizer.chat_template import IM_END
-from codette.tools.calls import TOOL_CALL_CLOSE, ToolCallParseError, split_tool_calls
+from codette.tools.calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN, ToolCallParseError, split_tool_calls
 from codette.tooltable import SPECS
 
 # Nested objects, arrays, enums, integers and required keys, every part bounded: a noise-writing model
@@ -85,6 +87,31 @@ def backends(untrained):
     pair["gguf"].close()
 
 
+@pytest.fixture(scope="module")
+def callers(untrained, tokenizer: CodetteTokenizer, tmp_path_factory: pytest.TempPathFactory):
+    """The untrained model with the ``<tool_call>`` row of its (tied) embedding made large, on both local
+    backends: its noise opens a call every few tokens (wherever the row points along the hidden state), so
+    a lazy hold has calls to hold, after free text of a few tokens."""
+    from codette.backends.gguf import GGUFBackend
+    from codette.backends.local import LocalBackend
+    from codette.checkpoint import load_checkpoint, save_checkpoint
+    from codette.export.gguf_export import export_gguf
+
+    folder = tmp_path_factory.mktemp("caller")
+    tokenizer.save(folder)
+    state = load_checkpoint(untrained[0])
+    row = tokenizer.token_id(TOOL_CALL_OPEN)
+    for key in ("embed.weight", "lm_head.weight"):
+        if key in state["model"]:
+            state["model"][key][row] *= 60
+    checkpoint = save_checkpoint(state, folder / "model_caller.pt")
+    gguf = export_gguf(checkpoint, folder / "gguf", "f32", modelfile=False).path
+    pair = {"local": LocalBackend.from_checkpoint(checkpoint),
+            "gguf": GGUFBackend(gguf, tokenizer_dir=folder, n_threads=1)}
+    yield pair
+    pair["gguf"].close()
+
+
 def sampling(seed: int, **kwargs: object) -> SamplingConfig:
     return SamplingConfig(max_new_tokens=100, temperature=1.0, seed=seed, **kwargs)
 
@@ -134,6 +161,11 @@ def test_the_constraint_follows_response_format_and_tool_choice():
     # the agent shows compact schemas and holds calls to the full ones
     full = constraint_for(SamplingConfig(tool_choice="auto", call_schemas=[TIMER]), [LIGHT])
     assert full.calls.functions == (Function("timer", TIMER["function"]["parameters"]),)
+    # an agent with no tool enabled: no call at all; with an answer asked for, the answer
+    assert constraint_for(SamplingConfig(tool_choice="auto", call_schemas=[]), None).calls.functions == ()
+    assert constraint_for(SamplingConfig(tool_choice="auto", call_schemas=[], response_format="json"), None).answer
+    with pytest.raises(ConstraintError, match="'required' needs tools"):
+        constraint_for(SamplingConfig(tool_choice="required", call_schemas=[]), TOOLS)
 
 
 def test_schemas_are_closed_and_refs_follow_the_copy():
@@ -220,6 +252,110 @@ def test_forced_named_and_lazy_calls(backends, name):
         assert valid(either, SCHEMA) or len(checked_calls(either, TOOLS)) == 1, either
 
 
+@pytest.mark.parametrize("name", ["local", "gguf"])
+def test_lazy_calls_of_a_model_that_keeps_opening_them(callers, name):
+    """50 seeds of a model whose noise opens ``<tool_call>`` every few tokens: held lazily (one call allowed),
+    every reply is its free text and then one call of an offered tool with valid arguments, and that free
+    text is the model's own, token for token what it writes unheld with the same seed. Unheld, the calls
+    it opens are noise."""
+    backend = callers[name]
+    held_calls = free_calls = 0
+    for seed in range(SEEDS):
+        free = backend.chat(ASK, TOOLS, sampling(seed))
+        chunks = list(backend.stream(ASK, TOOLS, sampling(seed, tool_choice="auto", parallel_tool_calls=False)))
+        held = "".join(c.text for c in chunks).strip()
+        assert chunks[-1].finish_reason == "stop", held  # one call, then the grammar ends the reply
+        assert len(checked_calls(held, TOOLS)) <= 1
+        held_calls += TOOL_CALL_OPEN in held
+        free_calls += len(calls_or_none(free))
+        assert held.split(TOOL_CALL_OPEN)[0] == free.split(TOOL_CALL_OPEN)[0], (held, free)
+        assert (TOOL_CALL_OPEN in held) == (TOOL_CALL_OPEN in free), (held, free)
+    assert held_calls >= SEEDS * 0.8 and free_calls == 0, (held_calls, free_calls)
+
+
+def reply_ids(backend, tools: list[dict] | None, settings: SamplingConfig) -> list[int]:
+    """The reply's token ids, as :meth:`chat` decodes them (each backend's own decoding loop)."""
+    ids = backend.prompt_ids(ASK, tools)
+    decode = backend._generate if backend.name == "local" else backend._tokens
+    return list(decode(ids, settings, tools))
+
+
+@pytest.mark.parametrize("name", ["local", "gguf"])
+def test_with_no_tool_to_call_the_reply_opens_none(callers, name):
+    """Held to an empty tool list (an agent with no tool enabled), a model that keeps opening calls writes
+    text that opens none, and an answer asked for beside it is the answer; with no tools at all (a
+    server's plain chat) the reply stays free."""
+    backend = callers[name]
+    for seed in range(SEEDS // 5):
+        held = backend.chat(ASK, None, sampling(seed, tool_choice="auto", call_schemas=[]))
+        assert TOOL_CALL_OPEN not in held, held
+        assert TOOL_CALL_OPEN in backend.chat(ASK, None, sampling(seed, tool_choice="auto"))
+        answer = backend.chat(ASK, None, sampling(seed, tool_choice="auto", call_schemas=[], response_format=SCHEMA))
+        assert valid(answer, SCHEMA), answer
+
+
+@pytest.mark.parametrize("name", ["local", "gguf"])
+def test_lazy_free_text_goes_unmasked(backends, name):
+    """Free text under a lazy hold is decoded as it is unheld: token for token the unheld reply of the same
+    seed up to the first step whose pick the grammar refuses, and only such steps are masked. An untrained
+    model's noise is refused now and then even in free text (both engines refuse bytes that break UTF-8;
+    llguidance special tokens other than the markers, llama.cpp the padding rows): the text before that is
+    the model's own."""
+    backend = backends[name]
+    before = 0
+    for seed in range(SEEDS):
+        free = reply_ids(backend, TOOLS, sampling(seed))
+        held = reply_ids(backend, TOOLS, sampling(seed, tool_choice="auto"))
+        first = backend.masked_at[0] if backend.masked_at else len(free)
+        assert held[:first] == free[:first], (seed, first, held, free)
+        before += first
+    assert before >= SEEDS, before
+    reply_ids(backend, TOOLS, sampling(0, tool_choice="required"))
+    assert backend.masked_at[0] == 0  # noise is refused where a call must open, and masked
+
+
+def test_greedy_a_refused_pick_becomes_the_best_token_allowed(backends, monkeypatch):
+    """Greedy, the GGUF backend checks the best tokens one by one before it masks the whole vocabulary; both
+    ways give the best token the grammar allows, so the replies are the same (and valid)."""
+    import codette.backends.gguf as gguf_module
+
+    backend = backends["gguf"]
+    asks = [ASK, [{"role": "user", "content": "Set a timer."}], [{"role": "user", "content": "Lights?"}]]
+    settings = [SamplingConfig(max_new_tokens=100, temperature=0, **held) for held in (
+        {"response_format": SCHEMA}, {"tool_choice": "required", "parallel_tool_calls": False},
+        {"tool_choice": {"type": "function", "function": {"name": "timer"}}})]
+    checks = []
+    allows = gguf_module.Hold.allows
+    monkeypatch.setattr(gguf_module.Hold, "allows", lambda hold, token: checks.append(token) or allows(hold, token))
+    scanned = [backend.chat(ask, TOOLS, s) for s in settings for ask in asks]
+    steps = len(checks)
+    monkeypatch.setattr(gguf_module, "CANDIDATES", 0)
+    checks.clear()
+    masked = [backend.chat(ask, TOOLS, s) for s in settings for ask in asks]
+    assert scanned == masked and steps > len(checks)  # the same replies; the scan checked more candidates
+    for text in scanned[:3]:
+        assert valid(text, SCHEMA), text
+    for text in scanned[3:]:
+        assert len(checked_calls(text, TOOLS)) == 1
+
+
+def test_a_held_gguf_reply_reuses_the_prompts_cache(backends, monkeypatch):
+    """The held loop evaluates only what the cache does not hold: the prompt once, then one token per step;
+    the same prompt again re-evaluates only its last token (for its logits), as ``Llama.generate`` does."""
+    backend = backends["gguf"]
+    evaluated: list[int] = []
+    real = backend.llm.eval
+    monkeypatch.setattr(backend.llm, "eval", lambda tokens: (evaluated.append(len(tokens)), real(tokens))[1])
+    held = SamplingConfig(max_new_tokens=40, temperature=1.0, seed=3, tool_choice="required")
+    backend.llm.reset()
+    first = backend.chat(ASK, TOOLS, held)
+    prompt = backend.count_tokens(ASK, TOOLS)
+    assert evaluated[0] == prompt and set(evaluated[1:]) == {1}, evaluated
+    evaluated.clear()
+    assert backend.chat(ASK, TOOLS, held) == first  # the same seed, the same reply
+    assert evaluated[0] == 1 and set(evaluated[1:]) == {1}, evaluated
+
+
 def test_the_agents_tools_are_expressible_on_both_engines(backends):
     """Every tool of the tool table, by its full schema, at once (what the agent holds calls to)."""
     tools = [{"type": "function", "function": {"name": n, "parameters": s.parameters}} for n, s in SPECS.items()]
@@ -263,6 +399,22 @@ def test_a_grammar_llama_cpp_refuses_is_an_error_not_a_crash(backends, monkeypat
 def test_the_grammar_text_is_built_once_per_constraint():
     constraint = Constraint(SCHEMA, ToolCalls((Function("timer", TIMER["function"]["parameters"]),), False))
     assert gbnf_grammar(constraint) is gbnf_grammar(constraint)
+
+
+def test_each_reply_gets_its_own_copy_of_a_kept_grammar(backends, tokenizer):
+    """Both engines keep what they compiled for a constraint and hand each reply a copy: a reply that has
+    opened a call leaves the next reply's grammar at its start."""
+    forced = SamplingConfig(tool_choice="required")
+    opening = tokenizer.encode(TOOL_CALL_OPEN + "\n")
+    first, second = (backends["local"]._matcher(forced, TOOLS) for _ in range(2))
+    assert first.consume_tokens(opening) and not first.validate_tokens(opening[:1])
+    assert second.validate_tokens(opening) == len(opening)
+    first, second = (backends["gguf"]._hold(forced, TOOLS) for _ in range(2))
+    for token in opening:
+        assert first.allows(token)
+        first.accept(token)
+    assert not first.allows(opening[0]) and second.allows(opening[0])
+    first.close(), second.close()
 
 
 # -- a model that wants to write something else -------------------------------------------------------------
@@ -320,3 +472,18 @@ def test_a_constraint_overrides_what_the_model_wants(tokenizer):
     text = prose.chat(ASK, None, SamplingConfig(temperature=0, response_format="json"))
     assert isinstance(json.loads(text), dict)
     assert prose.chat(ASK, TOOLS, SamplingConfig(temperature=0, tool_choice="auto")) == "Sure! The answer is 42."
+
+
+def test_the_natural_run_holds_calls_unless_told_not_to(tokenizer):
+    """``codette eval --natural`` holds the model's calls as the agent does, and scores every call it writes;
+    ``--no-constrain`` (``constrain=False``) leaves the model's own call."""
+    from codette.evaluate import natural as nat
+    from codette.evaluate.natural_run import ItemTools, run_item
+
+    item = next(i for i in nat.load_set().items if i.tools == ("read_file",))
+    bad = '<tool_call>\n{"name": "read_file", "arguments": {"path": 7}}\n</tool_call>'
+    with ItemTools() as tools:
+        held = run_item(scripted_backend(tokenizer, [bad, "Done."]), item, tools)
+        free = run_item(scripted_backend(tokenizer, [bad, "Done."]), item, tools, constrain=False)
+    assert held["written"] == [{"json_valid": 1, "args_valid": 1}] and held["calls"][0]["name"] == "read_file"
+    assert free["written"] == [{"json_valid": 1, "args_valid": 0}] and not free["calls"]  # refused, not run

@@ -4,7 +4,8 @@ and a schema the grammar cannot express refused with a 400 in OpenAI's error sha
 
 The backends are real PyTorch backends: an untrained model for the pydantic schema (its noise is held to
 the schema), and a model that spells prose or a bad call (tests/test_constraints.ScriptedModel) for the
-rest, so each reply shows the constraint winning over what the model wants.
+rest, so each reply shows the constraint winning over what the model wants; and the untrained model's
+GGUF, whose held decoding is its own loop on llama.cpp's sampler API.
 """
 
 from __future__ import annotations
@@ -102,6 +103,38 @@ def test_json_object_and_tool_choice_win_over_what_the_model_wants(tokenizer, st
         jsonschema.validate(call[1], SCHEMAS[call[0]])
         plain = c.chat.completions.create(model="codette", messages=ASK, temperature=0, tools=TOOLS)
         assert plain.choices[0].message.content == "Sure! The answer is 42."  # auto: free text stays free
+
+
+@pytest.mark.parametrize("stream", [False, True], ids=["whole", "streamed"])
+def test_a_gguf_holds_calls_and_answers_behind_the_server(untrained, stream):
+    """The GGUF backend's own held decoding (llama.cpp's grammar checking the model's picks) behind the
+    server: the untrained model's noise becomes a call of an offered tool, or of the named one, with valid
+    arguments, and an answer the pydantic model parses, streamed and not."""
+    from codette.backends.gguf import GGUFBackend
+
+    checkpoint, gguf = untrained
+    backend = GGUFBackend(gguf, tokenizer_dir=checkpoint.parent, n_threads=1)
+    try:
+        with running(backend) as url:
+            c = client(url)
+            (call,), reason = calls_of(c, stream, tools=TOOLS, tool_choice="required", parallel_tool_calls=False,
+                                       max_tokens=100)
+            jsonschema.validate(call[1], SCHEMAS[call[0]])
+            assert reason == "tool_calls"
+            (call,), _ = calls_of(c, stream, tools=TOOLS, max_tokens=100,
+                                  tool_choice={"type": "function", "function": {"name": "timer"}})
+            assert call[0] == "timer"
+            jsonschema.validate(call[1], SCHEMAS["timer"])
+            request = {"model": "codette", "messages": ASK, "response_format": Shape, "temperature": 1.0, "seed": 1,
+                       "max_tokens": 100}
+            if stream:
+                with c.chat.completions.stream(**request) as events:
+                    parsed = events.get_final_completion().choices[0].message.parsed
+            else:
+                parsed = c.chat.completions.parse(**request).choices[0].message.parsed
+            assert isinstance(parsed, Shape)
+    finally:
+        backend.close()
 
 
 UNIQUE = {"type": "object", "properties": {"ids": {"type": "array", "items": {"type": "integer"},

@@ -81,8 +81,8 @@ class MultimodalCodette:
     ``confirm``: asked ``(tool name, arguments)`` before a call that changes files runs (True runs
     it; False or a reason refuses it, and the model sees the refusal); None allows every call.
     ``constrain``: hold tool calls to the enabled tools' schemas while decoding (lazily: the reply is free
-    text until it opens ``<tool_call>``), on backends that can; False decodes freely. Calls are validated,
-    and repaired, either way.
+    text until it opens ``<tool_call>``; with no tool enabled it opens none), on backends that can; False
+    decodes freely. Calls are validated, and repaired, either way.
     ``response_format``: "json" or a JSON schema the answer must follow (``codette ask --json-schema``).
     """
 

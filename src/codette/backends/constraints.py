@@ -16,6 +16,7 @@ HTTP backends pass ``response_format`` and ``tool_choice`` on to their server in
 from __future__ import annotations
 
 import copy
+import json
 from dataclasses import dataclass
 from collections.abc import Iterator
 from typing import Any, NamedTuple
@@ -49,7 +50,7 @@ class Function(NamedTuple):
 @dataclass(frozen=True)
 class ToolCalls:
     """Which calls the reply may make: ``required`` means calls only (nothing before them), ``parallel``
-    more than one."""
+    more than one. No ``functions`` (never ``required``): the reply opens no call at all."""
 
     functions: tuple[Function, ...]
     required: bool
@@ -84,10 +85,13 @@ def constraint_for(sampling: Any, tools: list[dict] | None) -> Constraint | None
     """The constraint ``sampling`` asks for with ``tools`` offered, or None for unconstrained decoding.
 
     Calls are held to ``sampling.call_schemas`` when set (the agent shows a small model compact schemas
-    but validates calls against the full ones), else to the offered tools' own parameters.
+    but validates calls against the full ones), else to the offered tools' own parameters. An empty
+    ``call_schemas`` with ``"auto"`` holds the reply to free text that opens no call (an agent with no
+    tool enabled); no tools at all (a server's plain chat) leave it free.
     """
     choice = getattr(sampling, "tool_choice", None)
-    offered = getattr(sampling, "call_schemas", None) or tools or []
+    schemas = getattr(sampling, "call_schemas", None)
+    offered = schemas if schemas is not None else tools or []
     calls = None
     if choice not in (None, "none"):
         functions = tuple(function_of(t) for t in offered)
@@ -97,15 +101,24 @@ def constraint_for(sampling: Any, tools: list[dict] | None) -> Constraint | None
             if not functions:
                 raise ConstraintError(f"tool_choice: no offered tool is named {name!r}", "tool_choice")
             calls = ToolCalls(functions, required=True, parallel=False)
-        elif functions:
+        elif choice == "required" and not functions:
+            raise ConstraintError("tool_choice: 'required' needs tools to call", "tool_choice")
+        elif functions or schemas is not None:
             calls = ToolCalls(functions, required=choice == "required",
                               parallel=bool(getattr(sampling, "parallel_tool_calls", True)))
-        elif choice == "required":
-            raise ConstraintError("tool_choice: 'required' needs tools to call", "tool_choice")
     answer = getattr(sampling, "response_format", None)
     if answer is None and calls is None:
         return None
     return Constraint(answer, calls)
+
+
+def constraint_key(constraint: Constraint) -> str:
+    """``constraint`` as text, equal for equal constraints: what the engines' caches of compiled grammars are
+    keyed by (the agent asks for the same constraint every round; a tool table's grammar takes milliseconds
+    to compile)."""
+    calls = constraint.calls
+    return json.dumps([constraint.answer, None if calls is None else [calls.functions, calls.required,
+                                                                      calls.parallel]])
 
 
 def answer_schema(answer: str | dict[str, Any]) -> dict[str, Any]:

@@ -5,7 +5,9 @@ The JSON parts come from llama-cpp-python's JSON-schema converter (``SchemaConve
 is over characters, not tokens, so the tool-call markers are the text ``<tool_call>``, whichever
 tokens spell it. The lazy case is one grammar whose root is free text that never contains
 ``<tool_call>`` followed, optionally, by the calls: ``root ::= text calls?``. That free text is a
-small automaton (:func:`text_avoiding`), one rule per matched prefix of the marker.
+small automaton (:func:`text_avoiding`), one rule per matched prefix of the marker. It costs nothing
+while the model writes free text: the backend checks the model's own pick against the grammar and masks
+only a step whose pick it refuses (:class:`codette.backends.gguf.Hold`).
 
 The converter skips keywords it cannot express (``minimum`` on an integer, ``uniqueItems``) without a
 word, which would let invalid output through; :func:`check_schema` refuses them by name instead. Integer
@@ -16,12 +18,11 @@ bounds are the one thing relaxed (see :func:`_cap_repeats`).
 from __future__ import annotations
 
 import copy
-import dataclasses
-import json
 import threading
 from typing import Any
 
-from codette.backends.constraints import Constraint, UnsupportedSchema, answer_schema, call_schema, walk
+from codette.backends.constraints import (Constraint, UnsupportedSchema, answer_schema, call_schema,
+                                          constraint_key, walk)
 
 # What the converter turns into grammar; annotations change nothing about the text.
 KEYWORDS = frozenset({"type", "properties", "required", "additionalProperties", "items", "prefixItems", "minItems",
@@ -131,7 +132,7 @@ CACHED = 32
 def gbnf_grammar(constraint: Constraint) -> str:
     """The GBNF grammar (root rule ``root``) of ``constraint``. The agent asks for the same one every round,
     and converting the whole tool table takes a noticeable part of a second, so the last few are kept."""
-    key = json.dumps(dataclasses.asdict(constraint))
+    key = constraint_key(constraint)
     with _CACHE_LOCK:
         text = _CACHE.get(key)
     if text is None:
@@ -153,12 +154,15 @@ def _build(constraint: Constraint) -> str:
     if constraint.answer is not None:
         answer = _visit(converter, answer_schema(constraint.answer), "answer", "response_format")
     calls = constraint.calls
-    if calls is not None:
+    if calls is not None and calls.functions:
         body = _visit(converter, call_schema(calls.functions), "call-body", "tools")
         more = ' ("\\n" tc-call)*' if calls.parallel else ""
         rules += [f'tc-call ::= "{TOOL_CALL_OPEN}\\n" {body} "\\n{TOOL_CALL_CLOSE}"', f"tc-calls ::= tc-call{more}"]
-    if calls is None:
+    if calls is None or (not calls.functions and constraint.answer is not None):
         root = answer
+    elif not calls.functions:  # no tool to call: text that never opens a call
+        root = "tc-text-0"
+        rules += text_avoiding(TOOL_CALL_OPEN, "tc-text")
     elif calls.required:
         root = "tc-calls"
     elif constraint.answer is not None:

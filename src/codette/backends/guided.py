@@ -11,21 +11,22 @@ The grammar is a Lark grammar (:func:`lark_grammar`) whose JSON parts are llguid
 compiler (``%json``), written with ``json.dumps``' separators, the form the model is trained on. The
 tool-call markers are Codette's special tokens, so a call opens only with the ``<tool_call>`` token;
 free text may not spell ``<tool_call>`` out of ordinary tokens either, or the parser would read an
-unconstrained call in it. :func:`guided_tokens` is the decoding loop: the model's KV cache, the mask
-applied to the last position's logits, then the sampler of :mod:`codette.model.generate`.
+unconstrained call in it. :func:`guided_tokens` is the decoding loop: the model's KV cache, the sampler
+of :mod:`codette.model.generate`, and the mask only where the model's own pick breaks the grammar.
 """
 
 from __future__ import annotations
 
 import json
-from collections.abc import Iterator, Sequence
+import threading
+from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
 import numpy as np
 import torch
 
 from codette.backends.base import SamplingConfig
-from codette.backends.constraints import Constraint, UnsupportedSchema, answer_schema, call_schema
+from codette.backends.constraints import Constraint, UnsupportedSchema, answer_schema, call_schema, constraint_key
 from codette.errors import CodetteError
 from codette.model.generate import _pick
 from codette.tokenizer import CodetteTokenizer
@@ -34,6 +35,7 @@ from codette.tools.calls import TOOL_CALL_CLOSE, TOOL_CALL_OPEN
 
 # json.dumps' separators and no other whitespace: the model's training text, and no room to stall in blanks.
 JSON_OPTIONS = {"item_separator": ", ", "key_separator": ": ", "whitespace_flexible": False}
+MATCHERS_KEPT = 8  # built matchers a Guide keeps to copy from
 
 
 def _json(schema: dict[str, Any]) -> str:
@@ -47,25 +49,33 @@ def lark_grammar(constraint: Constraint, tokenizer: CodetteTokenizer) -> str:
     calls = constraint.calls
     if constraint.answer is not None:
         rules.append(f"answer: {_json(answer_schema(constraint.answer))}")
-    if calls is not None:
+    if calls is not None and calls.functions:
         open_id, close_id = tokenizer.token_id(TOOL_CALL_OPEN), tokenizer.token_id(TOOL_CALL_CLOSE)
         more = ' ("\\n" call)*' if calls.parallel else ""
         rules += [f"calls: call{more}",
                   f'call: <[{open_id}]> "\\n" call_body "\\n" <[{close_id}]>',
                   f"call_body: {_json(call_schema(calls.functions))}"]
-    if calls is None:
+    if calls is None or (not calls.functions and constraint.answer is not None):
         start = "answer"
+    elif not calls.functions:  # no tool to call: text that never opens a call
+        start = "text"
+        rules += _free_text(tokenizer)
     elif calls.required:
         start = "calls"
     elif constraint.answer is not None:
         start = "answer | calls"
     else:
-        # Free text, the model's markers (<consciousness>, <perspective>) between its pieces, then the calls.
-        marks = sorted(tokenizer.token_id(t) for t in MARKER_TOKENS if t not in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE))
         start = "text calls?"
-        rules += [f"text: TEXT? (<[{','.join(map(str, marks))}]> TEXT?)*",
-                  f"TEXT: /(?s:.+)/ & ~/(?s:.*){TOOL_CALL_OPEN}(?s:.*)/"]
+        rules += _free_text(tokenizer)
     return "\n".join([f"start: {start}", *rules])
+
+
+def _free_text(tokenizer: CodetteTokenizer) -> list[str]:
+    """Rule ``text``: free text, the model's markers (<consciousness>, <perspective>) between its pieces, and
+    never ``<tool_call>``, as a token or spelt out."""
+    marks = sorted(tokenizer.token_id(t) for t in MARKER_TOKENS if t not in (TOOL_CALL_OPEN, TOOL_CALL_CLOSE))
+    return [f"text: TEXT? (<[{','.join(map(str, marks))}]> TEXT?)*",
+            f"TEXT: /(?s:.+)/ & ~/(?s:.*){TOOL_CALL_OPEN}(?s:.*)/"]
 
 
 class Guide:
@@ -80,14 +90,31 @@ class Guide:
         self.tokenizer = tokenizer
         self.lltok = llguidance.LLTokenizer(tokenizer.tok.to_str(), n_vocab=len(tokenizer),
                                             eos_token=tokenizer.stop_ids)
+        self._built: dict[str, Any] = {}  # constraint_key -> a matcher never advanced, to copy
+        self._lock = threading.Lock()
 
     def matcher(self, constraint: Constraint) -> Any:
         """A fresh matcher for ``constraint``; :class:`UnsupportedSchema` naming what llguidance cannot express
-        (``Unimplemented keys: ["uniqueItems"]``) and the request field it is in."""
+        (``Unimplemented keys: ["uniqueItems"]``) and the request field it is in.
+
+        Checking and compiling a tool table's grammar takes about ten milliseconds, a good part of a short
+        reply; a copy of a matcher built before takes microseconds, so the last few are kept unused to copy."""
+        key = constraint_key(constraint)
+        with self._lock:
+            built = self._built.pop(key, None)
+        if built is None:
+            built = self._build(constraint)
+        with self._lock:
+            self._built[key] = built  # the newest last
+            while len(self._built) > MATCHERS_KEPT:
+                del self._built[next(iter(self._built))]
+        return built.deep_copy()
+
+    def _build(self, constraint: Constraint) -> Any:
         parts = []
         if constraint.answer is not None:
             parts.append(("response_format", answer_schema(constraint.answer)))
-        if constraint.calls is not None:
+        if constraint.calls is not None and constraint.calls.functions:
             parts.append(("tools", call_schema(constraint.calls.functions)))
         for param, schema in parts:  # one at a time, so the error names the field
             error = self._check(self._llg.LLMatcher.grammar_from_json_schema(schema))
@@ -111,12 +138,20 @@ def allowed(matcher: Any, vocab_size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def guided_tokens(model: Any, prompt: Sequence[int], sampling: SamplingConfig, matcher: Any,
-                  stop_ids: Sequence[int], vocab_size: int) -> Iterator[int]:
+                  stop_ids: Sequence[int], vocab_size: int,
+                  on_masked: Callable[[int], None] | None = None) -> Iterator[int]:
     """Yield the reply's token ids, each one the grammar allows, until a stop id (not yielded), the grammar's
     end, ``max_new_tokens`` or the context end.
 
     :func:`codette.model.generate.generate_tokens` has no hook for a mask, so this is its loop with one:
-    the model's KV cache, the last position's logits cut to the tokenizer's ids, masked, then its sampler.
+    the model's KV cache, the last position's logits cut to the tokenizer's ids, then its sampler. The
+    sampler picks from the model's own distribution first and the matcher checks that one token; only a
+    token it refuses sends the step through the grammar's mask (``on_masked`` gets the step's index), as
+    llama.cpp's common sampler does. Sampling from the distribution and, on a refusal, from the masked one
+    is sampling from the masked distribution (exactly so for greedy decoding and plain temperature
+    sampling; with top-k or top-p the cut is made before the mask first), and free text the grammar lets
+    through is decoded exactly as it is unheld, so a lazy ``<tool_call>`` hold costs next to nothing until
+    the model writes what the grammar refuses.
     """
     max_len = model.cfg.max_seq_len
     device = model.embed.weight.device
@@ -127,12 +162,17 @@ def guided_tokens(model: Any, prompt: Sequence[int], sampling: SamplingConfig, m
     try:
         cache = model.new_cache(1)
         feed, length = list(prompt), len(prompt)
-        for _ in range(sampling.max_new_tokens):
+        for step in range(sampling.max_new_tokens):
             if length >= max_len or matcher.is_stopped():
                 return
             logits = model(torch.tensor([feed], device=device), cache=cache, last_only=True)[0, -1]
-            logits = logits[:vocab_size].float().cpu().masked_fill(~allowed(matcher, vocab_size), float("-inf"))
+            logits = logits[:vocab_size].float().cpu()
             nxt = _pick(logits, sampling.temperature, sampling.top_k, sampling.top_p, gen)
+            if not matcher.validate_tokens([nxt]):
+                if on_masked is not None:
+                    on_masked(step)
+                logits = logits.masked_fill(~allowed(matcher, vocab_size), float("-inf"))
+                nxt = _pick(logits, sampling.temperature, sampling.top_k, sampling.top_p, gen)
             if nxt in stops:
                 return
             if not matcher.consume_token(nxt):

@@ -43,6 +43,9 @@ class LocalBackend:
         self.model, self.tokenizer, self.step = model, tokenizer, step
         self.path: Path | None = None  # the checkpoint file, when loaded from one
         self._guide: Any = None  # llguidance's view of the tokenizer, built at the first constraint
+        # The last held reply's steps (0 = its first token) where the grammar refused the model's pick and
+        # masked the step (guided_tokens).
+        self.masked_at: list[int] = []
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Path | str, tokenizer_dir: Path | str | None = None,
@@ -98,7 +101,9 @@ class LocalBackend:
         if matcher is not None:
             from codette.backends.guided import guided_tokens
 
-            return guided_tokens(self.model, ids, sampling, matcher, self.tokenizer.stop_ids, len(self.tokenizer))
+            self.masked_at = []
+            return guided_tokens(self.model, ids, sampling, matcher, self.tokenizer.stop_ids, len(self.tokenizer),
+                                 on_masked=self.masked_at.append)
         return generate_tokens(self.model, ids, max_new_tokens=sampling.max_new_tokens,
                                temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
                                seed=sampling.seed, stop_ids=self.tokenizer.stop_ids, vocab_size=len(self.tokenizer))

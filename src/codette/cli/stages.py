@@ -290,11 +290,12 @@ def run_train(cfg: RunConfig, console: Console, resume: str | None = None) -> Tr
 def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, output: Path | None = None,
              max_batches: int | None = None, extra: dict | None = None, probes: PerKind = DEFAULT_PROBES_PER_KIND,
              probe_dir: Path | None = None, markdown: bool = True, split: str = "test", natural: bool = False,
-             device: str = "cpu") -> dict:
+             device: str = "cpu", constrain: bool = True) -> dict:
     """`codette eval` on a checkpoint or a .gguf: eval.json, eval_probes.jsonl (per probe), eval.md.
 
     ``split`` is the held-out split scored: ``test`` by default, never ``train``. ``natural`` adds the
-    hand-written natural-prompt set (eval.json's ``natural``, eval_natural.jsonl per item).
+    hand-written natural-prompt set (eval.json's ``natural``, eval_natural.jsonl per item), its tool calls
+    held while decoding unless ``constrain`` is False.
     """
     from codette.evaluate.run import evaluate_path
     from codette.evaluate.summary import console_tables, markdown as render_markdown
@@ -303,7 +304,7 @@ def run_eval(checkpoint: Path, console: Console, data_dir: Path | None = None, o
     with stage_progress(console, split) as on_progress:
         report = evaluate_path(checkpoint, packed_dir=data_dir, max_batches=max_batches, probe_dir=probe_dir,
                                probes_per_kind=probes, split=split, natural=natural, device=device,
-                               on_progress=on_progress)
+                               on_progress=on_progress, constrain=constrain)
     probe_results = report.pop("probe_results", None)
     natural_results = report.pop("natural_results", None)
     report.update(extra or {})

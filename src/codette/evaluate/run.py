@@ -93,10 +93,11 @@ def behavior_report(backend: ChatBackend, probe_dir: Path | str, probes_per_kind
 
 def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path, probe_dir: Path | str | None,
                   probes_per_kind: PerKind, max_new_tokens: int, samples: int, on_result: Any, split: str,
-                  natural: bool = False, on_natural: Any = None, on_progress: OnProgress | None = None) -> None:
+                  natural: bool = False, on_natural: Any = None, on_progress: OnProgress | None = None,
+                  constrain: bool = True) -> None:
     """The behavioral probes (from ``probe_dir`` or data/ beside the model), the natural-prompt set when asked
-    for, and sample chats, into ``report``. ``on_progress`` reports each of them unless ``on_result`` (probes)
-    or ``on_natural`` are given."""
+    for (its tool calls held while decoding unless ``constrain`` is False), and sample chats, into ``report``.
+    ``on_progress`` reports each of them unless ``on_result`` (probes) or ``on_natural`` are given."""
     on_result = on_result or _per_item(on_progress, "probes")
     on_natural = on_natural or _per_item(on_progress, "natural")
     default = model_path.parent / "data"
@@ -109,7 +110,7 @@ def _add_behavior(report: dict[str, Any], backend: ChatBackend, model_path: Path
     if natural:
         from codette.evaluate.natural_run import natural_report
 
-        report.update(natural_report(backend, max_new_tokens, on_result=on_natural))
+        report.update(natural_report(backend, max_new_tokens, on_result=on_natural, constrain=constrain))
     report["samples"] = sample_chats(backend, samples, on_result=_per_item(on_progress, "samples"))
 
 
@@ -119,12 +120,13 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
                         probes_per_kind: PerKind = DEFAULT_PROBES_PER_KIND, max_new_tokens: int = 128,
                         on_result: Callable[[int, int, dict], None] | None = None, split: str = "test",
                         natural: bool = False, on_natural: Callable[[int, int, dict], None] | None = None,
-                        on_progress: OnProgress | None = None) -> dict:
+                        on_progress: OnProgress | None = None, constrain: bool = True) -> dict:
     """LM metrics over the held-out ``split`` (or ``max_batches``), its behavioral probes, and sample chats.
 
     ``probes_per_kind=0`` skips the probes; ``None`` runs every probe. ``natural`` adds the natural-prompt
-    set (:mod:`codette.evaluate.natural`): ``natural`` in the report, ``natural_results`` per item.
-    ``on_progress`` reports every stage (:data:`STAGES`).
+    set (:mod:`codette.evaluate.natural`): ``natural`` in the report, ``natural_results`` per item; its tool
+    calls are held while decoding unless ``constrain`` is False. ``on_progress`` reports every stage
+    (:data:`STAGES`).
     """
     _check_split(split)
     checkpoint = Path(checkpoint)
@@ -142,7 +144,7 @@ def evaluate_checkpoint(checkpoint: Path | str, packed_dir: Path | str, tokenize
     report: dict[str, Any] = {"checkpoint": str(checkpoint), "backend": "local", "step": backend.step,
                               **lm_figures(m, split)}
     _add_behavior(report, backend, checkpoint, probe_dir, probes_per_kind, max_new_tokens, samples, on_result, split,
-                  natural, on_natural, on_progress)
+                  natural, on_natural, on_progress, constrain)
     return report
 
 
@@ -198,7 +200,7 @@ def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_
                   max_new_tokens: int = 128, samples: int = len(SHOWCASE), lm_sequences: int | None = 64,
                   on_result: Callable[[int, int, dict], None] | None = None, split: str = "test",
                   natural: bool = False, on_natural: Callable[[int, int, dict], None] | None = None,
-                  on_progress: OnProgress | None = None) -> dict:
+                  on_progress: OnProgress | None = None, constrain: bool = True) -> dict:
     """The same probes (and, when ``packed/`` is there, LM metrics) for an exported GGUF."""
     _check_split(split)
     from codette.backends.gguf import GGUFBackend
@@ -214,7 +216,7 @@ def evaluate_gguf(path: Path | str, probe_dir: Path | str | None = None, packed_
         else:
             log.info("no packed %s split at %s: LM metrics skipped for the GGUF", split, packed)
         _add_behavior(report, backend, path, probe_dir, probes_per_kind, max_new_tokens, samples, on_result, split,
-                      natural, on_natural, on_progress)
+                      natural, on_natural, on_progress, constrain)
     finally:
         backend.close()
     return report
