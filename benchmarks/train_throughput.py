@@ -76,8 +76,8 @@ SHAPES = {
     s.name: s
     for s in (
         Shape("nanogpt-cpu", 4, 4, 128, 64, 12, 128),  # nanoGPT's CPU example (shakespeare_char, vocab padded)
-        Shape("tiny", 6, 8, 256, 512, 8, 4096),  # the quickstart's preset and batch: its copy stage
-        Shape("tiny-chat", 6, 8, 256, 512, 8, 4096, CHAT_SCORED),  # ... and its chat stage
+        Shape("tiny", 6, 8, 256, 768, 6, 4096),  # the quickstart's preset, window and batch: its copy stage
+        Shape("tiny-chat", 6, 8, 256, 768, 6, 4096, CHAT_SCORED),  # ... and its chat stage
         Shape("40m", 12, 8, 512, 256, 4, 8192),  # ~42M parameters, kept to short steps
     )
 }
@@ -278,7 +278,7 @@ def main() -> None:
     rows = []
     for name in args.shapes.split(","):
         s = SHAPES[name]
-        steps = args.steps or {"nanogpt-cpu": 8}.get(name, 6 if s.seq_len >= 512 else 3)
+        steps = args.steps or {"nanogpt-cpu": 8}.get(name, 6 if s.d_model <= 256 else 3)
         for dtype in dtypes:
             torch.manual_seed(0)
             gen = torch.Generator().manual_seed(0)
