@@ -71,6 +71,18 @@ def test_chat_and_ask_offer_the_same_agent_options() -> None:
             assert opts[0] in text and " ".join(help_text.split()[:4]) in " ".join(text.split()), (verb, opts)
 
 
+@pytest.mark.parametrize(("flag", "held"), [([], True), (["--no-constrain"], False), (["--constrain"], True)])
+def test_eval_passes_constrain_to_the_natural_run(monkeypatch: pytest.MonkeyPatch, tmp_path: Path, flag: list[str],
+                                                  held: bool) -> None:
+    seen: dict = {}
+    monkeypatch.setattr(stages, "run_eval", lambda *a, **kw: seen.update(kw))
+    model = tmp_path / "model_best.pt"
+    model.write_bytes(b"")
+    result = CliRunner().invoke(app, ["eval", str(model), "--natural", *flag])
+    assert result.exit_code == 0, result.output
+    assert seen["natural"] is True and seen["constrain"] is held
+
+
 def test_presets_json_has_exact_counts_and_memory() -> None:
     rows = {r["preset"]: r for r in json.loads(codette("presets", "--json", check=True).stdout)}
     assert set(rows) == {"tiny", "small-cpu", "1.3b", "2.7b", "5.3b"}

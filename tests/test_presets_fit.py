@@ -2,22 +2,26 @@
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import subprocess
 import sys
+from pathlib import Path
 
 import pytest
 import torch
 
 from codette.model import CodetteModel, ModelConfig, count_parameters
-from codette.model.flops import matmul_parameters, model_flops_per_token
+from codette.model.flops import gpu_bf16_peak, matmul_parameters, model_flops_per_token
 from codette.model.memory import (
     GIB,
     USABLE_FRACTION,
     block_activation_bytes,
     block_parameters,
     fit,
+    fit_rows,
     head_activation_bytes,
+    lora_parameters,
     plan,
 )
 from codette.model.presets import preset_config
@@ -164,3 +168,139 @@ def test_plan_against_cuda_peak_memory() -> None:
     expected = plan(cfg, "single", 1, 8, 1024, "bf16").total()
     # The plan adds every term at once; in a real step some are freed before others are made.
     assert 0.6 * expected <= peak <= 1.15 * expected, (peak, expected)
+
+
+# ---- LoRA (train.lora_rank): the base without gradients or moments ----------------------------------------------
+def test_lora_plan_by_hand() -> None:
+    cfg = preset_config("tiny")  # codette blocks: q, k, v, o (256 x 256), up and down (256 <-> 1024); no gate
+    n_lora = 6 * 8 * (4 * (256 + 256) + 2 * (256 + 1024))
+    assert lora_parameters(cfg, 8) == n_lora == 221_184
+    assert lora_parameters(cfg, 8, ["q_proj", "v_proj"]) == 6 * 8 * 2 * 512
+    full, lora = plan(cfg, batch=8, seq_len=512), plan(cfg, batch=8, seq_len=512, lora_rank=8)
+    assert (lora.trainable, full.trainable) == (n_lora, TINY_PARAMS)
+    assert lora.weights == 4 * (TINY_PARAMS + n_lora)  # the frozen base stays in fp32, the adapters beside it
+    assert (lora.grads, lora.adamw) == (4 * n_lora, 8 * n_lora)
+    assert lora.weight_copies == full.weight_copies + 2 * n_lora  # autocast casts the adapters too
+    assert (lora.activations, lora.activations_checkpointed) == (full.activations, full.activations_checkpointed)
+    assert plan(cfg, "ddp", 4, lora_rank=8).grads == 2 * 4 * n_lora  # DDP's buckets: the adapters' gradients only
+    # fp32: once q, k or v is adapted each is applied apart, so no concatenated q/k/v weights are kept
+    assert plan(cfg, dtype="fp32", lora_rank=8).weight_copies == 0
+    only_o = plan(cfg, dtype="fp32", lora_rank=8, lora_targets=["o_proj"])
+    assert only_o.weight_copies == plan(cfg, dtype="fp32").weight_copies
+    with pytest.raises(ValueError, match="not sharded"):
+        plan(cfg, "fsdp", 4, lora_rank=8)
+    with pytest.raises(ValueError, match="'gate_proj' is not a projection of codette blocks"):
+        lora_parameters(cfg, 8, ["gate_proj"])
+
+
+@pytest.mark.parametrize("targets", [None, ["q_proj", "k_proj", "gate_proj", "down_proj"]])
+def test_lora_parameters_are_what_peft_adds(targets: list[str] | None) -> None:
+    pytest.importorskip("peft")
+    from codette.config import TrainConfig
+    from codette.train.lora import inject
+
+    cfg = ModelConfig(vocab_size=128, d_model=64, n_layers=3, n_heads=4, n_kv_heads=2, max_seq_len=32,
+                      block_style="llama", d_ff=160, qkv_bias=True)
+    model = CodetteModel(cfg)
+    inject(model, TrainConfig(lora_rank=4, lora_targets=targets, init_from="base"), None)
+    trainable = sum(p.numel() for p in model.parameters() if p.requires_grad)
+    assert trainable == lora_parameters(cfg, 4, targets) == plan(cfg, lora_rank=4, lora_targets=targets).trainable
+    frozen = sum(p.numel() for p in model.parameters() if not p.requires_grad)
+    assert frozen == count_parameters(cfg)
+
+
+def _smollm2_360m(tmp_path) -> Path:
+    """A folder with SmolLM2-360M's config.json (no weights: the planner reads the shape only)."""
+    folder = tmp_path / "SmolLM2-360M"
+    folder.mkdir()
+    (folder / "config.json").write_text(json.dumps({
+        "architectures": ["LlamaForCausalLM"], "hidden_size": 960, "num_hidden_layers": 32, "num_attention_heads": 15,
+        "num_key_value_heads": 5, "intermediate_size": 2560, "vocab_size": 49152, "tie_word_embeddings": True,
+        "rope_theta": 100000, "rms_norm_eps": 1e-5, "max_position_embeddings": 8192}))
+    return folder
+
+
+def test_presets_fit_plans_a_hugging_face_config_with_lora(tmp_path) -> None:
+    from codette.checkpoint.hf import read_hf_config
+
+    folder = _smollm2_360m(tmp_path)
+    run = [sys.executable, "-m", "codette", "presets", "--fit", "80", "--model", str(folder / "config.json"),
+           "--lora-rank", "16", "--seq-len", "2048", "--json"]
+    proc = subprocess.run(run, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr
+    full, lora = json.loads(proc.stdout)
+    assert (full["preset"], full["lora_rank"], lora["lora_rank"]) == ("SmolLM2-360M", 0, 16)
+    cfg = read_hf_config(folder)
+    assert full["params"] == full["trainable"] == count_parameters(cfg) == 361_821_120  # SmolLM2-360M's published size
+    assert lora["trainable"] == lora_parameters(cfg, 16) == 32 * 16 * (2 * 1920 + 2 * 1280 + 3 * 3520) == 8_683_520
+    assert lora["adamw"] == 8 * lora["trainable"] and full["adamw"] == 8 * full["params"]
+    assert lora["act_per_seq"] == full["act_per_seq"] and full["seq_len"] <= 2048
+    short = fit(dataclasses.replace(cfg, max_seq_len=2048), 80, "single", 1, lora_rank=16)
+    assert (lora["batch"], lora["seq_len"]) == (short.batch, short.seq_len)
+    cpu = subprocess.run(run[:5] + ["32", "--cpu"] + run[6:-1], capture_output=True, text=True, timeout=120)
+    assert cpu.returncode == 0 and "Training on the CPU with 32 GB of memory (fp32)" in cpu.stdout, cpu.stderr
+    for bad, said in [(["--fit", "80", "--model", str(tmp_path)], f"{tmp_path} has no config.json"),
+                      (["--lora-rank", "8"], "--lora-rank plans a training run: it needs --fit GB"),
+                      (["--fit", "80", "--model", str(folder), "--lora-rank", "4", "--lora-targets", "gate"],
+                       "LoRA target 'gate' is not a projection of llama blocks")]:
+        proc = subprocess.run([sys.executable, "-m", "codette", "presets", *bad], capture_output=True, text=True,
+                              timeout=120)
+        assert proc.returncode == 2 and said in " ".join(proc.stderr.split()), (bad, proc.stderr)
+
+
+# ---- time: FLOPs per token over an assumed achieved FLOP/s ------------------------------------------------------
+def test_fit_rows_time_is_achieved_flops_over_flops_per_token() -> None:
+    cfg = dataclasses.replace(preset_config("tiny", block_style="llama"), max_seq_len=512)
+    achieved = 100e12
+    full, lora = fit_rows(80, model=cfg, lora_rank=8, achieved_flops=achieved)
+    assert full["flops_per_token"] == model_flops_per_token(cfg, 512)
+    assert lora["flops_per_token"] == model_flops_per_token(cfg, 512, n_lora=lora_parameters(cfg, 8)) \
+        < full["flops_per_token"]
+    for r in (full, lora):
+        assert r["tokens_per_s"] == pytest.approx(achieved / r["flops_per_token"])
+        assert r["hours_per_100m_tokens"] == pytest.approx(1e8 / r["tokens_per_s"] / 3600)
+    assert lora["hours_per_100m_tokens"] < full["hours_per_100m_tokens"]
+    four = fit_rows(80, gpus=4, model=cfg, achieved_flops=achieved)  # DDP and FSDP2: four GPUs' worth of tokens
+    assert [r["tokens_per_s"] for r in four] == pytest.approx([4 * full["tokens_per_s"]] * 2)
+    assert fit_rows(80, model=cfg)[0]["hours_per_100m_tokens"] is None  # no achieved FLOP/s, no time
+    with pytest.raises(ValueError, match="achieved FLOP/s"):
+        fit_rows(80, model=cfg, achieved_flops=-1.0)
+
+
+def test_presets_fit_estimates_the_training_time(tmp_path) -> None:
+    folder = _smollm2_360m(tmp_path)
+    base = [sys.executable, "-m", "codette", "presets", "--fit", "80", "--model", str(folder), "--lora-rank", "16",
+            "--seq-len", "2048"]
+
+    def rows(*extra: str) -> list[dict]:
+        proc = subprocess.run([*base, *extra, "--json"], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 0, proc.stderr
+        return json.loads(proc.stdout)
+
+    full, lora = rows()  # one H100 (the default --gpu), MFU 40% (the default on a GPU)
+    assert (full["peak_flops"], full["mfu"]) == (gpu_bf16_peak("H100"), 0.4) and "spec-sheet" in full["peak_source"]
+    assert full["tokens_per_s"] == pytest.approx(0.4 * gpu_bf16_peak("H100") / full["flops_per_token"])
+    assert lora["hours_per_100m_tokens"] < full["hours_per_100m_tokens"]  # LoRA: no weight gradients of the base
+    doubled = rows("--mfu", "0.8")
+    for before, after in zip((full, lora), doubled):
+        assert after["hours_per_100m_tokens"] == pytest.approx(before["hours_per_100m_tokens"] / 2)
+    a100 = rows("--gpu", "A100")[0]
+    assert a100["tokens_per_s"] == pytest.approx(full["tokens_per_s"] * gpu_bf16_peak("A100") / gpu_bf16_peak("H100"))
+    cpu_full, cpu_lora = rows("--cpu")  # this machine's fp32 matmul, measured: only its relations are checked
+    assert cpu_full["mfu"] == 0.5 and cpu_full["peak_flops"] > 0 and "measured" in cpu_full["peak_source"]
+    assert cpu_full["tokens_per_s"] == pytest.approx(0.5 * cpu_full["peak_flops"] / cpu_full["flops_per_token"])
+    assert cpu_full["flops_per_token"] == full["flops_per_token"]
+    assert cpu_lora["tokens_per_s"] > cpu_full["tokens_per_s"]
+    assert rows("--dtype", "fp32")[0]["tokens_per_s"] is None  # no fp32 peak of a GPU to go by
+    table = subprocess.run(base, capture_output=True, text=True, timeout=120)
+    assert table.returncode == 0 and "hours per 100M tokens" in table.stdout, table.stderr
+    assert "989 TFLOP/s x 40%" in " ".join(table.stdout.split())
+    for bad, said in [(["--mfu", "0"], "--mfu must be a fraction in (0, 1], got 0"),
+                      (["--mfu", "1.5"], "--mfu must be a fraction in (0, 1], got 1.5"),
+                      (["--gpu", "Voodoo2"], "--gpu 'Voodoo2': no spec-sheet peak for it; known: H100 PCIe"),
+                      (["--cpu", "--gpu", "A100"], "--cpu times this machine's CPU; --gpu does not apply")]:
+        proc = subprocess.run([*base, *bad], capture_output=True, text=True, timeout=120)
+        assert proc.returncode == 2 and said in " ".join(proc.stderr.split()), (bad, proc.stderr)
+    proc = subprocess.run([sys.executable, "-m", "codette", "presets", "--mfu", "0.3"], capture_output=True,
+                          text=True, timeout=120)
+    assert proc.returncode == 2 and "--mfu plans a training run: it needs --fit GB" in proc.stderr

@@ -114,15 +114,25 @@ def train(
     activation_checkpointing: Optional[bool] = typer.Option(
         None, "--activation-checkpointing/--no-activation-checkpointing",
         help="Recompute block activations in the backward pass (less memory, more compute)."),
+    lora_rank: Optional[int] = typer.Option(
+        None, "--lora-rank", help="Train rank-R LoRA adapters (peft) on --init-from's frozen weights; 0: every "
+                                  "weight (docs/FINETUNE.md)."),
+    lora_alpha: Optional[float] = typer.Option(None, "--lora-alpha", help="The adapters' scale is alpha/rank "
+                                                                          "(default 2 x rank)."),
+    lora_targets: Optional[str] = typer.Option(
+        None, "--lora-targets", help="Projections that get adapters, e.g. q_proj,v_proj (default: all of q_proj, "
+                                     "k_proj, v_proj, o_proj, gate_proj, up_proj, down_proj the model has)."),
 ) -> None:
     """Train (or resume training) a model on the packed data; under torchrun, on every process it starts."""
+    targets = [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets is not None else None
     cfg = _config(config, out_dir=out_dir, **{
         "model.preset": preset, "model.block_style": block_style, "train.max_steps": max_steps, "train.lr": lr,
         "train.warmup_steps": warmup_steps, "train.batch_size": batch_size, "train.grad_accum": grad_accum,
         "train.seq_len": seq_len, "train.eval_every": eval_every, "train.save_every": save_every,
         "train.device": device, "train.seed": seed, "train.tensorboard": tensorboard, "train.parallel": parallel,
         "train.compile": compile_, "train.activation_checkpointing": activation_checkpointing,
-        "train.init_from": init_from})
+        "train.init_from": init_from, "train.lora_rank": lora_rank, "train.lora_alpha": lora_alpha,
+        "train.lora_targets": targets})
     stages.run_train_stages(cfg, console, resume=resume)
 
 
@@ -144,6 +154,9 @@ def eval_(
     natural: bool = typer.Option(False, "--natural/--no-natural",
                                  help="Also run the hand-written natural-prompt set through the agent's tool loop "
                                       "(eval.json's natural section; minutes on a CPU)."),
+    constrain: bool = typer.Option(True, "--constrain/--no-constrain",
+                                   help="In the natural-prompt set, hold tool calls to the tools' schemas while "
+                                        "decoding, as the agent does (--no-constrain: the model's own calls)."),
     kinds: Optional[str] = typer.Option(None, "--kinds", help="Probe kinds to run, e.g. tool (default: tool, no_tool, "
                                                               "identity, perspective)."),
     device: str = typer.Option("cpu", "--device", help="cpu, cuda or mps (checkpoints; a .gguf runs in llama.cpp)."),
@@ -161,7 +174,8 @@ def eval_(
             raise CodetteError(f"--kinds: expected names from {', '.join(KINDS)}, got {kinds!r}")
         per_kind = {k: limit for k in names}
     stages.run_eval(checkpoint, console, data_dir=data_dir, output=output, max_batches=max_batches,
-                    probes=per_kind, probe_dir=probe_dir, split=split, natural=natural, device=device)
+                    probes=per_kind, probe_dir=probe_dir, split=split, natural=natural, device=device,
+                    constrain=constrain)
 
 
 def _check_device(device: str) -> None:
@@ -208,16 +222,41 @@ def presets(
     block_style: str = typer.Option("codette", help="Count parameters for this block style."),
     json_out: bool = typer.Option(False, "--json", help="Print JSON instead of a table."),
     fit: Optional[float] = typer.Option(None, "--fit", metavar="GPU_GB",
-                                        help="Plan training on GPUs of this many GB: what each mode keeps per GPU "
-                                             "and the largest batch x sequence length that fits."),
+                                        help="Plan training on GPUs of this many GB: what each mode keeps per GPU, "
+                                             "the largest batch x sequence length that fits and the time (an "
+                                             "estimate from FLOPs)."),
     gpus: int = typer.Option(1, "--gpus", help="With --fit: GPUs (DDP and FSDP2 rows when more than 1)."),
+    model: Optional[Path] = typer.Option(None, "--model", help="With --fit: plan this Hugging Face model (its folder "
+                                                               "or config.json) instead of the presets."),
+    lora_rank: int = typer.Option(0, "--lora-rank", help="With --fit: also plan LoRA adapters of this rank (a row "
+                                                         "beside each full fine-tuning row)."),
+    lora_targets: Optional[str] = typer.Option(None, "--lora-targets", help="With --lora-rank: the adapted "
+                                                                            "projections (default: all)."),
+    seq_len: Optional[int] = typer.Option(None, "--seq-len", help="With --fit: plan windows of at most this many "
+                                                                  "tokens (default: the model's context)."),
+    cpu: bool = typer.Option(False, "--cpu", help="With --fit: plan one process on the CPU; --fit is its RAM in GB."),
+    dtype: Optional[str] = typer.Option(None, "--dtype", help="With --fit: bf16 (autocast; the GPU default) or fp32 "
+                                                              "(the --cpu default: a CPU without bf16 in hardware)."),
+    gpu: Optional[str] = typer.Option(None, "--gpu", metavar="NAME",
+                                      help="With --fit: the GPU whose spec-sheet bf16 peak times the training "
+                                           "(default H100; e.g. A100, L4, H100 PCIe)."),
+    mfu: Optional[float] = typer.Option(None, "--mfu", help="With --fit: the model FLOPs utilisation assumed for the "
+                                                            "time (default 0.4 on a GPU, 0.5 with --cpu)."),
 ) -> None:
-    """List model presets with exact parameter counts and memory needs (nothing is allocated)."""
+    """List model presets with exact parameter counts and memory needs (nothing is allocated; --fit --cpu times
+    one matmul of this CPU)."""
     from codette.model.presets import PRESETS, MemoryEstimate, preset_config
 
     if fit is not None:
-        _presets_fit(fit, gpus, block_style, json_out)
+        targets = [t.strip() for t in lora_targets.split(",") if t.strip()] if lora_targets else None
+        _presets_fit(fit, gpus, block_style, json_out, model=model, lora_rank=lora_rank, lora_targets=targets,
+                     dtype=dtype or ("fp32" if cpu else "bf16"), seq_len=seq_len, cpu=cpu, gpu=gpu, mfu=mfu)
         return
+    extra = [name for name, value in (("--model", model), ("--lora-rank", lora_rank), ("--lora-targets", lora_targets),
+                                      ("--seq-len", seq_len), ("--cpu", cpu), ("--dtype", dtype), ("--gpu", gpu),
+                                      ("--mfu", mfu is not None)) if value]
+    if extra:
+        raise CodetteError(f"{extra[0]} plans a training run: it needs --fit GB")
     rows = []
     for name, p in PRESETS.items():
         cfg = preset_config(name, block_style=block_style)
@@ -240,37 +279,104 @@ def presets(
                   "One process trains on a CPU or one GPU; torchrun runs DDP or FSDP2 over several (docs/SCALING.md).")
 
 
-def _presets_fit(gpu_gb: float, gpus: int, block_style: str, json_out: bool) -> None:
+def _presets_fit(gpu_gb: float, gpus: int, block_style: str, json_out: bool, model: Path | None = None,
+                 lora_rank: int = 0, lora_targets: list[str] | None = None, dtype: str = "bf16",
+                 seq_len: int | None = None, cpu: bool = False, gpu: str | None = None,
+                 mfu: float | None = None) -> None:
+    from codette.model.flops import GPU_BF16_PEAK, gpu_bf16_peak, matmul_peak
     from codette.model.memory import USABLE_FRACTION, fit_rows
 
+    if dtype not in ("bf16", "fp32"):
+        raise CodetteError(f"--dtype must be bf16 or fp32, got {dtype!r}")
+    if lora_targets is not None and not lora_rank:
+        raise CodetteError("--lora-targets needs --lora-rank")
+    if cpu and gpus != 1:
+        raise CodetteError("--cpu plans one process; --gpus does not apply")
+    if seq_len is not None and seq_len < 64:
+        raise CodetteError(f"--seq-len must be at least 64 tokens, got {seq_len}")
+    if cpu and gpu is not None:
+        raise CodetteError("--cpu times this machine's CPU; --gpu does not apply")
+    mfu = mfu if mfu is not None else (0.5 if cpu else 0.4)
+    if not 0 < mfu <= 1:
+        raise CodetteError(f"--mfu must be a fraction in (0, 1], got {mfu:g}")
+    gpu = gpu or "H100"
+    if not cpu and gpu_bf16_peak(gpu) is None:
+        raise CodetteError(f"--gpu {gpu!r}: no spec-sheet peak for it; known: {', '.join(k for k, _ in GPU_BF16_PEAK)}")
+    cfg = None
+    if model is not None:
+        from codette.checkpoint.hf import CONFIG_JSON, read_hf_config
+
+        if model.is_file() and model.name != CONFIG_JSON:
+            raise CodetteError(f"--model {model}: expected a Hugging Face model folder or its {CONFIG_JSON}")
+        cfg = read_hf_config(model.parent if model.is_file() else model)
+    # The time's assumption: a peak (this CPU's, measured now; or the GPU's spec sheet, bf16 only) times the MFU.
+    if cpu:
+        peak: float | None = matmul_peak("cpu", dtype, reps=3)
+        peak_source = f"this CPU's {dtype} 2048 x 2048 matmul, best of 3, measured now"
+    else:
+        peak = gpu_bf16_peak(gpu) if dtype == "bf16" else None
+        peak_source = f"{gpu}'s spec-sheet dense bf16 peak" if peak else "none (spec-sheet peaks are bf16 only)"
     try:
-        rows = fit_rows(gpu_gb, gpus, "bf16", block_style)
+        rows = fit_rows(gpu_gb, gpus, dtype, block_style, model=cfg, lora_rank=lora_rank, lora_targets=lora_targets,
+                        seq_len=seq_len, achieved_flops=peak * mfu if peak else None)
     except ValueError as exc:
         raise CodetteError(str(exc)) from None
+    for r in rows:
+        r.update(peak_flops=peak, peak_source=peak_source, mfu=mfu)
     if json_out:
         console.print_json(json.dumps(rows))
         return
-    table = Table(title=f"Training on {gpus} x {gpu_gb:g} GB GPU{'s' if gpus > 1 else ''} (bf16, per GPU)")
-    for col in ("preset", "mode", "fp32 weights", "grads", "AdamW", "weight copies", "act/seq", "act/seq ckpt",
+    what = "model" if cfg is not None else "preset"
+    where = f"the CPU with {gpu_gb:g} GB of memory ({dtype})" if cpu else \
+        f"{gpus} x {gpu_gb:g} GB GPU{'s' if gpus > 1 else ''} ({dtype}, per GPU)"
+    table = Table(title=f"Training on {where}")
+    for col in (what, "mode", "train", "fp32 weights", "grads", "AdamW", "weight copies", "act/seq", "act/seq ckpt",
                 "fits", "fits ckpt"):
         table.add_column(col, no_wrap=True)
     for r in rows:
         fits = f"{r['batch']} x {r['seq_len']}" if r["batch"] else "no"
         fits_ckpt = f"{r['batch_checkpointed']} x {r['seq_len_checkpointed']}" if r["batch_checkpointed"] else "no"
-        table.add_row(r["preset"], r["mode"], _gb(r["weights"]), _gb(r["grads"]), _gb(r["adamw"]),
+        train = f"LoRA r{r['lora_rank']} ({r['trainable']:,})" if r["lora_rank"] else "full"
+        table.add_row(r["preset"], r["mode"], train, _gb(r["weights"]), _gb(r["grads"]), _gb(r["adamw"]),
                       _gb(r["weight_copies"]), _gb(r["act_per_seq"]), _gb(r["act_per_seq_checkpointed"]), fits,
                       fits_ckpt)
     console.print(table)
     fitting = [r for r in rows if r["batch"]]
-    if fitting:
+    if cfg is None and fitting:
         best = max(fitting, key=lambda r: (r["params"], r["batch"] * r["seq_len"]))
         console.print(f"largest preset that fits: {best['preset']} ({best['mode']}, micro-batch {best['batch']} x "
                       f"{best['seq_len']} tokens per GPU)")
-    else:
+    elif cfg is None:
         console.print("no preset fits, not even at batch 1 x 64 tokens")
-    console.print(f"fits: the largest micro-batch x sequence length within {USABLE_FRACTION:.0%} of each GPU "
-                  f"(GB = 2^30 bytes); act/seq: one sequence of the preset's context.\n"
+    if lora_rank:
+        console.print("train: full fine-tuning, or LoRA adapters of that rank (trainable parameters); with LoRA the "
+                      "base weights stay (fp32) but have no gradients or AdamW moments.")
+    console.print(f"fits: the largest micro-batch x sequence length within {USABLE_FRACTION:.0%} of "
+                  f"{'the memory' if cpu else 'each GPU'} (GB = 2^30 bytes); act/seq: one sequence of the {what}'s "
+                  f"context{f' (at most {seq_len} tokens)' if seq_len else ''}.\n"
                   f"ckpt: with activation checkpointing (codette train --activation-checkpointing). Formulas: codette.model.memory.")
+    if peak:
+        machine = f"this CPU, {dtype}" if cpu else f"{gpus} x {gpu}, {dtype}"
+        times = Table(title=f"Training time ({machine}), estimated from FLOPs, not measured")
+        for col in (what, "mode", "train", "GFLOP/token", "tokens/s", "hours per 100M tokens"):
+            times.add_column(col, no_wrap=True)
+        for r in rows:
+            train = f"LoRA r{r['lora_rank']}" if r["lora_rank"] else "full"
+            rate, hours = r["tokens_per_s"], r["hours_per_100m_tokens"]
+            times.add_row(r["preset"], r["mode"], train, f"{r['flops_per_token'] / 1e9:,.3g}",
+                          f"{rate:,.0f}" if rate >= 100 else f"{rate:.1f}",
+                          f"{hours:,.0f}" if hours >= 100 else f"{hours:.3g}")
+        console.print(times)
+
+        shown = f"{peak / 1e12:,.4g} TFLOP/s" if peak >= 1e12 else f"{peak / 1e9:,.4g} GFLOP/s"
+        many = f" x {gpus} GPUs (communication not counted)" if gpus > 1 else ""
+        console.print(f"tokens/s = peak x MFU{many} / training FLOPs per token = {shown} x {mfu:.0%} / GFLOP/token. "
+                      f"Peak: {peak_source}{'' if cpu else ' (--gpu)'}; MFU: assumed (--mfu). FLOPs per token: "
+                      f"6N + 12·L·T·d_attn, LoRA 4N + 6N_lora + 12·L·T·d_attn (T the planned window; "
+                      f"codette.model.flops). Without activation checkpointing, which recomputes each block's "
+                      f"forward (about a third more time for full, a half more for LoRA).")
+    else:
+        console.print("time: not estimated, the GPU peaks known here are bf16 ones (plan --dtype bf16 for a time).")
 
 
 @app.command()
@@ -321,7 +427,8 @@ def export(
                                              "multiples of 256); hf: f32, f16, bf16."),
     out_dir: Optional[Path] = typer.Option(None, "--out-dir", "-o", help="Output folder (default: the checkpoint's)."),
     force: bool = typer.Option(False, "--force", help="Overwrite existing output files."),
-    arch: Optional[str] = typer.Option(None, help="GGUF architecture (default: llama or starcoder2 by block style)."),
+    arch: Optional[str] = typer.Option(None, help="GGUF architecture (default: llama or starcoder2 by block style, "
+                                                 "qwen2 for q/k/v biases)."),
     modelfile: bool = typer.Option(True, "--modelfile/--no-modelfile",
                                    help="Also write an Ollama Modelfile (Modelfile.<quant> when the folder's "
                                         "Modelfile is another GGUF's)."),

@@ -1,4 +1,6 @@
-"""Training memory per GPU, from the shape alone: what ``codette presets --fit GPU_GB`` plans with.
+"""Training memory per GPU, from the shape alone: what ``codette presets --fit GPU_GB`` plans with (and
+the time: :func:`fit_rows` gives each row's FLOPs per token, :mod:`codette.model.flops`, and its tokens per
+second at an achieved FLOP/s the caller assumes).
 
 Plain Python (no torch), so planning a 5.3B run allocates nothing. ``N`` is the parameter count,
 ``g`` the number of GPUs, ``N_block`` one transformer block's parameters, ``N_root`` the rest
@@ -51,7 +53,7 @@ import dataclasses
 from dataclasses import dataclass
 
 from codette.model.config import ModelConfig, count_parameters
-from codette.model.flops import matmul_parameters
+from codette.model.flops import matmul_parameters, model_flops_per_token
 
 MODES = ("single", "ddp", "fsdp")
 # The projections of a block a LoRA adapter may wrap, in codette.config.LORA_TARGETS' order.
@@ -214,7 +216,8 @@ def fit(cfg: ModelConfig, gpu_gb: float, mode: str, gpus: int, dtype: str = "bf1
 
 def fit_rows(gpu_gb: float, gpus: int = 1, dtype: str = "bf16", block_style: str = "codette",
              model: ModelConfig | None = None, lora_rank: int = 0,
-             lora_targets: list[str] | tuple[str, ...] | None = None, seq_len: int | None = None) -> list[dict]:
+             lora_targets: list[str] | tuple[str, ...] | None = None, seq_len: int | None = None,
+             achieved_flops: float | None = None) -> list[dict]:
     """One row per preset (or only ``model``, e.g. a Hugging Face config) and mode (one GPU, or DDP and
     FSDP2 on ``gpus``): bytes per GPU and what fits; with ``lora_rank``, a LoRA row after each full one
     (LoRA is never sharded: no FSDP2 row).
@@ -222,6 +225,12 @@ def fit_rows(gpu_gb: float, gpus: int = 1, dtype: str = "bf16", block_style: str
     ``batch`` 0 means not even batch 1 at 64 tokens fits. Activations are per sequence of the model's
     context (``act_per_seq``, ``act_per_seq_checkpointed``), cut to ``seq_len`` when given (a fine-tuning run's
     ``model.max_seq_len``: RoPE has no learned positions).
+
+    Time: ``flops_per_token`` is the training FLOPs per token of windows of that length
+    (:func:`codette.model.flops.model_flops_per_token`, a LoRA row's with its adapters). With
+    ``achieved_flops`` (FLOP/s one device sustains: its peak times an assumed MFU), ``tokens_per_s`` is
+    ``gpus * achieved_flops / flops_per_token`` (communication not counted) and ``hours_per_100m_tokens``
+    the time 10^8 training tokens take at that rate; None without it.
     """
     from codette.model.presets import PRESETS, preset_config
 
@@ -231,6 +240,8 @@ def fit_rows(gpu_gb: float, gpus: int = 1, dtype: str = "bf16", block_style: str
         raise ValueError(f"--gpus must be >= 1, got {gpus}")
     if lora_rank < 0:
         raise ValueError(f"--lora-rank must be >= 0, got {lora_rank}")
+    if achieved_flops is not None and not achieved_flops > 0:
+        raise ValueError(f"the achieved FLOP/s must be > 0, got {achieved_flops}")
     models = [(str(model.extra.get("preset") or "custom"), model)] if model is not None else \
         [(name, preset_config(name, block_style=block_style)) for name in PRESETS]
     if seq_len is not None:
@@ -243,11 +254,14 @@ def fit_rows(gpu_gb: float, gpus: int = 1, dtype: str = "bf16", block_style: str
                     continue
                 f = fit(cfg, gpu_gb, mode, gpus, dtype, rank, lora_targets if rank else None)
                 p = f.plan
+                per_token = model_flops_per_token(cfg, cfg.max_seq_len, p.trainable if rank else 0)
+                rate = gpus * achieved_flops / per_token if achieved_flops else None
                 rows.append({"preset": name, "mode": mode, "gpus": gpus, "dtype": dtype,
                              "params": count_parameters(cfg), "lora_rank": rank, "trainable": p.trainable,
                              "weights": p.weights, "grads": p.grads, "adamw": p.adamw,
                              "weight_copies": p.weight_copies, "act_per_seq": p.activations,
                              "act_per_seq_checkpointed": p.activations_checkpointed, "seq_len_max": cfg.max_seq_len,
                              "batch": f.batch, "seq_len": f.seq_len, "batch_checkpointed": f.batch_checkpointed,
-                             "seq_len_checkpointed": f.seq_len_checkpointed})
+                             "seq_len_checkpointed": f.seq_len_checkpointed, "flops_per_token": per_token,
+                             "tokens_per_s": rate, "hours_per_100m_tokens": 1e8 / rate / 3600 if rate else None})
     return rows

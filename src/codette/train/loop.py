@@ -189,6 +189,8 @@ class _StepReports:
         device = trainer.device
         # MFU against the GPU's known bf16 peak (model/flops.py); None where the device's peak is unknown.
         self.peak = gpu_bf16_peak(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+        # A LoRA run's frozen weights skip their weight gradients: its FLOPs count the adapters apart.
+        self.n_lora = sum(p.numel() for p in trainer.model.parameters() if p.requires_grad) if trainer.lora else 0
 
     def add(self, done: StepResult) -> None:
         self.pending.append(done)
@@ -215,7 +217,7 @@ class _StepReports:
                 raise CodetteError(
                     f"training loss became {loss} at step {p.step}; stopping. The last good checkpoint is "
                     f"{last or 'none (no checkpoint was saved yet)'}. Lower train.lr or check the data.")
-            extra = {"mfu": mfu(tps, t.model_cfg, t.seq_len, self.peak, world.size)} if self.peak else {}
+            extra = {"mfu": mfu(tps, t.model_cfg, t.seq_len, self.peak, world.size, self.n_lora)} if self.peak else {}
             self.metrics.write("train", step=p.step, loss=loss, lr=p.lr, grad_norm=grad_norm, tokens_per_second=tps,
                                data_position=p.position, **extra)
         p = done[-1]
