@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -36,6 +37,13 @@ def prepare(out_dir: Path) -> RunConfig:
     stages.run_data(cfg, QUIET)
     stages.run_tokenizer(cfg, QUIET)
     return cfg
+
+
+def fresh_run(prepared: Path, tmp_path: Path, name: str = "run") -> Path:
+    """A copy of the prepared run folder ``prepared`` (data, tokenizer) without its checkpoints and logs."""
+    dst = tmp_path / name
+    shutil.copytree(prepared, dst, ignore=shutil.ignore_patterns("model_*", "logs"))
+    return dst
 
 
 def write_config(path: Path, data: dict) -> Path:

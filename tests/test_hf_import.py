@@ -9,7 +9,6 @@ pre-tokenizer) that llama.cpp runs and tokenizes like PyTorch, and a Hugging Fac
 
 from __future__ import annotations
 
-import contextlib
 import json
 import re
 from pathlib import Path
@@ -294,22 +293,18 @@ def base_tokenizer_json(folder: Path, style: str, vocab_size: int = VOCAB) -> To
     return tok
 
 
-@contextlib.contextmanager
 def llama_runtime(path: Path, f32_cache: bool = True):
     """llama.cpp (llama-cpp-python) on ``path``, with an F32 K/V cache or its default F16 one, closed afterwards."""
-    llama_cpp = require("llama_cpp")
-    cache = {"type_k": 0, "type_v": 0} if f32_cache else {}  # 0: GGML_TYPE_F32
-    llm = llama_cpp.Llama(str(path), logits_all=True, n_ctx=128, n_threads=1, verbose=False, **cache)
-    try:
-        yield llm
-    finally:
-        llm.close()
+    from tests.test_export_gguf import runtime
+
+    return runtime(path, **({"type_k": 0, "type_v": 0} if f32_cache else {}))  # 0: GGML_TYPE_F32
 
 
 def cpp_logits(llm, ids: list[int]) -> np.ndarray:
-    llm.reset()
-    llm.eval(ids)
-    return np.array(llm.scores[: len(ids)], dtype=np.float32)
+    """llama.cpp's logits of every position of ``ids`` (tests.test_export_gguf's)."""
+    from tests.test_export_gguf import cpp_logits as logits
+
+    return logits(llm, ids)
 
 
 def test_the_base_tokenizer_gains_codettes_special_tokens_and_the_embedding_its_rows(tmp_path: Path) -> None:

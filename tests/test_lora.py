@@ -31,7 +31,7 @@ from codette.tokenizer import CodetteTokenizer
 from codette.tokenizer.bpe import TOKENIZER_FILE
 from codette.train.lora import LoraAdapters, inject
 from codette.train.trainer import Trainer
-from tests._pipeline import QUIET, losses
+from tests._pipeline import QUIET, fresh_run, losses
 from tests._runtimes import require
 
 transformers = require("transformers")
@@ -96,16 +96,10 @@ def prepared(base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def fresh(prepared: Path, tmp_path: Path, name: str = "run") -> Path:
-    dst = tmp_path / name
-    shutil.copytree(prepared, dst, ignore=shutil.ignore_patterns("model_*", "logs"))
-    return dst
-
-
 @pytest.fixture(scope="module")
 def lora_run(prepared: Path, base: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished 6-step LoRA run on the Llama base (checkpoints at steps 3 and 6)."""
-    out = fresh(prepared, tmp_path_factory.mktemp("lora_run"))
+    out = fresh_run(prepared, tmp_path_factory.mktemp("lora_run"))
     stages.run_train(lora_config(out, base), QUIET)
     return out
 
@@ -187,7 +181,7 @@ def test_the_same_seed_gives_the_same_adapters_whatever_ran_before() -> None:
 
 # ---- training: only the adapters learn ------------------------------------------------------------------------
 def test_only_adapter_parameters_get_gradients_and_optimizer_state(prepared: Path, base: Path, tmp_path: Path) -> None:
-    out = fresh(prepared, tmp_path)
+    out = fresh_run(prepared, tmp_path)
     trainer = trainer_for(lora_config(out, base))
     model = trainer.model
     names = {n for n, _ in model.named_parameters()}
@@ -245,7 +239,7 @@ def test_pruning_a_step_checkpoint_removes_its_adapters_file(lora_run: Path, tmp
 
 
 def test_a_resumed_lora_run_is_bit_identical(lora_run: Path, prepared: Path, base: Path, tmp_path: Path) -> None:
-    part = fresh(prepared, tmp_path, "part")
+    part = fresh_run(prepared, tmp_path, "part")
     for name in ("model_step_3.pt", "model_step_3.lora.safetensors"):
         shutil.copy(lora_run / name, part / name)
     stages.run_train(lora_config(part, base), QUIET, resume=str(part / "model_step_3.pt"))
@@ -301,7 +295,7 @@ def test_eval_chat_and_export_read_a_lora_run_as_its_merged_model(lora_run: Path
 
 def test_lora_on_a_codette_checkpoint(prepared: Path, tmp_path: Path) -> None:
     """A tiny Codette model (codette blocks: no gate_proj) as the base; a changed base is refused by name."""
-    out = fresh(prepared, tmp_path)
+    out = fresh_run(prepared, tmp_path)
     tok = CodetteTokenizer.load(out)
     shape = {"preset": "tiny", "d_model": 32, "n_layers": 2, "n_heads": 4, "max_seq_len": 64}
     probe = build_config(None, {"out_dir": str(out)}, defaults={"model": shape})
@@ -347,7 +341,7 @@ def test_lora_on_a_codette_checkpoint(prepared: Path, tmp_path: Path) -> None:
 # ---- bad input: one line each ---------------------------------------------------------------------------------
 def test_a_lora_run_without_peft_says_how_to_install_it(prepared: Path, base: Path, tmp_path: Path,
                                                          monkeypatch: pytest.MonkeyPatch) -> None:
-    out = fresh(prepared, tmp_path)
+    out = fresh_run(prepared, tmp_path)
     monkeypatch.setitem(sys.modules, "peft", None)  # `import peft` raises ImportError
     with pytest.raises(CodetteError) as exc:
         stages.run_train(lora_config(out, base), QUIET)

@@ -28,7 +28,7 @@ from codette.tokenizer.bpe import TOKENIZER_FILE
 from codette.train.schedule import lr_at
 from codette.train.selection import BestTracker, direction
 from codette.train.trainer import Trainer
-from tests._pipeline import QUIET, TINY, codette, losses, tiny_config, write_config
+from tests._pipeline import QUIET, TINY, codette, fresh_run, losses, tiny_config, write_config
 
 
 WORDS = ("the river carries light over stone while old bridges remember every traveller who crossed "
@@ -53,12 +53,6 @@ def prepared_text(tmp_path_factory: pytest.TempPathFactory) -> Path:
     return out
 
 
-def _fresh(prepared: Path, tmp_path: Path, name: str = "run") -> Path:
-    dst = tmp_path / name
-    shutil.copytree(prepared, dst, ignore=shutil.ignore_patterns("model_*.pt", "logs"))
-    return dst
-
-
 def _config_file(tmp_path: Path, out: Path, **train: object) -> Path:
     data = {**TINY, "out_dir": str(out), "log_dir": str(out / "logs")}
     data["train"] = {**TINY["train"], **train}
@@ -67,7 +61,7 @@ def _config_file(tmp_path: Path, out: Path, **train: object) -> Path:
 
 @pytest.mark.slow
 def test_training_learns_and_writes_checkpoints(prepared: Path, tmp_path: Path) -> None:
-    out = _fresh(prepared, tmp_path)
+    out = fresh_run(prepared, tmp_path)
     result = stages.run_train(tiny_config(out), QUIET)
     hist = losses(out / "logs")
     assert sorted(hist) == list(range(1, 41))
@@ -94,9 +88,9 @@ def test_resume_is_exact_in_process(corpus: str, packing: str, request: pytest.F
     """Stream packing reads chat in document-aligned windows, plain text in random-offset ones; best-fit packs
     whole documents. Each resumes bit-identically."""
     prepared = request.getfixturevalue("prepared" if corpus == "chat" else "prepared_text")
-    full = _fresh(prepared, tmp_path, "full")
+    full = fresh_run(prepared, tmp_path, "full")
     stages.run_train(tiny_config(full, **{"train.packing": packing}), QUIET)
-    part = _fresh(prepared, tmp_path, "part")
+    part = fresh_run(prepared, tmp_path, "part")
     shutil.copy(full / "model_step_20.pt", part / "model_step_20.pt")
     stages.run_train(tiny_config(part, **{"train.packing": packing}), QUIET, resume=str(part / "model_step_20.pt"))
     want = "best-fit" if packing == "bestfit" else "document-aligned" if corpus == "chat" else "random offsets"
@@ -117,9 +111,9 @@ def test_resume_is_exact_in_process(corpus: str, packing: str, request: pytest.F
 @pytest.mark.slow
 def test_resume_after_kill_9_matches_uninterrupted_run(prepared: Path, tmp_path: Path) -> None:
     steps = 400
-    full = _fresh(prepared, tmp_path, "full")
+    full = fresh_run(prepared, tmp_path, "full")
     codette("train", "-c", str(_config_file(tmp_path, full, max_steps=steps, eval_every=1000)), check=True)
-    killed = _fresh(prepared, tmp_path, "killed")
+    killed = fresh_run(prepared, tmp_path, "killed")
     cfg = _config_file(tmp_path, killed, max_steps=steps, eval_every=1000)
     proc = subprocess.Popen([sys.executable, "-m", "codette", "train", "-c", str(cfg)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -147,7 +141,7 @@ def test_gradient_accumulation_averages_over_tokens_not_micro_batches(prepared: 
 
     runs = {}
     for name, batch, accum in (("whole", 8, 1), ("accum", 4, 2)):
-        out = _fresh(prepared, tmp_path, name)
+        out = fresh_run(prepared, tmp_path, name)
         # fp32: the check is exact equality of two summation orders, which bf16's 8 mantissa bits break
         stages.run_train(tiny_config(out, **{"train.max_steps": 3, "train.batch_size": batch, "train.dtype": "fp32",
                                              "train.grad_accum": accum, "train.eval_every": 100}), QUIET)
@@ -285,7 +279,7 @@ def test_parallel_strategy_follows_the_config_and_the_model_size(monkeypatch: py
 
 @pytest.mark.slow
 def test_ctrl_c_saves_checkpoint_and_exits_cleanly(prepared: Path, tmp_path: Path) -> None:
-    out = _fresh(prepared, tmp_path)
+    out = fresh_run(prepared, tmp_path)
     cfg = _config_file(tmp_path, out, max_steps=100000, eval_every=100000, save_every=50)
     proc = subprocess.Popen([sys.executable, "-m", "codette", "train", "-c", str(cfg)],
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
@@ -304,7 +298,7 @@ def test_ctrl_c_saves_checkpoint_and_exits_cleanly(prepared: Path, tmp_path: Pat
 @pytest.mark.slow
 def test_nan_loss_stops_with_clear_message_and_keeps_last_good(prepared: Path, tmp_path: Path,
                                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    out = _fresh(prepared, tmp_path)
+    out = fresh_run(prepared, tmp_path)
     real = torch.nn.functional.cross_entropy
     calls = {"n": 0}
 
@@ -323,7 +317,7 @@ def test_nan_loss_stops_with_clear_message_and_keeps_last_good(prepared: Path, t
 
 @pytest.mark.slow
 def test_resume_errors_and_auto_fallback(prepared: Path, tmp_path: Path) -> None:
-    out = _fresh(prepared, tmp_path)
+    out = fresh_run(prepared, tmp_path)
     stages.run_train(tiny_config(out, **{"train.max_steps": 30}), QUIET)
     with pytest.raises(CodetteError, match="checkpoint not found: .*missing.pt"):
         stages.run_train(tiny_config(out), QUIET, resume=str(out / "missing.pt"))
@@ -343,7 +337,7 @@ def test_resume_errors_and_auto_fallback(prepared: Path, tmp_path: Path) -> None
 
 
 def test_bad_training_input_gives_clear_errors(prepared: Path, tmp_path: Path) -> None:
-    out = _fresh(prepared, tmp_path)
+    out = fresh_run(prepared, tmp_path)
     with pytest.raises(CodetteError, match="unknown preset 'huge'"):
         stages.run_train(tiny_config(out, **{"model.preset": "huge"}), QUIET)
     with pytest.raises(CodetteError, match=r"n_heads \(5\) must divide d_model \(64\)"):
@@ -410,7 +404,7 @@ def test_codette_dtype_decides_what_auto_means_and_never_overrides_a_named_dtype
 @pytest.mark.parametrize("dtype", ["fp32", "bf16"])
 @pytest.mark.slow
 def test_both_precisions_learn_and_are_recorded(prepared: Path, tmp_path: Path, dtype: str) -> None:
-    out = _fresh(prepared, tmp_path)
+    out = fresh_run(prepared, tmp_path)
     stages.run_train(tiny_config(out, **{"train.dtype": dtype, "train.max_steps": 20}), QUIET)
     hist = list(losses(out / "logs").values())
     assert sum(hist[-5:]) / 5 < 0.9 * sum(hist[:5]) / 5
@@ -454,7 +448,7 @@ def test_activation_checkpointing_gives_the_same_gradients_with_fewer_saved_tens
 def test_compiled_blocks_train_and_save_plain_keys(prepared: Path, tmp_path: Path) -> None:
     """train.compile compiles each block in place: the run's losses match eager ones closely, and the
     checkpoint's keys are the eager model's (no ``_orig_mod.``), so export and resume read it."""
-    eager_out, compiled_out = _fresh(prepared, tmp_path / "e"), _fresh(prepared, tmp_path / "c")
+    eager_out, compiled_out = fresh_run(prepared, tmp_path / "e"), fresh_run(prepared, tmp_path / "c")
     over = {"train.max_steps": 3, "train.eval_every": 3, "train.save_every": 3, "train.probes": 0}
     stages.run_train(tiny_config(eager_out, **over), QUIET)
     stages.run_train(tiny_config(compiled_out, **over, **{"train.compile": True}), QUIET)
@@ -489,7 +483,7 @@ SOURCE_STEPS = 10
 @pytest.fixture(scope="module")
 def source(prepared: Path, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A finished run to start from (its own optimizer is at step 10)."""
-    out = _fresh(prepared, tmp_path_factory.mktemp("source"), "source")
+    out = fresh_run(prepared, tmp_path_factory.mktemp("source"), "source")
     stages.run_train(_init_config(out, max_steps=SOURCE_STEPS, eval_every=5, save_every=5), QUIET)
     return out
 
@@ -512,7 +506,7 @@ def test_init_from_starts_from_the_source_weights_with_a_fresh_optimizer(prepare
                                                                          tmp_path: Path) -> None:
     best = load_checkpoint(source / "model_best.pt")
     assert best["step"] > 0 and best["optimizer"]["state"]
-    trainer = _trainer(_init_config(_fresh(prepared, tmp_path, "new"), init_from=str(source)))  # a run folder: its best
+    trainer = _trainer(_init_config(fresh_run(prepared, tmp_path, "new"), init_from=str(source)))  # a run folder: its best
     weights = trainer.model.state_dict()
     assert weights.keys() == best["model"].keys() and all(torch.equal(weights[k], best["model"][k]) for k in weights)
     assert (trainer.step, trainer.position, trainer.best_val) == (0, 0, float("inf"))
@@ -526,7 +520,7 @@ def test_init_from_starts_from_the_source_weights_with_a_fresh_optimizer(prepare
 
 @pytest.mark.slow
 def test_init_from_trains_a_new_run_and_says_where_it_started(prepared: Path, source: Path, tmp_path: Path) -> None:
-    out = _fresh(prepared, tmp_path, "new")
+    out = fresh_run(prepared, tmp_path, "new")
     start = source / "model_final.pt"
     stages.run_train(_init_config(out, init_from=str(start), max_steps=2, eval_every=2, save_every=100), QUIET)
     final = load_checkpoint(out / "model_final.pt")
@@ -535,7 +529,7 @@ def test_init_from_trains_a_new_run_and_says_where_it_started(prepared: Path, so
     assert final["train_config"]["init_from"] == str(start)
     records = [json.loads(line) for f in (out / "logs").glob("metrics_*.jsonl") for line in f.read_text().splitlines()]
     assert [r["init_from"] for r in records if r["kind"] == "start"] == [str(start)]
-    fresh = _fresh(prepared, tmp_path, "fresh")  # the same run from the seeded weights starts higher
+    fresh = fresh_run(prepared, tmp_path, "fresh")  # the same run from the seeded weights starts higher
     stages.run_train(_init_config(fresh, max_steps=2, eval_every=2, save_every=100), QUIET)
     assert losses(out / "logs")[1] < losses(fresh / "logs")[1] - 0.1
 
@@ -543,7 +537,7 @@ def test_init_from_trains_a_new_run_and_says_where_it_started(prepared: Path, so
 @pytest.mark.slow
 def test_a_resumed_run_continues_its_own_checkpoint_not_init_from(prepared: Path, source: Path,
                                                                   tmp_path: Path) -> None:
-    out = _fresh(prepared, tmp_path, "run")
+    out = fresh_run(prepared, tmp_path, "run")
     cfg = _init_config(out, init_from=str(source), max_steps=4, eval_every=4, save_every=2)
     stages.run_train(_init_config(out, init_from=str(source), max_steps=2, eval_every=2, save_every=2), QUIET)
     own = load_checkpoint(out / "model_final.pt")
@@ -560,7 +554,7 @@ def test_a_resumed_run_continues_its_own_checkpoint_not_init_from(prepared: Path
 @pytest.mark.slow
 def test_init_from_another_architecture_or_vocabulary_is_one_line_naming_what_differs(
         prepared: Path, source: Path, tmp_path: Path) -> None:
-    out = _fresh(prepared, tmp_path, "new")
+    out = fresh_run(prepared, tmp_path, "new")
     final = source / "model_final.pt"
     cfg = write_config(tmp_path / "cfg.json", {**TINY, "out_dir": str(out), "log_dir": str(out / "logs"),
                                                "model": {**TINY["model"], "d_model": 32}})
@@ -571,7 +565,7 @@ def test_init_from_another_architecture_or_vocabulary_is_one_line_naming_what_di
     with pytest.raises(CodetteError, match=r"model_final\.pt: n_layers 2 != 3 in this config$"):
         stages.run_train(tiny_config(out, **{"model.n_layers": 3, "train.init_from": str(final)}), QUIET)
     # Another tokenizer: more embedding rows, or as many rows but other tokens.
-    other = _fresh(prepared, tmp_path, "other_tokenizer")
+    other = fresh_run(prepared, tmp_path, "other_tokenizer")
     stages.run_tokenizer(tiny_config(other, **{"tokenizer.vocab_size": 700}), QUIET)
     with pytest.raises(CodetteError, match=r"--init-from .*model_final\.pt: vocab_size 512 != 7\d\d in this config "
                                            r"\(embedding rows: another tokenizer"):
@@ -584,7 +578,7 @@ def test_init_from_another_architecture_or_vocabulary_is_one_line_naming_what_di
 
 
 def test_init_from_names_a_missing_or_unusable_source(prepared: Path, tmp_path: Path) -> None:
-    out = _fresh(prepared, tmp_path, "new")
+    out = fresh_run(prepared, tmp_path, "new")
     with pytest.raises(CodetteError, match=r"--init-from .*nothere: no such checkpoint file or run folder"):
         stages.run_train(_init_config(out, init_from=str(tmp_path / "nothere")), QUIET)
     empty = tmp_path / "empty_run"
