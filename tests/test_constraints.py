@@ -112,6 +112,30 @@ def callers(untrained, tokenizer: CodetteTokenizer, tmp_path_factory: pytest.Tem
     pair["gguf"].close()
 
 
+@pytest.fixture(scope="module")
+def newliners(untrained, tokenizer: CodetteTokenizer, tmp_path_factory: pytest.TempPathFactory):
+    """The untrained model with the rows of the newline and tab tokens made large, on both local backends: its
+    noise writes raw control characters, which a JSON string may hold only escaped."""
+    from codette.backends.gguf import GGUFBackend
+    from codette.backends.local import LocalBackend
+    from codette.checkpoint import load_checkpoint, save_checkpoint
+    from codette.export.gguf_export import export_gguf
+
+    folder = tmp_path_factory.mktemp("newliner")
+    tokenizer.save(folder)
+    state = load_checkpoint(untrained[0])
+    rows = [i for text in ("\n", "\t") for i in tokenizer.encode(text)]
+    for key in ("embed.weight", "lm_head.weight"):
+        if key in state["model"]:
+            state["model"][key][rows] *= 60
+    checkpoint = save_checkpoint(state, folder / "model_newliner.pt")
+    gguf = export_gguf(checkpoint, folder / "gguf", "f32", modelfile=False).path
+    pair = {"local": LocalBackend.from_checkpoint(checkpoint),
+            "gguf": GGUFBackend(gguf, tokenizer_dir=folder, n_threads=1)}
+    yield pair
+    pair["gguf"].close()
+
+
 def sampling(seed: int, **kwargs: object) -> SamplingConfig:
     return SamplingConfig(max_new_tokens=100, temperature=1.0, seed=seed, **kwargs)
 
@@ -354,6 +378,23 @@ def test_a_held_gguf_reply_reuses_the_prompts_cache(backends, monkeypatch):
     evaluated.clear()
     assert backend.chat(ASK, TOOLS, held) == first  # the same seed, the same reply
     assert evaluated[0] == 1 and set(evaluated[1:]) == {1}, evaluated
+
+
+NOTE = {"type": "function", "function": {"name": "note", "parameters": {
+    "type": "object", "properties": {"text": {"type": "string", "maxLength": 40}}, "required": ["text"]}}}
+
+
+@pytest.mark.parametrize("name", ["local", "gguf"])
+def test_a_held_string_never_holds_a_raw_control_character(newliners, name):
+    """JSON strings hold control characters only escaped (RFC 8259): a model whose noise is newlines and tabs,
+    held to a call with a string argument, writes calls that ``json.loads`` reads, on both engines."""
+    backend = newliners[name]
+    free = [backend.chat(ASK, [NOTE], sampling(seed)) for seed in range(10)]
+    assert free == [""] * 10  # unheld, it writes nothing but newlines and tabs (a reply is stripped)
+    for seed in range(10):
+        text = backend.chat(ASK, [NOTE], sampling(seed, tool_choice="required", parallel_tool_calls=False))
+        _, (call,) = split_tool_calls(text)  # json.loads refuses a raw control character inside a string
+        assert call.name == "note" and not any(ord(c) < 0x20 for c in call.arguments["text"]), text
 
 
 def test_the_agents_tools_are_expressible_on_both_engines(backends):

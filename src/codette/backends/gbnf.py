@@ -170,7 +170,18 @@ def _build(constraint: Constraint) -> str:
     else:
         root = "tc-text-0 tc-calls?"
         rules += text_avoiding(TOOL_CALL_OPEN, "tc-text")
-    return "\n".join([f"root ::= {root}", converter.format_grammar(), *rules])
+    return "\n".join([f"root ::= {root}", _strict_strings(converter.format_grammar()), *rules])
+
+
+# A JSON string's characters (RFC 8259): control characters only escaped. llama-cpp-python's converter lets
+# raw ones through (a newline inside a path), which ``json.loads`` refuses; llama.cpp's own converter and
+# llguidance exclude them as here.
+JSON_CHAR = r'char ::= [^"\\\x7F\x00-\x1F] | "\\" (["\\/bfnrt] | "u" [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F] [0-9a-fA-F])'
+
+
+def _strict_strings(grammar: str) -> str:
+    lines = grammar.splitlines()
+    return "\n".join(JSON_CHAR if line.startswith("char ::= ") else line for line in lines)
 
 
 def _visit(converter: Any, schema: dict[str, Any], name: str, param: str) -> str:
