@@ -668,6 +668,17 @@ def test_parse_tool_calls_huge_reply_refused():
         parse_tool_calls("<tool_call>" + " " * (9 * 1024 * 1024) + "</tool_call>")
 
 
+@pytest.mark.timeout(120)
+def test_closing_tags_inside_strings_are_scanned_in_linear_time():
+    """8 MiB of blocks whose closing tag sits inside an unterminated string: each stretch between opening tags
+    is searched for a closing tag outside strings once."""
+    block = '<tool_call>{"q": "</tool_call>'
+    start = time.monotonic()
+    with pytest.raises(ToolCallParseError, match="malformed JSON"):
+        parse_tool_calls(block * (8 * 1024 * 1024 // len(block) - 1))
+    assert time.monotonic() - start < 10
+
+
 @pytest.mark.timeout(120)  # the quadratic scans took hours here: fail, never hang the run
 @pytest.mark.parametrize("entry, needle", [
     ("markup-body", "malformed JSON"),

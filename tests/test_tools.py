@@ -163,6 +163,19 @@ def test_parse_error_names_the_bad_call_and_unclosed_tag():
         parse_tool_calls(good + '\n<tool_call>\n{"name": "calculator", "argu')
 
 
+def test_a_closing_tag_inside_a_json_string_is_text():
+    """The block ends at the first closing tag outside the call's JSON strings (escaped quotes stay inside):
+    a path may hold the text ``</tool_call>``, as a grammar over characters lets a held call write it."""
+    text = ('Saving.\n<tool_call>\n{"name": "write_file", "arguments": {"path": "a</tool_call>b.txt", '
+            '"content": "say \\"</tool_call>\\" twice"}}\n</tool_call>\nDone.')
+    prose, calls = split_tool_calls(text)
+    assert calls == [ToolCall("write_file", {"path": "a</tool_call>b.txt", "content": 'say "</tool_call>" twice'})]
+    assert prose == "Saving.\n\nDone."
+    # a body that is not JSON (an unterminated string) ends at the first closing tag, as before
+    with pytest.raises(ToolCallParseError, match="malformed JSON"):
+        parse_tool_calls('<tool_call>{"name": "read_file", "arguments": {"path": "a}}</tool_call> tail')
+
+
 # ------------------------------------------------------------------------------------------------
 # Registry: schemas and validation
 # ------------------------------------------------------------------------------------------------

@@ -9,6 +9,7 @@ parsed-then-formatted call is byte-identical to the training text.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterable
 from dataclasses import dataclass, field
 from typing import Any
@@ -114,18 +115,40 @@ def parse_tool_calls(text: str) -> list[ToolCall]:
     return split_tool_calls(text)[1]
 
 
+# What matters to where a call's JSON ends: an escape (two characters), a quote, a closing tag.
+_BODY_TOKENS = re.compile(r'\\.|"|' + re.escape(TOOL_CALL_CLOSE), re.DOTALL)
+
+
+def _close_after(text: str, start: int) -> int:
+    """Where the block whose body starts at ``start`` is closed: the first closing tag outside the body's
+    JSON strings (a string may hold the text ``</tool_call>``, as a grammar over characters allows), looked
+    for up to the next opening tag; else, as a body that is not JSON has no strings to tell, the first
+    closing tag after ``start`` (-1 when there is none). The first search covers each stretch between two
+    opening tags once, so a reply is still scanned in linear time."""
+    first = text.find(TOOL_CALL_CLOSE, start)
+    stop = text.find(TOOL_CALL_OPEN, start)
+    in_string = False
+    for match in _BODY_TOKENS.finditer(text, start, len(text) if stop < 0 else stop):
+        token = match.group()
+        if token == '"':
+            in_string = not in_string
+        elif token == TOOL_CALL_CLOSE and not in_string:
+            return match.start()
+    return first
+
+
 def _blocks(text: str) -> tuple[list[str], str, bool]:
     """The bodies of the complete ``<tool_call>`` blocks, the text around them, and whether an opening
     tag was left without its closing one.
 
-    A forward scan with ``str.find``, linear in ``len(text)``: a lazy regex for the blocks rescans the
-    rest of the reply from every opening tag that has no closing tag after it (quadratic time).
+    A forward scan, linear in ``len(text)`` (see :func:`_close_after`): a lazy regex for the blocks
+    rescans the rest of the reply from every opening tag that has no closing tag after it (quadratic time).
     """
     bodies: list[str] = []
     rest: list[str] = []
     pos = 0
     while (start := text.find(TOOL_CALL_OPEN, pos)) >= 0:
-        end = text.find(TOOL_CALL_CLOSE, start + len(TOOL_CALL_OPEN))
+        end = _close_after(text, start + len(TOOL_CALL_OPEN))
         if end < 0:  # no later opening tag can be closed either
             break
         rest.append(text[pos:start])
