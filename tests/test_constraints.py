@@ -87,51 +87,40 @@ def backends(untrained):
     pair["gguf"].close()
 
 
-@pytest.fixture(scope="module")
-def callers(untrained, tokenizer: CodetteTokenizer, tmp_path_factory: pytest.TempPathFactory):
-    """The untrained model with the ``<tool_call>`` row of its (tied) embedding made large, on both local
-    backends: its noise opens a call every few tokens (wherever the row points along the hidden state), so
-    a lazy hold has calls to hold, after free text of a few tokens."""
+def boosted(untrained, tokenizer: CodetteTokenizer, folder: Path, rows: list[int]) -> dict:
+    """The untrained model with embedding (and output) ``rows`` made 60 times larger, on both local backends:
+    its noise writes those tokens every few steps (wherever the rows point along the hidden state)."""
     from codette.backends.gguf import GGUFBackend
     from codette.backends.local import LocalBackend
     from codette.checkpoint import load_checkpoint, save_checkpoint
     from codette.export.gguf_export import export_gguf
 
-    folder = tmp_path_factory.mktemp("caller")
     tokenizer.save(folder)
     state = load_checkpoint(untrained[0])
-    row = tokenizer.token_id(TOOL_CALL_OPEN)
     for key in ("embed.weight", "lm_head.weight"):
         if key in state["model"]:
-            state["model"][key][row] *= 60
-    checkpoint = save_checkpoint(state, folder / "model_caller.pt")
+            state["model"][key][rows] *= 60
+    checkpoint = save_checkpoint(state, folder / "model_boosted.pt")
     gguf = export_gguf(checkpoint, folder / "gguf", "f32", modelfile=False).path
-    pair = {"local": LocalBackend.from_checkpoint(checkpoint),
+    return {"local": LocalBackend.from_checkpoint(checkpoint),
             "gguf": GGUFBackend(gguf, tokenizer_dir=folder, n_threads=1)}
+
+
+@pytest.fixture(scope="module")
+def callers(untrained, tokenizer: CodetteTokenizer, tmp_path_factory: pytest.TempPathFactory):
+    """The ``<tool_call>`` row made large: the noise opens a call every few tokens, so a lazy hold has calls to
+    hold, after free text of a few tokens."""
+    pair = boosted(untrained, tokenizer, tmp_path_factory.mktemp("caller"), [tokenizer.token_id(TOOL_CALL_OPEN)])
     yield pair
     pair["gguf"].close()
 
 
 @pytest.fixture(scope="module")
 def newliners(untrained, tokenizer: CodetteTokenizer, tmp_path_factory: pytest.TempPathFactory):
-    """The untrained model with the rows of the newline and tab tokens made large, on both local backends: its
-    noise writes raw control characters, which a JSON string may hold only escaped."""
-    from codette.backends.gguf import GGUFBackend
-    from codette.backends.local import LocalBackend
-    from codette.checkpoint import load_checkpoint, save_checkpoint
-    from codette.export.gguf_export import export_gguf
-
-    folder = tmp_path_factory.mktemp("newliner")
-    tokenizer.save(folder)
-    state = load_checkpoint(untrained[0])
+    """The newline and tab rows made large: the noise writes raw control characters, which a JSON string may
+    hold only escaped."""
     rows = [i for text in ("\n", "\t") for i in tokenizer.encode(text)]
-    for key in ("embed.weight", "lm_head.weight"):
-        if key in state["model"]:
-            state["model"][key][rows] *= 60
-    checkpoint = save_checkpoint(state, folder / "model_newliner.pt")
-    gguf = export_gguf(checkpoint, folder / "gguf", "f32", modelfile=False).path
-    pair = {"local": LocalBackend.from_checkpoint(checkpoint),
-            "gguf": GGUFBackend(gguf, tokenizer_dir=folder, n_threads=1)}
+    pair = boosted(untrained, tokenizer, tmp_path_factory.mktemp("newliner"), rows)
     yield pair
     pair["gguf"].close()
 
