@@ -431,6 +431,23 @@ def test_the_grammar_text_is_built_once_per_constraint():
     assert gbnf_grammar(constraint) is gbnf_grammar(constraint)
 
 
+def test_kept_values_are_made_once_copied_out_and_dropped_oldest_first():
+    from codette.backends.constraints import Kept
+
+    made, dropped = [], []
+    kept = Kept(2, copy=lambda v: v + "'", drop=dropped.append)
+
+    def make(key):
+        return lambda: made.append(key) or key
+
+    assert [kept.get(k, make(k)) for k in ("a", "b", "a", "c")] == ["a'", "b'", "a'", "c'"]
+    assert made == ["a", "b", "c"] and dropped == ["b"]  # "a" was used again after "b": "b" was the oldest
+    with pytest.raises(ValueError):
+        kept.get("d", lambda: int("x"))  # an error keeps nothing
+    kept.clear()
+    assert sorted(dropped) == ["a", "b", "c"] and kept.get("a", make("a")) == "a'" and made[-1] == "a"
+
+
 def test_each_reply_gets_its_own_copy_of_a_kept_grammar(backends, tokenizer):
     """Both engines keep what they compiled for a constraint and hand each reply a copy: a reply that has
     opened a call leaves the next reply's grammar at its start."""

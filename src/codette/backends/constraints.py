@@ -17,9 +17,10 @@ from __future__ import annotations
 
 import copy
 import json
+import threading
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
-from collections.abc import Iterator
-from typing import Any, NamedTuple
+from typing import Any, Generic, NamedTuple, TypeVar
 
 from codette.errors import CodetteError
 
@@ -119,6 +120,46 @@ def constraint_key(constraint: Constraint) -> str:
     calls = constraint.calls
     return json.dumps([constraint.answer, None if calls is None else [calls.functions, calls.required,
                                                                       calls.parallel]])
+
+
+V = TypeVar("V")
+
+
+class Kept(Generic[V]):
+    """The engines' compiled grammars, the last ``size`` made (keyed by :func:`constraint_key` or the grammar's
+    text): the agent asks for the same constraint every round, and compiling a tool table's grammar takes
+    milliseconds, a good part of a short reply, where handing out a copy of a kept one takes microseconds.
+
+    ``copy`` is what a caller gets of a kept value (the value itself when it is never changed; a fresh matcher
+    or sampler when decoding advances it), made under the lock, so a value is never dropped while it is
+    copied; ``drop`` frees a value pushed out (one the engine allocated outside Python)."""
+
+    def __init__(self, size: int, copy: Callable[[V], V] = lambda value: value,
+                 drop: Callable[[V], None] = lambda value: None) -> None:
+        self._size, self._copy, self._drop = size, copy, drop
+        self._values: dict[str, V] = {}  # the newest last
+        self._lock = threading.Lock()
+
+    def get(self, key: str, make: Callable[[], V]) -> V:
+        """A copy of the value kept for ``key``, made by ``make()`` (outside the lock) when there is none (an
+        error ``make`` raises keeps nothing)."""
+        with self._lock:
+            value = self._values.pop(key, None)
+        if value is None:
+            value = make()
+        with self._lock:
+            other = self._values.pop(key, None)  # made by another thread meanwhile
+            if other is not None and other is not value:
+                self._drop(other)
+            self._values[key] = value
+            while len(self._values) > self._size:
+                self._drop(self._values.pop(next(iter(self._values))))
+            return self._copy(value)
+
+    def clear(self) -> None:
+        with self._lock:
+            while self._values:
+                self._drop(self._values.popitem()[1])
 
 
 def answer_schema(answer: str | dict[str, Any]) -> dict[str, Any]:

@@ -18,10 +18,9 @@ bounds are the one thing relaxed (see :func:`_cap_repeats`).
 from __future__ import annotations
 
 import copy
-import threading
 from typing import Any
 
-from codette.backends.constraints import (Constraint, UnsupportedSchema, answer_schema, call_schema,
+from codette.backends.constraints import (Constraint, Kept, UnsupportedSchema, answer_schema, call_schema,
                                           constraint_key, walk)
 
 # What the converter turns into grammar; annotations change nothing about the text.
@@ -124,24 +123,13 @@ def _escape(char: str, more: str = "") -> str:
     return f"\\{char}" if char in '"\\' + more else char
 
 
-_CACHE: dict[str, str] = {}
-_CACHE_LOCK = threading.Lock()
-CACHED = 32
+_KEPT: Kept[str] = Kept(32)
 
 
 def gbnf_grammar(constraint: Constraint) -> str:
     """The GBNF grammar (root rule ``root``) of ``constraint``. The agent asks for the same one every round,
     and converting the whole tool table takes a noticeable part of a second, so the last few are kept."""
-    key = constraint_key(constraint)
-    with _CACHE_LOCK:
-        text = _CACHE.get(key)
-    if text is None:
-        text = _build(constraint)
-        with _CACHE_LOCK:
-            if len(_CACHE) >= CACHED:
-                del _CACHE[next(iter(_CACHE))]
-            _CACHE[key] = text
-    return text
+    return _KEPT.get(constraint_key(constraint), lambda: _build(constraint))
 
 
 def _build(constraint: Constraint) -> str:

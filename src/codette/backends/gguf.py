@@ -18,7 +18,6 @@ import ctypes
 import logging
 import math
 import os
-import threading
 from collections.abc import Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
@@ -26,7 +25,7 @@ from typing import Any, NamedTuple
 import numpy as np
 
 from codette.backends.base import Chunk, SamplingConfig
-from codette.backends.constraints import UnsupportedSchema, constraint_for
+from codette.backends.constraints import Kept, UnsupportedSchema, constraint_for
 from codette.backends.gbnf import gbnf_grammar
 from codette.backends.textdeltas import TextDeltas
 from codette.errors import CodetteError
@@ -242,8 +241,9 @@ class GGUFBackend:
         # The last held reply's steps (0 = its first token) where the grammar refused the model's pick and
         # masked the step (see Hold).
         self.masked_at: list[int] = []
-        self._grammars: dict[str, Any] = {}  # GBNF text -> llama.cpp's parsed grammar, the last few
-        self._grammars_lock = threading.Lock()
+        # GBNF text -> llama.cpp's parsed grammar, never advanced: each reply gets a clone
+        self._grammars: Kept[Any] = Kept(GRAMMARS_KEPT, copy=llama_cpp.llama_sampler_clone,
+                                         drop=llama_cpp.llama_sampler_free)
 
     def prompt_ids(self, messages: list[dict], tools: list[dict] | None = None) -> list[int]:
         text = render(messages, tools, add_generation_prompt=True, template=self.chat_template)
@@ -343,29 +343,20 @@ class GGUFBackend:
         constraint = constraint_for(sampling, tools)
         if constraint is None:
             return None
-        grammar = self._parsed(gbnf_grammar(constraint))
-        if grammar is None:
-            raise UnsupportedSchema(f"{constraint.param}: llama.cpp refused the grammar made from this schema "
-                                    f"(too large or too deeply nested)", constraint.param)
-        return Hold(self.llm, grammar, sampling)
+        text = gbnf_grammar(constraint)
+        return Hold(self.llm, self._grammars.get(text, lambda: self._parse(text, constraint.param)), sampling)
 
-    def _parsed(self, text: str) -> Any:
-        """A fresh llama.cpp grammar sampler for the GBNF ``text`` (None when llama.cpp refuses it): a copy of
-        one parsed before when there is one (a tool table's grammar takes about a millisecond to parse, a
-        tenth of that to copy; the agent asks for the same one every round)."""
+    def _parse(self, text: str, param: str) -> Any:
+        """llama.cpp's grammar sampler for the GBNF ``text`` (a tool table's takes about a millisecond to parse,
+        a tenth of that to clone), or :class:`UnsupportedSchema` naming ``param`` when llama.cpp refuses it."""
         import llama_cpp
 
-        with self._grammars_lock:  # a server checks a request's constraint while another reply decodes
-            parsed = self._grammars.pop(text, None)
-            if parsed is None:
-                parsed = llama_cpp.llama_sampler_init_grammar(llama_cpp.llama_model_get_vocab(self.llm.model),
-                                                              text.encode(), b"root")
-                if not parsed:
-                    return None
-                while len(self._grammars) >= GRAMMARS_KEPT:
-                    llama_cpp.llama_sampler_free(self._grammars.pop(next(iter(self._grammars))))
-            self._grammars[text] = parsed  # the newest last
-            return llama_cpp.llama_sampler_clone(parsed)
+        parsed = llama_cpp.llama_sampler_init_grammar(llama_cpp.llama_model_get_vocab(self.llm.model),
+                                                      text.encode(), b"root")
+        if not parsed:
+            raise UnsupportedSchema(f"{param}: llama.cpp refused the grammar made from this schema "
+                                    f"(too large or too deeply nested)", param)
+        return parsed
 
     def _checked(self, messages: list[dict], tools: list[dict] | None) -> list[int]:
         ids = self.prompt_ids(messages, tools)
@@ -428,11 +419,7 @@ class GGUFBackend:
 
     def close(self) -> None:
         """Free the llama.cpp context now rather than at garbage collection."""
-        import llama_cpp
-
-        with self._grammars_lock:
-            while self._grammars:
-                llama_cpp.llama_sampler_free(self._grammars.popitem()[1])
+        self._grammars.clear()
         close = getattr(self.llm, "close", None)
         if close is not None:
             close()

@@ -18,7 +18,6 @@ of :mod:`codette.model.generate`, and the mask only where the model's own pick b
 from __future__ import annotations
 
 import json
-import threading
 from collections.abc import Callable, Iterator, Sequence
 from typing import Any
 
@@ -26,7 +25,8 @@ import numpy as np
 import torch
 
 from codette.backends.base import SamplingConfig
-from codette.backends.constraints import Constraint, UnsupportedSchema, answer_schema, call_schema, constraint_key
+from codette.backends.constraints import (Constraint, Kept, UnsupportedSchema, answer_schema, call_schema,
+                                          constraint_key)
 from codette.errors import CodetteError
 from codette.model.generate import _pick
 from codette.tokenizer import CodetteTokenizer
@@ -90,8 +90,8 @@ class Guide:
         self.tokenizer = tokenizer
         self.lltok = llguidance.LLTokenizer(tokenizer.tok.to_str(), n_vocab=len(tokenizer),
                                             eos_token=tokenizer.stop_ids)
-        self._built: dict[str, Any] = {}  # constraint_key -> a matcher never advanced, to copy
-        self._lock = threading.Lock()
+        # constraint_key -> a matcher never advanced; each reply gets a copy
+        self._built: Kept[Any] = Kept(MATCHERS_KEPT, copy=lambda matcher: matcher.deep_copy())
 
     def matcher(self, constraint: Constraint) -> Any:
         """A fresh matcher for ``constraint``; :class:`UnsupportedSchema` naming what llguidance cannot express
@@ -99,16 +99,7 @@ class Guide:
 
         Checking and compiling a tool table's grammar takes about ten milliseconds, a good part of a short
         reply; a copy of a matcher built before takes microseconds, so the last few are kept unused to copy."""
-        key = constraint_key(constraint)
-        with self._lock:
-            built = self._built.pop(key, None)
-        if built is None:
-            built = self._build(constraint)
-        with self._lock:
-            self._built[key] = built  # the newest last
-            while len(self._built) > MATCHERS_KEPT:
-                del self._built[next(iter(self._built))]
-        return built.deep_copy()
+        return self._built.get(constraint_key(constraint), lambda: self._build(constraint))
 
     def _build(self, constraint: Constraint) -> Any:
         parts = []
