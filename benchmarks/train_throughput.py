@@ -45,7 +45,7 @@ from torch import nn
 from codette.config import TrainConfig
 from codette.model import CodetteModel, ModelConfig
 from codette.model.loss import IGNORE_INDEX
-from codette.model.flops import gpu_bf16_peak, matmul_parameters, model_flops_per_token
+from codette.model.flops import gpu_bf16_peak, matmul_parameters, matmul_peak, model_flops_per_token
 from codette.train.device import autocast_for, pick_device, resolve_dtype
 from codette.train.schedule import build_optimizer
 from codette.train.step import accumulate_gradients
@@ -223,14 +223,6 @@ def timed(fn: Callable[[], None], device: torch.device) -> float:
     if device.type == "cuda":
         torch.cuda.synchronize()
     return time.perf_counter() - t0
-
-
-def matmul_peak(device: torch.device, dtype: torch.dtype, n: int = 2048, reps: int = 5) -> float:
-    """FLOP/s of the fastest of ``reps`` n x n matmuls (after one warm-up)."""
-    a = torch.randn(n, n, device=device).to(dtype)
-    b = torch.randn(n, n, device=device).to(dtype)
-    times = [timed(lambda: torch.mm(a, b), device) for _ in range(reps + 1)][1:]
-    return 2 * n**3 / min(times)
 
 
 def main() -> None:

@@ -56,8 +56,6 @@ from codette.model.config import ModelConfig, count_parameters
 from codette.model.flops import matmul_parameters, model_flops_per_token
 
 MODES = ("single", "ddp", "fsdp")
-# The projections of a block a LoRA adapter may wrap, in codette.config.LORA_TARGETS' order.
-PROJECTIONS = ("q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj")
 GIB = 2**30
 USABLE_FRACTION = 0.9  # of the GPU's memory: the CUDA context, the allocator's fragmentation, workspaces
 
