@@ -46,11 +46,11 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import gguf
-from tokenizers import Regex, Tokenizer, models, pre_tokenizers
+from tokenizers import Regex, pre_tokenizers
 
 from codette.errors import CodetteError
 from codette.tokenizer import CodetteTokenizer
-from codette.tokenizer.bpe import pre_tokenizer_spec
+from codette.tokenizer.bpe import pre_tokenizer_spec, spec_of
 from codette.tokenizer.chat_template import BOS, CONTROL_TOKENS, IM_END, MARKER_TOKENS, PAD, UNK
 
 GPT2_REGEX = r"'s|'t|'re|'ve|'m|'ll|'d| ?\p{L}+| ?\p{N}+| ?[^\s\p{L}\p{N}]+|\s+(?!\S)|\s+"
@@ -116,12 +116,6 @@ def _without_trim_offsets(spec: object) -> object:
     return spec
 
 
-def _spec_of(pre: pre_tokenizers.PreTokenizer) -> dict:
-    tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = pre
-    return json.loads(tok.to_str())["pre_tokenizer"]
-
-
 def _key(spec: object) -> str:
     return json.dumps(_without_trim_offsets(spec), sort_keys=True)
 
@@ -135,7 +129,7 @@ def _codette_key(name: str) -> str:
 @lru_cache(maxsize=None)
 def _split_key(regex: str) -> str:
     """The canonical ``Sequence([Split(regex, "isolated"), ByteLevel(use_regex=False)])`` object."""
-    return _key(_spec_of(pre_tokenizers.Sequence([
+    return _key(spec_of(pre_tokenizers.Sequence([
         pre_tokenizers.Split(Regex(regex), behavior="isolated", invert=False),
         pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False)])))
 

@@ -57,11 +57,16 @@ _PRE_TOKENIZERS: dict[str, Callable[[], pre_tokenizers.PreTokenizer]] = {
 PRE_TOKENIZERS = tuple(_PRE_TOKENIZERS)
 
 
-def pre_tokenizer_spec(name: str) -> dict:
-    """The ``pre_tokenizer`` object that pre-tokenizer ``name`` has in a tokenizer.json."""
+def spec_of(pre: pre_tokenizers.PreTokenizer) -> dict:
+    """The ``pre_tokenizer`` object that ``pre`` has in a tokenizer.json."""
     tok = Tokenizer(models.BPE())
-    tok.pre_tokenizer = _PRE_TOKENIZERS[name]()
+    tok.pre_tokenizer = pre
     return json.loads(tok.to_str())["pre_tokenizer"]
+
+
+def pre_tokenizer_spec(name: str) -> dict:
+    """The ``pre_tokenizer`` object that Codette's pre-tokenizer ``name`` has in a tokenizer.json."""
+    return spec_of(_PRE_TOKENIZERS[name]())
 
 
 class CodetteTokenizer:
