@@ -85,9 +85,10 @@ def check_base(meta: dict[str, Any], checkpoint: Path | str) -> Path:
     if not base.exists():
         raise CodetteError(f"{checkpoint}: its LoRA base {base} is gone (the adapters were trained on it; the "
                            f"checkpoint does not copy it); put it back there")
-    if fingerprint(base) != meta["base_fingerprint"]:
+    found = fingerprint(base)
+    if found != meta["base_fingerprint"]:
         raise CodetteError(f"{checkpoint}: its LoRA base {base} has changed since the adapters were trained on it "
-                           f"(fingerprint {fingerprint(base)[:12]} != {meta['base_fingerprint'][:12]}); the adapters "
+                           f"(fingerprint {found[:12]} != {meta['base_fingerprint'][:12]}); the adapters "
                            f"only fit the weights they were trained on")
     return base
 

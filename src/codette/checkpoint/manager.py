@@ -31,7 +31,6 @@ from codette.checkpoint import (
     save_checkpoint,
 )
 from codette.checkpoint import sharded as dcp_files
-from codette.checkpoint.lora import check_base
 from codette.errors import CodetteError
 from codette.model import ModelConfig
 
@@ -128,9 +127,7 @@ class CheckpointManager:
         _check_same_model(model_config_of(state, path), model_cfg, path)
         if "optimizer" not in state:
             raise CodetteError(f"{path} holds weights only (no optimizer state); it cannot be resumed")
-        self._check_same_lora(state.get(LORA), path)
-        if self.lora is not None:
-            check_base(state[LORA], path)  # before anything is loaded: a changed base is one line naming it
+        self._check_same_lora(state.get(LORA), path)  # the base is checked as it is read (LoraAdapters.load)
         return state
 
     def _check_same_lora(self, saved: dict | None, path: Path) -> None:
