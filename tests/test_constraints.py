@@ -126,7 +126,8 @@ def newliners(untrained, tokenizer: CodetteTokenizer, tmp_path_factory: pytest.T
 
 
 def sampling(seed: int, **kwargs: object) -> SamplingConfig:
-    return SamplingConfig(max_new_tokens=100, temperature=1.0, seed=seed, **kwargs)
+    """Temperature 1 and room for 100 tokens unless ``kwargs`` say otherwise."""
+    return SamplingConfig(**{"max_new_tokens": 100, "temperature": 1.0, "seed": seed, **kwargs})
 
 
 def valid(text: str, schema: dict) -> bool:
@@ -359,7 +360,7 @@ def test_a_held_gguf_reply_reuses_the_prompts_cache(backends, monkeypatch):
     evaluated: list[int] = []
     real = backend.llm.eval
     monkeypatch.setattr(backend.llm, "eval", lambda tokens: (evaluated.append(len(tokens)), real(tokens))[1])
-    held = SamplingConfig(max_new_tokens=40, temperature=1.0, seed=3, tool_choice="required")
+    held = SamplingConfig(max_new_tokens=100, temperature=1.0, seed=3, tool_choice="required")
     backend.llm.reset()
     first = backend.chat(ASK, TOOLS, held)
     prompt = backend.count_tokens(ASK, TOOLS)
@@ -532,5 +533,49 @@ def test_the_natural_run_holds_calls_unless_told_not_to(tokenizer):
     with ItemTools() as tools:
         held = run_item(scripted_backend(tokenizer, [bad, "Done."]), item, tools)
         free = run_item(scripted_backend(tokenizer, [bad, "Done."]), item, tools, constrain=False)
-    assert held["written"] == [{"json_valid": 1, "args_valid": 1}] and held["calls"][0]["name"] == "read_file"
-    assert free["written"] == [{"json_valid": 1, "args_valid": 0}] and not free["calls"]  # refused, not run
+    assert held["written"] == [{"json_valid": 1, "args_valid": 1, "finished": 0}]
+    assert held["calls"][0]["name"] == "read_file"
+    assert free["written"] == [{"json_valid": 1, "args_valid": 0, "finished": 0}] and not free["calls"]  # refused
+    # a path that runs on past the token budget: held, the finishing policy closes the call (and says so)
+    runaway = '<tool_call>\n{"name": "read_file", "arguments": {"path": "' + "notes/" * 100
+    with ItemTools() as tools:
+        held = run_item(scripted_backend(tokenizer, [runaway, "Done."]), item, tools, max_new_tokens=60)
+        free = run_item(scripted_backend(tokenizer, [runaway, "Done."]), item, tools, max_new_tokens=60,
+                        constrain=False)
+    assert held["written"][0] == {"json_valid": 1, "args_valid": 1, "finished": 1}, held
+    assert held["calls"][0]["arguments"]["path"].startswith("notes/notes/")
+    assert free["written"][0] == {"json_valid": 0, "args_valid": 0, "finished": 0}, free
+
+
+def test_the_gguf_mask_by_first_byte_is_the_whole_vocabularys(backends, tokenizer):
+    """The GGUF grammar checks the one-byte tokens, then only the tokens starting with a byte it takes: the
+    same mask as checking every token, at every step of a call, a JSON answer and free text."""
+    import numpy as np
+
+    from codette.backends.gguf import TOKEN_DATA, FirstChars
+
+    backend = backends["gguf"]
+    assert backend._firsts is not None and isinstance(backend._firsts, FirstChars)
+    texts = {"required": TOOL_CALL_OPEN + '\n{"name": "set_light", "arguments": {"room": "kitchen", "level": 7}}\n'
+                         + TOOL_CALL_CLOSE,
+             "auto": 'Lights on.\n' + TOOL_CALL_OPEN + '\n{"name": "timer", "arguments": {"minutes": 5, "lo',
+             "answer": '{"kind": "line", "count": 12, "tags": ["red"], "origin": {"x": -3, "ok": true}}'}
+    checked = 0
+    for case, text in texts.items():
+        settings = SamplingConfig(response_format=SCHEMA) if case == "answer" else SamplingConfig(tool_choice=case)
+        hold = backend._hold(settings, TOOLS)
+        grammar = hold.grammar
+        for token in [*tokenizer.encode(text), None]:
+            masks = []
+            for firsts in (backend._firsts, None):
+                grammar.firsts = firsts
+                cells = np.zeros(grammar.n_vocab, TOKEN_DATA)
+                cells["id"] = np.arange(grammar.n_vocab)
+                grammar.mask(cells)
+                masks.append(np.isfinite(cells["logit"]))
+            assert (masks[0] == masks[1]).all() and masks[0].any(), (case, token)
+            checked += 1
+            if token is not None:
+                grammar.accept(token)
+        hold.close()
+    assert checked > 60

@@ -18,7 +18,7 @@ import ctypes
 import logging
 import math
 import os
-from collections.abc import Iterator
+from collections.abc import Iterable, Iterator
 from pathlib import Path
 from typing import Any, NamedTuple
 
@@ -26,6 +26,7 @@ import numpy as np
 
 from codette.backends.base import Chunk, SamplingConfig
 from codette.backends.constraints import Kept, UnsupportedSchema, constraint_for
+from codette.backends.finish import Finish, closers
 from codette.backends.gbnf import gbnf_grammar
 from codette.backends.textdeltas import TextDeltas
 from codette.errors import CodetteError
@@ -105,6 +106,133 @@ CANDIDATES = 64  # greedy: the best tokens checked one by one before the grammar
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
+class FirstChars:
+    """A byte-level vocabulary's token ids grouped by their text's first character (byte), so that a grammar
+    over characters is asked about the tokens whose first byte it takes, not about the whole vocabulary: a
+    token is allowed only if its first byte is, and checking the 256 one-byte tokens first and then the few
+    hundred that start with an allowed one takes a tenth of checking all 4,096 of the quickstart's
+    vocabulary (llama.cpp's grammar costs about 80 ns a token).
+
+    None (:meth:`of`) for a vocabulary without a token for every byte (SentencePiece's ``<0x41>`` tokens do
+    not start with their byte): there every token is checked."""
+
+    def __init__(self, singles: np.ndarray, groups: list[np.ndarray], always: np.ndarray) -> None:
+        self.singles, self.groups, self.always = singles, groups, always
+
+    @classmethod
+    def of(cls, tokens: list[str], n_vocab: int, always: Iterable[int]) -> FirstChars | None:
+        """``tokens``: the GGUF's token texts; ``always``: ids checked whatever their text (the end-of-turn
+        tokens, which llama.cpp's grammar judges by the grammar's state, not by their text)."""
+        from tokenizers.pre_tokenizers import ByteLevel
+
+        single = {text: i for i, text in enumerate(tokens) if len(text) == 1}
+        chars = sorted(ByteLevel.alphabet())  # the characters byte-level BPE writes the 256 bytes as
+        if any(c not in single for c in chars):
+            return None
+        singles = np.array([single[c] for c in chars], dtype=np.int32)
+        slot = {c: k for k, c in enumerate(chars)}
+        by_first: list[list[int]] = [[] for _ in chars]
+        rest = set(always)
+        for i, text in enumerate(tokens[:n_vocab]):
+            k = slot.get(text[:1])
+            if k is None:
+                rest.add(i)  # a marker (``<tool_call>``) starts with a byte too; anything else is checked always
+            elif i not in rest:
+                by_first[k].append(i)
+        return cls(singles, [np.array(ids, dtype=np.int32) for ids in by_first],
+                   np.array(sorted(rest), dtype=np.int32))
+
+
+class LlamaGrammar:
+    """A llama.cpp grammar sampler as :class:`codette.backends.finish.Grammar`: checked one candidate at a time
+    (microseconds), cloned for a plan, freed once.
+
+    llama.cpp's grammar is over characters, so it lets a control token with no text (``<pad>``) through
+    wherever it is, as writing nothing; llguidance refuses such tokens, and so does this grammar, or a
+    reply held to it could stall on them."""
+
+    def __init__(self, sampler: Any, lengths: np.ndarray, stops: Iterable[int], silent: Iterable[int] = (),
+                 firsts: FirstChars | None = None) -> None:
+        """``sampler``: a llama.cpp grammar sampler, which this object now owns (and frees); ``lengths``: each
+        token's length in characters (its text in the GGUF's vocabulary); ``stops``: the ids that end the
+        turn; ``silent``: the control tokens it refuses; ``firsts``: the vocabulary by first byte, if it
+        has one."""
+        import llama_cpp
+
+        self._lc, self.sampler, self.lengths, self.stops = llama_cpp, sampler, lengths, tuple(stops)
+        self.firsts = firsts
+        self.n_vocab = len(lengths)
+        self._silent = frozenset(int(t) for t in silent) - set(self.stops)
+        self.silent = np.array(sorted(self._silent), dtype=np.int64)
+        self._one = llama_cpp.llama_token_data(0, 0.0, 0.0)
+        self._one_array = llama_cpp.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
+
+    def mask(self, cells: np.ndarray) -> None:
+        """Set the logit of every cell the grammar refuses to -inf: ``cells`` (:data:`TOKEN_DATA`) hold every
+        id, in order."""
+        firsts = self.firsts
+        if firsts is None:
+            self._apply(cells)
+        else:  # the one-byte tokens first, then the tokens that start with a byte the grammar takes
+            singles = np.zeros(len(firsts.singles), TOKEN_DATA)
+            singles["id"] = firsts.singles
+            self._apply(singles)
+            ok = np.flatnonzero(np.isfinite(singles["logit"]))
+            ids = np.concatenate([firsts.always, *(firsts.groups[k] for k in ok)])
+            some = np.zeros(len(ids), TOKEN_DATA)
+            some["id"], some["logit"] = ids, cells["logit"][ids]
+            self._apply(some)
+            logits = np.full(len(cells), -math.inf, dtype=np.float32)
+            logits[some["id"]] = some["logit"]
+            cells["logit"] = logits
+        cells["logit"][self.silent] = -math.inf
+
+    def _apply(self, cells: np.ndarray) -> None:
+        array = self._lc.llama_token_data_array(cells.ctypes.data_as(self._lc.llama_token_data_p), len(cells),
+                                                -1, False)
+        self._lc.llama_sampler_apply(self.sampler, ctypes.byref(array))
+
+    def allows(self, token: int) -> bool:
+        if token in self._silent:
+            return False
+        one = self._one
+        one.id, one.logit, one.p = token, 1.0, 0.0
+        array = self._one_array
+        array.size, array.selected, array.sorted = 1, -1, False
+        self._lc.llama_sampler_apply(self.sampler, ctypes.byref(array))
+        return array.data[0].logit != -math.inf
+
+    def accept(self, token: int) -> None:
+        self._lc.llama_sampler_accept(self.sampler, token)
+
+    def can_end(self) -> bool:
+        return any(self.allows(token) for token in self.stops)
+
+    def longest_allowed(self) -> int | None:
+        cells = np.zeros(self.n_vocab, TOKEN_DATA)
+        cells["id"] = np.arange(self.n_vocab, dtype=np.int32)
+        self.mask(cells)
+        ok = np.isfinite(cells["logit"])
+        if not ok.any():
+            return None
+        return int(np.argmax(np.where(ok, self.lengths, -1)))  # argmax: the first of the longest
+
+    def fork(self) -> LlamaGrammar:
+        return LlamaGrammar(self._lc.llama_sampler_clone(self.sampler), self.lengths, self.stops, self.silent,
+                            self.firsts)
+
+    def close(self) -> None:
+        if self.sampler:
+            self._lc.llama_sampler_free(self.sampler)
+        self.sampler = None
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except (AttributeError, TypeError):  # at interpreter exit llama_cpp's functions may be gone already
+            pass
+
+
 class Hold:
     """A llama.cpp grammar and the sampler chain it holds, for one reply: llama.cpp's own common sampler
     with ``grammar_first = false``.
@@ -121,8 +249,8 @@ class Hold:
     until the model writes what the grammar refuses.
     """
 
-    def __init__(self, llm: Any, grammar: Any, sampling: SamplingConfig) -> None:
-        """``grammar``: a fresh llama.cpp grammar sampler, which the hold now owns (and frees)."""
+    def __init__(self, llm: Any, grammar: LlamaGrammar, sampling: SamplingConfig) -> None:
+        """``grammar``: a fresh grammar, which the hold now owns (and frees)."""
         import llama_cpp
 
         self._lc = llama_cpp
@@ -147,8 +275,6 @@ class Hold:
         self._cells = np.zeros(self.n_vocab, TOKEN_DATA)
         self._data = self._cells.ctypes.data_as(llama_cpp.llama_token_data_p)
         self._array = llama_cpp.llama_token_data_array(self._data, self.n_vocab, -1, False)
-        self._one = llama_cpp.llama_token_data(0, 0.0, 0.0)
-        self._one_array = llama_cpp.llama_token_data_array(ctypes.pointer(self._one), 1, -1, False)
 
     def pick(self, ctx: Any) -> int:
         """The chain's token for the context's last logits, unmasked: what ``Llama.generate`` samples."""
@@ -171,8 +297,8 @@ class Hold:
         cells["id"] = self._ids
         cells["logit"] = logits
         cells["p"] = 0.0
+        self.grammar.mask(cells)
         array.data, array.size, array.selected, array.sorted = self._data, self.n_vocab, -1, False
-        self._lc.llama_sampler_apply(self.grammar, ctypes.byref(array))
         if not np.isfinite(cells["logit"]).any():
             return None
         self._lc.llama_sampler_apply(self.chain, ctypes.byref(array))
@@ -180,24 +306,21 @@ class Hold:
 
     def allows(self, token: int) -> bool:
         """Whether the grammar takes ``token`` next (it checks this one candidate only)."""
-        one = self._one
-        one.id, one.logit, one.p = token, 1.0, 0.0
-        array = self._one_array
-        array.size, array.selected, array.sorted = 1, -1, False
-        self._lc.llama_sampler_apply(self.grammar, ctypes.byref(array))
-        return array.data[0].logit != -math.inf
+        return self.grammar.allows(token)
 
     def accept(self, token: int) -> None:
         """Advance the grammar past ``token`` (one it allows). The chain keeps no history (no penalties)."""
-        self._lc.llama_sampler_accept(self.grammar, token)
+        self.grammar.accept(token)
 
     def close(self) -> None:
         """Free llama.cpp's samplers (once; a reply abandoned before its first token is freed when collected)."""
-        for name in ("grammar", "chain"):
-            sampler = getattr(self, name, None)
-            if sampler:
-                self._lc.llama_sampler_free(sampler)
-            setattr(self, name, None)
+        grammar = getattr(self, "grammar", None)
+        if grammar is not None:
+            grammar.close()
+        chain = getattr(self, "chain", None)
+        if chain:
+            self._lc.llama_sampler_free(chain)
+        self.chain = None
 
     def __del__(self) -> None:
         try:
@@ -237,10 +360,16 @@ class GGUFBackend:
         self.n_ctx = min(self.llm.n_ctx(), trained_ctx or self.llm.n_ctx())
         self._stop = {i for i, t in enumerate(gguf_tokens) if t in (IM_END, EOS)}
         self._control = {i for i, t in enumerate(gguf_tokens) if t in CONTROL_TOKENS}
+        # each token's length in characters, padded to the model's rows (what the finishing policy weighs)
+        self._lengths = np.zeros(int(self.llm.n_vocab()), dtype=np.int64)
+        self._lengths[:len(gguf_tokens)] = [len(t) for t in gguf_tokens[:len(self._lengths)]]
+        self._firsts = FirstChars.of(gguf_tokens, len(self._lengths), self._stop)
         self.step = None
         # The last held reply's steps (0 = its first token) where the grammar refused the model's pick and
         # masked the step (see Hold).
         self.masked_at: list[int] = []
+        self.finished_at: int | None = None  # the step the last held reply's finish began (see _held)
+        self._closing: list[int] | None = None
         # GBNF text -> llama.cpp's parsed grammar, never advanced: each reply gets a clone
         self._grammars: Kept[Any] = Kept(GRAMMARS_KEPT, copy=llama_cpp.llama_sampler_clone,
                                          drop=llama_cpp.llama_sampler_free)
@@ -290,29 +419,45 @@ class GGUFBackend:
     def _held(self, ids: list[int], sampling: SamplingConfig, hold: Hold) -> Iterator[int]:
         """:meth:`_tokens` under a grammar: the sampler picks from the model's own distribution, the grammar
         checks that one token, and only a token it refuses sends the step through the grammar's mask (see
-        :class:`Hold`). ``masked_at`` lists those steps."""
+        :class:`Hold`). ``masked_at`` lists those steps. In the budget's last tokens the reply is planned to
+        end where the grammar lets it (:mod:`codette.backends.finish`); ``finished_at`` is the step from which
+        the finishing policy wrote it (None: the model wrote all of it)."""
         llm = self.llm
-        self.masked_at = []
+        self.masked_at, self.finished_at = [], None
+        finish = Finish(self._closers())
         try:
             self._prefill(ids)
             n = 0
             while True:
-                token = hold.pick(llm.ctx)
-                if not hold.allows(token):
-                    self.masked_at.append(n)
-                    token = hold.pick_masked(llm.ctx)
-                    if token is None:  # the grammar allows nothing more (it cannot end the turn either)
+                remaining = min(sampling.max_new_tokens - n, self.n_ctx - len(ids) - n)
+                if finish.finishing:
+                    token = finish.step(hold.grammar, None, remaining)
+                else:
+                    token = hold.pick(llm.ctx)
+                    if not hold.allows(token):
+                        self.masked_at.append(n)
+                        token = hold.pick_masked(llm.ctx)
+                    if token is None or token in self._stop:  # None: the grammar allows nothing more
                         return
-                if token in self._stop:
+                    token = finish.step(hold.grammar, token, remaining)
+                    if finish.finishing and self.finished_at is None:
+                        self.finished_at = n
+                if token is None:
                     return
-                hold.accept(token)
                 yield token
                 n += 1
                 if n >= sampling.max_new_tokens or len(ids) + n >= self.n_ctx:
                     return
-                llm.eval([token])
+                if not finish.finishing:  # the plan's tokens need no logits: the reply ends with them
+                    llm.eval([token])
         finally:
             hold.close()
+
+    def _closers(self) -> list[int]:
+        """The finishing policy's tokens for this vocabulary (:func:`codette.backends.finish.closers`), once."""
+        if self._closing is None:
+            self._closing = closers(self.tokenize)
+        return self._closing
 
     def _prefill(self, ids: list[int]) -> None:
         """Evaluate the prompt, keeping the KV cache of the longest prefix it shares with what was evaluated
@@ -344,7 +489,8 @@ class GGUFBackend:
         if constraint is None:
             return None
         text = gbnf_grammar(constraint)
-        return Hold(self.llm, self._grammars.get(text, lambda: self._parse(text, constraint.param)), sampling)
+        sampler = self._grammars.get(text, lambda: self._parse(text, constraint.param))
+        return Hold(self.llm, LlamaGrammar(sampler, self._lengths, self._stop, self._control, self._firsts), sampling)
 
     def _parse(self, text: str, param: str) -> Any:
         """llama.cpp's grammar sampler for the GBNF ``text`` (a tool table's takes about a millisecond to parse,

@@ -27,6 +27,7 @@ import torch
 from codette.backends.base import SamplingConfig
 from codette.backends.constraints import (Constraint, Kept, UnsupportedSchema, answer_schema, call_schema,
                                           constraint_key)
+from codette.backends.finish import Finish, closers
 from codette.errors import CodetteError
 from codette.model.generate import _pick
 from codette.tokenizer import CodetteTokenizer
@@ -92,6 +93,9 @@ class Guide:
                                             eos_token=tokenizer.stop_ids)
         # constraint_key -> a matcher never advanced; each reply gets a copy
         self._built: Kept[Any] = Kept(MATCHERS_KEPT, copy=lambda matcher: matcher.deep_copy())
+        self.closers = closers(tokenizer.encode)  # the finishing policy's tokens
+        by_id = {i: text for text, i in tokenizer.tok.get_vocab(with_added_tokens=True).items()}
+        self.lengths = torch.tensor([len(by_id.get(i, "")) for i in range(len(tokenizer))])
 
     def matcher(self, constraint: Constraint) -> Any:
         """A fresh matcher for ``constraint``; :class:`UnsupportedSchema` naming what llguidance cannot express
@@ -121,6 +125,36 @@ class Guide:
         return self._llg.LLMatcher.validate_grammar(grammar, self.lltok)
 
 
+class MatcherGrammar:
+    """An llguidance matcher as :class:`codette.backends.finish.Grammar` (a plan advances a deep copy)."""
+
+    def __init__(self, matcher: Any, lengths: torch.Tensor) -> None:
+        """``lengths``: each token's length in characters (its text as the tokenizer's vocabulary spells it)."""
+        self.matcher, self.lengths = matcher, lengths
+
+    def fork(self) -> MatcherGrammar:
+        return MatcherGrammar(self.matcher.deep_copy(), self.lengths)
+
+    def allows(self, token: int) -> bool:
+        return self.matcher.validate_tokens([token]) == 1
+
+    def accept(self, token: int) -> None:
+        if not self.matcher.consume_token(token):
+            raise CodetteError(f"constrained decoding failed: {self.matcher.get_error()}")
+
+    def can_end(self) -> bool:
+        return self.matcher.is_accepting()
+
+    def longest_allowed(self) -> int | None:
+        ok = allowed(self.matcher, len(self.lengths))
+        if not ok.any():
+            return None
+        return int(torch.argmax(torch.where(ok, self.lengths, -1)))  # argmax: the first of the longest
+
+    def close(self) -> None:
+        """Nothing to free: the copy is Python's."""
+
+
 def allowed(matcher: Any, vocab_size: int) -> torch.Tensor:
     """The matcher's next-token mask as booleans over the first ``vocab_size`` ids."""
     bits = np.unpackbits(np.frombuffer(matcher.compute_bitmask(), dtype=np.uint8), bitorder="little")
@@ -129,8 +163,9 @@ def allowed(matcher: Any, vocab_size: int) -> torch.Tensor:
 
 @torch.no_grad()
 def guided_tokens(model: Any, prompt: Sequence[int], sampling: SamplingConfig, matcher: Any,
-                  stop_ids: Sequence[int], vocab_size: int,
-                  on_masked: Callable[[int], None] | None = None) -> Iterator[int]:
+                  stop_ids: Sequence[int], lengths: torch.Tensor, order: Sequence[int] = (),
+                  on_masked: Callable[[int], None] | None = None,
+                  on_finish: Callable[[int], None] | None = None) -> Iterator[int]:
     """Yield the reply's token ids, each one the grammar allows, until a stop id (not yielded), the grammar's
     end, ``max_new_tokens`` or the context end.
 
@@ -143,11 +178,16 @@ def guided_tokens(model: Any, prompt: Sequence[int], sampling: SamplingConfig, m
     sampling; with top-k or top-p the cut is made before the mask first), and free text the grammar lets
     through is decoded exactly as it is unheld, so a lazy ``<tool_call>`` hold costs next to nothing until
     the model writes what the grammar refuses.
+
+    In the budget's last tokens the reply is planned to end where the grammar lets it, with the finishing
+    policy's tokens ``order`` (:mod:`codette.backends.finish`); ``on_finish`` gets the step it began at.
     """
     max_len = model.cfg.max_seq_len
     device = model.embed.weight.device
     gen = torch.Generator(device="cpu").manual_seed(sampling.seed) if sampling.seed is not None else None
     stops = set(stop_ids)
+    vocab_size = len(lengths)
+    grammar, finish = MatcherGrammar(matcher, lengths), Finish(order)
     was_training = model.training
     model.eval()
     try:
@@ -156,18 +196,25 @@ def guided_tokens(model: Any, prompt: Sequence[int], sampling: SamplingConfig, m
         for step in range(sampling.max_new_tokens):
             if length >= max_len or matcher.is_stopped():
                 return
-            logits = model(torch.tensor([feed], device=device), cache=cache, last_only=True)[0, -1]
-            logits = logits[:vocab_size].float().cpu()
-            nxt = _pick(logits, sampling.temperature, sampling.top_k, sampling.top_p, gen)
-            if not matcher.validate_tokens([nxt]):
-                if on_masked is not None:
-                    on_masked(step)
-                logits = logits.masked_fill(~allowed(matcher, vocab_size), float("-inf"))
+            remaining = min(sampling.max_new_tokens - step, max_len - length)
+            if finish.finishing:  # the plan's tokens need no logits: the reply ends with them
+                nxt = finish.step(grammar, None, remaining)
+            else:
+                logits = model(torch.tensor([feed], device=device), cache=cache, last_only=True)[0, -1]
+                logits = logits[:vocab_size].float().cpu()
                 nxt = _pick(logits, sampling.temperature, sampling.top_k, sampling.top_p, gen)
-            if nxt in stops:
+                if not matcher.validate_tokens([nxt]):
+                    if on_masked is not None:
+                        on_masked(step)
+                    logits = logits.masked_fill(~allowed(matcher, vocab_size), float("-inf"))
+                    nxt = _pick(logits, sampling.temperature, sampling.top_k, sampling.top_p, gen)
+                if nxt in stops:
+                    return
+                nxt = finish.step(grammar, nxt, remaining)
+                if finish.finishing and on_finish is not None:
+                    on_finish(step)
+            if nxt is None:
                 return
-            if not matcher.consume_token(nxt):
-                raise CodetteError(f"constrained decoding failed: {matcher.get_error()}")
             yield nxt
             feed, length = [nxt], length + 1
     finally:

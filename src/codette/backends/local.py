@@ -44,8 +44,10 @@ class LocalBackend:
         self.path: Path | None = None  # the checkpoint file, when loaded from one
         self._guide: Any = None  # llguidance's view of the tokenizer, built at the first constraint
         # The last held reply's steps (0 = its first token) where the grammar refused the model's pick and
-        # masked the step (guided_tokens).
+        # masked the step (guided_tokens), and the step from which the finishing policy wrote it (None: the
+        # model wrote all of it; codette.backends.finish).
         self.masked_at: list[int] = []
+        self.finished_at: int | None = None
 
     @classmethod
     def from_checkpoint(cls, checkpoint: Path | str, tokenizer_dir: Path | str | None = None,
@@ -101,12 +103,15 @@ class LocalBackend:
         if matcher is not None:
             from codette.backends.guided import guided_tokens
 
-            self.masked_at = []
-            return guided_tokens(self.model, ids, sampling, matcher, self.tokenizer.stop_ids, len(self.tokenizer),
-                                 on_masked=self.masked_at.append)
+            self.masked_at, self.finished_at = [], None
+            return guided_tokens(self.model, ids, sampling, matcher, self.tokenizer.stop_ids, self._guide.lengths,
+                                 self._guide.closers, on_masked=self.masked_at.append, on_finish=self._finished)
         return generate_tokens(self.model, ids, max_new_tokens=sampling.max_new_tokens,
                                temperature=sampling.temperature, top_k=sampling.top_k, top_p=sampling.top_p,
                                seed=sampling.seed, stop_ids=self.tokenizer.stop_ids, vocab_size=len(self.tokenizer))
+
+    def _finished(self, step: int) -> None:
+        self.finished_at = step
 
     @torch.no_grad()
     def chat(self, messages: list[dict], tools: list[dict] | None = None,

@@ -16,7 +16,9 @@ model writes on its own. Calls are validated, and repaired, either way.
 
 Besides the natural set's own figures, every reply that opens a ``<tool_call>`` (first tries and
 repairs alike) is scored as the probes score a call: ``json_valid`` (every block parses) and
-``args_valid`` (every call names an offered tool, with arguments valid under its full schema).
+``args_valid`` (every call names an offered tool, with arguments valid under its full schema), and
+``finished``: the share of them whose end the local backends' finishing policy wrote, because the model's
+own call would not have ended inside the reply's token budget (:mod:`codette.backends.finish`).
 """
 
 from __future__ import annotations
@@ -95,11 +97,14 @@ class ItemTools(ReplayWorkspace):
 
 
 class RecordedReplies:
-    """``backend`` as the tool loop sees it, keeping the text of every reply it streams (``texts``)."""
+    """``backend`` as the tool loop sees it, keeping the text of every reply it streams (``texts``) and whether
+    the local backends' finishing policy wrote its end to fit the token budget (``finished``, see
+    :mod:`codette.backends.finish`; False on backends without one)."""
 
     def __init__(self, backend: ChatBackend) -> None:
         self.backend = backend
         self.texts: list[str] = []
+        self.finished: list[bool] = []
 
     def __getattr__(self, name: str) -> Any:
         return getattr(self.backend, name)
@@ -111,23 +116,26 @@ class RecordedReplies:
             chunks.append(chunk)
             yield chunk
         self.texts.append(reply_text(collect(chunks)))
+        self.finished.append(getattr(self.backend, "finished_at", None) is not None)
 
 
-def written_calls(text: str, tools: ItemTools) -> dict[str, int] | None:
+def written_calls(text: str, tools: ItemTools, finished: bool = False) -> dict[str, int] | None:
     """A reply that opens a tool call, scored: ``json_valid`` (every block parses), ``args_valid`` (and every
-    call is of an offered tool, with arguments valid under its schema); None for a reply without a call."""
+    call is of an offered tool, with arguments valid under its schema), ``finished`` (the finishing policy,
+    not the model, wrote its end to fit the token budget); None for a reply without a call."""
     if TOOL_CALL_OPEN not in text:
         return None
+    scored = {"json_valid": 1, "args_valid": 1, "finished": int(finished)}
     try:
         _, calls = split_tool_calls(text)
     except ToolCallParseError:
-        return {"json_valid": 0, "args_valid": 0}
+        return {**scored, "json_valid": 0, "args_valid": 0}
     try:
         for call in calls:
             tools.validate(call.name, call.arguments)
     except ToolError:
-        return {"json_valid": 1, "args_valid": 0}
-    return {"json_valid": 1, "args_valid": 1}
+        return {**scored, "args_valid": 0}
+    return scored
 
 
 def _loop_config(max_new_tokens: int, constrain: bool = True) -> LoopConfig:
@@ -167,7 +175,8 @@ def run_item(backend: ChatBackend, item: nat.Item, tools: ItemTools, max_new_tok
             errors.append(f"turn {turn_no + 1}: {response.error}")
         history = history + response.messages
         final = response.text
-    written = [w for w in (written_calls(t, tools) for t in replies.texts) if w is not None]
+    written = [w for w in (written_calls(t, tools, f) for t, f in zip(replies.texts, replies.finished))
+               if w is not None]
     out: dict[str, Any] = {"id": item.id, "category": item.category, "kind": item.kind, "turns": list(item.turns),
                            "calls": made, "written": written, "final": final}
     if errors:
@@ -213,7 +222,7 @@ def natural_report(backend: ChatBackend, max_new_tokens: int = MAX_NEW_TOKENS,
     results = run_natural(backend, natural_set.items, max_new_tokens, on_result, constrain)
     summary = nat.summarize(results, natural_set.items)
     written = [w for r in results for w in r.get("written", [])]
-    for key in ("json_valid", "args_valid"):  # over the replies that open a call
+    for key in ("json_valid", "args_valid", "finished"):  # over the replies that open a call
         summary["figures"][key] = proportion([w[key] for w in written]).as_dict()
     counts = dict(Counter(item.category for item in natural_set.items))
     return {"natural": {"set": {"source": natural_set.source, "version": natural_set.version,

@@ -120,7 +120,10 @@ NATURAL_ROWS = [("right_tool", "tool items: the calls name exactly the expected 
                 ("task_success", "tool items: right tool, and the answer holds the real result"),
                 ("abstain", "relevance and chat items: no tool call"),
                 ("identity", "identity questions answered truthfully"),
-                ("perspective", "the perspective asked for (marker and style)")]
+                ("perspective", "the perspective asked for (marker and style)"),
+                ("json_valid", "replies that open a call: every call parses"),
+                ("args_valid", "... and names an offered tool, with arguments valid under its schema"),
+                ("finished", "... whose end the finishing policy wrote, to fit the token budget")]
 
 
 def natural_markdown(section: dict[str, Any]) -> list[str]:
@@ -130,7 +133,9 @@ def natural_markdown(section: dict[str, Any]) -> list[str]:
            f"{info['version']}, sha256 {info['sha256'][:12]}), through the agent's tool loop.", "",
            "| metric | value | 95% CI | n | meaning |", "|---|---|---|---|---|"]
     for key, meaning in NATURAL_ROWS:
-        f = section["figures"][key]
+        f = section["figures"].get(key)
+        if f is None:  # a figure an older run did not have
+            continue
         out.append(f"| `{key}` | {_pct(f['value'])} | [{_pct(f['low'])}, {_pct(f['high'])}] | {f['n']} | {meaning} |")
     for title, table in (("category", section["by_category"]), ("tool", section["by_tool"])):
         out += ["", f"| {title} | metric | value | 95% CI | n |", "|---|---|---|---|---|"]
@@ -179,7 +184,9 @@ def console_tables(report: dict[str, Any]) -> list:
         for col in ("metric", "value", "95% CI", "n"):
             t.add_column(col, justify="left" if col == "metric" else "right")
         for key, _meaning in NATURAL_ROWS:
-            f = natural["figures"][key]
+            f = natural["figures"].get(key)
+            if f is None:
+                continue
             t.add_row(key, _pct(f["value"]), f"[{_pct(f['low'])}, {_pct(f['high'])}]", str(f["n"]))
         tables.append(t)
     return tables
