@@ -14,8 +14,10 @@ machine slows both alike:
 Prints completion tokens per second, the added milliseconds per token, and the share of held steps the
 grammar masked (both backends let the model pick first and mask only a step whose pick the grammar
 refuses: a trained model's steps go unmasked, an untrained model's noise is masked at almost every step
-of a call). The reply lengths differ (held replies end when the grammar does), hence tokens per second,
-not seconds per reply.
+of a call), and the share of held tokens written by the finish (codette.backends.finish: near the reply
+limit a call or answer the model would not end in time is closed for it; those tokens need no forward
+pass, so a reply with many of them can be faster held than unheld). The reply lengths differ (held
+replies end when the grammar does), hence tokens per second, not seconds per reply.
 
     python benchmarks/constrained_decoding.py                      # about 20 s on a shared 2-core CPU
     python benchmarks/constrained_decoding.py --replies 8 --tokens 128 --vocab 16000
@@ -67,12 +69,14 @@ def build_model(folder: Path, vocab: int) -> Path:
 
 
 def rate(backend, messages: list[dict], tools: list[dict] | None,
-         sampling: SamplingConfig) -> tuple[int, float, int]:
-    """Completion tokens, seconds and masked steps of one streamed reply."""
-    backend.masked_at = []
+         sampling: SamplingConfig) -> tuple[int, float, int, int]:
+    """Completion tokens, seconds, masked steps and tokens written by the finish of one streamed reply."""
+    backend.masked_at, backend.finished_at = [], None
     start = time.perf_counter()
     *_, last = backend.stream(messages, tools, sampling)
-    return last.completion_tokens or 0, time.perf_counter() - start, len(backend.masked_at)
+    n = last.completion_tokens or 0
+    finished = 0 if backend.finished_at is None else n - backend.finished_at
+    return n, time.perf_counter() - start, len(backend.masked_at), finished
 
 
 def main() -> None:
@@ -104,23 +108,22 @@ def main() -> None:
         print(f"vocabulary {len(backends[0].tokenizer)} tokens, {args.threads} thread(s), {args.replies} replies "
               f"of up to {args.tokens} tokens per cell; temperature {args.temperature:g}")
         print(f"{'backend':8} {'case':26} {'unheld tok/s':>13} {'held tok/s':>11} {'added ms/token':>15} "
-              f"{'slower':>7} {'masked':>7}")
+              f"{'slower':>7} {'masked':>7} {'finished':>9}")
         for backend in backends:
             for case, (tools, held) in cases.items():
-                totals = {False: [0, 0.0, 0], True: [0, 0.0, 0]}
+                totals = {False: [0, 0.0, 0, 0], True: [0, 0.0, 0, 0]}
                 for i in range(args.replies + 1):
                     for constrained in (False, True):
                         sampling = SamplingConfig(max_new_tokens=args.tokens, temperature=args.temperature, seed=i,
                                                   **(held if constrained else {}))
-                        n, seconds, masked = rate(backend, ask, tools, sampling)
+                        measured = rate(backend, ask, tools, sampling)
                         if i:  # the first round warms caches up (grammar text, llguidance's token table)
-                            totals[constrained][0] += n
-                            totals[constrained][1] += seconds
-                            totals[constrained][2] += masked
+                            for k, value in enumerate(measured):
+                                totals[constrained][k] += value
                 free, bound = (totals[c][0] / totals[c][1] for c in (False, True))
-                masked = totals[True][2] / max(totals[True][0], 1)
+                masked, finished = (totals[True][k] / max(totals[True][0], 1) for k in (2, 3))
                 print(f"{backend.name:8} {case:26} {free:13.0f} {bound:11.0f} {1e3 / bound - 1e3 / free:15.2f} "
-                      f"{1 - bound / free:7.0%} {masked:7.0%}")
+                      f"{1 - bound / free:7.0%} {masked:7.0%} {finished:9.0%}")
         backends[1].close()
 
 

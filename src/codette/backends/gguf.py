@@ -178,6 +178,10 @@ class LlamaGrammar:
             singles["id"] = firsts.singles
             self._apply(singles)
             ok = np.flatnonzero(np.isfinite(singles["logit"]))
+            if len(ok) > len(singles) // 2:  # most bytes go (inside a string): the filter would save nothing
+                self._apply(cells)
+                cells["logit"][self.silent] = -math.inf
+                return
             ids = np.concatenate([firsts.always, *(firsts.groups[k] for k in ok)])
             some = np.zeros(len(ids), TOKEN_DATA)
             some["id"], some["logit"] = ids, cells["logit"][ids]
