@@ -1,6 +1,7 @@
 """Structured output through `codette serve`, with the official `openai` client as the peer: a pydantic
 model (``json_schema``, strict), ``json_object``, ``tool_choice`` required and named, streamed and not,
-and a schema the grammar cannot express refused with a 400 in OpenAI's error shape.
+a schema the grammar cannot express refused with a 400 in OpenAI's error shape, and a held answer that
+ends inside ``max_tokens``.
 
 The backends are real PyTorch backends: an untrained model for the pydantic schema (its noise is held to
 the schema), and a model that spells prose or a bad call (tests/test_constraints.ScriptedModel) for the
@@ -57,6 +58,28 @@ def test_parse_with_a_pydantic_model_streamed_and_not(untrained):
             final = stream.get_final_completion()
     assert isinstance(final.choices[0].message.parsed, Shape)
     assert final.choices[0].message.content == replies[0]  # the same seed, the same reply, in pieces
+
+
+class Note(BaseModel):
+    title: str
+    words: list[str]
+
+
+def test_a_held_answer_ends_inside_max_tokens(untrained):
+    """Unbounded strings and a list: noise would write them until ``max_tokens`` cut the JSON; the reply is
+    closed inside the budget instead and parses, streamed and not (codette.backends.finish)."""
+    from codette.backends.local import LocalBackend
+
+    with running(LocalBackend.from_checkpoint(untrained[0])) as url:
+        c = client(url)
+        for seed in range(5):
+            r = c.chat.completions.parse(model="codette", messages=ASK, response_format=Note, temperature=1.0,
+                                         seed=seed, max_tokens=48)
+            assert isinstance(r.choices[0].message.parsed, Note), r.choices[0].message.content
+            assert r.usage.completion_tokens <= 48
+        with c.chat.completions.stream(model="codette", messages=ASK, response_format=Note, temperature=1.0,
+                                       seed=0, max_tokens=48) as stream:
+            assert isinstance(stream.get_final_completion().choices[0].message.parsed, Note)
 
 
 def calls_of(c: openai.OpenAI, stream: bool, **request: object) -> tuple[list[tuple[str, dict]], str]:

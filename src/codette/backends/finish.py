@@ -38,6 +38,9 @@ from itertools import product
 from typing import Protocol
 
 WINDOW = 48  # the budget's last tokens in which the end is planned: room for a call of the largest tool
+# A way out leaves room for one more step, where the reply ends with the end of its turn: one that used the
+# budget's last token would be reported cut (``finish_reason: "length"``; OpenAI's client refuses to parse it).
+END = 1
 CLOSING = ('"', "}", "]")
 
 
@@ -163,7 +166,7 @@ class Finish:
             endable = grammar.can_end() if self._endable is None else self._endable
             if endable:  # the reply may end here: take the token, unless it opens what cannot end in time
                 grammar.accept(token)  # (where the reply ends instead, the grammar is not used again)
-                way = self.plan(grammar, remaining - 1)
+                way = self.plan(grammar, remaining - 1 - END)
                 if way is None:
                     return None
                 return self._took(token, way, remaining)
@@ -172,13 +175,13 @@ class Finish:
                 self.way = self.way[1:] if self.way and self.way[0] == token else None
                 self._endable = None
                 return token
-            way = self.way_after(grammar, token, remaining - 1)
+            way = self.way_after(grammar, token, remaining - 1 - END)
             if way is not None:
                 grammar.accept(token)
                 return self._took(token, way, remaining)
             self.finishing = True
             if self.way is None:  # no plan from here yet: make one (when it does not fit, the reply is cut)
-                self.way = self.plan(grammar, max(remaining, self.window)) or []
+                self.way = self.plan(grammar, max(remaining - END, self.window)) or []
         if not self.way:
             return None
         chosen = self.way.pop(0)
@@ -190,6 +193,6 @@ class Finish:
         self.way, self._endable = way, not way
         if way:
             self._last = way
-        spare = remaining - 1 - len(way)
+        spare = remaining - 1 - END - len(way)
         self._replan = remaining - max(1, spare // 2)
         return token
