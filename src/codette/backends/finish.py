@@ -95,7 +95,7 @@ class Finish:
         self.order, self.window = tuple(order), WINDOW if window is None else window
         self.finishing = False  # writing its plan
         self.way: list[int] | None = None  # a plan from the current state (None: not known)
-        self._last: list[int] = []  # the last plan made or replayed, to try again from a later state
+        self._last: tuple[int, ...] = ()  # the last plan made or replayed, to try again from a later state
         self._endable: bool | None = None  # whether the reply may end before the next token (None: unknown)
         self._replan = self.window  # inside a structure, check again at this many remaining tokens
 
@@ -192,7 +192,7 @@ class Finish:
         """``token`` is taken and ``way`` leads out after it: check again once half the spare room is used."""
         self.way, self._endable = way, not way
         if way:
-            self._last = way
+            self._last = tuple(way)  # (``way`` itself is popped from once the reply writes it)
         spare = remaining - 1 - END - len(way)
         self._replan = remaining - max(1, spare // 2)
         return token

@@ -106,6 +106,19 @@ CANDIDATES = 64  # greedy: the best tokens checked one by one before the grammar
 TOKEN_DATA = np.dtype([("id", np.int32), ("logit", np.float32), ("p", np.float32)])
 
 
+class Freed:
+    """What holds llama.cpp samplers: freed by ``close`` (once), at the latest when collected."""
+
+    def close(self) -> None:
+        raise NotImplementedError
+
+    def __del__(self) -> None:
+        try:
+            self.close()
+        except (AttributeError, TypeError):  # at interpreter exit llama_cpp's functions may be gone already
+            pass
+
+
 class FirstChars:
     """A byte-level vocabulary's token ids grouped by their text's first character (byte), so that a grammar
     over characters is asked about the tokens whose first byte it takes, not about the whole vocabulary: a
@@ -143,7 +156,7 @@ class FirstChars:
                    np.array(sorted(rest), dtype=np.int32))
 
 
-class LlamaGrammar:
+class LlamaGrammar(Freed):
     """A llama.cpp grammar sampler as :class:`codette.backends.finish.Grammar`: checked one candidate at a time
     (microseconds), cloned for a plan, freed once.
 
@@ -230,14 +243,8 @@ class LlamaGrammar:
             self._lc.llama_sampler_free(self.sampler)
         self.sampler = None
 
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except (AttributeError, TypeError):  # at interpreter exit llama_cpp's functions may be gone already
-            pass
 
-
-class Hold:
+class Hold(Freed):
     """A llama.cpp grammar and the sampler chain it holds, for one reply: llama.cpp's own common sampler
     with ``grammar_first = false``.
 
@@ -325,12 +332,6 @@ class Hold:
         if chain:
             self._lc.llama_sampler_free(chain)
         self.chain = None
-
-    def __del__(self) -> None:
-        try:
-            self.close()
-        except (AttributeError, TypeError):  # at interpreter exit llama_cpp's functions may be gone already
-            pass
 
 
 class GGUFBackend:
