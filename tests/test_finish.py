@@ -138,3 +138,13 @@ def test_a_plan_ends_a_number_where_a_key_must_follow(backends, name):
     way = Finish(backend._guide.closers if name == "local" else backend._closers()).plan(grammar, 40)
     assert way is not None and len(way) < 25, way
     jsonschema.validate(json.loads('{"count": 1' + backend.detokenize(way)), ANSWER)
+
+
+@pytest.mark.parametrize("name", ["local", "gguf"])
+def test_an_unheld_reply_is_never_reported_finished(backends, name):
+    """``finished_at`` is the last reply's, held or not: an unheld reply after a finished one reports None."""
+    backend = backends[name]
+    backend.chat(ASK, [NOTE], sampling(0, max_new_tokens=40, tool_choice="required"))
+    assert backend.finished_at is not None
+    backend.chat(ASK, [NOTE], sampling(0, max_new_tokens=40))
+    assert backend.finished_at is None and backend.masked_at == []

@@ -100,10 +100,10 @@ class LocalBackend:
     def _generate(self, ids: list[int], sampling: SamplingConfig, tools: list[dict] | None = None) -> Iterator[int]:
         """The reply's token ids (KV-cache decoding), stop token excluded: what chat and stream share."""
         matcher = self._matcher(sampling, tools)
+        self.masked_at, self.finished_at = [], None  # this reply's, held or not
         if matcher is not None:
             from codette.backends.guided import guided_tokens
 
-            self.masked_at, self.finished_at = [], None
             return guided_tokens(self.model, ids, sampling, matcher, self.tokenizer.stop_ids, self._guide.lengths,
                                  self._guide.closers, on_masked=self.masked_at.append, on_finish=self._finished)
         return generate_tokens(self.model, ids, max_new_tokens=sampling.max_new_tokens,
