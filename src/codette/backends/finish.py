@@ -8,7 +8,7 @@ which is what holding it was meant to prevent. So both local engines plan the en
 A *plan* is a way out: tokens the grammar allows, one after another, after which the reply may end.
 
 - Each token the model picks in the window is taken only if a plan from after it fits what is left of
-  the budget. Where the reply could end (free text, between calls) that is one step on the grammar;
+  the budget, one token to spare (:data:`END`: the reply then ends as a complete one does). Where the reply could end (free text, between calls) that is one step on the grammar;
   inside a call or a JSON answer the check is made once half of the room the last plan left is used
   (every token once it is one or none): a token inside a structure rarely adds more than one token to
   the way out of it, and this keeps the cost to a few plans a reply.
