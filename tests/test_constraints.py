@@ -460,7 +460,7 @@ def test_each_reply_gets_its_own_copy_of_a_kept_grammar(backends, tokenizer):
     first, second = (backends["gguf"]._hold(forced, TOOLS) for _ in range(2))
     for token in opening:
         assert first.allows(token)
-        first.accept(token)
+        first.grammar.accept(token)
     assert not first.allows(opening[0]) and second.allows(opening[0])
     first.close(), second.close()
 

@@ -319,10 +319,6 @@ class Hold(Freed):
         """Whether the grammar takes ``token`` next (it checks this one candidate only)."""
         return self.grammar.allows(token)
 
-    def accept(self, token: int) -> None:
-        """Advance the grammar past ``token`` (one it allows). The chain keeps no history (no penalties)."""
-        self.grammar.accept(token)
-
     def close(self) -> None:
         """Free llama.cpp's samplers (once; a reply abandoned before its first token is freed when collected)."""
         grammar = getattr(self, "grammar", None)
